@@ -1,0 +1,177 @@
+"""Typed params and results of the daemon's RPC methods.
+
+New fields always get defaults; existing field types never change.
+Generation params use OpenAI's names where one exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+KeepAlive = float | str | None  # seconds, or "5m" / "1h" / "-1"; None = default
+
+
+class Empty(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A method that takes no params."""
+
+
+# --- daemon.* -------------------------------------------------------------------
+class PluginInfo(msgspec.Struct, frozen=True):
+    name: str
+    hooks: list[str]
+
+
+class DaemonInfo(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    pid: int
+    socket: str
+    home: str
+    started_at: float
+    uptime_s: float
+    methods: list[str]
+    plugins: list[PluginInfo]
+    formats: list[str]
+    backends: list[str]
+    hardware: dict[str, Any]
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: Literal["ok", "shutting_down"]
+    uptime_s: float
+    connections: int
+    in_flight: int
+    loaded_models: int
+
+
+class Describe(msgspec.Struct, frozen=True):
+    methods: dict[str, Any]
+    components: dict[str, Any]
+
+
+class ShutdownResult(msgspec.Struct, frozen=True):
+    stopping: bool
+
+
+# --- models.* -------------------------------------------------------------------
+class ModelEntry(msgspec.Struct, frozen=True):
+    name: str
+    path: str | None
+    format: str | None
+    size_bytes: int | None
+    available: bool
+    loaded: bool
+    source: str
+    metadata: dict[str, Any] = {}
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    models: list[ModelEntry]
+
+
+class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: str
+    backend: str | None = None
+    keep_alive: KeepAlive = None
+
+
+class UnloadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: str
+
+
+class LoadedModel(msgspec.Struct, frozen=True):
+    name: str
+    path: str
+    format: str
+    backend: str
+    pid: int
+    loaded_at: float
+    load_ms: float
+    expires_at: float | None
+    in_flight: int
+    requests: int
+    rss_bytes: int | None
+
+
+class LoadResult(msgspec.Struct, frozen=True):
+    model: LoadedModel
+    already_loaded: bool
+
+
+class UnloadResult(msgspec.Struct, frozen=True):
+    name: str
+    pid: int
+
+
+class LoadedList(msgspec.Struct, frozen=True):
+    models: list[LoadedModel]
+
+
+# --- generation -----------------------------------------------------------------
+class Message(msgspec.Struct, frozen=True):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Fields shared by ``chat`` and ``complete``. ``None`` means "not asked for"."""
+
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    keep_alive: KeepAlive = None
+
+
+class ChatParams(SamplingParams, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    messages: list[Message]
+
+
+class CompleteParams(SamplingParams, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    prompt: str
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+class Timings(msgspec.Struct, frozen=True):
+    queued_ms: float
+    load_ms: float
+    ttft_ms: float | None
+    prefill_tps: float | None
+    decode_tps: float | None
+    total_ms: float
+
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class GenerationResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    model: str
+    backend: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    message: Message | None = None
+    text: str | None = None
+
+
+class Chunk(msgspec.Struct, frozen=True):
+    """Params of the ``chat.chunk`` notification."""
+
+    id: int | str | None
+    delta: str
+
+
+class CancelParams(msgspec.Struct, frozen=True):
+    id: int | str

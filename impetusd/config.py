@@ -1,0 +1,124 @@
+"""Configuration: flag > environment > ``$IMPETUS_HOME/config.toml`` > defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import msgspec
+
+from .errors import InvalidParams
+
+DEFAULT_MAX_LINE = 16 * 1024 * 1024
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    home: Path
+    socket: Path
+    log_level: str = "INFO"
+    max_line_bytes: int = DEFAULT_MAX_LINE
+    keep_alive_s: float = 300.0
+    shutdown_grace_s: float = 20.0
+    worker_start_timeout_s: float = 120.0
+    default_max_tokens: int = 512
+    default_temperature: float = 0.0
+    plugins: list[str] = []
+    disabled_plugins: list[str] = []
+    backend: dict[str, str] = {}  # format -> preferred backend name
+
+
+class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What ``config.toml`` may set (every field optional)."""
+
+    socket: str | None = None
+    log_level: str | None = None
+    max_line_bytes: int | None = None
+    keep_alive_s: float | None = None
+    shutdown_grace_s: float | None = None
+    worker_start_timeout_s: float | None = None
+    default_max_tokens: int | None = None
+    default_temperature: float | None = None
+    plugins: list[str] | None = None
+    disabled_plugins: list[str] | None = None
+    backend: dict[str, str] | None = None
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("IMPETUS_HOME") or Path.home() / ".impetus").expanduser()
+
+
+def default_socket(home: Path, env: Mapping[str, str]) -> Path:
+    if env.get("IMPETUS_SOCKET"):
+        return Path(env["IMPETUS_SOCKET"]).expanduser()
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "impetus" / "impetusd.sock"
+    return home / "run" / "impetusd.sock"
+
+
+def load_config(
+    *,
+    home: str | os.PathLike[str] | None = None,
+    socket: str | os.PathLike[str] | None = None,
+    log_level: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    env = os.environ if env is None else env
+    home_path = Path(home).expanduser() if home else default_home(env)
+    file_cfg = _read_file(home_path / "config.toml")
+    values: dict[str, Any] = {k: v for k, v in msgspec.structs.asdict(file_cfg).items() if v is not None}
+    if env.get("IMPETUS_LOG_LEVEL"):
+        values["log_level"] = env["IMPETUS_LOG_LEVEL"]
+    if env.get("IMPETUS_PLUGINS"):
+        values["plugins"] = [*values.get("plugins", []), *env["IMPETUS_PLUGINS"].split(",")]
+    if env.get("IMPETUS_MAX_LINE_BYTES"):
+        values["max_line_bytes"] = int(env["IMPETUS_MAX_LINE_BYTES"])
+    if socket:
+        sock = Path(socket).expanduser()
+    elif env.get("IMPETUS_SOCKET"):
+        sock = Path(env["IMPETUS_SOCKET"]).expanduser()
+    elif values.get("socket"):
+        sock = Path(values["socket"]).expanduser()
+    else:
+        sock = default_socket(home_path, env)
+    values.pop("socket", None)
+    if log_level:
+        values["log_level"] = log_level
+    return Config(home=home_path, socket=sock, **values)
+
+
+def _read_file(path: Path) -> FileConfig:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return FileConfig()
+    try:
+        return msgspec.toml.decode(data, type=FileConfig)
+    except msgspec.DecodeError as exc:
+        raise InvalidParams(f"{path}: {exc}", path=str(path)) from exc
+
+
+def parse_keep_alive(value: float | str | None, default: float) -> float | None:
+    """Seconds to stay loaded after the last request; None means forever.
+
+    Accepts numbers (seconds) or strings like ``"30s"``, ``"5m"``, ``"1h"``, ``"-1"``.
+    Negative keeps the model loaded; 0 unloads after the request.
+    """
+    if value is None:
+        return default
+    if isinstance(value, str):
+        text = value.strip().lower()
+        units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        scale = 1.0
+        for suffix in ("ms", "s", "m", "h"):
+            if text.endswith(suffix):
+                scale, text = units[suffix], text[: -len(suffix)]
+                break
+        try:
+            seconds = float(text) * scale
+        except ValueError:
+            raise InvalidParams(f"keep_alive: cannot parse {value!r} (use seconds or e.g. '5m')", field="keep_alive") from None
+    else:
+        seconds = float(value)
+    return None if seconds < 0 else seconds

@@ -1,0 +1,128 @@
+"""The Daemon object: built by a factory, handed to hooks, run by ``run_daemon``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import anyio
+import pluggy
+
+from .config import Config
+from .events import Event
+from .models import ModelManager
+from .plugins import await_maybe, build_registries, make_plugin_manager
+from .protocol.messages import Codec
+from .registries import Registries
+from .rpc import Dispatcher, RequestContext
+from .server import Connection, prepare_socket_path, serve_unix
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: Config, pm: pluggy.PluginManager, registries: Registries) -> None:
+        self.config = config
+        self.pm = pm
+        self.registries = registries
+        self.codec = Codec()
+        self.dispatcher = Dispatcher(self)
+        self.models = ModelManager(self)
+        self.started_at = time.time()
+        self.stopping = False
+        self.connections = 0
+        self.in_flight: set[RequestContext] = set()
+        self._idle = anyio.Event()
+        self.stop_requested = anyio.Event()
+        self.accept_scope: anyio.CancelScope | None = None
+
+    # --- bookkeeping used by the server ---------------------------------------
+    def track(self, ctx: RequestContext) -> None:
+        self.in_flight.add(ctx)
+
+    def untrack(self, ctx: RequestContext) -> None:
+        self.in_flight.discard(ctx)
+        if not self.in_flight:
+            self._idle.set()
+            self._idle = anyio.Event()
+
+    async def serve_connection(self, conn: Connection) -> None:
+        self.connections += 1
+        try:
+            await conn.serve()
+        finally:
+            self.connections -= 1
+
+    def emit(self, event: Event) -> None:
+        try:
+            self.pm.hook.impetus_event(event=event)
+        except Exception:
+            log.exception("an impetus_event hook failed")
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    async def drain(self) -> None:
+        """Let in-flight requests finish within the grace period, then abort the rest."""
+        from .errors import ShuttingDown
+
+        self.stopping = True
+        with anyio.move_on_after(self.config.shutdown_grace_s):
+            while self.in_flight:
+                await self._idle.wait()
+        for ctx in list(self.in_flight):
+            ctx.abort(ShuttingDown("the daemon is shutting down; the request was cancelled"))
+        with anyio.move_on_after(2):
+            while self.in_flight:
+                await self._idle.wait()
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
+
+def create_daemon(config: Config) -> Daemon:
+    pm = make_plugin_manager(config.plugins, config.disabled_plugins)
+    return Daemon(config, pm, build_registries(pm))
+
+
+async def run_daemon(config: Config, *, ready: Any = None) -> None:
+    """Run until SIGTERM/SIGINT or ``daemon.shutdown``; exits cleanly."""
+    lock = prepare_socket_path(config.socket)
+    daemon = create_daemon(config)
+    try:
+        async with anyio.create_task_group() as root:
+            daemon.models.tg = root
+            root.start_soon(_watch_signals, daemon)
+            await root.start(serve_unix, daemon)
+            root.start_soon(daemon.models.reap_loop)
+            for result in daemon.pm.hook.impetus_startup(daemon=daemon):
+                await await_maybe(result)
+            log.info("impetusd ready (pid %s)", os.getpid())
+            if ready is not None:
+                ready(daemon)
+            await daemon.stop_requested.wait()
+            log.info("stopping: no new connections; draining for up to %.0f s", config.shutdown_grace_s)
+            daemon.stopping = True
+            assert daemon.accept_scope is not None
+            daemon.accept_scope.cancel()
+            config.socket.unlink(missing_ok=True)
+            await daemon.drain()
+            for result in daemon.pm.hook.impetus_shutdown(daemon=daemon):
+                await await_maybe(result)
+            await daemon.models.stop_all()
+            root.cancel_scope.cancel()
+    finally:
+        config.socket.unlink(missing_ok=True)
+        lock.close()
+    log.info("impetusd stopped")
+
+
+async def _watch_signals(daemon: Daemon) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            daemon.request_stop()

@@ -1,0 +1,132 @@
+"""Every error that can cross the wire, one class each.
+
+A wire error is ``{"code": int, "message": str, "data": {"name": ..., **fields}}``.
+Clients branch on ``data.name``. Codes follow ARCHITECTURE.md: JSON-RPC's own
+range, −32800 for cancellation, −32000…−32099 for daemon state, and positive
+codes grouped by interface (1xxx models, 2xxx generation, 5xxx plugins).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ImpetusError(Exception):
+    """Base of all wire errors. Subclasses set ``code``; ``fields`` become ``data``."""
+
+    code: ClassVar[int] = -32603
+    registry: ClassVar[dict[str, type[ImpetusError]]] = {}
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        ImpetusError.registry[cls.__name__] = cls
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "data": {"name": self.name, **self.fields}}
+
+    @staticmethod
+    def from_wire(err: dict[str, Any]) -> ImpetusError:
+        data = dict(err.get("data") or {})
+        cls = ImpetusError.registry.get(str(data.pop("name", "")), ImpetusError)
+        exc = cls(str(err.get("message", "")), **data)
+        if cls is ImpetusError:
+            exc.code = int(err.get("code", -32603))  # type: ignore[misc]
+        return exc
+
+
+# --- JSON-RPC 2.0 ----------------------------------------------------------
+class ParseError(ImpetusError):
+    code = -32700
+
+
+class InvalidRequest(ImpetusError):
+    code = -32600
+
+
+class MethodNotFound(ImpetusError):
+    code = -32601
+
+
+class InvalidParams(ImpetusError):
+    code = -32602
+
+
+class InternalError(ImpetusError):
+    code = -32603
+
+
+class RequestCancelled(ImpetusError):
+    code = -32800
+
+
+# --- daemon state (-32000..-32099) -------------------------------------------
+class NotReady(ImpetusError):
+    code = -32001
+
+
+class ShuttingDown(ImpetusError):
+    code = -32002
+
+
+class Overloaded(ImpetusError):
+    code = -32003
+
+
+class MessageTooLarge(ImpetusError):
+    code = -32004
+
+
+# --- models (1xxx) -------------------------------------------------------------
+class ModelNotFound(ImpetusError):
+    code = 1001
+
+
+class UnsupportedFormat(ImpetusError):
+    code = 1002
+
+
+class InvalidModelFile(ImpetusError):
+    code = 1003
+
+
+class ModelNotLoaded(ImpetusError):
+    code = 1004
+
+
+class NoBackend(ImpetusError):
+    code = 1005
+
+
+class ModelLoadFailed(ImpetusError):
+    code = 1006
+
+
+# --- generation (2xxx) ------------------------------------------------------------
+class UnsupportedParameter(ImpetusError):
+    code = 2001
+
+
+class WorkerCrashed(ImpetusError):
+    code = 2002
+
+
+class GenerationFailed(ImpetusError):
+    code = 2003
+
+
+class ContextLengthExceeded(ImpetusError):
+    code = 2004
+
+
+# --- plugins (5xxx) ---------------------------------------------------------------
+class PluginError(ImpetusError):
+    code = 5001

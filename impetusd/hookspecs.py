@@ -1,0 +1,86 @@
+"""Every hook Impetus calls, grouped by lifecycle. All are prefixed ``impetus_``.
+
+Registration hooks receive a typed registry and return nothing; call
+``registry.add(item)`` once per item. Decision hooks are ``firstresult``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .backend import BackendSpec, ModelSpec
+    from .config import Config
+    from .daemon import Daemon
+    from .events import Event
+    from .registries import CacheTier, HardwareMonitor, MethodSpec, ModelFormat, Registry
+
+hookspec = pluggy.HookspecMarker("impetus")
+hookimpl = pluggy.HookimplMarker("impetus")
+
+# ---------------------------------------------------------------------------
+# Registration: called once when a plugin manager is built (daemon and worker).
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
+    """Add model-format loaders that recognise a path and read its metadata."""
+
+
+@hookspec
+def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
+    """Add inference engines: the formats they run, their capabilities, how to start one."""
+
+
+@hookspec
+def impetus_register_cache_tiers(registry: Registry[CacheTier]) -> None:
+    """Add prompt/KV cache tiers."""
+
+
+@hookspec
+def impetus_register_hardware_monitors(registry: Registry[HardwareMonitor]) -> None:
+    """Add sources of hardware facts and samples."""
+
+
+@hookspec
+def impetus_register_methods(registry: Registry[MethodSpec]) -> None:
+    """Add RPC methods; third-party methods use their own ``prefix.`` names."""
+
+
+# ---------------------------------------------------------------------------
+# Decisions: the first non-None answer wins.
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def impetus_resolve_model(ref: str, config: Config) -> ModelSpec | None:
+    """Turn a name, alias, path or repo id into a ModelSpec, or None to pass."""
+
+
+@hookspec(firstresult=True)
+def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str | None:
+    """Choose the backend (by name) for a model among those that can run its format."""
+
+
+# ---------------------------------------------------------------------------
+# Lifecycle and observation (daemon only).
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def impetus_startup(daemon: Daemon) -> None:
+    """The daemon is listening. May return an awaitable."""
+
+
+@hookspec
+def impetus_shutdown(daemon: Daemon) -> None:
+    """The daemon is stopping; workers are still running. May return an awaitable."""
+
+
+@hookspec
+def impetus_event(event: Event) -> None:
+    """Observe a typed event (model loaded/unloaded, request finished, ...)."""
+

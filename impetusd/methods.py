@@ -1,0 +1,138 @@
+"""The daemon's own RPC methods, registered through ``impetus_register_methods``."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import __version__
+from .api import (
+    ChatParams,
+    CompleteParams,
+    DaemonInfo,
+    Describe,
+    Empty,
+    GenerationResult,
+    Health,
+    LoadedList,
+    LoadParams,
+    LoadResult,
+    ModelList,
+    PluginInfo,
+    ShutdownResult,
+    UnloadParams,
+    UnloadResult,
+)
+from .generate import generate
+from .hookspecs import hookimpl
+from .plugins import plugin_summary
+from .registries import MethodSpec, Registry
+from .rpc import RequestContext
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+
+def hardware_facts(daemon: Daemon) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for monitor in daemon.registries.monitors.values():
+        try:
+            facts[monitor.name] = monitor.snapshot()
+        except Exception as exc:  # a monitor's failure is reported, not fatal
+            facts[monitor.name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return facts
+
+
+def daemon_info(daemon: Daemon, params: Empty, ctx: RequestContext) -> DaemonInfo:
+    return DaemonInfo(
+        name="impetusd",
+        version=__version__,
+        pid=os.getpid(),
+        socket=str(daemon.config.socket),
+        home=str(daemon.config.home),
+        started_at=daemon.started_at,
+        uptime_s=round(daemon.uptime, 3),
+        methods=daemon.registries.methods.names(),
+        plugins=[PluginInfo(name=n, hooks=h) for n, h in plugin_summary(daemon.pm)],
+        formats=daemon.registries.formats.names(),
+        backends=daemon.registries.backends.names(),
+        hardware=hardware_facts(daemon),
+    )
+
+
+def daemon_health(daemon: Daemon, params: Empty, ctx: RequestContext) -> Health:
+    return Health(
+        status="shutting_down" if daemon.stopping else "ok",
+        uptime_s=round(daemon.uptime, 3),
+        connections=daemon.connections,
+        in_flight=sum(1 for c in daemon.in_flight if c.method not in ("daemon.health",)),
+        loaded_models=len(daemon.models.resident),
+    )
+
+
+def daemon_describe(daemon: Daemon, params: Empty, ctx: RequestContext) -> Describe:
+    specs = daemon.registries.methods.values()
+    types = [t for s in specs for t in (s.params, s.result)]
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/{name}")
+    methods: dict[str, Any] = {}
+    for i, spec in enumerate(specs):
+        methods[spec.name] = {
+            "description": spec.doc,
+            "params": schemas[2 * i],
+            "result": schemas[2 * i + 1],
+            "streams": spec.stream,
+        }
+    return Describe(methods=methods, components=components)
+
+
+def daemon_shutdown(daemon: Daemon, params: Empty, ctx: RequestContext) -> ShutdownResult:
+    daemon.request_stop()
+    return ShutdownResult(stopping=True)
+
+
+def models_list(daemon: Daemon, params: Empty, ctx: RequestContext) -> ModelList:
+    return ModelList(models=daemon.models.list_models())
+
+
+async def models_load(daemon: Daemon, params: LoadParams, ctx: RequestContext) -> LoadResult:
+    resident, _, already = await daemon.models.ensure_loaded(params.model, backend=params.backend, keep_alive=params.keep_alive)
+    return LoadResult(model=resident.describe(), already_loaded=already)
+
+
+async def models_unload(daemon: Daemon, params: UnloadParams, ctx: RequestContext) -> UnloadResult:
+    resident = await daemon.models.unload(params.model)
+    return UnloadResult(name=resident.spec.name, pid=resident.worker.pid)
+
+
+def models_loaded(daemon: Daemon, params: Empty, ctx: RequestContext) -> LoadedList:
+    return LoadedList(models=[r.describe() for r in daemon.models.resident.values()])
+
+
+async def chat(daemon: Daemon, params: ChatParams, ctx: RequestContext) -> GenerationResult:
+    return await generate(daemon, params, ctx)
+
+
+async def complete(daemon: Daemon, params: CompleteParams, ctx: RequestContext) -> GenerationResult:
+    return await generate(daemon, params, ctx)
+
+
+METHODS = (
+    MethodSpec("daemon.info", Empty, DaemonInfo, daemon_info, "Version, socket, plugins, formats, backends, hardware facts."),
+    MethodSpec("daemon.health", Empty, Health, daemon_health, "Liveness and load: connections, requests in flight, models loaded."),
+    MethodSpec("daemon.describe", Empty, Describe, daemon_describe, "JSON Schema of every method's params and result."),
+    MethodSpec("daemon.shutdown", Empty, ShutdownResult, daemon_shutdown, "Stop the daemon gracefully (as SIGTERM does)."),
+    MethodSpec("models.list", Empty, ModelList, models_list, "Models known to this machine: catalog aliases and loaded models."),
+    MethodSpec("models.load", LoadParams, LoadResult, models_load, "Start a worker for a model (alias, path) and load it."),
+    MethodSpec("models.unload", UnloadParams, UnloadResult, models_unload, "End a model's worker process, returning its memory."),
+    MethodSpec("models.loaded", Empty, LoadedList, models_loaded, "Models loaded now, with worker pid, memory and keep-alive."),
+    MethodSpec("chat", ChatParams, GenerationResult, chat, "Chat completion; with stream=true sends chat.chunk notifications first.", stream=True),
+    MethodSpec("complete", CompleteParams, GenerationResult, complete, "Text completion of a raw prompt; streams like chat.", stream=True),
+)
+
+
+@hookimpl
+def impetus_register_methods(registry: Registry[MethodSpec]) -> None:
+    for spec in METHODS:
+        registry.add(spec)

@@ -1,0 +1,265 @@
+"""Residency: resolve models, start and stop their workers, keep-alive."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import psutil
+from anyio.abc import TaskGroup
+
+from .api import LoadedModel, ModelEntry
+from .backend import BackendSpec, ModelSpec
+from .catalog import CATALOG
+from .config import parse_keep_alive
+from .errors import ImpetusError, InvalidModelFile, ModelNotFound, ModelNotLoaded, NoBackend, UnsupportedFormat
+from .events import Event
+from .supervisor import WorkerHandle
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class Resident:
+    """A loaded model: its worker and its residency state."""
+
+    def __init__(self, spec: ModelSpec, backend: BackendSpec, worker: WorkerHandle, load_ms: float, keep_alive: float | None) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.worker = worker
+        self.loaded_at = time.time()
+        self.load_ms = load_ms
+        self.keep_alive = keep_alive
+        self.last_used = time.monotonic()
+        self.in_flight = 0
+        self.requests = 0
+
+    def touch(self, keep_alive: float | None) -> None:
+        self.keep_alive = keep_alive
+        self.last_used = time.monotonic()
+
+    def expires_in(self) -> float | None:
+        if self.keep_alive is None or self.in_flight:
+            return None
+        return self.keep_alive - (time.monotonic() - self.last_used)
+
+    def describe(self) -> LoadedModel:
+        left = self.expires_in()
+        try:
+            rss: int | None = psutil.Process(self.worker.pid).memory_info().rss
+        except psutil.Error:
+            rss = None
+        return LoadedModel(
+            name=self.spec.name,
+            path=self.spec.path,
+            format=self.spec.format,
+            backend=self.backend.name,
+            pid=self.worker.pid,
+            loaded_at=self.loaded_at,
+            load_ms=round(self.load_ms, 1),
+            expires_at=None if left is None else time.time() + max(left, 0.0),
+            in_flight=self.in_flight,
+            requests=self.requests,
+            rss_bytes=rss,
+        )
+
+
+class ModelManager:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.resident: dict[str, Resident] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self.tg: TaskGroup | None = None
+        self.changed = anyio.Event()
+
+    # --- resolution -------------------------------------------------------------
+    def resolve(self, ref: str) -> ModelSpec:
+        if ref in self.resident:
+            return self.resident[ref].spec
+        spec = self.daemon.pm.hook.impetus_resolve_model(ref=ref, config=self.daemon.config)
+        if spec is None:
+            raise ModelNotFound(f"model {ref!r} not found (not an alias, a loaded model or an existing path)", model=ref)
+        if not spec.format:
+            spec = self._detect(spec)
+        return spec
+
+    def _detect(self, spec: ModelSpec) -> ModelSpec:
+        path = Path(spec.path)
+        for fmt in self.daemon.registries.formats.values():
+            try:
+                matched = fmt.detect(path)
+            except OSError as exc:
+                raise InvalidModelFile(f"{path}: {exc}", path=str(path)) from exc
+            if matched:
+                try:
+                    meta = fmt.inspect(path)
+                except ImpetusError:
+                    raise
+                except Exception as exc:  # a malformed file is the file's fault
+                    raise InvalidModelFile(f"{path}: not a valid {fmt.name} file ({exc})", path=str(path), format=fmt.name) from exc
+                return ModelSpec(name=spec.name, path=spec.path, format=fmt.name, source=spec.source, metadata=meta)
+        raise UnsupportedFormat(
+            f"{path}: no installed model-format plugin recognises it (have: {', '.join(self.daemon.registries.formats.names()) or 'none'})",
+            path=str(path),
+        )
+
+    def choose_backend(self, spec: ModelSpec, wanted: str | None) -> BackendSpec:
+        backends = self.daemon.registries.backends
+        capable = [b for b in backends.values() if spec.format in b.formats]
+        wanted = wanted or self.daemon.config.backend.get(spec.format)
+        if wanted:
+            chosen = backends.get(wanted)
+            if chosen is None:
+                raise NoBackend(f"backend {wanted!r} is not installed (have: {', '.join(backends.names()) or 'none'})", backend=wanted)
+            if chosen not in capable:
+                raise NoBackend(f"backend {wanted!r} cannot run {spec.format} models", backend=wanted, format=spec.format)
+            return chosen
+        if not capable:
+            hint = " (install the impetus-mlx plugin)" if spec.format == "gguf" else ""
+            raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
+        name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
+        chosen = backends.get(name) if name else None
+        return chosen if chosen in capable else capable[0]
+
+    # --- load / unload ------------------------------------------------------------
+    async def ensure_loaded(self, ref: str, *, backend: str | None = None, keep_alive: float | str | None = None) -> tuple[Resident, float, bool]:
+        """The resident model for ``ref``, loading it if needed.
+
+        Returns ``(resident, load_ms_caused, already_loaded)``.
+        """
+        spec = self.resolve(ref)
+        ka = parse_keep_alive(keep_alive, self.daemon.config.keep_alive_s)
+        lock = self._locks.setdefault(spec.name, anyio.Lock())
+        async with lock:
+            current = self.resident.get(spec.name)
+            if current is not None and current.worker.alive:
+                if backend and backend != current.backend.name:
+                    raise NoBackend(
+                        f"{spec.name} is loaded on {current.backend.name}; unload it first to use {backend}",
+                        backend=backend,
+                    )
+                current.touch(ka if keep_alive is not None else current.keep_alive)
+                return current, 0.0, True
+            chosen = self.choose_backend(spec, backend)
+            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name}))
+            started = time.monotonic()
+            assert self.tg is not None
+            cfg = self.daemon.config
+            try:
+                worker = await WorkerHandle.start(
+                    self.tg,
+                    spec,
+                    chosen.name,
+                    plugins=list(cfg.plugins),
+                    disabled_plugins=list(cfg.disabled_plugins),
+                    timeout=cfg.worker_start_timeout_s,
+                    env={"IMPETUS_LOG_LEVEL": cfg.log_level},
+                )
+            except ImpetusError as exc:
+                self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
+                raise
+            load_ms = (time.monotonic() - started) * 1000
+            resident = Resident(spec, chosen, worker, load_ms, ka)
+            worker.on_exit = self._on_worker_exit
+            self.resident[spec.name] = resident
+            self._changed()
+            log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
+            self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={"backend": chosen.name, "pid": worker.pid, "load_ms": load_ms}))
+            return resident, load_ms, False
+
+    def find(self, ref: str) -> Resident:
+        if ref in self.resident:
+            return self.resident[ref]
+        try:
+            name = self.resolve(ref).name
+        except ImpetusError:
+            name = ref
+        if name not in self.resident:
+            raise ModelNotLoaded(f"model {ref!r} is not loaded", model=ref)
+        return self.resident[name]
+
+    async def unload(self, ref: str) -> Resident:
+        resident = self.find(ref)
+        await self._stop(resident, "unloaded")
+        return resident
+
+    async def _stop(self, resident: Resident, why: str) -> None:
+        self.resident.pop(resident.spec.name, None)
+        await resident.worker.stop()
+        self._changed()
+        log.info("%s %s (pid %s)", why, resident.spec.name, resident.worker.pid)
+        self.daemon.emit(Event(kind="model.unloaded", model=resident.spec.name, data={"reason": why, "pid": resident.worker.pid}))
+
+    def _on_worker_exit(self, worker: WorkerHandle) -> None:
+        resident = self.resident.get(worker.spec.name)
+        if resident is not None and resident.worker is worker:
+            del self.resident[worker.spec.name]
+            self._changed()
+            log.warning("worker for %s exited: %s", worker.spec.name, worker.exit_reason)
+            self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
+
+    async def stop_all(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for resident in list(self.resident.values()):
+                tg.start_soon(self._stop, resident, "stopped")
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def reap_loop(self) -> None:
+        """Unload models whose keep-alive ran out."""
+        while True:
+            soonest = 60.0
+            for resident in list(self.resident.values()):
+                left = resident.expires_in()
+                if left is None:
+                    continue
+                if left <= 0:
+                    await self._stop(resident, "expired")
+                else:
+                    soonest = min(soonest, left)
+            with anyio.move_on_after(soonest):
+                await self.changed.wait()
+
+    async def release(self, resident: Resident) -> None:
+        """A request finished: keep-alive restarts; 0 means unload now."""
+        resident.in_flight -= 1
+        resident.last_used = time.monotonic()
+        if resident.keep_alive == 0 and resident.in_flight == 0 and self.resident.get(resident.spec.name) is resident:
+            await self._stop(resident, "expired")
+        else:
+            self._changed()
+
+    # --- listing --------------------------------------------------------------------
+    def list_models(self) -> list[ModelEntry]:
+        entries: list[ModelEntry] = []
+        seen: set[str] = set()
+        for alias, item in sorted(CATALOG.items()):
+            path = item.local_path()
+            size = path.stat().st_size if path else None
+            fmt = "gguf" if item.file.endswith(".gguf") else None
+            entries.append(
+                ModelEntry(
+                    name=alias, path=str(path) if path else None, format=fmt, size_bytes=size,
+                    available=path is not None, loaded=alias in self.resident, source=item.repo,
+                )
+            )
+            seen.add(alias)
+        for name, resident in sorted(self.resident.items()):
+            if name in seen:
+                continue
+            p = Path(resident.spec.path)
+            entries.append(
+                ModelEntry(
+                    name=name, path=str(p), format=resident.spec.format,
+                    size_bytes=p.stat().st_size if p.is_file() else None,
+                    available=True, loaded=True, source=resident.spec.source, metadata=resident.spec.metadata,
+                )
+            )
+        return entries

@@ -1,0 +1,1 @@
+"""Wire protocol: JSON-RPC 2.0 envelopes and newline framing."""

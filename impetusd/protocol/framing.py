@@ -1,0 +1,29 @@
+"""Newline-delimited framing over an anyio byte stream, with a size cap."""
+
+from __future__ import annotations
+
+import anyio
+from anyio.abc import ByteStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from ..errors import MessageTooLarge
+
+
+class LineReader:
+    """Reads one line at a time; a line longer than ``max_bytes`` is refused
+    as soon as the cap is passed, before it is buffered whole."""
+
+    def __init__(self, stream: ByteStream, max_bytes: int) -> None:
+        self._buffered = BufferedByteReceiveStream(stream)
+        self._max = max_bytes
+
+    async def receive_line(self) -> bytes | None:
+        """The next line without its newline, or None at end of stream."""
+        try:
+            return await self._buffered.receive_until(b"\n", self._max)
+        except anyio.DelimiterNotFound:
+            raise MessageTooLarge(
+                f"message exceeds the {self._max}-byte line limit", limit=self._max
+            ) from None
+        except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return None

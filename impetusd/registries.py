@@ -1,0 +1,97 @@
+"""Typed registries that registration hooks fill. The host resolves name clashes here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Generic, TypeVar
+
+import msgspec
+
+from .backend import BackendSpec
+from .errors import PluginError
+
+
+class ModelFormat(msgspec.Struct, frozen=True):
+    """A model-format loader: recognise a path, and read its metadata cheaply."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    inspect: Callable[[Path], dict[str, Any]]
+    description: str = ""
+
+
+class HardwareMonitor(msgspec.Struct, frozen=True):
+    """A source of hardware facts; ``snapshot`` is cheap and blocking-safe."""
+
+    name: str
+    snapshot: Callable[[], dict[str, Any]]
+
+
+class CacheTier(msgspec.Struct, frozen=True):
+    """A prompt-cache tier (filled by engine plugins; none ship yet)."""
+
+    name: str
+    factory: Callable[..., Any]
+
+
+class MethodSpec(msgspec.Struct, frozen=True):
+    """An RPC method. ``handler(daemon, params, ctx)`` may be sync or async."""
+
+    name: str
+    params: type
+    result: type
+    handler: Callable[..., Any | Awaitable[Any]]
+    doc: str = ""
+    stream: bool = False  # sends notifications before its result
+
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name → item, refusing duplicates with a PluginError naming both sides."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def add(self, item: T) -> None:
+        name = getattr(item, "name")
+        if name in self._items:
+            raise PluginError(f"{self.kind} {name!r} is registered twice", kind=self.kind, item=name)
+        self._items[name] = item
+
+    __call__ = add
+
+    def get(self, name: str) -> T | None:
+        return self._items.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def values(self) -> list[T]:
+        return [self._items[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Registries(msgspec.Struct):
+    formats: Registry[ModelFormat]
+    backends: Registry[BackendSpec]
+    cache_tiers: Registry[CacheTier]
+    monitors: Registry[HardwareMonitor]
+    methods: Registry[MethodSpec]
+
+    @classmethod
+    def empty(cls) -> Registries:
+        return cls(
+            formats=Registry("model format"),
+            backends=Registry("backend"),
+            cache_tiers=Registry("cache tier"),
+            monitors=Registry("hardware monitor"),
+            methods=Registry("method"),
+        )

@@ -1,0 +1,225 @@
+"""Daemon side of a worker process: spawn, talk, stream, stop, notice death."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Any, Awaitable, Callable
+
+import anyio
+import msgspec
+from anyio.abc import Process, TaskGroup
+
+from .backend import EngineInfo, GenerateRequest, ModelSpec
+from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed
+from .protocol.framing import LineReader
+from .protocol.messages import Codec
+from .worker.protocol import CancelTarget, GenerateDone, GenerateParams, StartParams, TextChunk
+
+log = logging.getLogger(__name__)
+
+WORKER_MAX_LINE = 64 * 1024 * 1024
+
+
+class _Reply(msgspec.Struct):
+    jsonrpc: str
+    id: int | None = None
+    method: str | None = None
+    params: msgspec.Raw = msgspec.Raw(b"null")
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    error: dict[str, Any] | None = None
+
+
+class _Pending:
+    def __init__(self, on_text: Callable[[str], Awaitable[None]] | None) -> None:
+        self.on_text = on_text
+        self.done = anyio.Event()
+        self.result: msgspec.Raw | None = None
+        self.error: ImpetusError | None = None
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class WorkerHandle:
+    """One worker process hosting one backend and one model."""
+
+    def __init__(self, spec: ModelSpec, backend: str, process: Process) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.process = process
+        self.pid = process.pid
+        self.codec = Codec()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._send_lock = anyio.Lock()
+        self._reply_decoder = msgspec.json.Decoder(_Reply)
+        self._chunk_decoder = msgspec.json.Decoder(TextChunk)
+        self._done_decoder = msgspec.json.Decoder(GenerateDone)
+        self.exited = anyio.Event()
+        self.exit_reason: str | None = None
+        self.info: EngineInfo | None = None
+        self.on_exit: Callable[[WorkerHandle], None] | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        tg: TaskGroup,
+        spec: ModelSpec,
+        backend: str,
+        *,
+        plugins: list[str],
+        disabled_plugins: list[str],
+        timeout: float,
+        env: dict[str, str] | None = None,
+    ) -> WorkerHandle:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "impetusd.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # the worker logs to the daemon's stderr
+            env={**os.environ, **(env or {})},
+        )
+        handle = cls(spec, backend, process)
+        tg.start_soon(handle._read_loop)
+        start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins)
+        try:
+            with anyio.fail_after(timeout):
+                raw = await handle._call("worker.start", start)
+        except TimeoutError:
+            await handle.stop()
+            raise ModelLoadFailed(f"{spec.name}: the worker did not load the model within {timeout:.0f} s", model=spec.name) from None
+        except WorkerCrashed as exc:
+            raise ModelLoadFailed(f"{spec.name}: the worker died while loading ({exc.fields.get('cause')})", model=spec.name) from None
+        except ImpetusError:
+            await handle.stop()
+            raise
+        handle.info = msgspec.json.decode(bytes(raw), type=EngineInfo)
+        return handle
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.is_set()
+
+    async def _send(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        async with self._send_lock:
+            await self.process.stdin.send(data)
+
+    async def _call(self, method: str, params: Any, on_text: Callable[[str], Awaitable[None]] | None = None, rid: int | None = None) -> msgspec.Raw:
+        rid = next(self._ids) if rid is None else rid
+        pending = self._pending[rid] = _Pending(on_text)
+        try:
+            if not self.alive:
+                raise WorkerCrashed(f"worker for {self.spec.name} is not running ({self.exit_reason})", model=self.spec.name, cause=self.exit_reason)
+            try:
+                await self._send(self.codec.encode_request(rid, method, params))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await self.exited.wait()
+            await pending.done.wait()
+        finally:
+            self._pending.pop(rid, None)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def generate(
+        self,
+        request: GenerateRequest,
+        on_text: Callable[[str], Awaitable[None]],
+        cancel_requested: anyio.Event,
+    ) -> GenerateDone:
+        """Run one generation; setting ``cancel_requested`` makes the worker stop
+        at the next token and answer with finish reason ``cancelled``."""
+        rid = next(self._ids)
+        async with anyio.create_task_group() as tg:
+
+            async def forward_cancel() -> None:
+                await cancel_requested.wait()
+                try:
+                    await self._send(self.codec.encode_notification("$/cancel", CancelTarget(id=rid)))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
+
+            tg.start_soon(forward_cancel)
+            try:
+                raw = await self._call("generate", GenerateParams(request=request), on_text, rid=rid)
+            finally:
+                tg.cancel_scope.cancel()
+        return self._done_decoder.decode(bytes(raw))
+
+    async def _read_loop(self) -> None:
+        assert self.process.stdout is not None
+        reader = LineReader(self.process.stdout, WORKER_MAX_LINE)
+        try:
+            while True:
+                line = await reader.receive_line()
+                if line is None:
+                    break
+                await self._on_line(line)
+        except ImpetusError as exc:
+            log.error("worker %s sent a bad line: %s", self.pid, exc)
+            self.process.kill()
+        finally:
+            with anyio.CancelScope(shield=True):
+                code = await self.process.wait()
+                self.exit_reason = self.exit_reason or describe_exit(code)
+                self.exited.set()
+                for rid, pending in list(self._pending.items()):
+                    pending.error = WorkerCrashed(
+                        f"the worker for {self.spec.name} stopped ({self.exit_reason})",
+                        model=self.spec.name,
+                        cause=self.exit_reason,
+                        pid=self.pid,
+                    )
+                    pending.done.set()
+                if self.on_exit is not None:
+                    self.on_exit(self)
+
+    async def _on_line(self, line: bytes) -> None:
+        msg = self._reply_decoder.decode(line)
+        if msg.method == "chunk":
+            chunk = self._chunk_decoder.decode(bytes(msg.params))
+            pending = self._pending.get(chunk.id)
+            if pending is not None and pending.on_text is not None:
+                await pending.on_text(chunk.text)
+            return
+        if msg.id is None:
+            return
+        pending = self._pending.get(msg.id)
+        if pending is None:
+            return
+        if msg.error is not None:
+            pending.error = ImpetusError.from_wire(msg.error)
+        else:
+            pending.result = msg.result
+        pending.done.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Ask the worker to exit; kill it if it does not within ``grace``."""
+        if self.alive:
+            self.exit_reason = self.exit_reason or "stopped"
+            try:
+                await self._send(self.codec.encode_notification("worker.shutdown", None))
+                assert self.process.stdin is not None
+                await self.process.stdin.aclose()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            with anyio.move_on_after(grace):
+                await self.exited.wait()
+            if self.alive:
+                self.process.kill()
+                await self.exited.wait()

@@ -1,0 +1,167 @@
+"""Worker entry point (``python -m impetusd.worker``).
+
+The main thread owns the engine (ML libraries often want one thread); a reader
+thread takes requests from stdin, records cancellations at once, and queues the
+rest. End of stdin means the daemon is gone: the worker exits immediately.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+import msgspec
+
+from ..errors import GenerationFailed, ImpetusError, InternalError, NoBackend, PluginError
+from ..plugins import build_registries, make_plugin_manager
+from ..protocol.messages import Codec, Request
+from .protocol import CancelTarget, GenerateDone, GenerateParams, StartParams, TextChunk
+
+log = logging.getLogger("impetusd.worker")
+
+
+class Channel:
+    def __init__(self, out: BinaryIO) -> None:
+        self.codec = Codec()
+        self._out = out
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._out.write(data)
+            self._out.flush()
+
+    def result(self, rid: Any, result: Any) -> None:
+        self.write(self.codec.encode_result(rid, result))
+
+    def error(self, rid: Any, err: ImpetusError) -> None:
+        self.write(self.codec.encode_error(rid, err))
+
+    def notify(self, method: str, params: Any) -> None:
+        self.write(self.codec.encode_notification(method, params))
+
+
+def _private_stdout() -> BinaryIO:
+    """Keep fd 1 for the protocol and point ``sys.stdout`` (and fd 1) at stderr,
+    so stray prints from libraries cannot corrupt the pipe."""
+    proto = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("IMPETUS_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    chan = Channel(_private_stdout())
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    reader = msgspec.json.Decoder(Request)
+    first = stdin.readline()
+    if not first:
+        return
+    req = reader.decode(first)
+    try:
+        start = msgspec.json.decode(bytes(req.params), type=StartParams)
+        engine = _start_engine(start)
+    except ImpetusError as exc:
+        chan.error(req.id, exc)
+        return
+    except Exception as exc:  # a backend failing to load is reported, not raised
+        log.exception("backend failed to start")
+        chan.error(req.id, GenerationFailed(f"{type(exc).__name__}: {exc}", stage="load"))
+        return
+    chan.result(req.id, engine.info())
+    Serve(chan, engine, stdin).run()
+
+
+def _start_engine(start: StartParams) -> Any:
+    pm = make_plugin_manager(start.plugins, start.disabled_plugins)
+    backends = build_registries(pm).backends
+    backend = backends.get(start.backend)
+    if backend is None:
+        raise NoBackend(f"backend {start.backend!r} is not installed in the worker", backend=start.backend)
+    try:
+        return backend.start(start.spec)
+    except ImpetusError:
+        raise
+    except ImportError as exc:
+        raise PluginError(f"backend {start.backend!r} cannot import: {exc}", backend=start.backend) from exc
+
+
+class Serve:
+    def __init__(self, chan: Channel, engine: Any, stdin: BinaryIO) -> None:
+        self.chan = chan
+        self.engine = engine
+        self.stdin = stdin
+        self.jobs: queue.Queue[tuple[Request, float]] = queue.Queue()
+        self.cancelled: set[Any] = set()
+        self.lock = threading.Lock()
+        self.decoder = msgspec.json.Decoder(Request)
+        self.gen_decoder = msgspec.json.Decoder(GenerateParams)
+        self.cancel_decoder = msgspec.json.Decoder(CancelTarget)
+
+    def read_loop(self) -> None:
+        for line in self.stdin:
+            try:
+                req = self.decoder.decode(line)
+            except msgspec.DecodeError:
+                log.error("undecodable line from daemon")
+                continue
+            if req.method == "$/cancel":
+                with self.lock:
+                    self.cancelled.add(self.cancel_decoder.decode(bytes(req.params)).id)
+            elif req.method == "worker.shutdown":
+                break
+            else:
+                self.jobs.put((req, time.monotonic()))
+        os._exit(0)  # daemon gone or asked us to stop: the OS reclaims everything
+
+    def run(self) -> None:
+        threading.Thread(target=self.read_loop, name="stdin", daemon=True).start()
+        while True:
+            req, queued_at = self.jobs.get()
+            self.handle(req, queued_at)
+
+    def handle(self, req: Request, queued_at: float) -> None:
+        rid = req.id
+        if req.method != "generate":
+            self.chan.error(rid, InternalError(f"worker has no method {req.method}"))
+            return
+        try:
+            params = self.gen_decoder.decode(bytes(req.params))
+        except msgspec.DecodeError as exc:
+            self.chan.error(rid, InternalError(f"bad generate params: {exc}"))
+            return
+        queued_ms = (time.monotonic() - queued_at) * 1000
+
+        def on_text(text: str) -> None:
+            if text:
+                self.chan.notify("chunk", TextChunk(id=rid, text=text))  # type: ignore[arg-type]
+
+        def should_stop() -> bool:
+            return rid in self.cancelled
+
+        try:
+            result = self.engine.generate(params.request, on_text, should_stop)
+        except ImpetusError as exc:
+            self.chan.error(rid, exc)
+        except MemoryError as exc:
+            self.chan.error(rid, GenerationFailed(f"out of memory: {exc}", cause="memory"))
+        except Exception as exc:
+            log.exception("generation failed")
+            self.chan.error(rid, GenerationFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.chan.result(rid, GenerateDone(result=result, queued_ms=queued_ms))
+        finally:
+            with self.lock:
+                self.cancelled.discard(rid)

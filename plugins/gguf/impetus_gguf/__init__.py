@@ -1,0 +1,57 @@
+"""GGUF model format: recognise ``.gguf`` files and read their metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from impetusd.hookspecs import hookimpl
+from impetusd.registries import ModelFormat, Registry
+
+MAGIC = b"GGUF"
+
+# llama.cpp's LLAMA_FTYPE values (general.file_type) for the names users know.
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+              11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+              17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
+def detect(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        return fh.read(4) == MAGIC
+
+
+def inspect(path: Path) -> dict[str, Any]:
+    from .reader import read_header
+
+    header = read_header(path)
+    meta = header.metadata
+    arch = meta.get("general.architecture")
+    params = 0
+    for _type, shape in header.tensors.values():
+        count = 1
+        for dim in shape:
+            count *= dim
+        params += count
+    ftype = meta.get("general.file_type")
+    template = meta.get("tokenizer.chat_template")
+    return {
+        "architecture": arch,
+        "name": meta.get("general.name"),
+        "gguf_version": header.version,
+        "context_length": meta.get(f"{arch}.context_length"),
+        "embedding_length": meta.get(f"{arch}.embedding_length"),
+        "block_count": meta.get(f"{arch}.block_count"),
+        "quantization": FILE_TYPES.get(ftype, str(ftype)) if ftype is not None else None,
+        "parameters": params,
+        "tensors": len(header.tensors),
+        "tokenizer": meta.get("tokenizer.ggml.model"),
+        "chat_template": isinstance(template, str),
+    }
+
+
+@hookimpl
+def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
+    registry.add(ModelFormat(name="gguf", detect=detect, inspect=inspect, description="GGUF (llama.cpp) single-file models"))

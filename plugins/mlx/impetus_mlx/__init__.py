@@ -1,0 +1,31 @@
+"""MLX backend: registers itself; mlx is imported only when a worker starts it."""
+
+from __future__ import annotations
+
+from impetusd.backend import BackendSpec, Engine, ModelSpec
+from impetusd.hookspecs import hookimpl
+from impetusd.registries import Registry
+
+CAPABILITIES = frozenset(
+    {"chat", "complete", "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed"}
+)
+
+
+def start(spec: ModelSpec) -> Engine:
+    from .engine import MLXEngine  # heavy imports happen here, in the worker
+
+    return MLXEngine.load(spec)
+
+
+@hookimpl
+def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
+    registry.add(
+        BackendSpec(
+            name="mlx",
+            formats=frozenset({"gguf"}),
+            capabilities=CAPABILITIES,
+            start=start,
+            devices=frozenset({"metal", "cpu", "cuda"}),
+            description="MLX via mlx-lm (Metal on Apple Silicon, CPU elsewhere)",
+        )
+    )

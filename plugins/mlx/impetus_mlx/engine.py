@@ -1,0 +1,114 @@
+"""The MLX engine inside a worker: load once, generate with mlx-lm, stream text."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import mlx.core as mx
+from mlx_lm import stream_generate
+from mlx_lm.sample_utils import make_sampler
+from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+from impetusd.backend import EngineInfo, EngineResult, GenerateRequest, ModelSpec
+from impetusd.errors import ContextLengthExceeded, UnsupportedFormat
+
+from . import gguf_model
+from .stops import StopScanner
+from .tokenizer import build_tokenizer, eos_ids
+
+
+class MLXEngine:
+    def __init__(self, model: Any, tokenizer: TokenizerWrapper, add_bos: bool, context_length: int, load_ms: float, details: dict[str, Any]) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.add_bos = add_bos
+        self.context_length = context_length
+        self.load_ms = load_ms
+        self.details = details
+
+    @classmethod
+    def load(cls, spec: ModelSpec) -> MLXEngine:
+        if spec.format != "gguf":
+            raise UnsupportedFormat(f"the MLX backend cannot load {spec.format!r} models yet", format=spec.format)
+        started = time.monotonic()
+        weights, meta = gguf_model.read(spec.path)
+        model, details = gguf_model.build_model(weights, meta)
+        hf = build_tokenizer(meta)
+        wrapper = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta))
+        engine = cls(model, wrapper, hf.add_bos, int(details["context_length"]), 0.0, details)
+        engine.warm_up()
+        engine.load_ms = (time.monotonic() - started) * 1000
+        return engine
+
+    def warm_up(self) -> None:
+        """One token through the model so the first request does not pay for setup."""
+        ids = self.tokenizer.encode("Hi", add_special_tokens=False) or [0]
+        for _ in stream_generate(self.model, self.tokenizer, ids, max_tokens=1, sampler=make_sampler(0.0)):
+            pass
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.context_length, details={**self.details, "device": str(mx.default_device())})
+
+    def encode(self, req: GenerateRequest) -> list[int]:
+        tok = self.tokenizer
+        if req.kind == "chat":
+            messages = [{"role": m.role, "content": m.content} for m in req.messages or []]
+            if tok.chat_template is None:
+                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+                return tok.encode(text, add_special_tokens=self.add_bos)
+            rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return tok.encode(rendered, add_special_tokens=False)
+        ids = tok.encode(req.prompt or "", add_special_tokens=False)
+        if self.add_bos and tok.bos_token_id is not None:
+            ids = [tok.bos_token_id, *ids]
+        return ids
+
+    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
+        started = time.monotonic()
+        ids = self.encode(req)
+        room = self.context_length - len(ids)
+        if room < 1:
+            raise ContextLengthExceeded(
+                f"the prompt has {len(ids)} tokens; the model's context is {self.context_length}",
+                prompt_tokens=len(ids),
+                context_length=self.context_length,
+            )
+        max_tokens = min(req.max_tokens, room)
+        if req.seed is not None:
+            mx.random.seed(req.seed)
+        sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
+        scanner = StopScanner(req.stop)
+        finish = "length"
+        ttft_ms = None
+        last = None
+        tokens = 0
+        for resp in stream_generate(self.model, self.tokenizer, ids, max_tokens=max_tokens, sampler=sampler):
+            last = resp
+            tokens = resp.generation_tokens
+            if ttft_ms is None:
+                ttft_ms = (time.monotonic() - started) * 1000
+            emit, hit = scanner.feed(resp.text)
+            if emit:
+                on_text(emit)
+            if hit:
+                finish = "stop"
+                break
+            if resp.finish_reason is not None:
+                finish = "stop" if resp.finish_reason == "stop" else "length"
+                break
+            if should_stop():
+                finish = "cancelled"
+                break
+        rest = scanner.flush()
+        if rest:
+            on_text(rest)
+        return EngineResult(
+            text=scanner.text,
+            finish_reason=finish,  # type: ignore[arg-type]
+            prompt_tokens=len(ids),
+            completion_tokens=tokens,
+            ttft_ms=ttft_ms,
+            prefill_tps=last.prompt_tps if last else None,
+            decode_tps=last.generation_tps if last and tokens > 1 else None,
+        )
