@@ -1,0 +1,1 @@
+"""impetusctl: the command-line client of impetusd."""

@@ -1,0 +1,195 @@
+"""``impetusctl``: thin click commands over the typed client."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import msgspec
+
+from impetusd.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
+from impetusd.config import Config, load_config
+from impetusd.errors import ImpetusError
+
+from . import render
+from .autostart import connect
+from .client import Client, DaemonUnavailable
+
+
+class State(msgspec.Struct):
+    config: Config
+    json: bool
+    autostart: bool
+
+    def client(self) -> Client:
+        return connect(self.config, self.autostart)
+
+
+class Group(click.Group):
+    """Every failure becomes one clear line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImpetusError as exc:
+            click.echo(f"Error: {exc.message} [{exc.name}]", err=True)
+            ctx.exit(1)
+        except (DaemonUnavailable, OSError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False), help="Daemon socket (default: $IMPETUS_SOCKET or the standard path).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--no-autostart", is_flag=True, help="Fail instead of starting impetusd when nothing answers.")
+@click.version_option(package_name="impetus")
+@click.pass_context
+def main(ctx: click.Context, socket_path: str | None, as_json: bool, no_autostart: bool) -> None:
+    """Talk to impetusd, the local LLM daemon."""
+    try:
+        config = load_config(socket=socket_path)
+    except ImpetusError as exc:
+        raise click.ClickException(exc.message) from None
+    ctx.obj = State(config=config, json=as_json, autostart=not no_autostart)
+
+
+@main.command()
+@click.pass_obj
+def status(state: State) -> None:
+    """Show whether the daemon runs, and what it has."""
+    with state.client() as client:
+        info = client.call("daemon.info", type=DaemonInfo)
+        health = client.call("daemon.health", type=Health)
+    if state.json:
+        render.json_out({"info": info, "health": health})
+    else:
+        render.status(info, health)
+
+
+@main.command("ls")
+@click.pass_obj
+def list_models(state: State) -> None:
+    """List models on this machine."""
+    with state.client() as client:
+        result = client.call("models.list", type=ModelList)
+    render.json_out(result) if state.json else render.models(result)
+
+
+@main.command()
+@click.pass_obj
+def ps(state: State) -> None:
+    """List loaded models and their worker processes."""
+    with state.client() as client:
+        result = client.call("models.loaded", type=LoadedList)
+    render.json_out(result) if state.json else render.loaded(result)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--backend", help="Run on this backend instead of the automatic choice.")
+@click.option("--keep-alive", help="How long to stay loaded when idle (e.g. 30s, 5m, -1 = forever).")
+@click.pass_obj
+def load(state: State, model: str, backend: str | None, keep_alive: str | None) -> None:
+    """Load MODEL into its own worker process."""
+    params = {"model": model, "backend": backend, "keep_alive": keep_alive}
+    with state.client() as client:
+        result = client.call("models.load", {k: v for k, v in params.items() if v is not None}, type=LoadResult)
+    if state.json:
+        render.json_out(result)
+    else:
+        m = result.model
+        verb = "already loaded" if result.already_loaded else f"loaded in {m.load_ms / 1000:.1f} s"
+        click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid})")
+
+
+@main.command()
+@click.argument("model")
+@click.pass_obj
+def unload(state: State, model: str) -> None:
+    """Unload MODEL, ending its worker process."""
+    with state.client() as client:
+        result = client.call("models.unload", {"model": model}, type=UnloadResult)
+    render.json_out(result) if state.json else click.echo(f"unloaded {result.name} (pid {result.pid} ended)")
+
+
+@main.command()
+@click.argument("model")
+@click.argument("prompt", required=False)
+@click.option("--system", help="A system message to start the conversation.")
+@click.option("--max-tokens", type=int, help="Stop after this many tokens.")
+@click.option("--temperature", type=float)
+@click.option("--top-p", type=float)
+@click.option("--top-k", type=int)
+@click.option("--min-p", type=float)
+@click.option("--seed", type=int)
+@click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
+@click.option("--keep-alive", help="How long the model stays loaded afterwards (e.g. 5m, 0, -1).")
+@click.pass_obj
+def run(state: State, model: str, prompt: str | None, system: str | None, **options: Any) -> None:
+    """Answer PROMPT with MODEL, or chat interactively when no prompt is given.
+
+    In the interactive chat, /bye (or Ctrl-D) quits and history is kept.
+    """
+    params = {k: v for k, v in options.items() if v not in (None, ())}
+    if "stop" in params:
+        params["stop"] = list(params["stop"])
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read().strip()
+    with state.client() as client:
+        if prompt is not None:
+            history.append({"role": "user", "content": prompt})
+            result = _chat(client, state, model, history, params)
+            if result.finish_reason == "cancelled":
+                sys.exit(130)
+            return
+        _interactive(client, state, model, history, params)
+
+
+def _chat(client: Client, state: State, model: str, history: list[dict[str, str]], params: dict[str, Any]) -> GenerationResult:
+    stream = not state.json
+    request = {"model": model, "messages": history, "stream": stream, **params}
+    decoder = msgspec.json.Decoder(Chunk)
+
+    def on_note(method: str, raw: msgspec.Raw) -> None:
+        if method == "chat.chunk":
+            click.echo(decoder.decode(bytes(raw)).delta, nl=False)
+            sys.stdout.flush()
+
+    rid = client.send("chat", request)
+    assert rid is not None
+    try:
+        raw = client.wait(rid, on_note)
+    except KeyboardInterrupt:
+        client.cancel(rid)  # the daemon stops at the next token and answers
+        raw = client.wait(rid, on_note)
+    result = msgspec.json.decode(bytes(raw), type=GenerationResult)
+    if state.json:
+        render.json_out(render.run_json(result))
+    else:
+        click.echo()
+        if result.finish_reason == "cancelled":
+            click.echo("[cancelled]", err=True)
+    return result
+
+
+def _interactive(client: Client, state: State, model: str, history: list[dict[str, str]], params: dict[str, Any]) -> None:
+    client.call("models.load", {"model": model})
+    click.echo(f"Chatting with {model}. Type /bye to quit.", err=True)
+    while True:
+        try:
+            line = click.prompt(">>>", prompt_suffix=" ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo(err=True)
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/bye", "/exit", "/quit"):
+            return
+        history.append({"role": "user", "content": text})
+        result = _chat(client, state, model, history, params)
+        assert result.message is not None
+        history.append({"role": "assistant", "content": result.message.content})

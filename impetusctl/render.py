@@ -1,0 +1,73 @@
+"""How results look on a terminal (tables) and for scripts (JSON)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+import msgspec
+
+from impetusd.api import DaemonInfo, GenerationResult, Health, LoadedList, ModelList
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_out(obj: Any) -> None:
+    click.echo(msgspec.json.format(_encoder.encode(obj), indent=2).decode())
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def status(info: DaemonInfo, health: Health) -> None:
+    click.echo(f"impetusd {info.version} running (pid {info.pid}), up {info.uptime_s:.0f} s")
+    click.echo(f"socket:    {info.socket}")
+    click.echo(f"home:      {info.home}")
+    click.echo(f"backends:  {', '.join(info.backends) or 'none'}")
+    click.echo(f"formats:   {', '.join(info.formats) or 'none'}")
+    click.echo(f"loaded:    {health.loaded_models} model(s), {health.in_flight} request(s) in flight")
+
+
+def models(result: ModelList) -> None:
+    rows = [
+        [m.name, m.format or "-", size(m.size_bytes), "loaded" if m.loaded else ("yes" if m.available else "no"), m.source]
+        for m in result.models
+    ]
+    table(["NAME", "FORMAT", "SIZE", "LOCAL", "SOURCE"], rows)
+
+
+def loaded(result: LoadedList) -> None:
+    now = time.time()
+    rows = []
+    for m in result.models:
+        until = "forever" if m.expires_at is None else f"{max(m.expires_at - now, 0):.0f} s"
+        rows.append([m.name, m.backend, str(m.pid), size(m.rss_bytes), str(m.in_flight), until])
+    table(["NAME", "BACKEND", "PID", "MEMORY", "ACTIVE", "UNLOADS IN"], rows)
+
+
+def run_json(result: GenerationResult) -> dict[str, Any]:
+    text = result.message.content if result.message is not None else result.text
+    return {
+        "model": result.model,
+        "backend": result.backend,
+        "text": text,
+        "finish_reason": result.finish_reason,
+        "usage": result.usage,
+        "timings": result.timings,
+    }
