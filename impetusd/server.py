@@ -117,6 +117,7 @@ class Connection:
                         line = await reader.receive_line()
                     except MessageTooLarge as exc:
                         await self._reply(self.codec.encode_error(None, exc))
+                        await self._linger()
                         break
                     if line is None:
                         break
@@ -128,6 +129,18 @@ class Connection:
                 for ctx in list(self.in_flight.values()):
                     ctx.cancel()  # client gone: stop its work
         await self.stream.aclose()
+
+    async def _linger(self) -> None:
+        """Half-close and discard what the client is still sending (briefly), so
+        the error is read before the connection closes instead of being lost to a reset."""
+        try:
+            await self.stream.send_eof()
+            with anyio.move_on_after(1.0):
+                discarded = 0
+                while discarded < 64 * 1024 * 1024:
+                    discarded += len(await self.stream.receive(65536))
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
 
     async def _on_line(self, tg: TaskGroup, line: bytes) -> None:
         decoded = self.codec.decode(line)
@@ -161,14 +174,14 @@ class Connection:
         async def run() -> None:
             try:
                 data = await self.daemon.dispatcher.handle(self, item, ctx)
+                if sink is not None:
+                    if data is not None:
+                        sink.append(data)
+                else:
+                    await self._reply(data)
             finally:
                 self.in_flight.pop(key, None)
                 self.daemon.untrack(ctx)
-            if sink is not None:
-                if data is not None:
-                    sink.append(data)
-            else:
-                await self._reply(data)
 
         if sink is None:
             tg.start_soon(run)

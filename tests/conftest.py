@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import DaemonProcess  # noqa: E402
+
+
+@pytest.fixture
+def daemon(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh daemon (with the test echo plugin) for tests that stop or break it."""
+    d = DaemonProcess(tmp_path_factory.mktemp("d"), IMPETUS_PLUGINS="impetus_echo").start()
+    yield d
+    if d.proc and d.proc.poll() is None:
+        d.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory):
+    """One daemon for the many tests that only talk to it."""
+    d = DaemonProcess(tmp_path_factory.mktemp("s"), IMPETUS_PLUGINS="impetus_echo").start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def echo_model(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.echo"
+    path.write_text("0")
+    return path
+
+
+@pytest.fixture
+def slow_echo_model(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.echo"
+    path.write_text("0.2")
+    return path

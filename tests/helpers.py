@@ -1,0 +1,151 @@
+"""Start real daemons on real sockets, and talk raw JSON-RPC to them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).parent
+PLUGIN_PATH = str(TESTS / "plugins")
+
+
+def daemon_env(home: Path, sock: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPETUS_")}
+    env.update(IMPETUS_HOME=str(home), IMPETUS_SOCKET=str(sock), PYTHONPATH=os.pathsep.join(filter(None, [PLUGIN_PATH, env.get("PYTHONPATH", "")])))
+    env.update(extra)
+    return env
+
+
+class DaemonProcess:
+    """``impetusd`` as a user runs it: a foreground process on a socket."""
+
+    def __init__(self, root: Path, **env: str) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.socket = root / "run" / "d.sock"
+        self.env = daemon_env(self.home, self.socket, **env)
+        self.log = root / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> DaemonProcess:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "impetusd", "--log-level", "DEBUG"], env=self.env, stdout=out, stderr=out
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"impetusd exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                with RawConnection(self.socket) as conn:
+                    if "result" in conn.call("daemon.health"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"impetusd did not start: {self.log.read_text()[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def connect(self) -> RawConnection:
+        return RawConnection(self.socket)
+
+
+class RawConnection:
+    """NDJSON JSON-RPC on a plain socket: what any local program would do."""
+
+    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rb")
+        self.next_id = 0
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def send_line(self, data: bytes) -> None:
+        self.sock.sendall(data + b"\n")
+
+    def send(self, method: str, params: Any = None, notify: bool = False) -> int | None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        if notify:
+            self.send_line(json.dumps(msg).encode())
+            return None
+        self.next_id += 1
+        msg["id"] = self.next_id
+        self.send_line(json.dumps(msg).encode())
+        return self.next_id
+
+    def read(self) -> Any:
+        line = self.file.readline()
+        if not line:
+            raise EOFError("connection closed")
+        return json.loads(line)
+
+    def call(self, method: str, params: Any = None) -> dict[str, Any]:
+        rid = self.send(method, params)
+        return self.until_response(rid)[1]
+
+    def until_response(self, rid: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        notes = []
+        while True:
+            msg = self.read()
+            if "id" in msg and msg.get("id") == rid and ("result" in msg or "error" in msg):
+                return notes, msg
+            notes.append(msg)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def maps_mention(pid: int, needle: str) -> bool:
+    with open(f"/proc/{pid}/maps") as fh:
+        return any(needle in line for line in fh)
