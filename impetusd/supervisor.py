@@ -155,10 +155,15 @@ class WorkerHandle:
                     pass
 
             tg.start_soon(forward_cancel)
+            failure: ImpetusError | None = None
             try:
                 raw = await self._call("generate", GenerateParams(request=request), on_text, rid=rid)
+            except ImpetusError as exc:  # raised outside the group, not wrapped in one
+                failure = exc
             finally:
                 tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return self._done_decoder.decode(bytes(raw))
 
     async def _read_loop(self) -> None:
