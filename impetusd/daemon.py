@@ -12,6 +12,7 @@ import anyio
 import pluggy
 
 from .config import Config
+from .errors import ShuttingDown
 from .events import Event
 from .models import ModelManager
 from .plugins import await_maybe, build_registries, make_plugin_manager
@@ -67,8 +68,6 @@ class Daemon:
 
     async def drain(self) -> None:
         """Let in-flight requests finish within the grace period, then abort the rest."""
-        from .errors import ShuttingDown
-
         self.stopping = True
         with anyio.move_on_after(self.config.shutdown_grace_s):
             while self.in_flight:

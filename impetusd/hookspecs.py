@@ -6,7 +6,7 @@ Registration hooks receive a typed registry and return nothing; call
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import SocketStream, TaskGroup
 
-from .errors import ImpetusError, InvalidRequest, MessageTooLarge, ShuttingDown
+from .errors import ImpetusError, MessageTooLarge, ShuttingDown
 from .protocol.framing import LineReader
-from .protocol.messages import Codec, Request
+from .protocol.messages import Request
 from .rpc import RequestContext
 
 if TYPE_CHECKING:
@@ -240,5 +240,3 @@ async def serve_unix(daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] 
         # Not accepting any more; open connections live until the daemon ends them.
         await anyio.sleep_forever()
 
-
-__all__ = ["Connection", "DaemonAlreadyRunning", "InvalidRequest", "prepare_socket_path", "serve_unix"]
