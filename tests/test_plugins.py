@@ -164,3 +164,24 @@ def test_builtin_plugins_arrive_through_entry_points() -> None:
     assert "gguf" in regs.formats and "mlx" in regs.backends and "psutil" in regs.monitors
     names = {name for name, _ in pm.list_name_plugin()}
     assert {"gguf", "mlx", "psutil"} <= names  # entry-point names, as a third party's would be
+
+
+def test_sigterm_past_the_grace_period_cancels_with_a_typed_error(tmp_path_factory, slow_echo_model: Path) -> None:
+    root = tmp_path_factory.mktemp("grace")
+    (root / "home").mkdir()
+    (root / "home" / "config.toml").write_text("shutdown_grace_s = 0.5\n")
+    d = DaemonProcess(root, IMPETUS_PLUGINS="impetus_echo").start()
+    words = " ".join(f"w{i}" for i in range(100))  # 20 s of output
+    with d.connect() as conn:
+        worker = conn.call("models.load", {"model": str(slow_echo_model)})["result"]["model"]["pid"]
+        rid = conn.send("chat", {"model": str(slow_echo_model), "messages": [{"role": "user", "content": words}], "stream": True})
+        assert conn.read()["method"] == "chat.chunk"
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        _, final = conn.until_response(rid)
+        assert final["error"]["data"]["name"] == "ShuttingDown"
+        assert final["error"]["code"] == -32002
+    assert d.proc.wait(30) == 0  # type: ignore[union-attr]
+    assert time.monotonic() - started < 10
+    assert not d.socket.exists()
+    assert wait_until(lambda: not pid_alive(worker), timeout=5)
