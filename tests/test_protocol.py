@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 
-from helpers import DaemonProcess, RawConnection, maps_mention, wait_until
+from helpers import DaemonProcess, maps_mention, wait_until
 
 
 def test_daemon_info_answers(shared_daemon: DaemonProcess) -> None:
@@ -178,4 +178,3 @@ def test_raw_client_without_helpers(shared_daemon: DaemonProcess) -> None:
     reply = json.loads(sock.makefile().readline())
     sock.close()
     assert reply["result"]["status"] == "ok"
-    assert isinstance(RawConnection, type)
