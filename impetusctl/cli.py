@@ -68,22 +68,24 @@ def status(state: State) -> None:
         render.status(info, health)
 
 
+def _show(state: State, method: str, result_type: type, table: Any) -> None:
+    with state.client() as client:
+        result = client.call(method, type=result_type)
+    render.json_out(result) if state.json else table(result)
+
+
 @main.command("ls")
 @click.pass_obj
 def list_models(state: State) -> None:
     """List models on this machine."""
-    with state.client() as client:
-        result = client.call("models.list", type=ModelList)
-    render.json_out(result) if state.json else render.models(result)
+    _show(state, "models.list", ModelList, render.models)
 
 
 @main.command()
 @click.pass_obj
 def ps(state: State) -> None:
     """List loaded models and their worker processes."""
-    with state.client() as client:
-        result = client.call("models.loaded", type=LoadedList)
-    render.json_out(result) if state.json else render.loaded(result)
+    _show(state, "models.loaded", LoadedList, render.loaded)
 
 
 @main.command()

@@ -84,6 +84,9 @@ class ModelManager:
         spec = self.daemon.pm.hook.impetus_resolve_model(ref=ref, config=self.daemon.config)
         if spec is None:
             raise ModelNotFound(f"model {ref!r} not found (not an alias, a loaded model or an existing path)", model=ref)
+        current = self.resident.get(spec.name)
+        if current is not None:
+            return current.spec  # already inspected at load: no header read per request
         if not spec.format:
             spec = self._detect(spec)
         return spec
