@@ -126,6 +126,9 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     min_p: float | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
     stream: bool = False
     keep_alive: KeepAlive = None
 
@@ -175,3 +178,57 @@ class Chunk(msgspec.Struct, frozen=True):
 
 class CancelParams(msgspec.Struct, frozen=True):
     id: int | str
+
+
+# --- embeddings -------------------------------------------------------------------
+class EmbedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    input: str | list[str]
+    keep_alive: KeepAlive = None
+
+
+class EmbedResult(msgspec.Struct, frozen=True):
+    model: str
+    backend: str
+    embeddings: list[list[float]]
+    usage: Usage
+    timings: Timings
+
+
+# --- metrics ----------------------------------------------------------------------
+class Histogram(msgspec.Struct, frozen=True):
+    """Cumulative counts of observations ``<=`` each bound, as Prometheus keeps
+    them; ``count`` is the +Inf bucket."""
+
+    bounds: list[float]
+    counts: list[int]
+    sum: float
+    count: int
+
+
+class RequestCount(msgspec.Struct, frozen=True):
+    model: str
+    method: str
+    outcome: str
+    count: int
+
+
+class ModelStats(msgspec.Struct, frozen=True):
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    worker_starts: int
+    worker_crashes: int
+    worker_restarts: int
+    ttft_seconds: Histogram
+    decode_tokens_per_second: Histogram
+
+
+class Metrics(msgspec.Struct, frozen=True):
+    uptime_s: float
+    connections: int
+    in_flight: int
+    requests: list[RequestCount]
+    models: list[ModelStats]
+    loaded: list[LoadedModel]

@@ -14,6 +14,7 @@ import pluggy
 from .config import Config
 from .errors import ShuttingDown
 from .events import Event
+from .metrics import MetricsRecorder
 from .models import ModelManager
 from .plugins import await_maybe, build_registries, make_plugin_manager
 from .protocol.messages import Codec
@@ -31,6 +32,7 @@ class Daemon:
         self.registries = registries
         self.codec = Codec()
         self.dispatcher = Dispatcher(self)
+        self.metrics = MetricsRecorder()
         self.models = ModelManager(self)
         self.started_at = time.time()
         self.stopping = False

@@ -10,6 +10,7 @@ from .backend import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
 from .config import parse_keep_alive
 from .errors import InvalidParams, UnsupportedParameter
 from .events import Event
+from .metrics import Outcome, record_outcome
 from .rpc import RequestContext
 
 if TYPE_CHECKING:
@@ -35,6 +36,18 @@ def _check_values(params: ChatParams | CompleteParams) -> None:
         raise bad("stop", "must not contain empty strings")
     if len(stops) > 16:
         raise bad("stop", "may hold at most 16 sequences")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if value is not None and not -2.0 <= value <= 2.0:
+            raise bad(name, "must be between -2 and 2")
+    if params.logit_bias is not None:
+        if len(params.logit_bias) > 1024:
+            raise bad("logit_bias", "may hold at most 1024 tokens")
+        for token, bias in params.logit_bias.items():
+            if token < 0:
+                raise bad("logit_bias", f"has a negative token id {token}")
+            if not -100.0 <= bias <= 100.0:
+                raise bad("logit_bias", f"value for token {token} must be between -100 and 100")
     if isinstance(params, ChatParams) and not params.messages:
         raise bad("messages", "must not be empty")
 
@@ -62,6 +75,9 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
         min_p=params.min_p or 0.0,
         stop=stops,
         seed=params.seed,
+        presence_penalty=params.presence_penalty or 0.0,
+        frequency_penalty=params.frequency_penalty or 0.0,
+        logit_bias=dict(params.logit_bias or {}),
     )
     if isinstance(params, ChatParams):
         return GenerateRequest(kind="chat", messages=list(params.messages), **common)  # type: ignore[arg-type]
@@ -69,8 +85,17 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
 
 
 async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
+    method = "chat" if isinstance(params, ChatParams) else "complete"
+    with record_outcome(daemon, method) as outcome:
+        result = await _generate(daemon, params, ctx, outcome)
+        outcome.value = result.finish_reason
+        return result
+
+
+async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
     _check_values(params)
     resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
+    outcome.model = resident.spec.name
     _check_capabilities(params, resident.backend)
     request = build_request(params, daemon.config.default_max_tokens, daemon.config.default_temperature)
     ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
@@ -100,6 +125,8 @@ async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Req
         total_ms=round((finished - ctx.received) * 1000, 2),
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
+    daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    daemon.metrics.timings(resident.spec.name, res.ttft_ms, res.decode_tps)
     daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={"finish_reason": res.finish_reason, "completion_tokens": res.completion_tokens}))
     common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)
     if isinstance(params, ChatParams):

@@ -167,6 +167,7 @@ class ModelManager:
                 self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
                 raise
             load_ms = (time.monotonic() - started) * 1000
+            self.daemon.metrics.worker_started(spec.name)
             resident = Resident(spec, chosen, worker, load_ms, ka)
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident
@@ -202,6 +203,7 @@ class ModelManager:
         resident = self.resident.get(worker.spec.name)
         if resident is not None and resident.worker is worker:
             del self.resident[worker.spec.name]
+            self.daemon.metrics.worker_crashed(worker.spec.name)
             self._changed()
             log.warning("worker for %s exited: %s", worker.spec.name, worker.exit_reason)
             self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))

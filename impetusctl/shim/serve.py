@@ -1,0 +1,36 @@
+"""Run the shim with uvicorn on a socket bound here (so ``--port 0`` works and
+the real address can be printed before the first request)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable
+
+import uvicorn
+
+from .app import Settings, create_app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings, host: str, port: int, log_level: str, on_ready: Callable[[str, int], None]) -> None:
+    sock = bind(host, port)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level=log_level,
+        access_log=log_level == "debug",
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    on_ready(host, bound_port)
+    uvicorn.Server(config).run(sockets=[sock])
