@@ -226,7 +226,8 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         url = f"http://{shown}:{bound_port}/v1"
         if state.json:
-            render.json_out({"url": url, "host": bound_host, "port": bound_port, "socket": settings.socket})
+            # one compact line, so scripts can read it while the server keeps running
+            click.echo(msgspec.json.encode({"url": url, "host": bound_host, "port": bound_port, "socket": settings.socket}).decode())
         else:
             click.echo(f"OpenAI-compatible API on {url} (daemon: {settings.socket}); Ctrl-C stops it.")
         sys.stdout.flush()

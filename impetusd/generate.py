@@ -100,7 +100,11 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
     request = build_request(params, daemon.config.default_max_tokens, daemon.config.default_temperature)
     ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
 
+    first_text: list[float] = []
+
     async def on_text(text: str) -> None:
+        if not first_text:
+            first_text.append(time.monotonic())
         if params.stream:
             await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text))
 
@@ -115,18 +119,20 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
         await daemon.models.release(resident)
     finished = time.monotonic()
     res = done.result
+    # The backend's own TTFT when it measures one; else when its first text reached the daemon.
+    ttft_ms = res.ttft_ms if res.ttft_ms is not None else ((first_text[0] - sent) * 1000 if first_text else None)
     queued_ms = (sent - ctx.received) * 1000 - load_ms + done.queued_ms
     timings = Timings(
         queued_ms=round(max(queued_ms, 0.0), 2),
         load_ms=round(load_ms, 2),
-        ttft_ms=None if res.ttft_ms is None else round(res.ttft_ms, 2),
+        ttft_ms=None if ttft_ms is None else round(ttft_ms, 2),
         prefill_tps=None if res.prefill_tps is None else round(res.prefill_tps, 2),
         decode_tps=None if res.decode_tps is None else round(res.decode_tps, 2),
         total_ms=round((finished - ctx.received) * 1000, 2),
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
     daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-    daemon.metrics.timings(resident.spec.name, res.ttft_ms, res.decode_tps)
+    daemon.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
     daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={"finish_reason": res.finish_reason, "completion_tokens": res.completion_tokens}))
     common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)
     if isinstance(params, ChatParams):

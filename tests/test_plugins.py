@@ -34,7 +34,7 @@ def test_third_party_backend_streams_from_its_own_worker(shared_daemon: DaemonPr
     assert result["message"] == {"role": "assistant", "content": "one two three"}
     assert result["backend"] == "echo" and result["finish_reason"] == "stop"
     assert result["usage"]["completion_tokens"] == 3
-    [entry] = [m for m in loaded if m["backend"] == "echo"]
+    [entry] = [m for m in loaded if m["name"] == str(echo_model.resolve())]
     assert entry["pid"] != shared_daemon.pid and pid_alive(entry["pid"])
 
 

@@ -70,7 +70,7 @@ class ChunkChoice(msgspec.Struct, frozen=True):
     logprobs: None = None
 
 
-class ChatCompletionChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+class ChatCompletionChunk(msgspec.Struct, frozen=True):
     id: str
     created: int
     model: str
@@ -88,7 +88,7 @@ class TextChoice(msgspec.Struct, frozen=True):
     logprobs: None = None
 
 
-class TextCompletion(msgspec.Struct, frozen=True, omit_defaults=True):
+class TextCompletion(msgspec.Struct, frozen=True):
     id: str
     created: int
     model: str

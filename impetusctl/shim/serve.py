@@ -3,8 +3,10 @@ the real address can be printed before the first request)."""
 
 from __future__ import annotations
 
+import signal
 import socket
-from typing import Callable
+import sys
+from typing import Any, Callable
 
 import uvicorn
 
@@ -33,4 +35,12 @@ def serve(settings: Settings, host: str, port: int, log_level: str, on_ready: Ca
         server_header=False,
     )
     on_ready(host, bound_port)
+
+    def stopped(signum: int, frame: Any) -> None:
+        sys.exit(0)
+
+    # uvicorn shuts down gracefully on these, then re-raises the signal to
+    # whatever handler was there before: make that a clean exit.
+    signal.signal(signal.SIGTERM, stopped)
+    signal.signal(signal.SIGINT, stopped)
     uvicorn.Server(config).run(sockets=[sock])
