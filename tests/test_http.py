@@ -8,7 +8,9 @@ and on the echo test backend where a test needs a backend that lacks something.
 from __future__ import annotations
 
 import base64
+import json
 import math
+import re
 import struct
 import subprocess
 import sys
@@ -210,21 +212,24 @@ def test_unknown_model(client: openai.OpenAI) -> None:
     assert err.value.code == "model_not_found" and err.value.param == "model"
 
 
-def test_abandoned_stream_cancels_the_daemon_request(shim: ShimProcess, client: openai.OpenAI, slow_echo_model: Path) -> None:
-    words = " ".join(f"w{i}" for i in range(60))  # 0.2 s a word: 12 s if nobody stops it
+@pytest.mark.parametrize("backend", ["echo", "mlx"])
+def test_abandoned_stream_cancels_the_daemon_request(shim: ShimProcess, client: openai.OpenAI, slow_echo_model: Path, backend: str) -> None:
+    if backend == "echo":  # 0.2 s a word: 12 s if nobody stops it
+        model, name, content = str(slow_echo_model), str(slow_echo_model.resolve()), " ".join(f"w{i}" for i in range(60))
+    else:  # the bundled model asked for 300 tokens: ~30 s if nobody stops it
+        model, name, content = MODEL, MODEL, "Tell me a long story."
     before = metrics(shim.base)
-    stream = client.chat.completions.create(model=str(slow_echo_model), messages=[{"role": "user", "content": words}], stream=True)
+    stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], stream=True, max_tokens=300)
     got = []
     for chunk in stream:
         got.append(chunk.choices[0].delta.content)
         if len(got) == 3:
             break
-    assert wait_until(lambda: in_flight(shim.daemon) == 1, 5)
+    assert in_flight(shim.daemon) == 1
     stream.close()
     started = time.monotonic()
     assert wait_until(lambda: in_flight(shim.daemon) == 0, 5)
     assert time.monotonic() - started < 2
-    name = str(slow_echo_model.resolve())
     key = ("impetus_requests_total", (("method", "chat"), ("model", name), ("outcome", "cancelled")))
     assert wait_until(lambda: metrics(shim.base).get(key, 0) == before.get(key, 0) + 1, 5)
 
@@ -284,3 +289,22 @@ def test_metrics_parse_and_move(shim: ShimProcess, client: openai.OpenAI, echo_m
     assert after[("impetus_model_loaded", (("backend", "mlx"), ("model", MODEL)))] == 1
     assert after[("impetus_model_memory_bytes", (("backend", "mlx"), ("model", MODEL)))] > 50e6
     assert ("impetus_worker_restarts_total", (("model", MODEL),)) in after
+
+
+# --- the README's examples ------------------------------------------------------
+def test_readme_curl_examples_work_as_written(shim: ShimProcess) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    commands = re.findall(r"```sh\n(curl [^\n]+)\n```", readme)
+    assert len(commands) >= 6
+    for command in commands:
+        # Only the port differs (the test shim runs on a free one); --fail makes HTTP errors fail.
+        run = command.replace("localhost:8080", f"localhost:{shim.port}").replace("curl ", "curl --fail --max-time 120 ", 1)
+        done = subprocess.run(["bash", "-c", run], capture_output=True, text=True, timeout=150)
+        assert done.returncode == 0, (command, done.stderr)
+        if '"stream": true' in command:
+            assert done.stdout.rstrip().endswith("data: [DONE]") and '"usage":{"prompt_tokens"' in done.stdout
+        elif command.endswith("/metrics"):
+            assert "impetus_requests_total{" in done.stdout
+        else:
+            body = json.loads(done.stdout)
+            assert "error" not in body and body.get("data") or body.get("choices"), body
