@@ -16,7 +16,7 @@ from impetusd.api import Chunk
 from impetusd.errors import ImpetusError
 from impetusd.protocol.framing import LineReader
 
-from .client import DaemonUnavailable
+from .client import DaemonUnavailable, WireMessage
 
 T = TypeVar("T")
 
@@ -24,17 +24,8 @@ MAX_LINE = 64 * 1024 * 1024
 REQUEST_ID = 1
 
 
-class _Message(msgspec.Struct):
-    jsonrpc: str = "2.0"
-    id: int | str | None = None
-    method: str | None = None
-    params: msgspec.Raw = msgspec.Raw(b"null")
-    result: msgspec.Raw = msgspec.Raw(b"null")
-    error: dict[str, Any] | None = None
-
-
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(_Message)
+_decoder = msgspec.json.Decoder(WireMessage)
 _chunk = msgspec.json.Decoder(Chunk)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -232,6 +234,22 @@ def test_abandoned_stream_cancels_the_daemon_request(shim: ShimProcess, client: 
     assert time.monotonic() - started < 2
     key = ("impetus_requests_total", (("method", "chat"), ("model", name), ("outcome", "cancelled")))
     assert wait_until(lambda: metrics(shim.base).get(key, 0) == before.get(key, 0) + 1, 5)
+
+
+def test_worker_crash_mid_stream_reaches_the_client(shim: ShimProcess, client: openai.OpenAI, tmp_path: Path) -> None:
+    model = tmp_path / "doomed.echo"
+    model.write_text("0.2")
+    stream = client.chat.completions.create(model=str(model), messages=[{"role": "user", "content": "a b c d e f g h i j"}], stream=True)
+    chunks = iter(stream)
+    next(chunks), next(chunks)
+    with shim.daemon.connect() as conn:
+        [pid] = [m["pid"] for m in conn.call("models.loaded")["result"]["models"] if m["name"] == str(model.resolve())]
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(openai.APIError) as err:
+        for _ in chunks:
+            pass
+    assert "WorkerCrashed" in err.value.message and "SIGKILL" in err.value.message
+    assert err.value.code == "worker_crashed"
 
 
 # --- security ---------------------------------------------------------------------

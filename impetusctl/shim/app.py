@@ -199,7 +199,7 @@ class Shim:
             await exchange.aclose()
             raise
         events = _chat_events if chat else _text_events
-        return EventStream(events(exchange, first, rid, created, params.model, include_usage))
+        return EventStream(_guarded(events(exchange, first, rid, created, params.model, include_usage)))
 
 
 async def _stream(exchange: Exchange, first: str | msgspec.Raw) -> AsyncIterator[str | GenerationResult]:
@@ -215,20 +215,11 @@ async def _stream(exchange: Exchange, first: str | msgspec.Raw) -> AsyncIterator
         await exchange.aclose()
 
 
-async def _chat_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
-    usage: Any = None if include_usage else out.NOT_GIVEN
-    head = dict(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
-    yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(role="assistant", content=""))], usage=usage, **head))
+async def _guarded(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """End the stream with ``[DONE]``, or with an error event the client raises."""
     try:
-        async for item in _stream(exchange, first):
-            if isinstance(item, GenerationResult):
-                head["model"] = item.model
-                ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
-                yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(), finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head))
-                if include_usage:
-                    yield sse(out.ChatCompletionChunk(choices=[], usage=out.usage_of(item.usage), **head))
-                break
-            yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(content=item))], usage=usage, **head))
+        async for event in events:
+            yield event
     except ImpetusError as exc:
         yield sse(from_daemon(exc).body())
         return
@@ -236,28 +227,35 @@ async def _chat_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, c
         yield sse(unavailable(exc).body())
         return
     yield b"data: [DONE]\n\n"
+
+
+async def _chat_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+    usage: Any = None if include_usage else out.NOT_GIVEN
+    head = dict(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
+    yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(role="assistant", content=""))], usage=usage, **head))
+    async for item in _stream(exchange, first):
+        if isinstance(item, GenerationResult):
+            head["model"] = item.model
+            ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
+            yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(), finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head))
+            if include_usage:
+                yield sse(out.ChatCompletionChunk(choices=[], usage=out.usage_of(item.usage), **head))
+            continue  # the result is the last item
+        yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(content=item))], usage=usage, **head))
 
 
 async def _text_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
     usage: Any = None if include_usage else out.NOT_GIVEN
     head = dict(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
-    try:
-        async for item in _stream(exchange, first):
-            if isinstance(item, GenerationResult):
-                head["model"] = item.model
-                ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
-                yield sse(out.TextCompletion(choices=[out.TextChoice(index=0, text="", finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head))
-                if include_usage:
-                    yield sse(out.TextCompletion(choices=[], usage=out.usage_of(item.usage), **head))
-                break
-            yield sse(out.TextCompletion(choices=[out.TextChoice(index=0, text=item)], usage=usage, **head))
-    except ImpetusError as exc:
-        yield sse(from_daemon(exc).body())
-        return
-    except DaemonUnavailable as exc:
-        yield sse(unavailable(exc).body())
-        return
-    yield b"data: [DONE]\n\n"
+    async for item in _stream(exchange, first):
+        if isinstance(item, GenerationResult):
+            head["model"] = item.model
+            ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
+            yield sse(out.TextCompletion(choices=[out.TextChoice(index=0, text="", finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head))
+            if include_usage:
+                yield sse(out.TextCompletion(choices=[], usage=out.usage_of(item.usage), **head))
+            continue  # the result is the last item
+        yield sse(out.TextCompletion(choices=[out.TextChoice(index=0, text=item)], usage=usage, **head))
 
 
 class CountRequests:
