@@ -236,6 +236,19 @@ def test_abandoned_stream_cancels_the_daemon_request(shim: ShimProcess, client: 
     assert wait_until(lambda: metrics(shim.base).get(key, 0) == before.get(key, 0) + 1, 5)
 
 
+def test_client_giving_up_on_a_plain_request_cancels_it(shim: ShimProcess, slow_echo_model: Path) -> None:
+    words = " ".join(f"w{i}" for i in range(60))
+    body = {"model": str(slow_echo_model), "messages": [{"role": "user", "content": words}]}
+    key = ("impetus_requests_total", (("method", "chat"), ("model", str(slow_echo_model.resolve())), ("outcome", "cancelled")))
+    before = metrics(shim.base).get(key, 0)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{shim.url}/chat/completions", json=body, timeout=1.5)
+    started = time.monotonic()
+    assert wait_until(lambda: in_flight(shim.daemon) == 0, 5)
+    assert time.monotonic() - started < 2  # not the 12 s the whole answer takes
+    assert wait_until(lambda: metrics(shim.base).get(key, 0) == before + 1, 5)
+
+
 def test_worker_crash_mid_stream_reaches_the_client(shim: ShimProcess, client: openai.OpenAI, tmp_path: Path) -> None:
     model = tmp_path / "doomed.echo"
     model.write_text("0.2")
