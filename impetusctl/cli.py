@@ -12,7 +12,7 @@ from impetusd.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList
 from impetusd.config import Config, load_config
 from impetusd.errors import ImpetusError
 
-from . import render
+from . import render, store_cmds
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 
@@ -233,3 +233,6 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
         sys.stdout.flush()
 
     serve(settings, host, port, log_level, ready)
+
+
+store_cmds.register(main, State)

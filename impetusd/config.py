@@ -26,6 +26,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     plugins: list[str] = []
     disabled_plugins: list[str] = []
     backend: dict[str, str] = {}  # format -> preferred backend name
+    max_concurrent_pulls: int = 2
+    pull_attempts: int = 8  # per file, counting the first
+    pull_backoff_s: float = 1.0  # first retry delay; doubles each time, with jitter, capped at 60 s
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -42,6 +45,9 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     plugins: list[str] | None = None
     disabled_plugins: list[str] | None = None
     backend: dict[str, str] | None = None
+    max_concurrent_pulls: int | None = None
+    pull_attempts: int | None = None
+    pull_backoff_s: float | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

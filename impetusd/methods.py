@@ -34,6 +34,7 @@ from .hookspecs import hookimpl
 from .plugins import plugin_summary
 from .registries import MethodSpec, Registry
 from .rpc import RequestContext
+from .store.methods import STORE_METHODS
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -152,5 +153,5 @@ METHODS = (
 
 @hookimpl
 def impetus_register_methods(registry: Registry[MethodSpec]) -> None:
-    for spec in METHODS:
+    for spec in (*METHODS, *STORE_METHODS):
         registry.add(spec)

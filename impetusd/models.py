@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import psutil
@@ -81,18 +81,25 @@ class ModelManager:
     def resolve(self, ref: str) -> ModelSpec:
         if ref in self.resident:
             return self.resident[ref].spec
+        registered = self.daemon.store.get(ref)
+        if registered is not None:
+            return ModelSpec(
+                name=registered.name, path=registered.path, format=registered.format,
+                source=registered.source.describe(), metadata=registered.metadata,
+            )
         spec = self.daemon.pm.hook.impetus_resolve_model(ref=ref, config=self.daemon.config)
         if spec is None:
-            raise ModelNotFound(f"model {ref!r} not found (not an alias, a loaded model or an existing path)", model=ref)
+            raise ModelNotFound(f"model {ref!r} not found (not a registered model, an alias, a loaded model or an existing path)", model=ref)
         current = self.resident.get(spec.name)
         if current is not None:
             return current.spec  # already inspected at load: no header read per request
         if not spec.format:
-            spec = self._detect(spec)
+            fmt, meta = self.detect(Path(spec.path))
+            spec = ModelSpec(name=spec.name, path=spec.path, format=fmt, source=spec.source, metadata=meta)
         return spec
 
-    def _detect(self, spec: ModelSpec) -> ModelSpec:
-        path = Path(spec.path)
+    def detect(self, path: Path) -> tuple[str, dict[str, Any]]:
+        """The format plugin that recognises ``path``, and what it reads from it."""
         for fmt in self.daemon.registries.formats.values():
             try:
                 matched = fmt.detect(path)
@@ -105,7 +112,7 @@ class ModelManager:
                     raise
                 except Exception as exc:  # a malformed file is the file's fault
                     raise InvalidModelFile(f"{path}: not a valid {fmt.name} file ({exc})", path=str(path), format=fmt.name) from exc
-                return ModelSpec(name=spec.name, path=spec.path, format=fmt.name, source=spec.source, metadata=meta)
+                return fmt.name, meta
         raise UnsupportedFormat(
             f"{path}: no installed model-format plugin recognises it (have: {', '.join(self.daemon.registries.formats.names()) or 'none'})",
             path=str(path),
@@ -245,7 +252,17 @@ class ModelManager:
     def list_models(self) -> list[ModelEntry]:
         entries: list[ModelEntry] = []
         seen: set[str] = set()
+        for model in self.daemon.store.all():
+            entries.append(
+                ModelEntry(
+                    name=model.name, path=model.path, format=model.format, size_bytes=model.size_bytes,
+                    available=True, loaded=model.name in self.resident, source=model.source.describe(), metadata=model.metadata,
+                )
+            )
+            seen.add(model.name)
         for alias, item in sorted(CATALOG.items()):
+            if alias in seen:
+                continue
             path = item.local_path()
             size = path.stat().st_size if path else None
             fmt = "gguf" if item.file.endswith(".gguf") else None
