@@ -11,6 +11,7 @@ ending exactly at the end of the file), as the reference implementation demands.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def _refuse(path: Path, why: str) -> InvalidModelFile:
 def read_header(path: Path) -> SafetensorsHeader:
     """Read and check ``path``'s header. Raises InvalidModelFile naming the path."""
     with path.open("rb") as fh:
-        size = path.stat().st_size
+        size = os.fstat(fh.fileno()).st_size
         if size < 8:
             raise _refuse(path, f"{size} bytes is shorter than the 8-byte header length")
         (n,) = struct.unpack("<Q", fh.read(8))
