@@ -299,3 +299,14 @@ def test_daemon_refuses_pickles(shared_daemon: DaemonProcess, tmp_path: Path) ->
         assert err["code"] == 1007 and err["data"]["name"] == "PickleRefused" and err["data"]["path"] == str(path)
         assert "safetensors" in err["message"]
         assert conn.call("daemon.health")["result"]["status"] == "ok"
+
+
+def test_transformers_quantization_config_is_reported(tmp_path: Path) -> None:
+    import impetus_safetensors as st
+
+    folder = tmp_path / "gptq"
+    write_hf_llama(folder, tokenizer=False)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "gptq", "bits": 4}}))
+    assert _classify(folder) == ["safetensors"]  # transformers' key, not mlx-lm's
+    assert st.inspect_safetensors(folder)["quantization"] == "gptq-4bit"

@@ -147,6 +147,24 @@ def _all_tensors(folder: Folder, names: list[str]) -> tuple[dict[str, tuple[str,
     return tensors, headers
 
 
+def _label(folder: Folder, tensors: dict[str, tuple[str, TensorInfo]], bits: set[int], groups: set[int]) -> str | None:
+    """``4bit-g64`` (``4bit+8bit-g32`` mixed, ``-mode`` unless affine) for mlx; a
+    ``quantization_config`` method (GPTQ, AWQ, ...); else the dtype holding most parameters."""
+    config = folder.config
+    if bits:
+        default, _ = _mlx_schemes(folder)
+        mode = default.mode if default else "affine"
+        label = "+".join(f"{b}bit" for b in sorted(bits)) + "-g" + "+".join(str(g) for g in sorted(groups))
+        return label if mode == "affine" else f"{label}-{mode}"
+    qc = config.get("quantization_config")
+    if isinstance(qc, dict):
+        return str(qc.get("quant_method", "quantized")) + (f"-{qc['bits']}bit" if isinstance(qc.get("bits"), int) else "")
+    by_dtype: dict[str, int] = {}
+    for _, info in tensors.values():
+        by_dtype[info.dtype] = by_dtype.get(info.dtype, 0) + info.count
+    return max(sorted(by_dtype), key=lambda d: by_dtype[d]) if by_dtype else None
+
+
 def describe(folder: Folder, mlx: bool) -> dict[str, Any]:
     names = folder.weight_files()
     tensors, headers = _all_tensors(folder, names)
@@ -158,20 +176,7 @@ def describe(folder: Folder, mlx: bool) -> dict[str, Any]:
         parameters, quant_bits, groups = _count_mlx(tensors, folder)
     else:
         parameters = sum(info.count for _, info in tensors.values())
-    quantization: str | None
-    if quant_bits:
-        default, _ = _mlx_schemes(folder)
-        mode = default.mode if default else "affine"
-        quantization = "+".join(f"{b}bit" for b in sorted(quant_bits)) + "-g" + "+".join(str(g) for g in sorted(groups))
-        quantization += "" if mode == "affine" else f"-{mode}"
-    elif isinstance(config.get("quantization_config"), dict):  # GPTQ, AWQ, ... (counts are of stored elements)
-        qc = config["quantization_config"]
-        quantization = str(qc.get("quant_method", "quantized")) + (f"-{qc['bits']}bit" if isinstance(qc.get("bits"), int) else "")
-    else:
-        by_dtype: dict[str, int] = {}
-        for _, info in tensors.values():
-            by_dtype[info.dtype] = by_dtype.get(info.dtype, 0) + info.count
-        quantization = max(sorted(by_dtype), key=lambda d: by_dtype[d]) if by_dtype else None
+    quantization = _label(folder, tensors, quant_bits, groups)
     tok_config = folder.tokenizer_config()
     template = tok_config.get("chat_template")
     has_template = (isinstance(template, (str, list)) and bool(template)) or any(
