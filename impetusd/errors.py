@@ -110,6 +110,12 @@ class ModelLoadFailed(ImpetusError):
     code = 1006
 
 
+class PickleRefused(ImpetusError):
+    """A PyTorch pickle checkpoint: loading one runs code, so it is never loaded."""
+
+    code = 1007
+
+
 # --- generation (2xxx) ------------------------------------------------------------
 class UnsupportedParameter(ImpetusError):
     code = 2001

@@ -162,8 +162,9 @@ def test_builtin_plugins_arrive_through_entry_points() -> None:
     pm = make_plugin_manager()
     regs = build_registries(pm)
     assert "gguf" in regs.formats and "mlx" in regs.backends and "psutil" in regs.monitors
+    assert {"safetensors", "mlx", "pytorch-pickle"} <= set(regs.formats.names())
     names = {name for name, _ in pm.list_name_plugin()}
-    assert {"gguf", "mlx", "psutil"} <= names  # entry-point names, as a third party's would be
+    assert {"gguf", "safetensors", "mlx", "psutil"} <= names  # entry-point names, as a third party's would be
 
 
 def test_sigterm_past_the_grace_period_cancels_with_a_typed_error(tmp_path_factory, slow_echo_model: Path) -> None:

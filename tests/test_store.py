@@ -71,7 +71,8 @@ def test_pickle_weights_are_refused_with_an_explanation(daemon: DaemonProcess, t
     weights = tmp_path / "pytorch_model.bin"
     weights.write_bytes(b"\x80\x04not really a pickle")
     refused = ctl(daemon, "import", str(weights), check=False)
-    assert refused.returncode == 1 and "arbitrary code" in refused.stderr and "SafeTensors" in refused.stderr
+    assert refused.returncode == 1 and "[PickleRefused]" in refused.stderr
+    assert "arbitrary code" in refused.stderr and "safetensors" in refused.stderr
 
 
 def test_registry_survives_kill_9(daemon: DaemonProcess, echo_model: Path) -> None:
@@ -83,3 +84,22 @@ def test_registry_survives_kill_9(daemon: DaemonProcess, echo_model: Path) -> No
     with daemon.connect() as conn:
         reply = conn.call("chat", {"model": "durable", "messages": [{"role": "user", "content": "still here"}]})
     assert reply["result"]["message"]["content"] == "still here"
+
+
+def test_import_folders_registers_only_the_model_files(daemon: DaemonProcess, tmp_path: Path) -> None:
+    from safetensors_factory import write_hf_llama, write_mlx_llama
+
+    mlx_dir = tmp_path / "tiny-mlx"
+    write_mlx_llama(mlx_dir, bits=4)
+    (mlx_dir / "README.md").write_text("notes that are not part of the model")
+    info = json.loads(ctl(daemon, "--json", "import", str(mlx_dir)).stdout)
+    assert info["name"] == "tiny-mlx" and info["format"] == "mlx" and 4 in info["metadata"]["quantized_bits"]
+    names = {f["name"] for f in info["files"]}
+    assert "model.safetensors" in names and "config.json" in names and "README.md" not in names
+    hf_dir = tmp_path / "tiny-hf"
+    write_hf_llama(hf_dir, shards=2)
+    hf = json.loads(ctl(daemon, "--json", "import", str(hf_dir), "--name", "hf-llama").stdout)
+    assert hf["format"] == "safetensors" and sum(1 for f in hf["files"] if f["name"].endswith(".safetensors")) == 2
+    assert "hf-llama: ok" in ctl(daemon, "verify", "hf-llama").stdout
+    refused = ctl(daemon, "load", "hf-llama", check=False)
+    assert refused.returncode == 1 and "[NoBackend]" in refused.stderr

@@ -22,13 +22,12 @@ from ..api import (
     VerifyParams,
     VerifyResult,
 )
-from ..errors import InvalidParams, ModelExists, ModelInUse, UnsupportedFormat
+from ..errors import InvalidParams, ModelExists, ModelInUse
 from ..registries import MethodSpec
 from ..rpc import RequestContext
 from . import cache
 from .pull import model_digest
 from .registry import ModelFile, Registered, Source
-from .select import PICKLE_SUFFIXES
 from .transfer import sha256_of
 from .views import describe
 
@@ -38,13 +37,6 @@ if TYPE_CHECKING:
 
 async def models_pull(daemon: Daemon, params: PullParams, ctx: RequestContext) -> PullResult:
     return await daemon.pulls.pull(params, ctx)
-
-
-def _pickles(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix in PICKLE_SUFFIXES
-    weights = [p for p in path.iterdir() if p.suffix in (*PICKLE_SUFFIXES, ".safetensors", ".gguf")]
-    return bool(weights) and all(p.suffix in PICKLE_SUFFIXES for p in weights)
 
 
 def _model_files(path: Path, metadata: dict) -> list[Path]:
@@ -63,12 +55,6 @@ async def models_import(daemon: Daemon, params: ImportParams, ctx: RequestContex
     name = params.name or (path.stem if path.is_file() else path.name)
     if daemon.store.get(name) is not None:
         raise ModelExists(f"a model named {name!r} is already registered; choose another with --name", model=name)
-    if _pickles(path):
-        raise UnsupportedFormat(
-            f"{path} holds PyTorch pickle weights; unpickling can run arbitrary code, so Impetus does not load them. "
-            "Convert the model to SafeTensors (e.g. transformers' save_pretrained(..., safe_serialization=True)) and import that folder",
-            path=str(path), format="pytorch",
-        )
     fmt, metadata = daemon.models.detect(path)
     files = []
     for file in _model_files(path, metadata):

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 import msgspec
 
-from ..errors import NoMatchingFiles
+from ..errors import NoMatchingFiles, PickleRefused
 
 # What an mlx-lm or transformers folder needs besides its weights.
 FOLDER_FILES = {
@@ -88,7 +88,7 @@ def choose(repo: str, files: list[RemoteFile], selector: str | None, fixed: list
         needed = weights + [f for f in top if f.name in FOLDER_FILES or f.name.endswith(".tiktoken")]
         return Selection(kind="folder", files=sorted(needed, key=lambda f: f.name), primary="")
     if any(f.name.endswith(PICKLE_SUFFIXES) for f in files):
-        raise NoMatchingFiles(
+        raise PickleRefused(
             f"{repo} only has PyTorch pickle weights, which can run code when loaded; Impetus pulls GGUF or SafeTensors. "
             "Look for a SafeTensors or GGUF version of this model",
             repo=repo,
