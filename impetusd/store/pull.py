@@ -97,6 +97,7 @@ class Pulls:
         if job.error is not None:
             raise job.error
         assert job.result is not None
+        await self._report(job, ctx)  # the last word: every byte accounted for
         return job.result
 
     async def _report(self, job: Job, ctx: RequestContext) -> None:

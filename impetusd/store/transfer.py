@@ -99,7 +99,7 @@ def fetch(
                         hashes, have, mode = Hashes(f), 0, "wb"
                         progress.done = 0
                     with open(part, mode) as out:
-                        for chunk in resp.iter_bytes(CHUNK):
+                        for chunk in resp.iter_bytes():  # as it arrives: a drop loses nothing received
                             if cancel.is_set():
                                 raise Cancelled()
                             out.write(chunk)
