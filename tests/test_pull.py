@@ -237,3 +237,32 @@ def test_selector_and_default_quantization(hub: FakeHub, hub_daemon: DaemonProce
     shown = json.loads(ctl(hub_daemon, "--json", "show", "test/multi-GGUF:q8_0").stdout)
     assert [f["name"] for f in shown["files"]] == ["multi-Q8_0.gguf"] and shown["metadata"]["quantization"] == "Q8_0"
     assert file_gets(hub, "multi-Q4_0.gguf") == [] and file_gets(hub, "multi-F32.gguf") == []
+
+
+def test_revision_suffix_pulls_that_commit(hub: FakeHub, hub_daemon: DaemonProcess, tmp_path: Path) -> None:
+    old = gguf_bytes(tmp_path, "F32", seed=1)
+    new = gguf_bytes(tmp_path, "F32", seed=2)
+    first = hub.add_repo("test/evolving-GGUF", {"evolving-F32.gguf": old}, revision="v1")
+    hub.add_repo("test/evolving-GGUF", {"evolving-F32.gguf": new}, revision="main")
+    ctl(hub_daemon, "pull", "test/evolving-GGUF:v1")
+    shown = json.loads(ctl(hub_daemon, "--json", "show", "test/evolving-GGUF:v1").stdout)
+    assert shown["commit"] == first and shown["revision"] == "v1"
+    assert shown["files"][0]["sha256"] == hashlib.sha256(old).hexdigest()
+    ref = hub_cache(hub_daemon) / "models--test--evolving-GGUF" / "refs" / "v1"
+    assert ref.read_text() == first
+
+
+def test_folder_repo_pulls_only_what_the_model_needs(hub: FakeHub, hub_daemon: DaemonProcess, tmp_path: Path) -> None:
+    from safetensors_factory import write_mlx_llama
+
+    folder = tmp_path / "tiny-mlx"
+    write_mlx_llama(folder, bits=4)
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    extras = {"README.md": b"# card", "pytorch_model.bin": b"\x80\x04junk", "onnx/model.onnx": b"onnx", "logo.png": b"\x89PNG"}
+    hub.add_repo("test/tiny-mlx-4bit", {**files, **extras})
+    info = json.loads(ctl(hub_daemon, "--json", "pull", "test/tiny-mlx-4bit").stdout)
+    model = info["model"]
+    assert model["format"] == "mlx" and {f["name"] for f in model["files"]} == set(files)
+    assert all(file_gets(hub, name) == [] for name in extras)
+    for f in model["files"]:
+        assert f["sha256"] == hashlib.sha256(files[f["name"]]).hexdigest()
