@@ -315,3 +315,30 @@ class FakeHub:
         if drop is not None:
             h.close_connection = True
             h.connection.shutdown(2)  # mid-body: the client sees the connection end early
+
+
+def main() -> None:
+    """Serve files as a repo, to try pulls by hand:
+    ``python tests/fake_hub.py ORG/NAME FILE... [--slow BYTES_PER_S]``, then
+    ``HF_ENDPOINT=<printed url> impetusctl pull ORG/NAME``."""
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("repo")
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--slow", type=int, help="throttle each file to this many bytes per second")
+    args = ap.parse_args()
+    hub = FakeHub().start()
+    hub.add_repo(args.repo, {p.name: p.read_bytes() for p in args.files})
+    if args.slow:
+        hub.faults.slow("*", args.slow)
+    print(hub.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        hub.stop()
+
+
+if __name__ == "__main__":
+    main()

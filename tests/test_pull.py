@@ -266,3 +266,19 @@ def test_folder_repo_pulls_only_what_the_model_needs(hub: FakeHub, hub_daemon: D
     assert all(file_gets(hub, name) == [] for name in extras)
     for f in model["files"]:
         assert f["sha256"] == hashlib.sha256(files[f["name"]]).hexdigest()
+
+
+def test_ctrl_c_in_impetusctl_pull_stops_and_pull_resumes(hub: FakeHub, hub_daemon: DaemonProcess, tmp_path: Path) -> None:
+    payload = gguf_bytes(tmp_path, "F32", hidden=256) + os.urandom(6 * 1024 * 1024)
+    hub.add_repo("test/interrupted-GGUF", {"interrupted-F32.gguf": payload})
+    hub.faults.slow("interrupted-F32.gguf", 2 * 1024 * 1024)
+    puller = subprocess.Popen([sys.executable, "-m", "impetusctl", "--no-autostart", "pull", "test/interrupted-GGUF"], env=hub_daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: _partial_size(hub_daemon, "test/interrupted-GGUF") > 1024 * 1024, 30)
+    puller.send_signal(signal.SIGINT)
+    _, err = puller.communicate(timeout=30)
+    assert puller.returncode == 130 and "run the same command to resume" in err
+    kept = _partial_size(hub_daemon, "test/interrupted-GGUF")
+    assert kept > 1024 * 1024
+    hub.faults.clear()
+    ctl(hub_daemon, "pull", "test/interrupted-GGUF")
+    assert file_gets(hub, "interrupted-F32.gguf")[-1].range_start == kept
