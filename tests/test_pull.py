@@ -208,7 +208,8 @@ def test_concurrent_pulls_share_one_transfer(hub: FakeHub, hub_daemon: DaemonPro
     hub.faults.slow("*.gguf", 1024 * 1024)
     runs = [
         subprocess.Popen([sys.executable, "-m", "impetusctl", "--no-autostart", "--json", "pull", name], env=hub_daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("test/one-GGUF", "test/two-GGUF", "test/one-GGUF")
+        # the same model twice, and under a second name selecting the same file
+        for name in ("test/one-GGUF", "test/two-GGUF", "test/one-GGUF", "test/one-GGUF:F32")
     ]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in runs]
     assert all(r["status"] == "pulled" for r in results)

@@ -64,6 +64,7 @@ class Pulls:
         self.daemon = daemon
         self.jobs: dict[str, Job] = {}
         self.slots = anyio.Semaphore(max(1, daemon.config.max_concurrent_pulls))
+        self.blob_locks: dict[str, anyio.Lock] = {}  # two models sharing a file: one transfer, the other waits
 
     def cancel_all(self) -> None:
         for job in self.jobs.values():
@@ -156,11 +157,17 @@ class Pulls:
             job.status = "downloading"
             headers = hub.auth_headers()
             for f, p in missing:
+                if job.cancel.is_set():
+                    raise Cancelled()
                 url = hub.file_url(ref.repo, f.name, remote.commit)
                 blob, part = cache.blob(ref.repo, f.etag), cache.partial(ref.repo, f.etag)
-                if force:
-                    blob.unlink(missing_ok=True)
-                await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel), f.name, progress=p)
+                async with self.blob_locks.setdefault(str(blob), anyio.Lock()):
+                    if force:
+                        blob.unlink(missing_ok=True)
+                    elif blob.exists():  # another pull fetched it meanwhile
+                        p.done, p.state = f.size, "cached"
+                        continue
+                    await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel), f.name, progress=p)
                 downloaded += f.size
         job.status = "verifying"
         stored = []
