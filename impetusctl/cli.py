@@ -13,6 +13,7 @@ from impetusd.config import Config, load_config
 from impetusd.errors import ImpetusError
 
 from . import render, store_cmds
+from .service import cli as service_cli
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 
@@ -236,3 +237,4 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 
 store_cmds.register(main, State)
+service_cli.register(main, State)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pluggy
 
+from .activation import inherited_socket
 from .config import Config
 from .errors import ShuttingDown
 from .events import Event
@@ -45,6 +48,7 @@ class Daemon:
         self._idle = anyio.Event()
         self.stop_requested = anyio.Event()
         self.accept_scope: anyio.CancelScope | None = None
+        self.activated: socket.socket | None = None  # a listening socket from systemd/launchd
 
     # --- bookkeeping used by the server ---------------------------------------
     def track(self, ctx: RequestContext) -> None:
@@ -96,8 +100,12 @@ def create_daemon(config: Config) -> Daemon:
 
 async def run_daemon(config: Config, *, ready: Any = None) -> None:
     """Run until SIGTERM/SIGINT or ``daemon.shutdown``; exits cleanly."""
-    lock = prepare_socket_path(config.socket)
+    activated = inherited_socket()
+    if activated is not None:
+        config.socket = Path(activated.getsockname())
+    lock = prepare_socket_path(config.socket, activated=activated is not None)
     daemon = create_daemon(config)
+    daemon.activated = activated
     try:
         async with anyio.create_task_group() as root:
             daemon.models.tg = root
@@ -114,7 +122,8 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             daemon.stopping = True
             assert daemon.accept_scope is not None
             daemon.accept_scope.cancel()
-            config.socket.unlink(missing_ok=True)
+            if activated is None:  # an activated socket belongs to the service manager
+                config.socket.unlink(missing_ok=True)
             await daemon.drain()
             for result in daemon.pm.hook.impetus_shutdown(daemon=daemon):
                 await await_maybe(result)
@@ -122,7 +131,8 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             await daemon.models.stop_all()
             root.cancel_scope.cancel()
     finally:
-        config.socket.unlink(missing_ok=True)
+        if activated is None:
+            config.socket.unlink(missing_ok=True)
         daemon.store.close()
         lock.close()
     log.info("impetusd stopped")

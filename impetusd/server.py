@@ -30,8 +30,9 @@ class DaemonAlreadyRunning(RuntimeError):
     pass
 
 
-def prepare_socket_path(path: Path) -> Any:
-    """Make the 0700 directory, take the daemon lock, and clear a stale socket.
+def prepare_socket_path(path: Path, activated: bool = False) -> Any:
+    """Make the 0700 directory, take the daemon lock, and clear a stale socket
+    (unless the service manager handed us the socket: then it is live and theirs).
 
     Returns the open lock file (held for the daemon's lifetime).
     """
@@ -51,7 +52,7 @@ def prepare_socket_path(path: Path) -> Any:
     except BlockingIOError:
         lock.close()
         raise DaemonAlreadyRunning(f"another impetusd is already running on {path}") from None
-    if path.exists() or path.is_symlink():
+    if not activated and (path.exists() or path.is_symlink()):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(path))
@@ -213,7 +214,14 @@ async def _append(sink: list[bytes], data: bytes) -> None:
 async def serve_unix(daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Listen until ``daemon.stop_accepting`` is set."""
     path = daemon.config.socket
-    listener = await anyio.create_unix_listener(path, mode=0o600)
+    if daemon.activated is not None:  # socket activation: systemd or launchd made it
+        listener: anyio.abc.SocketListener = await anyio.abc.SocketListener.from_socket(daemon.activated)
+        log.info("adopted the service manager's socket %s", path)
+        if path.exists() and path.stat().st_mode & 0o077:
+            log.warning("the inherited socket %s was readable by others; set to 0600", path)
+            os.chmod(path, 0o600)
+    else:
+        listener = await anyio.create_unix_listener(path, mode=0o600)
     own_uid = os.getuid()
     log.info("listening on %s", path)
     async with anyio.create_task_group() as conns:

@@ -1,0 +1,136 @@
+"""Install, remove and inspect the login service. Idempotent: installing twice
+changes nothing the second time; uninstalling what is not installed is fine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+
+from impetusd.config import Config
+
+from .render import LABEL, UNIT, Paths, files_for
+
+
+class ServiceError(RuntimeError):
+    """A service-manager command failed; the message says which and why."""
+
+
+class ServiceStatus(msgspec.Struct, frozen=True):
+    platform: str
+    manager: str
+    installed: bool
+    files: list[str]
+    running: bool | None
+    detail: str
+
+
+def platform() -> str:
+    return "darwin" if sys.platform == "darwin" else "linux"
+
+
+def impetusd_path() -> str:
+    beside = Path(sys.executable).with_name("impetusd")
+    found = str(beside) if beside.exists() else shutil.which("impetusd")
+    if not found:
+        raise ServiceError("cannot find the impetusd script; install Impetus first (pip install impetus)")
+    return str(Path(found).absolute())
+
+
+def paths_for(config: Config) -> Paths:
+    home_env = os.environ.get("IMPETUS_HOME")
+    if platform() == "darwin":
+        logs = Path.home() / "Library" / "Logs" / "Impetus"
+        return Paths(impetusd=impetusd_path(), socket=str(config.socket), logs=str(logs), home=home_env)
+    return Paths(impetusd=impetusd_path(), socket="%t/impetus/impetusd.sock", logs="", home=home_env)
+
+
+def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise ServiceError(f"{cmd[0]} is not available on this machine") from None
+    if check and done.returncode != 0:
+        raise ServiceError(f"'{' '.join(cmd)}' failed: {(done.stderr or done.stdout).strip()}")
+    return done
+
+
+def install(config: Config, start: bool = True) -> list[str]:
+    """Write the files (only if they differ) and start the service. Returns what changed."""
+    plat = platform()
+    paths = paths_for(config)
+    changed = []
+    for path, content in files_for(plat, paths, Path.home()).items():
+        if path.exists() and path.read_bytes() == content:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+        changed.append(str(path))
+    if plat == "darwin":
+        Path(paths.logs).mkdir(parents=True, exist_ok=True)
+        Path(paths.socket).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not start:
+        return changed
+    if plat == "darwin":
+        target = f"gui/{os.getuid()}"
+        plist = str(next(iter(files_for(plat, paths, Path.home()))))
+        loaded = _run(["launchctl", "print", f"{target}/{LABEL}"], check=False).returncode == 0
+        if loaded and changed:
+            _run(["launchctl", "bootout", f"{target}/{LABEL}"], check=False)
+            loaded = False
+        if not loaded:
+            _run(["launchctl", "bootstrap", target, plist])
+    else:
+        _run(["systemctl", "--user", "daemon-reload"])
+        _run(["systemctl", "--user", "enable", "--now", f"{UNIT}.socket"])
+        if changed:
+            _run(["systemctl", "--user", "try-restart", f"{UNIT}.service"], check=False)
+    return changed
+
+
+def uninstall(config: Config) -> list[str]:
+    plat = platform()
+    files = files_for(plat, paths_for(config), Path.home())
+    if plat == "darwin":
+        _run(["launchctl", "bootout", f"gui/{os.getuid()}/{LABEL}"], check=False)
+    elif any(p.exists() for p in files):
+        _run(["systemctl", "--user", "disable", "--now", f"{UNIT}.socket", f"{UNIT}.service"], check=False)
+    removed = []
+    for path in files:
+        if path.exists():
+            path.unlink()
+            removed.append(str(path))
+    if plat == "linux" and removed:
+        _run(["systemctl", "--user", "daemon-reload"], check=False)
+    return removed
+
+
+def status(config: Config) -> ServiceStatus:
+    plat = platform()
+    files = list(files_for(plat, paths_for(config), Path.home()))
+    installed = all(p.exists() for p in files)
+    if plat == "darwin":
+        done = _run(["launchctl", "print", f"gui/{os.getuid()}/{LABEL}"], check=False) if shutil.which("launchctl") else None
+        running = None if done is None else ("state = running" in done.stdout)
+        detail = "launchctl not available" if done is None else (done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else "not loaded")
+        return ServiceStatus(platform=plat, manager="launchd", installed=installed, files=[str(p) for p in files], running=running, detail=detail)
+    done = _run(["systemctl", "--user", "is-active", f"{UNIT}.service", f"{UNIT}.socket"], check=False) if shutil.which("systemctl") else None
+    if done is None:
+        return ServiceStatus(platform=plat, manager="systemd", installed=installed, files=[str(p) for p in files], running=None, detail="systemctl not available")
+    states = done.stdout.split()
+    ok = done.returncode == 0 or bool(states)
+    detail = f"service {states[0]}, socket {states[1]}" if len(states) == 2 else (done.stderr.strip() or "unknown")
+    return ServiceStatus(platform=plat, manager="systemd", installed=installed, files=[str(p) for p in files], running=(states[:1] == ["active"]) if ok else None, detail=detail)
+
+
+def logs_command(config: Config, follow: bool) -> list[str]:
+    if platform() == "darwin":
+        log = Path(paths_for(config).logs) / "impetusd.log"
+        return ["tail", "-n", "200", *(["-f"] if follow else []), str(log)]
+    return ["journalctl", "--user", "-u", f"{UNIT}.service", "-n", "200", "--no-pager", *(["-f"] if follow else [])]

@@ -1,0 +1,77 @@
+"""Listening sockets handed over by the service manager (socket activation).
+
+systemd passes them as file descriptors from 3 on, announced by ``LISTEN_PID``
+(our pid) and ``LISTEN_FDS`` (how many); launchd keeps them under the name in
+the plist's ``Sockets`` dictionary and hands them out through
+``launch_activate_socket``. Either way the socket already exists, with the mode
+the service file gave it, and outlives this process: the daemon must not
+replace or remove it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import socket
+import sys
+
+log = logging.getLogger(__name__)
+
+SD_LISTEN_FDS_START = 3
+LAUNCHD_SOCKET_NAME = "Listeners"
+
+
+class ActivationError(RuntimeError):
+    """The service manager said it passed a socket, but it is not one we can use."""
+
+
+def _check(sock: socket.socket) -> socket.socket:
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        raise ActivationError(f"inherited fd {sock.fileno()} is not a Unix stream socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise ActivationError(f"inherited fd {sock.fileno()} is not listening")
+    return sock
+
+
+def from_systemd(env: dict[str, str] | os._Environ[str] = os.environ) -> socket.socket | None:
+    if env.get("LISTEN_PID") != str(os.getpid()) or not env.get("LISTEN_FDS"):
+        return None
+    count = int(env["LISTEN_FDS"])
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # workers must not think the sockets are theirs
+    if count < 1:
+        return None
+    if count > 1:
+        log.warning("systemd passed %d sockets; using the first", count)
+    fd = SD_LISTEN_FDS_START
+    os.set_inheritable(fd, False)
+    return _check(socket.socket(fileno=fd))
+
+
+def from_launchd() -> socket.socket | None:
+    if sys.platform != "darwin":
+        return None
+    libc = ctypes.CDLL(None)
+    func = getattr(libc, "launch_activate_socket", None)
+    if func is None:
+        return None
+    fds = ctypes.POINTER(ctypes.c_int)()
+    count = ctypes.c_size_t(0)
+    func.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_int)), ctypes.POINTER(ctypes.c_size_t)]
+    func.restype = ctypes.c_int
+    err = func(LAUNCHD_SOCKET_NAME.encode(), ctypes.byref(fds), ctypes.byref(count))
+    if err != 0 or count.value == 0:
+        return None  # ESRCH: not started by launchd; ENOENT: no such socket in the plist
+    try:
+        first = fds[0]
+        for i in range(1, count.value):
+            os.close(fds[i])
+    finally:
+        ctypes.CDLL(None).free(fds)
+    return _check(socket.socket(fileno=first))
+
+
+def inherited_socket() -> socket.socket | None:
+    """The listening socket we were started with, if any."""
+    return from_systemd() or from_launchd()
