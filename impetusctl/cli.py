@@ -144,11 +144,34 @@ def run(state: State, model: str, prompt: str | None, system: str | None, **opti
     with state.client() as client:
         if prompt is not None:
             history.append({"role": "user", "content": prompt})
-            result = _chat(client, state, model, history, params)
+            try:
+                result = _chat(client, state, model, history, params)
+            except ImpetusError as exc:
+                if not _pull_instead(client, state, model, exc):
+                    raise
+                result = _chat(client, state, model, history, params)
             if result.finish_reason == "cancelled":
                 sys.exit(130)
             return
+        try:
+            client.call("models.load", {"model": model})
+        except ImpetusError as exc:
+            if not _pull_instead(client, state, model, exc):
+                raise
+            client.call("models.load", {"model": model})
         _interactive(client, state, model, history, params)
+
+
+def _pull_instead(client: Client, state: State, model: str, exc: ImpetusError) -> bool:
+    """A Hub name that is not here yet is pulled (as ollama run does); True if it was."""
+    if exc.name != "ModelNotFound" or not store_cmds.looks_pullable(model):
+        return False
+    click.echo(f"{model} is not on this machine; pulling it", err=True)
+    result = store_cmds.pull_with_progress(client, model, quiet=state.json)
+    if result.status == "cancelled":
+        click.echo("pull cancelled; run the same command to resume", err=True)
+        sys.exit(130)
+    return True
 
 
 def _chat(client: Client, state: State, model: str, history: list[dict[str, str]], params: dict[str, Any]) -> GenerationResult:
@@ -179,7 +202,6 @@ def _chat(client: Client, state: State, model: str, history: list[dict[str, str]
 
 
 def _interactive(client: Client, state: State, model: str, history: list[dict[str, str]], params: dict[str, Any]) -> None:
-    client.call("models.load", {"model": model})
     click.echo(f"Chatting with {model}. Type /bye to quit.", err=True)
     while True:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -40,6 +41,35 @@ class PullBar:
             self.bar.close()
 
 
+def pull_with_progress(client: Any, model: str, *, force: bool = False, quiet: bool = False) -> PullResult:
+    """``models.pull`` with a progress bar; Ctrl-C cancels (the partial stays)."""
+    bar = PullBar(model)
+    rid = client.send("models.pull", {"model": model, "force": force})
+    assert rid is not None
+    on_note = None if quiet else bar
+    try:
+        raw = client.wait(rid, on_note)
+    except KeyboardInterrupt:
+        client.cancel(rid)  # the daemon stops the transfer at its next chunk and answers
+        raw = client.wait(rid, on_note)
+    finally:
+        bar.close()
+    return msgspec.json.decode(bytes(raw), type=PullResult)
+
+
+def looks_pullable(model: str) -> bool:
+    from impetusd.errors import ImpetusError
+    from impetusd.store.names import parse
+
+    if os.path.exists(model):
+        return False
+    try:
+        parse(model)
+    except ImpetusError:
+        return False
+    return True
+
+
 def _count(n: Any) -> str | None:
     if not isinstance(n, int) or n <= 0:
         return None
@@ -63,19 +93,8 @@ def register(main: click.Group, state_type: Any) -> None:
         quantization such as Q4_K_M) or org/repo:REVISION. Ctrl-C stops the
         transfer; pulling again resumes it.
         """
-        bar = PullBar(model)
         with state.client() as client:
-            rid = client.send("models.pull", {"model": model, "force": force})
-            assert rid is not None
-            on_note = None if state.json else bar
-            try:
-                raw = client.wait(rid, on_note)
-            except KeyboardInterrupt:
-                client.cancel(rid)  # the daemon stops the transfer at its next chunk and answers
-                raw = client.wait(rid, on_note)
-            finally:
-                bar.close()
-        result = msgspec.json.decode(bytes(raw), type=PullResult)
+            result = pull_with_progress(client, model, force=force, quiet=state.json)
         if state.json:
             render.json_out(result)
         elif result.status == "cancelled":

@@ -283,3 +283,13 @@ def test_ctrl_c_in_impetusctl_pull_stops_and_pull_resumes(hub: FakeHub, hub_daem
     hub.faults.clear()
     ctl(hub_daemon, "pull", "test/interrupted-GGUF")
     assert file_gets(hub, "interrupted-F32.gguf")[-1].range_start == kept
+
+
+def test_run_pulls_a_hub_model_that_is_not_here(hub: FakeHub, hub_daemon: DaemonProcess, tmp_path: Path) -> None:
+    hub.add_repo("test/fresh-GGUF", {"fresh-F32.gguf": gguf_bytes(tmp_path, "F32")})
+    done = ctl(hub_daemon, "--json", "run", "test/fresh-GGUF", "the", "--max-tokens", "3")
+    assert "pulling it" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["model"] == "test/fresh-GGUF" and result["usage"]["completion_tokens"] >= 1
+    missing = ctl(hub_daemon, "run", str(tmp_path / "no-such.gguf"), "hi", check=False)
+    assert missing.returncode == 1 and "[ModelNotFound]" in missing.stderr and "pulling" not in missing.stderr
