@@ -30,11 +30,18 @@ class Channel:
         self.codec = Codec()
         self._out = out
         self._lock = threading.Lock()
+        self.last_write = time.monotonic()
 
     def write(self, data: bytes) -> None:
         with self._lock:
             self._out.write(data)
             self._out.flush()
+            self.last_write = time.monotonic()
+
+    def heartbeat(self, every: float = 1.0) -> None:
+        """Tell the daemon we are alive (it kills workers that stay silent on a request)."""
+        if time.monotonic() - self.last_write > every:
+            self.notify("heartbeat", None)
 
     def result(self, rid: Any, result: Any) -> None:
         self.write(self.codec.encode_result(rid, result))
@@ -148,7 +155,8 @@ class Serve:
             if text:
                 self.chan.notify("chunk", TextChunk(id=rid, text=text))  # type: ignore[arg-type]
 
-        def should_stop() -> bool:
+        def should_stop() -> bool:  # engines call this between tokens and prefill chunks
+            self.chan.heartbeat()
             return rid in self.cancelled
 
         try:
