@@ -45,13 +45,14 @@ class Daemon:
         self.in_flight.add(ctx)
 
     def untrack(self, ctx: RequestContext) -> None:
+        ctx.finish()
         self.in_flight.discard(ctx)
         if not self.in_flight:
             self._idle.set()
             self._idle = anyio.Event()
 
     async def serve_connection(self, conn: Connection) -> None:
-        self.connections += 1
+        """Serve one accepted connection (the accept loop has counted it)."""
         try:
             await conn.serve()
         finally:

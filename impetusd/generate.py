@@ -70,6 +70,7 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
 
 async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
     _check_values(params)
+    daemon.models.admit(params.model, ctx)  # Overloaded when too many wait for this model
     resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
     _check_capabilities(params, resident.backend)
     request = build_request(params, daemon.config.default_max_tokens, daemon.config.default_temperature)

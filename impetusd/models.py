@@ -24,6 +24,7 @@ from .errors import (
     ModelNotFound,
     ModelNotLoaded,
     NoBackend,
+    Overloaded,
     UnsupportedFormat,
 )
 from .events import Event
@@ -31,6 +32,7 @@ from .supervisor import WorkerHandle
 
 if TYPE_CHECKING:
     from .daemon import Daemon
+    from .rpc import RequestContext
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class ModelManager:
         self.tg: TaskGroup | None = None
         self.changed = anyio.Event()
         self.crashes: dict[str, CrashHistory] = {}
+        self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
 
     # --- failure-loop prevention ------------------------------------------------
     def history(self, name: str) -> CrashHistory:
@@ -169,6 +172,32 @@ class ModelManager:
         name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
         chosen = backends.get(name) if name else None
         return chosen if chosen in capable else capable[0]
+
+    # --- admission ------------------------------------------------------------------
+    def admit(self, ref: str, ctx: RequestContext) -> None:
+        """Count a generation request against its model until ``ctx`` is over.
+
+        One request runs in a worker at a time; beyond ``max_queued_per_model``
+        waiting behind it, the request is refused with ``Overloaded`` at once.
+        """
+        name = self.resolve(ref).name
+        limit = self.daemon.config.max_queued_per_model
+        count = self.admitted.get(name, 0)
+        if count >= limit + 1:
+            raise Overloaded(
+                f"{name} has {count - 1} request(s) queued (limit {limit}); try again later",
+                model=name, limit=limit, reason="queue",
+            )
+        self.admitted[name] = count + 1
+
+        def leave() -> None:
+            left = self.admitted[name] - 1
+            if left:
+                self.admitted[name] = left
+            else:
+                del self.admitted[name]
+
+        ctx.finalizers.append(leave)
 
     # --- load / unload ------------------------------------------------------------
     async def ensure_loaded(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import anyio
 import msgspec
@@ -54,6 +54,11 @@ class RequestContext:
         self.cooperative = False
         self.scope = anyio.CancelScope()
         self.abort_error: ImpetusError | None = None
+        self.finalizers: list[Callable[[], None]] = []  # run when the request is over
+
+    def finish(self) -> None:
+        while self.finalizers:
+            self.finalizers.pop()()
 
     def cancel(self) -> None:
         self.cancel_requested.set()

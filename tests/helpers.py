@@ -119,6 +119,14 @@ class RawConnection:
         rid = self.send(method, params)
         return self.until_response(rid)[1]
 
+    def read_or_call(self, method: str) -> dict[str, Any]:
+        """``call``, but an error line the daemon sends unasked (a refusal) is returned too."""
+        rid = self.send(method)
+        msg = self.read()
+        while msg.get("id") not in (rid, None):
+            msg = self.read()
+        return msg
+
     def until_response(self, rid: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         notes = []
         while True:
