@@ -32,6 +32,7 @@ class Outbox:
         self._wake = anyio.Event()
         self._emptied = anyio.Event()
         self.closed = False  # no more puts
+        self._scope = anyio.CancelScope()
         self.broken = False  # the client cannot be written to
 
     def put(self, data: bytes) -> None:
@@ -62,7 +63,18 @@ class Outbox:
             await self._emptied.wait()
 
     async def run(self) -> None:
-        """The writer task: until closed (and flushed) or broken."""
+        """The writer task: until closed (and flushed), broken, or ``stop``.
+
+        Shielded, so replies queued when the daemon shuts down still go out;
+        the connection ends it with ``stop`` after a bounded flush.
+        """
+        with anyio.CancelScope(shield=True) as self._scope:
+            await self._write_all()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    async def _write_all(self) -> None:
         while True:
             if not self._queue:
                 self._set_emptied()

@@ -149,10 +149,12 @@ class Connection:
                         for ctx in list(self.in_flight.values()):
                             ctx.cancel()  # client gone: stop its work
             finally:
+                # Replies already queued still go out (to a client that half-closed, or
+                # the answers of a shutdown), for a bounded time.
                 self.outbox.close()
-                with anyio.move_on_after(5):  # replies already queued, for a client that half-closed
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await self.outbox.wait_empty()
-                writer.cancel_scope.cancel()
+                self.outbox.stop()
         await self.stream.aclose()
 
     async def _linger(self) -> None:
