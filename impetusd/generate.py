@@ -10,6 +10,7 @@ from .backend import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
 from .config import parse_keep_alive
 from .errors import InvalidParams, UnsupportedParameter
 from .events import Event
+from .memory import generate_with_retry
 from .rpc import RequestContext
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Req
         resident.keep_alive = parse_keep_alive(params.keep_alive, daemon.config.keep_alive_s)
     sent = time.monotonic()
     try:
-        done = await resident.worker.generate(request, on_text, ctx.cancel_requested)
+        done = await generate_with_retry(daemon, resident, request, on_text, ctx.cancel_requested)
     finally:
         await daemon.models.release(resident)
     finished = time.monotonic()

@@ -278,6 +278,13 @@ class ModelManager:
         await self._stop(resident, "unloaded")
         return resident
 
+    async def unload_idle(self, keep: str) -> list[str]:
+        """Unload every model with no request in flight except ``keep``; their names."""
+        idle = [r for name, r in self.resident.items() if name != keep and r.in_flight == 0]
+        for resident in idle:
+            await self._stop(resident, "unloaded to free memory")
+        return [r.spec.name for r in idle]
+
     async def _stop(self, resident: Resident, why: str) -> None:
         self.resident.pop(resident.spec.name, None)
         await resident.worker.stop()

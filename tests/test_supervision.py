@@ -153,3 +153,32 @@ def test_crash_history_backoff_doubles_and_circuit_closes_after_the_window() -> 
     assert not h.is_open() and h.recent() == 1
     h.reset()
     assert h.recent() == 0 and h.total == 8
+
+
+def test_allocation_failure_unloads_idle_models_and_retries_once(sup_daemon: DaemonProcess, tmp_path: Path) -> None:
+    idle = _echo(tmp_path / "idle.echo", delay_s=0.0)
+    once = _echo(tmp_path / "tight.echo", memory_errors=1)
+    never = _echo(tmp_path / "toobig.echo", memory_errors=2)
+    with sup_daemon.connect() as conn:
+        idle_pid = conn.call("models.load", {"model": str(idle)})["result"]["model"]["pid"]
+        result = conn.call("chat", _chat("fits after all", once))["result"]
+        assert result["message"]["content"] == "fits after all"
+        loaded = [m["name"] for m in conn.call("models.loaded")["result"]["models"]]
+        assert str(idle) not in loaded and str(once) in loaded
+        assert wait_until(lambda: not pid_alive(idle_pid), timeout=5)
+        err = conn.call("chat", _chat("no chance", never))["error"]
+        assert err["code"] == 2006 and err["data"]["name"] == "InsufficientMemory"
+        assert err["data"]["model"] == str(never) and err["data"]["retried"] is True
+        assert err["data"]["unloaded"] == [str(once)]  # the idle one went first
+        # The worker survived both failures and serves the next request.
+        assert conn.call("chat", _chat("now", never))["result"]["message"]["content"] == "now"
+
+
+def test_allocation_failures_are_recognised() -> None:
+    from impetusd.worker.failures import backend_failure, is_allocation_failure
+
+    assert is_allocation_failure(MemoryError())
+    assert is_allocation_failure(RuntimeError("[metal::malloc] Attempting to allocate 9 bytes which is greater than the maximum"))
+    assert not is_allocation_failure(RuntimeError("shape mismatch"))
+    assert backend_failure(RuntimeError("[malloc] Unable to allocate 4 bytes")).name == "InsufficientMemory"
+    assert backend_failure(ValueError("nope")).name == "GenerationFailed"

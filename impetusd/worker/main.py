@@ -17,9 +17,10 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from ..errors import GenerationFailed, ImpetusError, InternalError, NoBackend, PluginError
+from ..errors import ImpetusError, InternalError, NoBackend, PluginError
 from ..plugins import build_registries, make_plugin_manager
 from ..protocol.messages import Codec, Request
+from .failures import backend_failure
 from .protocol import CancelTarget, GenerateDone, GenerateParams, StartParams, TextChunk
 
 log = logging.getLogger("impetusd.worker")
@@ -84,8 +85,7 @@ def main() -> None:
         chan.error(req.id, exc)
         return
     except Exception as exc:  # a backend failing to load is reported, not raised
-        log.exception("backend failed to start")
-        chan.error(req.id, GenerationFailed(f"{type(exc).__name__}: {exc}", stage="load"))
+        chan.error(req.id, backend_failure(exc, "load"))
         return
     chan.result(req.id, engine.info())
     Serve(chan, engine, stdin).run()
@@ -161,13 +161,8 @@ class Serve:
 
         try:
             result = self.engine.generate(params.request, on_text, should_stop)
-        except ImpetusError as exc:
-            self.chan.error(rid, exc)
-        except MemoryError as exc:
-            self.chan.error(rid, GenerationFailed(f"out of memory: {exc}", cause="memory"))
-        except Exception as exc:
-            log.exception("generation failed")
-            self.chan.error(rid, GenerationFailed(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # typed: ImpetusError as is, allocation failures as InsufficientMemory
+            self.chan.error(rid, backend_failure(exc))
         else:
             self.chan.result(rid, GenerateDone(result=result, queued_ms=queued_ms))
         finally:
