@@ -16,6 +16,7 @@ from .backend import BackendSpec, ModelSpec
 from .catalog import CATALOG
 from .config import parse_keep_alive
 from .crashes import CrashHistory
+from .filesafety import refuse_pickle
 from .errors import (
     ImpetusError,
     InvalidModelFile,
@@ -131,6 +132,7 @@ class ModelManager:
         current = self.resident.get(spec.name)
         if current is not None:
             return current.spec  # already inspected at load: no header read per request
+        refuse_pickle(Path(spec.path), self.daemon.config.allow_pickle)
         if not spec.format:
             spec = self._detect(spec)
         return spec
