@@ -182,3 +182,17 @@ def test_allocation_failures_are_recognised() -> None:
     assert not is_allocation_failure(RuntimeError("shape mismatch"))
     assert backend_failure(RuntimeError("[malloc] Unable to allocate 4 bytes")).name == "InsufficientMemory"
     assert backend_failure(ValueError("nope")).name == "GenerationFailed"
+
+
+def test_sigterm_drains_a_running_request_then_exits_cleanly(daemon: DaemonProcess, slow_echo_model: Path) -> None:
+    with daemon.connect() as conn:
+        worker = conn.call("models.load", {"model": str(slow_echo_model)})["result"]["model"]["pid"]
+        rid = conn.send("chat", _chat("one two three four five", slow_echo_model, stream=True))
+        assert conn.read()["method"] == "chat.chunk"
+        daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert wait_until(lambda: not daemon.socket.exists(), timeout=3)  # no new connections
+        _, final = conn.until_response(rid)
+        assert final["result"]["message"]["content"] == "one two three four five"
+        assert final["result"]["finish_reason"] == "stop"
+    assert daemon.proc.wait(30) == 0  # type: ignore[union-attr]
+    assert wait_until(lambda: not pid_alive(worker), timeout=5)
