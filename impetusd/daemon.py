@@ -52,9 +52,15 @@ class Daemon:
             self._idle = anyio.Event()
 
     async def serve_connection(self, conn: Connection) -> None:
-        """Serve one accepted connection (the accept loop has counted it)."""
+        """Serve one accepted connection (the accept loop has counted it).
+
+        A bug reached through one connection ends that connection, not the daemon."""
         try:
             await conn.serve()
+        except Exception:
+            log.exception("a connection failed; closed it")
+            with anyio.CancelScope(shield=True):
+                await conn.stream.aclose()
         finally:
             self.connections -= 1
 

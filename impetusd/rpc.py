@@ -89,6 +89,8 @@ class Dispatcher:
     def decode_cancel(self, raw: msgspec.Raw) -> int | str:
         try:
             return self._cancel.decode(bytes(raw)).id
+        except RecursionError:
+            raise InvalidParams("Invalid params for $/cancel: nested too deeply") from None
         except msgspec.DecodeError as exc:
             raise InvalidParams(f"Invalid params for $/cancel: {exc}") from None
 
@@ -110,6 +112,8 @@ class Dispatcher:
             raise InvalidParams(f"Invalid params for {spec.name}: {exc}", **fields) from None
         except msgspec.DecodeError as exc:
             raise InvalidParams(f"Invalid params for {spec.name}: {exc}") from None
+        except RecursionError:
+            raise InvalidParams(f"Invalid params for {spec.name}: nested too deeply") from None
 
     async def call(self, ctx: RequestContext, req: Request) -> Any:
         spec = self.daemon.registries.methods.get(req.method)
