@@ -91,7 +91,7 @@ class Dispatcher:
             return self._cancel.decode(bytes(raw)).id
         except RecursionError:
             raise InvalidParams("Invalid params for $/cancel: nested too deeply") from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidParams(f"Invalid params for $/cancel: {exc}") from None
 
     def decoder(self, spec: MethodSpec) -> msgspec.json.Decoder[Any]:
@@ -110,7 +110,7 @@ class Dispatcher:
             field = _field_of(str(exc))
             fields = {"field": field} if field else {}
             raise InvalidParams(f"Invalid params for {spec.name}: {exc}", **fields) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidParams(f"Invalid params for {spec.name}: {exc}") from None
         except RecursionError:
             raise InvalidParams(f"Invalid params for {spec.name}: nested too deeply") from None

@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup
 
 from .errors import ImpetusError, MessageTooLarge, Overloaded, ShuttingDown
+from .memtrim import release_freed_memory
 from .outbox import Outbox
 from .protocol.framing import LineReader
 from .protocol.messages import Request
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 log = logging.getLogger(__name__)
+
+BIG_LINE = 1024 * 1024
 
 
 class DaemonAlreadyRunning(RuntimeError):
@@ -144,6 +147,9 @@ class Connection:
                             if not line.strip():
                                 continue
                             await self._on_line(tg, line)
+                            # A buffered burst of lines must not monopolise the loop:
+                            # let other connections (and this one's writer) run between lines.
+                            await anyio.lowlevel.checkpoint()
                     finally:
                         self.closed = True
                         for ctx in list(self.in_flight.values()):
@@ -156,6 +162,9 @@ class Connection:
                     await self.outbox.wait_empty()
                 self.outbox.stop()
         await self.stream.aclose()
+        if reader.largest > BIG_LINE:
+            del reader
+            release_freed_memory()  # the line buffer was large; give the memory back
 
     async def _linger(self) -> None:
         """Half-close and discard what the client is still sending (briefly), so

@@ -44,7 +44,7 @@ class Codec:
         if stripped.startswith(b"["):
             try:
                 items = self._batch.decode(stripped)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 return ParseError(f"Parse error: {exc}")
             except RecursionError:
                 return ParseError("Parse error: nested too deeply")
@@ -60,10 +60,10 @@ class Codec:
             err = InvalidRequest(f"Invalid Request: {exc}")
             try:
                 err.fields["_id"] = _salvage_id(self._any.decode(data))
-            except (msgspec.DecodeError, RecursionError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 err.fields["_id"] = None
             return err
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
             return ParseError(f"Parse error: {exc}")
         except RecursionError:  # msgspec's depth guard; not a DecodeError
             return ParseError("Parse error: nested too deeply")
