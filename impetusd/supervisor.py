@@ -17,6 +17,7 @@ from anyio.abc import Process, TaskGroup
 
 from .backend import EngineInfo, GenerateRequest, ModelSpec
 from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
+from .oom import MemoryWatch
 from .protocol.framing import LineReader
 from .protocol.messages import Codec
 from .worker.protocol import CancelTarget, GenerateDone, GenerateParams, StartParams, TextChunk
@@ -73,6 +74,7 @@ class WorkerHandle:
         self.exit_reason: str | None = None
         self.info: EngineInfo | None = None
         self.on_exit: Callable[[WorkerHandle], None] | None = None
+        self.memory = MemoryWatch(process.pid)  # for telling an OOM kill from a crash
         self.hung = False  # killed by the watchdog
         self.last_output = time.monotonic()  # any line from the worker, or the start of a busy spell
 
@@ -186,11 +188,14 @@ class WorkerHandle:
                 await self._on_line(line)
         except ImpetusError as exc:
             log.error("worker %s sent a bad line: %s", self.pid, exc)
+            self.exit_reason = "killed: it sent a malformed line"
             self.process.kill()
         finally:
             with anyio.CancelScope(shield=True):
                 code = await self.process.wait()
-                self.exit_reason = self.exit_reason or describe_exit(code)
+                if self.exit_reason is None:  # not stopped or killed by the daemon
+                    hint = self.memory.hint(code)
+                    self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "")
                 self.exited.set()
                 for rid, pending in list(self._pending.items()):
                     pending.error = self._death_error()
@@ -219,6 +224,8 @@ class WorkerHandle:
         while self.alive:
             with anyio.move_on_after(interval):
                 await self.exited.wait()
+            if self.alive:
+                self.memory.sample()
             if self.alive and self._pending and time.monotonic() - self.last_output > timeout:
                 log.error("worker %s for %s sent nothing for %.1f s with %d request(s) active: killing it",
                           self.pid, self.spec.name, timeout, len(self._pending))

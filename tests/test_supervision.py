@@ -196,3 +196,19 @@ def test_sigterm_drains_a_running_request_then_exits_cleanly(daemon: DaemonProce
         assert final["result"]["finish_reason"] == "stop"
     assert daemon.proc.wait(30) == 0  # type: ignore[union-attr]
     assert wait_until(lambda: not pid_alive(worker), timeout=5)
+
+
+def test_oom_hint_only_for_sigkill_with_evidence() -> None:
+    from impetusd.oom import MemoryWatch, oom_kill_count
+
+    watch = MemoryWatch(os.getpid())
+    watch.sample()  # a real sample of this process and this machine
+    assert watch.available_fraction is not None and 0 < watch.available_fraction <= 1
+    assert watch.hint(-signal.SIGSEGV) is None and watch.hint(3) is None
+    if watch.available_fraction > 0.05 and watch.worker_fraction < 0.5 and oom_kill_count() == watch.kills_at_start:
+        assert watch.hint(-signal.SIGKILL) is None  # a plain kill -9 is not blamed on memory
+    watch.available_fraction = 0.01  # as sampled on a machine that was out of memory
+    assert watch.hint(-signal.SIGKILL).startswith("possibly killed by the OS for memory")
+    if watch.kills_at_start is not None:
+        watch.kills_at_start -= 1  # the cgroup's OOM-kill count rose while the worker lived
+        assert watch.hint(-signal.SIGKILL) == "killed by the OS for memory (the memory cgroup's OOM-kill count rose)"
