@@ -36,7 +36,6 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_backoff_s: float = 0.5  # first restart delay after a crash; doubles per crash
     restart_backoff_max_s: float = 30.0
     hung_timeout_s: float = 120.0  # an active request with no output this long: worker killed
-    allow_pickle: bool = False  # load .bin/.pt/.pth/.ckpt weights (they can run code)
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -61,7 +60,6 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_backoff_s: float | None = None
     restart_backoff_max_s: float | None = None
     hung_timeout_s: float | None = None
-    allow_pickle: bool | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

@@ -110,15 +110,15 @@ class ModelLoadFailed(ImpetusError):
     code = 1006
 
 
-class ModelFailed(ImpetusError):
-    """The model's worker crashed too often: its circuit is open (``data.reason``,
-    ``data.retry_after_s``) until the crash window passes or ``models.load`` forces it."""
+class PickleRefused(ImpetusError):
+    """A PyTorch pickle checkpoint: loading one runs code, so it is never loaded."""
 
     code = 1007
 
 
-class UnsafeModelFile(ImpetusError):
-    """Pickle-based weights, refused unless ``allow_pickle`` is set."""
+class ModelFailed(ImpetusError):
+    """The model's worker crashed too often: its circuit is open (``data.reason``,
+    ``data.retry_after_s``) until the crash window passes or ``models.load`` forces it."""
 
     code = 1008
 

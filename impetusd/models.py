@@ -132,7 +132,7 @@ class ModelManager:
         current = self.resident.get(spec.name)
         if current is not None:
             return current.spec  # already inspected at load: no header read per request
-        refuse_pickle(Path(spec.path), self.daemon.config.allow_pickle)
+        refuse_pickle(Path(spec.path))
         if not spec.format:
             spec = self._detect(spec)
         return spec

@@ -70,7 +70,7 @@ def test_repeated_crashes_open_the_circuit_without_a_restart_storm(sup_daemon: D
         names = [e["data"]["name"] for e, _ in errors]
         assert names == ["WorkerCrashed"] * 5 + ["ModelFailed"], names
         refused, refused_in = errors[-1]
-        assert refused["code"] == 1007 and refused["data"]["model"] == str(model)
+        assert refused["code"] == 1008 and refused["data"]["model"] == str(model)
         assert "killed by signal SIGKILL" in refused["data"]["reason"]
         assert refused_in < 0.5  # refused without starting anything
         # Backoff: each restart waited longer than the one before (0.05, 0.1, 0.2, 0.4 s).
