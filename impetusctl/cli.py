@@ -12,7 +12,7 @@ from impetusd.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList
 from impetusd.config import Config, load_config
 from impetusd.errors import ImpetusError
 
-from . import render
+from . import render, store_cmds
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 
@@ -195,3 +195,44 @@ def _interactive(client: Client, state: State, model: str, history: list[dict[st
         result = _chat(client, state, model, history, params)
         assert result.message is not None
         history.append({"role": "assistant", "content": result.message.content})
+
+
+@main.command("http")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on. Anything but loopback needs --api-key.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one and prints it).")
+@click.option("--api-key", envvar="IMPETUS_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 and /metrics (or set IMPETUS_API_KEY).")
+@click.option("--allow-origin", "origins", multiple=True, help="Let browser pages from ORIGIN call the API (CORS; repeatable). Off by default.")
+@click.option("--allow-host", "hosts", multiple=True, help="Also accept this name in the Host header (repeatable; loopback names always are).")
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_obj
+def http(state: State, host: str, port: int, api_key: str | None, origins: tuple[str, ...], hosts: tuple[str, ...], log_level: str) -> None:
+    """Serve the OpenAI-compatible HTTP API in the foreground (Ctrl-C stops it).
+
+    Tools that speak OpenAI's API use it unchanged with base URL
+    http://HOST:PORT/v1. Needs the 'http' extra: pip install 'impetus[http]'.
+    """
+    try:
+        from .shim.app import Settings
+        from .shim.security import allowed_hosts, is_loopback
+        from .shim.serve import serve
+    except ImportError as exc:
+        raise click.ClickException(f"the HTTP shim needs the 'http' extra ({exc.name} is missing): pip install 'impetus[http]'") from None
+    if not is_loopback(host) and not api_key:
+        raise click.UsageError(f"--host {host} is reachable from other machines; set --api-key (or IMPETUS_API_KEY) to expose it")
+    state.client().close()  # make sure the daemon runs (autostarting it) before serving
+    settings = Settings(socket=str(state.config.socket), api_key=api_key or None, allowed_hosts=allowed_hosts(host, hosts), allow_origins=list(origins))
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown}:{bound_port}/v1"
+        if state.json:
+            # one compact line, so scripts can read it while the server keeps running
+            click.echo(msgspec.json.encode({"url": url, "host": bound_host, "port": bound_port, "socket": settings.socket}).decode())
+        else:
+            click.echo(f"OpenAI-compatible API on {url} (daemon: {settings.socket}); Ctrl-C stops it.")
+        sys.stdout.flush()
+
+    serve(settings, host, port, log_level, ready)
+
+
+store_cmds.register(main, State)

@@ -18,7 +18,9 @@ class DaemonUnavailable(ConnectionError):
     """Nothing answers on the socket."""
 
 
-class _Message(msgspec.Struct):
+class WireMessage(msgspec.Struct):
+    """Any message from the daemon: a response, or a notification."""
+
     jsonrpc: str = "2.0"
     id: int | str | None = None
     method: str | None = None
@@ -34,7 +36,7 @@ class Client:
         self.path = str(path)
         self._ids = itertools.count(1)
         self._enc = msgspec.json.Encoder()
-        self._dec = msgspec.json.Decoder(_Message)
+        self._dec = msgspec.json.Decoder(WireMessage)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
@@ -69,7 +71,7 @@ class Client:
     def cancel(self, rid: int) -> None:
         self.send("$/cancel", {"id": rid}, notify=True)
 
-    def _read(self) -> _Message:
+    def _read(self) -> WireMessage:
         line = self._file.readline()
         if not line:
             raise DaemonUnavailable("the daemon closed the connection")

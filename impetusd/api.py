@@ -146,6 +146,9 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     min_p: float | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
     stream: bool = False
     keep_alive: KeepAlive = None
 
@@ -195,3 +198,164 @@ class Chunk(msgspec.Struct, frozen=True):
 
 class CancelParams(msgspec.Struct, frozen=True):
     id: int | str
+
+
+# --- embeddings -------------------------------------------------------------------
+class EmbedParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    input: str | list[str]
+    keep_alive: KeepAlive = None
+
+
+class EmbedResult(msgspec.Struct, frozen=True):
+    model: str
+    backend: str
+    embeddings: list[list[float]]
+    usage: Usage
+    timings: Timings
+
+
+# --- metrics ----------------------------------------------------------------------
+class Histogram(msgspec.Struct, frozen=True):
+    """Cumulative counts of observations ``<=`` each bound, as Prometheus keeps
+    them; ``count`` is the +Inf bucket."""
+
+    bounds: list[float]
+    counts: list[int]
+    sum: float
+    count: int
+
+
+class RequestCount(msgspec.Struct, frozen=True):
+    model: str
+    method: str
+    outcome: str
+    count: int
+
+
+class ModelStats(msgspec.Struct, frozen=True):
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    worker_starts: int
+    worker_crashes: int
+    worker_restarts: int
+    ttft_seconds: Histogram
+    decode_tokens_per_second: Histogram
+
+
+class Metrics(msgspec.Struct, frozen=True):
+    uptime_s: float
+    connections: int
+    in_flight: int
+    requests: list[RequestCount]
+    models: list[ModelStats]
+    loaded: list[LoadedModel]
+
+
+# --- model store --------------------------------------------------------------------
+class PullParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str  # alias, org/repo, org/repo:REVISION or org/repo:QUANT (also org/repo@REVISION:QUANT)
+    force: bool = False  # pull again even when registered (re-verifies, refetches what changed)
+
+
+class FileProgress(msgspec.Struct):
+    name: str
+    total: int
+    done: int = 0
+    state: Literal["waiting", "cached", "downloading", "verifying", "done", "retrying"] = "waiting"
+
+
+class PullProgress(msgspec.Struct, frozen=True):
+    """Params of the ``models.progress`` notification."""
+
+    id: int | str | None
+    model: str
+    status: Literal["resolving", "queued", "downloading", "verifying", "registering"]
+    done: int
+    total: int
+    rate_bps: float
+    files: list[FileProgress]
+
+
+class StoredFile(msgspec.Struct, frozen=True):
+    name: str
+    location: str
+    size: int
+    sha256: str
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    """A registered model, as ``models.show`` describes it."""
+
+    name: str
+    format: str
+    path: str
+    source: str
+    repo: str | None
+    revision: str | None
+    commit: str | None
+    size_bytes: int
+    digest: str
+    created_at: float
+    loaded: bool
+    files: list[StoredFile]
+    metadata: dict[str, Any]
+
+
+class PullResult(msgspec.Struct, frozen=True):
+    status: Literal["pulled", "already_registered", "cancelled"]
+    model: ModelInfo | None
+    downloaded_bytes: int
+    reused_bytes: int
+    elapsed_s: float
+
+
+class ImportParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    path: str
+    name: str | None = None
+    allow_pickle: bool = False
+
+
+class NameParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: str
+
+
+class RemoveParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    force: bool = False
+
+
+class RemoveResult(msgspec.Struct, frozen=True):
+    name: str
+    unloaded: bool
+    freed_bytes: int
+    freed_files: list[str]
+
+
+class CopyParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    source: str
+    destination: str
+
+
+class VerifyParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: str | None = None
+
+
+class FileCheck(msgspec.Struct, frozen=True):
+    name: str
+    location: str
+    ok: bool
+    problem: str | None = None
+
+
+class ModelCheck(msgspec.Struct, frozen=True):
+    name: str
+    ok: bool
+    files: list[FileCheck]
+
+
+class VerifyResult(msgspec.Struct, frozen=True):
+    ok: bool
+    models: list[ModelCheck]

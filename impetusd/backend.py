@@ -12,9 +12,12 @@ import msgspec
 
 from .api import FinishReason, Message
 
-# Capability names are the request fields they allow (plus "chat"/"complete").
+# Capability names are the request fields they allow (plus "chat", "complete", "embed").
 SAMPLING_CAPABILITIES = frozenset(
-    {"max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed"}
+    {
+        "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
+        "presence_penalty", "frequency_penalty", "logit_bias",
+    }
 )
 
 
@@ -41,6 +44,22 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     min_p: float = 0.0
     stop: list[str] = []
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = {}
+
+
+class EmbedRequest(msgspec.Struct, frozen=True):
+    """Daemon → worker: texts to embed (backends declaring the ``embed`` capability)."""
+
+    texts: list[str]
+
+
+class EmbedOutput(msgspec.Struct, frozen=True):
+    """Worker → daemon: one unit-length vector per text, in order."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
 
 
 class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +100,12 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    """What an engine adds when its backend declares the ``embed`` capability."""
+
+    def embed(self, req: EmbedRequest) -> EmbedOutput: ...
 
 
 class BackendSpec(msgspec.Struct, frozen=True):

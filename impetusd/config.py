@@ -36,6 +36,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_backoff_s: float = 0.5  # first restart delay after a crash; doubles per crash
     restart_backoff_max_s: float = 30.0
     hung_timeout_s: float = 120.0  # an active request with no output this long: worker killed
+    max_concurrent_pulls: int = 2
+    pull_attempts: int = 8  # per file, counting the first
+    pull_backoff_s: float = 1.0  # first retry delay; doubles each time, with jitter, capped at 60 s
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +63,9 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_backoff_s: float | None = None
     restart_backoff_max_s: float | None = None
     hung_timeout_s: float | None = None
+    max_concurrent_pulls: int | None = None
+    pull_attempts: int | None = None
+    pull_backoff_s: float | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

@@ -14,7 +14,10 @@ import pluggy
 from .config import Config
 from .errors import ShuttingDown
 from .events import Event
+from .metrics import MetricsRecorder
 from .models import ModelManager
+from .store.pull import Pulls
+from .store.registry import Registry
 from .plugins import await_maybe, build_registries, make_plugin_manager
 from .protocol.messages import Codec
 from .registries import Registries
@@ -31,7 +34,10 @@ class Daemon:
         self.registries = registries
         self.codec = Codec()
         self.dispatcher = Dispatcher(self)
+        self.metrics = MetricsRecorder()
+        self.store = Registry(config.home / "registry.db")
         self.models = ModelManager(self)
+        self.pulls = Pulls(self)
         self.started_at = time.time()
         self.stopping = False
         self.connections = 0
@@ -119,10 +125,12 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             await daemon.drain()
             for result in daemon.pm.hook.impetus_shutdown(daemon=daemon):
                 await await_maybe(result)
+            daemon.pulls.cancel_all()  # transfers stop at their next chunk; partials stay
             await daemon.models.stop_all()
             root.cancel_scope.cancel()
     finally:
         config.socket.unlink(missing_ok=True)
+        daemon.store.close()
         lock.close()
     log.info("impetusd stopped")
 

@@ -152,6 +152,47 @@ class InsufficientMemory(ImpetusError):
     code = 2006
 
 
+# --- model store (3xxx) -----------------------------------------------------------
+class RepoNotFound(ImpetusError):
+    code = 3001
+
+
+class RevisionNotFound(ImpetusError):
+    code = 3002
+
+
+class GatedRepo(ImpetusError):
+    code = 3003
+
+
+class Unauthorized(ImpetusError):
+    code = 3004
+
+
+class DiskFull(ImpetusError):
+    code = 3005
+
+
+class ChecksumMismatch(ImpetusError):
+    code = 3006
+
+
+class DownloadFailed(ImpetusError):
+    code = 3007
+
+
+class ModelExists(ImpetusError):
+    code = 3008
+
+
+class ModelInUse(ImpetusError):
+    code = 3009
+
+
+class NoMatchingFiles(ImpetusError):
+    code = 3010
+
+
 # --- plugins (5xxx) ---------------------------------------------------------------
 class PluginError(ImpetusError):
     code = 5001

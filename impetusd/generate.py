@@ -11,6 +11,7 @@ from .config import parse_keep_alive
 from .errors import InvalidParams, UnsupportedParameter
 from .events import Event
 from .memory import generate_with_retry
+from .metrics import Outcome, record_outcome
 from .rpc import RequestContext
 
 if TYPE_CHECKING:
@@ -36,6 +37,18 @@ def _check_values(params: ChatParams | CompleteParams) -> None:
         raise bad("stop", "must not contain empty strings")
     if len(stops) > 16:
         raise bad("stop", "may hold at most 16 sequences")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if value is not None and not -2.0 <= value <= 2.0:
+            raise bad(name, "must be between -2 and 2")
+    if params.logit_bias is not None:
+        if len(params.logit_bias) > 1024:
+            raise bad("logit_bias", "may hold at most 1024 tokens")
+        for token, bias in params.logit_bias.items():
+            if token < 0:
+                raise bad("logit_bias", f"has a negative token id {token}")
+            if not -100.0 <= bias <= 100.0:
+                raise bad("logit_bias", f"value for token {token} must be between -100 and 100")
     if isinstance(params, ChatParams) and not params.messages:
         raise bad("messages", "must not be empty")
 
@@ -63,6 +76,9 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
         min_p=params.min_p or 0.0,
         stop=stops,
         seed=params.seed,
+        presence_penalty=params.presence_penalty or 0.0,
+        frequency_penalty=params.frequency_penalty or 0.0,
+        logit_bias=dict(params.logit_bias or {}),
     )
     if isinstance(params, ChatParams):
         return GenerateRequest(kind="chat", messages=list(params.messages), **common)  # type: ignore[arg-type]
@@ -70,14 +86,27 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
 
 
 async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
+    method = "chat" if isinstance(params, ChatParams) else "complete"
+    with record_outcome(daemon, method) as outcome:
+        result = await _generate(daemon, params, ctx, outcome)
+        outcome.value = result.finish_reason
+        return result
+
+
+async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
     _check_values(params)
     daemon.models.admit(params.model, ctx)  # Overloaded when too many wait for this model
     resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
+    outcome.model = resident.spec.name
     _check_capabilities(params, resident.backend)
     request = build_request(params, daemon.config.default_max_tokens, daemon.config.default_temperature)
     ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
 
+    first_text: list[float] = []
+
     async def on_text(text: str) -> None:
+        if not first_text:
+            first_text.append(time.monotonic())
         if params.stream:
             await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text))
 
@@ -92,16 +121,20 @@ async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Req
         await daemon.models.release(resident)
     finished = time.monotonic()
     res = done.result
+    # The backend's own TTFT when it measures one; else when its first text reached the daemon.
+    ttft_ms = res.ttft_ms if res.ttft_ms is not None else ((first_text[0] - sent) * 1000 if first_text else None)
     queued_ms = (sent - ctx.received) * 1000 - load_ms + done.queued_ms
     timings = Timings(
         queued_ms=round(max(queued_ms, 0.0), 2),
         load_ms=round(load_ms, 2),
-        ttft_ms=None if res.ttft_ms is None else round(res.ttft_ms, 2),
+        ttft_ms=None if ttft_ms is None else round(ttft_ms, 2),
         prefill_tps=None if res.prefill_tps is None else round(res.prefill_tps, 2),
         decode_tps=None if res.decode_tps is None else round(res.decode_tps, 2),
         total_ms=round((finished - ctx.received) * 1000, 2),
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
+    daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    daemon.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
     daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={"finish_reason": res.finish_reason, "completion_tokens": res.completion_tokens}))
     common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)
     if isinstance(params, ChatParams):

@@ -13,23 +13,28 @@ from .api import (
     CompleteParams,
     DaemonInfo,
     Describe,
+    EmbedParams,
+    EmbedResult,
     Empty,
     GenerationResult,
     Health,
     LoadedList,
     LoadParams,
     LoadResult,
+    Metrics,
     ModelList,
     PluginInfo,
     ShutdownResult,
     UnloadParams,
     UnloadResult,
 )
+from .embed import embed
 from .generate import generate
 from .hookspecs import hookimpl
 from .plugins import plugin_summary
 from .registries import MethodSpec, Registry
 from .rpc import RequestContext
+from .store.methods import STORE_METHODS
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -69,9 +74,21 @@ def daemon_health(daemon: Daemon, params: Empty, ctx: RequestContext) -> Health:
         status="shutting_down" if daemon.stopping else ("degraded" if degraded else "ok"),
         uptime_s=round(daemon.uptime, 3),
         connections=daemon.connections,
-        in_flight=sum(1 for c in daemon.in_flight if c.method not in ("daemon.health",)),
+        in_flight=sum(1 for c in daemon.in_flight if not c.method.startswith("daemon.")),
         loaded_models=len(daemon.models.resident),
         failures=failures,
+    )
+
+
+def daemon_metrics(daemon: Daemon, params: Empty, ctx: RequestContext) -> Metrics:
+    health = daemon_health(daemon, params, ctx)
+    return Metrics(
+        uptime_s=health.uptime_s,
+        connections=health.connections,
+        in_flight=health.in_flight,
+        requests=daemon.metrics.request_counts(),
+        models=daemon.metrics.model_stats(),
+        loaded=[r.describe() for r in daemon.models.resident.values()],
     )
 
 
@@ -126,6 +143,7 @@ async def complete(daemon: Daemon, params: CompleteParams, ctx: RequestContext) 
 METHODS = (
     MethodSpec("daemon.info", Empty, DaemonInfo, daemon_info, "Version, socket, plugins, formats, backends, hardware facts."),
     MethodSpec("daemon.health", Empty, Health, daemon_health, "Liveness and load: connections, requests in flight, models loaded, models failing."),
+    MethodSpec("daemon.metrics", Empty, Metrics, daemon_metrics, "Counters since start: requests by model and outcome, tokens, latency histograms, worker restarts."),
     MethodSpec("daemon.describe", Empty, Describe, daemon_describe, "JSON Schema of every method's params and result."),
     MethodSpec("daemon.shutdown", Empty, ShutdownResult, daemon_shutdown, "Stop the daemon gracefully (as SIGTERM does)."),
     MethodSpec("models.list", Empty, ModelList, models_list, "Models known to this machine: catalog aliases and loaded models."),
@@ -134,10 +152,11 @@ METHODS = (
     MethodSpec("models.loaded", Empty, LoadedList, models_loaded, "Models loaded now, with worker pid, memory and keep-alive."),
     MethodSpec("chat", ChatParams, GenerationResult, chat, "Chat completion; with stream=true sends chat.chunk notifications first.", stream=True),
     MethodSpec("complete", CompleteParams, GenerationResult, complete, "Text completion of a raw prompt; streams like chat.", stream=True),
+    MethodSpec("embed", EmbedParams, EmbedResult, embed, "Unit-length embedding vectors for one text or a list of texts."),
 )
 
 
 @hookimpl
 def impetus_register_methods(registry: Registry[MethodSpec]) -> None:
-    for spec in METHODS:
+    for spec in (*METHODS, *STORE_METHODS):
         registry.add(spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import psutil
@@ -16,7 +16,6 @@ from .backend import BackendSpec, ModelSpec
 from .catalog import CATALOG
 from .config import parse_keep_alive
 from .crashes import CrashHistory
-from .filesafety import refuse_pickle
 from .errors import (
     ImpetusError,
     InvalidModelFile,
@@ -126,19 +125,25 @@ class ModelManager:
     def resolve(self, ref: str) -> ModelSpec:
         if ref in self.resident:
             return self.resident[ref].spec
+        registered = self.daemon.store.get(ref)
+        if registered is not None:
+            return ModelSpec(
+                name=registered.name, path=registered.path, format=registered.format,
+                source=registered.source.describe(), metadata=registered.metadata,
+            )
         spec = self.daemon.pm.hook.impetus_resolve_model(ref=ref, config=self.daemon.config)
         if spec is None:
-            raise ModelNotFound(f"model {ref!r} not found (not an alias, a loaded model or an existing path)", model=ref)
+            raise ModelNotFound(f"model {ref!r} not found (not a registered model, an alias, a loaded model or an existing path)", model=ref)
         current = self.resident.get(spec.name)
         if current is not None:
             return current.spec  # already inspected at load: no header read per request
-        refuse_pickle(Path(spec.path))
         if not spec.format:
-            spec = self._detect(spec)
+            fmt, meta = self.detect(Path(spec.path))
+            spec = ModelSpec(name=spec.name, path=spec.path, format=fmt, source=spec.source, metadata=meta)
         return spec
 
-    def _detect(self, spec: ModelSpec) -> ModelSpec:
-        path = Path(spec.path)
+    def detect(self, path: Path) -> tuple[str, dict[str, Any]]:
+        """The format plugin that recognises ``path``, and what it reads from it."""
         for fmt in self.daemon.registries.formats.values():
             try:
                 matched = fmt.detect(path)
@@ -151,7 +156,7 @@ class ModelManager:
                     raise
                 except Exception as exc:  # a malformed file is the file's fault
                     raise InvalidModelFile(f"{path}: not a valid {fmt.name} file ({exc})", path=str(path), format=fmt.name) from exc
-                return ModelSpec(name=spec.name, path=spec.path, format=fmt.name, source=spec.source, metadata=meta)
+                return fmt.name, meta
         raise UnsupportedFormat(
             f"{path}: no installed model-format plugin recognises it (have: {', '.join(self.daemon.registries.formats.names()) or 'none'})",
             path=str(path),
@@ -256,6 +261,7 @@ class ModelManager:
                 self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
                 raise
             load_ms = (time.monotonic() - started) * 1000
+            self.daemon.metrics.worker_started(spec.name)
             resident = Resident(spec, chosen, worker, load_ms, ka)
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident
@@ -300,6 +306,7 @@ class ModelManager:
             del self.resident[worker.spec.name]
             history = self.history(worker.spec.name)
             history.record(worker.exit_reason or "unknown", hung=worker.hung)
+            self.daemon.metrics.worker_crashed(worker.spec.name)
             self._changed()
             log.warning("worker for %s exited: %s (%s)", worker.spec.name, worker.exit_reason, history.reason())
             self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
@@ -341,7 +348,17 @@ class ModelManager:
     def list_models(self) -> list[ModelEntry]:
         entries: list[ModelEntry] = []
         seen: set[str] = set()
+        for model in self.daemon.store.all():
+            entries.append(
+                ModelEntry(
+                    name=model.name, path=model.path, format=model.format, size_bytes=model.size_bytes,
+                    available=True, loaded=model.name in self.resident, source=model.source.describe(), metadata=model.metadata,
+                )
+            )
+            seen.add(model.name)
         for alias, item in sorted(CATALOG.items()):
+            if alias in seen:
+                continue
             path = item.local_path()
             size = path.stat().st_size if path else None
             fmt = "gguf" if item.file.endswith(".gguf") else None

@@ -107,7 +107,7 @@ class Dispatcher:
         try:
             return self.decoder(spec).decode(data)
         except msgspec.ValidationError as exc:
-            field = _field_of(str(exc))
+            field = field_of(str(exc))
             fields = {"field": field} if field else {}
             raise InvalidParams(f"Invalid params for {spec.name}: {exc}", **fields) from None
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -149,7 +149,7 @@ class Dispatcher:
             return codec.encode_error(rid, InternalError(f"internal error in {req.method}"))  # type: ignore[arg-type]
 
 
-def _field_of(message: str) -> str | None:
+def field_of(message: str) -> str | None:
     """msgspec says ``... - at `$.messages[0].role```; return ``messages[0].role``."""
     marker = "at `$"
     if marker not in message:

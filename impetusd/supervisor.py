@@ -15,12 +15,12 @@ import anyio
 import msgspec
 from anyio.abc import Process, TaskGroup
 
-from .backend import EngineInfo, GenerateRequest, ModelSpec
+from .backend import EmbedRequest, EngineInfo, GenerateRequest, ModelSpec
 from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from .oom import MemoryWatch
 from .protocol.framing import LineReader
 from .protocol.messages import Codec
-from .worker.protocol import CancelTarget, GenerateDone, GenerateParams, StartParams, TextChunk
+from .worker.protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,10 @@ class WorkerHandle:
         if failure is not None:
             raise failure
         return self._done_decoder.decode(bytes(raw))
+
+    async def embed(self, request: EmbedRequest) -> EmbedDone:
+        raw = await self._call("embed", request)
+        return msgspec.json.decode(bytes(raw), type=EmbedDone)
 
     async def _read_loop(self) -> None:
         assert self.process.stdout is not None

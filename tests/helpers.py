@@ -160,3 +160,43 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
 def maps_mention(pid: int, needle: str) -> bool:
     with open(f"/proc/{pid}/maps") as fh:
         return any(needle in line for line in fh)
+
+
+class ShimProcess:
+    """``impetusctl http`` as a user runs it, on a free port, in front of a daemon."""
+
+    def __init__(self, daemon: DaemonProcess, *args: str) -> None:
+        self.daemon = daemon
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.port = 0
+
+    def start(self, timeout: float = 30.0) -> ShimProcess:
+        cmd = [sys.executable, "-m", "impetusctl", "--json", "--no-autostart", "http", "--port", "0", *self.args]
+        self.proc = subprocess.Popen(cmd, env=self.daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"impetusctl http exited: {self.proc.stderr.read().decode()[-2000:] if self.proc.stderr else ''}")
+        ready = json.loads(line)
+        self.url, self.port = ready["url"], ready["port"]
+        self.base = self.url.removesuffix("/v1")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # the line is printed just before uvicorn starts accepting
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("the shim did not start accepting connections")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()

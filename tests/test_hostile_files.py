@@ -168,7 +168,7 @@ def _torch_style_zip(path: Path) -> Path:
 def test_pickle_weights_are_refused(shared_daemon: DaemonProcess, tmp_path: Path) -> None:
     payload = pickle.dumps({"weight": [0.0] * 4}, protocol=4)
     (tmp_path / "model.bin").write_bytes(payload)
-    (tmp_path / "renamed.gguf").write_bytes(payload)  # a pickle under another name
+    (tmp_path / "renamed.weights").write_bytes(payload)  # a pickle under another name
     _torch_style_zip(tmp_path / "model.pt")
     _torch_style_zip(tmp_path / "weights.dat")  # a torch zip under another name
     folder = tmp_path / "hf-folder"
@@ -176,7 +176,7 @@ def test_pickle_weights_are_refused(shared_daemon: DaemonProcess, tmp_path: Path
     (folder / "pytorch_model.bin").write_bytes(payload)
     (folder / "config.json").write_text("{}")
     with shared_daemon.connect() as conn:
-        for target in ("model.bin", "renamed.gguf", "model.pt", "weights.dat", "hf-folder"):
+        for target in ("model.bin", "renamed.weights", "model.pt", "weights.dat", "hf-folder"):
             err = conn.call("models.load", {"model": str(tmp_path / target)})["error"]
             assert err["code"] == 1007 and err["data"]["name"] == "PickleRefused", (target, err)
             assert err["data"]["path"] == str(tmp_path / target)
@@ -185,6 +185,9 @@ def test_pickle_weights_are_refused(shared_daemon: DaemonProcess, tmp_path: Path
         (folder / "model.safetensors").write_bytes(b"\x00" * 8)
         err = conn.call("models.load", {"model": str(folder)})["error"]
         assert err["data"]["name"] != "PickleRefused"
+        # A safetensors file whose header length starts like a pickle stream is not one.
+        (tmp_path / "x.safetensors").write_bytes((0x0280).to_bytes(8, "little") + b"{}".ljust(0x280))
+        assert conn.call("models.load", {"model": str(tmp_path / "x.safetensors")})["error"]["data"]["name"] != "PickleRefused"
         # A zip without a pickle inside is not mistaken for one.
         with zipfile.ZipFile(tmp_path / "plain.zip", "w") as zf:
             zf.writestr("readme.txt", "hello")

@@ -34,7 +34,7 @@ def test_third_party_backend_streams_from_its_own_worker(shared_daemon: DaemonPr
     assert result["message"] == {"role": "assistant", "content": "one two three"}
     assert result["backend"] == "echo" and result["finish_reason"] == "stop"
     assert result["usage"]["completion_tokens"] == 3
-    [entry] = [m for m in loaded if m["backend"] == "echo"]
+    [entry] = [m for m in loaded if m["name"] == str(echo_model.resolve())]
     assert entry["pid"] != shared_daemon.pid and pid_alive(entry["pid"])
 
 
@@ -162,8 +162,9 @@ def test_builtin_plugins_arrive_through_entry_points() -> None:
     pm = make_plugin_manager()
     regs = build_registries(pm)
     assert "gguf" in regs.formats and "mlx" in regs.backends and "psutil" in regs.monitors
+    assert {"safetensors", "mlx", "pytorch-pickle"} <= set(regs.formats.names())
     names = {name for name, _ in pm.list_name_plugin()}
-    assert {"gguf", "mlx", "psutil"} <= names  # entry-point names, as a third party's would be
+    assert {"gguf", "safetensors", "mlx", "psutil"} <= names  # entry-point names, as a third party's would be
 
 
 def test_sigterm_past_the_grace_period_cancels_with_a_typed_error(tmp_path_factory, slow_echo_model: Path) -> None:

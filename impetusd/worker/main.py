@@ -20,8 +20,9 @@ import msgspec
 from ..errors import ImpetusError, InternalError, NoBackend, PluginError
 from ..plugins import build_registries, make_plugin_manager
 from ..protocol.messages import Codec, Request
+from ..backend import EmbedRequest
 from .failures import backend_failure
-from .protocol import CancelTarget, GenerateDone, GenerateParams, StartParams, TextChunk
+from .protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk
 
 log = logging.getLogger("impetusd.worker")
 
@@ -116,6 +117,7 @@ class Serve:
         self.decoder = msgspec.json.Decoder(Request)
         self.gen_decoder = msgspec.json.Decoder(GenerateParams)
         self.cancel_decoder = msgspec.json.Decoder(CancelTarget)
+        self.embed_decoder = msgspec.json.Decoder(EmbedRequest)
 
     def read_loop(self) -> None:
         for line in self.stdin:
@@ -141,15 +143,27 @@ class Serve:
 
     def handle(self, req: Request, queued_at: float) -> None:
         rid = req.id
-        if req.method != "generate":
+        queued_ms = (time.monotonic() - queued_at) * 1000
+        if req.method == "generate":
+            run = self._generate
+        elif req.method == "embed":
+            run = self._embed
+        else:
             self.chan.error(rid, InternalError(f"worker has no method {req.method}"))
             return
         try:
-            params = self.gen_decoder.decode(bytes(req.params))
+            self.chan.result(rid, run(req, queued_ms))
         except msgspec.DecodeError as exc:
-            self.chan.error(rid, InternalError(f"bad generate params: {exc}"))
-            return
-        queued_ms = (time.monotonic() - queued_at) * 1000
+            self.chan.error(rid, InternalError(f"bad {req.method} params: {exc}"))
+        except Exception as exc:  # typed: ImpetusError as is, allocation failures as InsufficientMemory
+            self.chan.error(rid, backend_failure(exc, req.method))
+        finally:
+            with self.lock:
+                self.cancelled.discard(rid)
+
+    def _generate(self, req: Request, queued_ms: float) -> GenerateDone:
+        rid = req.id
+        params = self.gen_decoder.decode(bytes(req.params))
 
         def on_text(text: str) -> None:
             if text:
@@ -159,12 +173,8 @@ class Serve:
             self.chan.heartbeat()
             return rid in self.cancelled
 
-        try:
-            result = self.engine.generate(params.request, on_text, should_stop)
-        except Exception as exc:  # typed: ImpetusError as is, allocation failures as InsufficientMemory
-            self.chan.error(rid, backend_failure(exc))
-        else:
-            self.chan.result(rid, GenerateDone(result=result, queued_ms=queued_ms))
-        finally:
-            with self.lock:
-                self.cancelled.discard(rid)
+        return GenerateDone(result=self.engine.generate(params.request, on_text, should_stop), queued_ms=queued_ms)
+
+    def _embed(self, req: Request, queued_ms: float) -> EmbedDone:
+        params = self.embed_decoder.decode(bytes(req.params))
+        return EmbedDone(output=self.engine.embed(params), queued_ms=queued_ms)

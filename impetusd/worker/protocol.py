@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..backend import EngineResult, GenerateRequest, ModelSpec
+from ..backend import EmbedOutput, EngineResult, GenerateRequest, ModelSpec
 
 
 class StartParams(msgspec.Struct, frozen=True):
@@ -22,6 +22,11 @@ class GenerateParams(msgspec.Struct, frozen=True):
 
 class GenerateDone(msgspec.Struct, frozen=True):
     result: EngineResult
+    queued_ms: float
+
+
+class EmbedDone(msgspec.Struct, frozen=True):
+    output: EmbedOutput
     queued_ms: float
 
 

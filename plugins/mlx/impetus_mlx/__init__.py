@@ -7,7 +7,11 @@ from impetusd.hookspecs import hookimpl
 from impetusd.registries import Registry
 
 CAPABILITIES = frozenset(
-    {"chat", "complete", "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed"}
+    {
+        "chat", "complete", "embed",
+        "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
+        "presence_penalty", "frequency_penalty", "logit_bias",
+    }
 )
 
 

@@ -7,11 +7,11 @@ from typing import Any, Callable
 
 import mlx.core as mx
 from mlx_lm import stream_generate
-from mlx_lm.sample_utils import make_sampler
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-from impetusd.backend import EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.errors import ContextLengthExceeded, UnsupportedFormat
+from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
+from impetusd.errors import ContextLengthExceeded, InvalidParams, UnsupportedFormat
 
 from . import gguf_model
 from .stops import StopScanner
@@ -75,6 +75,42 @@ class MLXEngine:
             ids = [tok.bos_token_id, *ids]
         return ids
 
+    def logits_processors(self, req: GenerateRequest, window: int) -> list[Any]:
+        """Penalties over everything seen so far (prompt and output), as OpenAI
+        describes them; token ids in ``logit_bias`` must exist in the vocabulary."""
+        vocab = int(self.details.get("vocab_size") or 0)
+        if vocab:
+            bad = [t for t in req.logit_bias if t >= vocab]
+            if bad:
+                raise InvalidParams(f"Invalid params: logit_bias names token {bad[0]}, past the vocabulary ({vocab})", field="logit_bias")
+        return make_logits_processors(
+            logit_bias=req.logit_bias or None,
+            presence_penalty=req.presence_penalty or None,
+            presence_context_size=window,
+            frequency_penalty=req.frequency_penalty or None,
+            frequency_context_size=window,
+        )
+
+    def embed(self, req: EmbedRequest) -> EmbedOutput:
+        """Mean of the final normalised hidden states over the text's tokens,
+        scaled to unit length."""
+        vectors: list[list[float]] = []
+        total = 0
+        for text in req.texts:
+            ids = self.tokenizer.encode(text, add_special_tokens=False) or [self.tokenizer.eos_token_id or 0]
+            if len(ids) > self.context_length:
+                raise ContextLengthExceeded(
+                    f"an input has {len(ids)} tokens; the model's context is {self.context_length}",
+                    prompt_tokens=len(ids),
+                    context_length=self.context_length,
+                )
+            hidden = self.model.model(mx.array([ids]))[0].astype(mx.float32)
+            pooled = hidden.mean(axis=0)
+            pooled = pooled / mx.maximum(mx.linalg.norm(pooled), 1e-12)
+            vectors.append(pooled.tolist())
+            total += len(ids)
+        return EmbedOutput(vectors=vectors, prompt_tokens=total)
+
     def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
         started = time.monotonic()
         ids = self.encode(req)
@@ -89,6 +125,7 @@ class MLXEngine:
         if req.seed is not None:
             mx.random.seed(req.seed)
         sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
+        processors = self.logits_processors(req, len(ids) + max_tokens)
         scanner = StopScanner(req.stop)
         finish = "length"
         ttft_ms = None
@@ -100,7 +137,7 @@ class MLXEngine:
                 raise _PrefillStopped
 
         stream = stream_generate(
-            self.model, self.tokenizer, ids, max_tokens=max_tokens, sampler=sampler,
+            self.model, self.tokenizer, ids, max_tokens=max_tokens, sampler=sampler, logits_processors=processors,
             prefill_step_size=self.prefill_step, prompt_progress_callback=between_prefill_chunks,
         )
         try:

@@ -87,7 +87,13 @@ def build_model(weights: dict[str, mx.array], meta: dict[str, Any]) -> tuple[nn.
         raise InvalidModelFile(f"GGUF tensors do not match a llama model: {exc}") from exc
     mx.eval(model.parameters())
     bits = sorted({q["bits"] for q in quant.values()})
-    return model, {"architecture": arch, "context_length": args.max_position_embeddings, "quantized_bits": bits}
+    return model, {
+        "architecture": arch,
+        "context_length": args.max_position_embeddings,
+        "vocab_size": args.vocab_size,
+        "embedding_length": hidden,
+        "quantized_bits": bits,
+    }
 
 
 def rename(weights: dict[str, mx.array]) -> dict[str, mx.array]:

@@ -1,0 +1,204 @@
+"""OpenAI request bodies, decoded strictly, and their translation to daemon params.
+
+Every field OpenAI defines is declared. Fields Impetus can honour are passed on;
+fields it cannot are refused by name when set to anything but their neutral
+value; fields OpenAI does not define are refused too. Nothing is dropped quietly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from impetusd.api import ChatParams, CompleteParams, EmbedParams, KeepAlive, Message
+
+from .errors import InvalidRequest
+
+
+class StreamOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    include_usage: bool = False
+
+
+class ChatMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[Any] | None = None
+    refusal: str | None = None
+
+
+class _Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: Any = None
+    user: str | None = None  # an end-user id for the caller's own records; changes nothing
+    # Extensions other local servers accept too.
+    top_k: int | None = None
+    min_p: float | None = None
+    keep_alive: KeepAlive = None
+
+
+class ChatCompletionRequest(_Sampling, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    prediction: Any = None
+    reasoning_effort: str | None = None
+    service_tier: str | None = None
+    web_search_options: Any = None
+
+
+class CompletionRequest(_Sampling, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    prompt: str | list[str]
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+class EmbeddingRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    input: str | list[Any]
+    encoding_format: str | None = None
+    dimensions: int | None = None
+    user: str | None = None
+    keep_alive: KeepAlive = None
+
+
+# Fields whose every value but the neutral one asks for something not built yet.
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False, 0),
+    "top_logprobs": (None, 0),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "parallel_tool_calls": (None, True, False),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "store": (None, False),
+    "metadata": (None,),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "service_tier": (None, "auto", "default"),
+    "web_search_options": (None,),
+    "echo": (None, False),
+    "suffix": (None, ""),
+    "best_of": (None, 1),
+}
+
+
+def _refuse_unneutral(body: msgspec.Struct) -> None:
+    for name in body.__struct_fields__:
+        if name in _NEUTRAL and getattr(body, name) not in _NEUTRAL[name]:
+            raise InvalidRequest(f"'{name}' is not supported by Impetus yet; remove it from the request", param=name, code="unsupported_parameter")
+
+
+def _common(body: _Sampling, max_tokens: int | None) -> dict[str, Any]:
+    if body.n not in (None, 1):
+        raise InvalidRequest("only n=1 is supported", param="n", code="unsupported_parameter")
+    if body.stream_options is not None and not body.stream:
+        raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
+    bias: dict[int, float] | None = None
+    if body.logit_bias is not None:
+        try:
+            bias = {int(k): v for k, v in body.logit_bias.items()}
+        except ValueError:
+            raise InvalidRequest("logit_bias keys must be token ids", param="logit_bias") from None
+    return dict(
+        model=body.model,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        min_p=body.min_p,
+        stop=body.stop,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=bias,
+        stream=bool(body.stream),
+        keep_alive=body.keep_alive,
+    )
+
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+
+def _message(i: int, m: ChatMessage) -> Message:
+    where = f"messages[{i}]"
+    role = _ROLES.get(m.role)
+    if role is None:
+        raise InvalidRequest(f"{where}.role must be one of {', '.join(_ROLES)}", param=f"{where}.role")
+    if m.tool_calls:
+        raise InvalidRequest("assistant tool calls are not supported by Impetus yet", param=f"{where}.tool_calls", code="unsupported_parameter")
+    if m.name is not None:
+        raise InvalidRequest("message names are not supported by Impetus yet", param=f"{where}.name", code="unsupported_parameter")
+    if m.tool_call_id is not None and role != "tool":
+        raise InvalidRequest("tool_call_id belongs on tool messages", param=f"{where}.tool_call_id")
+    if m.content is None:
+        raise InvalidRequest(f"{where}.content is required", param=f"{where}.content")
+    if isinstance(m.content, str):
+        return Message(role=role, content=m.content)  # type: ignore[arg-type]
+    texts = []
+    for j, part in enumerate(m.content):
+        kind = part.get("type")
+        if kind != "text" or not isinstance(part.get("text"), str) or set(part) - {"type", "text"}:
+            raise InvalidRequest(
+                f"{where}.content[{j}]: only text parts ({{'type': 'text', 'text': ...}}) are supported, got type {kind!r}",
+                param=f"{where}.content[{j}]",
+                code="unsupported_parameter" if kind != "text" else None,
+            )
+        texts.append(part["text"])
+    return Message(role=role, content="".join(texts))  # type: ignore[arg-type]
+
+
+def chat_params(body: ChatCompletionRequest) -> ChatParams:
+    _refuse_unneutral(body)
+    if body.response_format not in (None, {"type": "text"}):
+        raise InvalidRequest("only response_format {'type': 'text'} is supported yet", param="response_format", code="unsupported_parameter")
+    if body.max_tokens is not None and body.max_completion_tokens is not None and body.max_tokens != body.max_completion_tokens:
+        raise InvalidRequest("max_tokens and max_completion_tokens disagree; send one", param="max_completion_tokens")
+    limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    messages = [_message(i, m) for i, m in enumerate(body.messages)]
+    return ChatParams(messages=messages, **_common(body, limit))
+
+
+def complete_params(body: CompletionRequest) -> CompleteParams:
+    _refuse_unneutral(body)
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise InvalidRequest("prompt must be one string (batches of prompts are not supported yet)", param="prompt", code="unsupported_parameter")
+        prompt = prompt[0]
+    return CompleteParams(prompt=prompt, **_common(body, body.max_tokens))
+
+
+def embed_params(body: EmbeddingRequest) -> EmbedParams:
+    if body.encoding_format not in (None, "float", "base64"):
+        raise InvalidRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
+    texts = body.input
+    if isinstance(texts, list) and any(not isinstance(t, str) for t in texts):
+        raise InvalidRequest("input must be text; token arrays are not supported yet", param="input", code="unsupported_parameter")
+    return EmbedParams(model=body.model, input=texts, keep_alive=body.keep_alive)  # type: ignore[arg-type]

@@ -1,0 +1,165 @@
+"""``pull``, ``import``, ``show``, ``rm``, ``cp``, ``verify``: the model store from the CLI."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+import msgspec
+from tqdm import tqdm
+
+from impetusd.api import ModelInfo, PullProgress, PullResult, RemoveResult, VerifyResult
+
+from . import render
+
+
+class PullBar:
+    """A byte progress bar on stderr fed by ``models.progress`` notifications."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.bar: tqdm | None = None
+        self.decoder = msgspec.json.Decoder(PullProgress)
+
+    def __call__(self, method: str, raw: msgspec.Raw) -> None:
+        if method != "models.progress":
+            return
+        p = self.decoder.decode(bytes(raw))
+        if self.bar is None and p.total:
+            self.bar = tqdm(total=p.total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"pulling {self.model}", file=sys.stderr, dynamic_ncols=True)
+        if self.bar is not None:
+            self.bar.total = p.total
+            self.bar.n = p.done
+            self.bar.set_postfix_str(p.status, refresh=False)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _count(n: Any) -> str | None:
+    if not isinstance(n, int) or n <= 0:
+        return None
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit} ({n:,})"
+    return str(n)
+
+
+def register(main: click.Group, state_type: Any) -> None:
+    pass_state = click.make_pass_decorator(state_type)
+
+    @main.command()
+    @click.argument("model")
+    @click.option("--force", is_flag=True, help="Fetch and verify again even if already registered.")
+    @pass_state
+    def pull(state: Any, model: str, force: bool) -> None:
+        """Download MODEL from the Hugging Face Hub, verify it and register it.
+
+        MODEL is an alias (smollm2-135m), org/repo, org/repo:QUANT (a GGUF
+        quantization such as Q4_K_M) or org/repo:REVISION. Ctrl-C stops the
+        transfer; pulling again resumes it.
+        """
+        bar = PullBar(model)
+        with state.client() as client:
+            rid = client.send("models.pull", {"model": model, "force": force})
+            assert rid is not None
+            on_note = None if state.json else bar
+            try:
+                raw = client.wait(rid, on_note)
+            except KeyboardInterrupt:
+                client.cancel(rid)  # the daemon stops the transfer at its next chunk and answers
+                raw = client.wait(rid, on_note)
+            finally:
+                bar.close()
+        result = msgspec.json.decode(bytes(raw), type=PullResult)
+        if state.json:
+            render.json_out(result)
+        elif result.status == "cancelled":
+            click.echo(f"pull of {model} cancelled after {render.size(result.downloaded_bytes)}; run the same command to resume", err=True)
+        elif result.status == "already_registered":
+            click.echo(f"{model} is already registered (use --force to fetch and verify again)")
+        else:
+            m = result.model
+            assert m is not None
+            click.echo(f"pulled {m.name}: {m.format}, {render.size(m.size_bytes)} ({render.size(result.downloaded_bytes)} downloaded, {render.size(result.reused_bytes)} reused) in {result.elapsed_s:.1f} s, verified")
+        if result.status == "cancelled":
+            sys.exit(130)
+
+    @main.command("import")
+    @click.argument("path", type=click.Path(exists=True))
+    @click.option("--name", help="Register under this name (default: the file or folder name).")
+    @pass_state
+    def import_(state: Any, path: str, name: str | None) -> None:
+        """Register a local GGUF file, MLX folder or SafeTensors folder."""
+        params = {"path": str(click.format_filename(path)), **({"name": name} if name else {})}
+        with state.client() as client:
+            info = client.call("models.import", params, type=ModelInfo)
+        render.json_out(info) if state.json else click.echo(f"imported {info.name}: {info.format}, {render.size(info.size_bytes)}, {len(info.files)} file(s)")
+
+    @main.command()
+    @click.argument("model")
+    @pass_state
+    def show(state: Any, model: str) -> None:
+        """Show a registered model: format, architecture, size, files, source, digests."""
+        with state.client() as client:
+            info = client.call("models.show", {"model": model}, type=ModelInfo)
+        if state.json:
+            render.json_out(info)
+            return
+        meta = info.metadata
+        rows = [
+            ("name", info.name), ("format", info.format), ("architecture", meta.get("architecture")),
+            ("parameters", _count(meta.get("parameters") or meta.get("parameter_count"))), ("quantization", meta.get("quantization") or meta.get("file_type")),
+            ("context length", meta.get("context_length")), ("chat template", "yes" if meta.get("chat_template") else "no"),
+            ("size", render.size(info.size_bytes)), ("source", info.source), ("digest", info.digest),
+            ("path", info.path), ("registered", time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))),
+        ]
+        for key, value in rows:
+            click.echo(f"{key + ':':16}{'-' if value is None else value}")
+        click.echo("files:")
+        for f in info.files:
+            click.echo(f"  {f.name}  {render.size(f.size)}  sha256:{f.sha256}")
+
+    @main.command("rm")
+    @click.argument("model")
+    @click.option("--force", is_flag=True, help="Unload the model first if it is loaded.")
+    @pass_state
+    def remove(state: Any, model: str, force: bool) -> None:
+        """Forget MODEL; frees downloaded files no other model uses."""
+        with state.client() as client:
+            result = client.call("models.remove", {"model": model, "force": force}, type=RemoveResult)
+        render.json_out(result) if state.json else click.echo(f"removed {result.name}" + (f", freed {render.size(result.freed_bytes)}" if result.freed_bytes else ""))
+
+    @main.command("cp")
+    @click.argument("source")
+    @click.argument("destination")
+    @pass_state
+    def copy(state: Any, source: str, destination: str) -> None:
+        """Register SOURCE's files again under the name DESTINATION."""
+        with state.client() as client:
+            info = client.call("models.copy", {"source": source, "destination": destination}, type=ModelInfo)
+        render.json_out(info) if state.json else click.echo(f"copied {source} to {info.name}")
+
+    @main.command()
+    @click.argument("model", required=False)
+    @pass_state
+    def verify(state: Any, model: str | None) -> None:
+        """Rehash MODEL's files (or every registered model's) and report; exit 1 on any mismatch."""
+        with state.client() as client:
+            result = client.call("models.verify", {"model": model} if model else {}, type=VerifyResult)
+        if state.json:
+            render.json_out(result)
+        else:
+            for m in result.models:
+                click.echo(f"{m.name}: {'ok' if m.ok else 'FAILED'}")
+                for f in m.files:
+                    if not f.ok:
+                        click.echo(f"  {f.name}: {f.problem}")
+            if not result.models:
+                click.echo("no registered models")
+        if not result.ok:
+            sys.exit(1)

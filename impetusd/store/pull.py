@@ -1,0 +1,222 @@
+"""``models.pull``: resolve, check space, transfer (retrying, resumable,
+cancellable), verify, register. One job per model however many clients ask."""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..api import FileProgress, PullParams, PullProgress, PullResult
+from ..errors import ChecksumMismatch, DiskFull, DownloadFailed, ImpetusError, NoMatchingFiles
+from ..events import Event
+from ..rpc import RequestContext
+from . import cache, hub, names, select
+from .hub import Transient
+from .registry import ModelFile, Registered, Source
+from .views import describe
+from .transfer import Cancelled, fetch, sha256_of
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+BACKOFF_CAP_S = 60.0
+DISK_MARGIN = 64 * 1024 * 1024
+
+
+class Job:
+    def __init__(self, ref: names.PullRef) -> None:
+        self.ref = ref
+        self.status = "resolving"
+        self.files: list[FileProgress] = []
+        self.cancel = threading.Event()
+        self.done = anyio.Event()
+        self.result: PullResult | None = None
+        self.error: BaseException | None = None
+        self.waiting = 0
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, int]] = []
+
+    @property
+    def total(self) -> int:
+        return sum(f.total for f in self.files)
+
+    @property
+    def completed(self) -> int:
+        return sum(f.done for f in self.files)
+
+    def rate(self) -> float:
+        now, done = time.monotonic(), self.completed
+        self.samples = [s for s in self.samples if now - s[0] <= 5.0] + [(now, done)]
+        (t0, d0) = self.samples[0]
+        return (done - d0) / (now - t0) if now > t0 else 0.0
+
+
+class Pulls:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.jobs: dict[str, Job] = {}
+        self.slots = anyio.Semaphore(max(1, daemon.config.max_concurrent_pulls))
+
+    def cancel_all(self) -> None:
+        for job in self.jobs.values():
+            job.cancel.set()
+
+    async def pull(self, params: PullParams, ctx: RequestContext) -> PullResult:
+        ref = names.parse(params.model)
+        existing = self.daemon.store.get(ref.name)
+        if existing is not None and not params.force:
+            return PullResult(status="already_registered", model=describe(self.daemon, existing), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0)
+        job = self.jobs.get(ref.name)
+        if job is None:
+            job = self.jobs[ref.name] = Job(ref)
+            assert self.daemon.models.tg is not None
+            self.daemon.models.tg.start_soon(self._run, job, params.force)
+        ctx.cooperative = True
+        job.waiting += 1
+        try:
+            while not job.done.is_set():
+                if ctx.cancel_requested.is_set():
+                    break
+                await self._report(job, ctx)
+                with anyio.move_on_after(0.25):
+                    await job.done.wait()
+        finally:
+            job.waiting -= 1
+            if ctx.cancel_requested.is_set() and job.waiting == 0 and not job.done.is_set():
+                job.cancel.set()  # nobody wants it any more: stop the transfer, keep the partials
+        if not job.done.is_set() or (job.result is None and job.error is None):
+            return PullResult(status="cancelled", model=None, downloaded_bytes=job.completed, reused_bytes=0, elapsed_s=round(time.monotonic() - job.started, 3))
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        await self._report(job, ctx)  # the last word: every byte accounted for
+        return job.result
+
+    async def _report(self, job: Job, ctx: RequestContext) -> None:
+        await ctx.notify(
+            "models.progress",
+            PullProgress(id=ctx.id, model=job.ref.name, status=job.status, done=job.completed, total=job.total, rate_bps=round(job.rate(), 1), files=list(job.files)),  # type: ignore[arg-type]
+        )
+
+    async def _run(self, job: Job, force: bool) -> None:
+        name = job.ref.name
+        try:
+            job.result = await self._pull(job, force)
+        except Cancelled:
+            log.info("pull of %s cancelled; partial files kept for the next pull", name)
+        except BaseException as exc:
+            job.error = exc
+            if not isinstance(exc, ImpetusError):
+                log.exception("pull of %s failed", name)
+                job.error = DownloadFailed(f"pull of {name} failed: {type(exc).__name__}: {exc}", model=name)
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
+        finally:
+            self.jobs.pop(name, None)
+            job.done.set()
+
+    async def _pull(self, job: Job, force: bool) -> PullResult:
+        ref = job.ref
+        remote = await self._retry(job, lambda: hub.describe(ref.repo, ref.revision), "listing")
+        selector = ref.suffix
+        if selector and not select.selects_files(remote.files, selector):
+            # not a quantization in this repo: it names a revision
+            if ref.revision:
+                raise NoMatchingFiles(f"{ref.repo}@{ref.revision} has no GGUF matching {selector!r}", repo=ref.repo)
+            remote = await self._retry(job, lambda: hub.describe(ref.repo, selector), "listing")
+            selector = None
+        chosen = select.choose(ref.repo, remote.files, selector, ref.files)
+        job.files = [FileProgress(name=f.name, total=f.size) for f in chosen.files]
+        missing = []
+        for f, p in zip(chosen.files, job.files):
+            if cache.blob(ref.repo, f.etag).exists() and not force:
+                p.done, p.state = f.size, "cached"
+            else:
+                missing.append((f, p))
+        need = sum(f.size - (cache.partial(ref.repo, f.etag).stat().st_size if cache.partial(ref.repo, f.etag).exists() else 0) for f, _ in missing)
+        root = cache.hub_cache()
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        if need + DISK_MARGIN > free:
+            raise DiskFull(
+                f"pulling {ref.name} needs {need / 1e9:.2f} GB more in {root}, and {free / 1e9:.2f} GB is free",
+                needed_bytes=need, free_bytes=free, path=str(root),
+            )
+        job.status = "queued"
+        downloaded = 0
+        async with self.slots:
+            job.status = "downloading"
+            headers = hub.auth_headers()
+            for f, p in missing:
+                url = hub.file_url(ref.repo, f.name, remote.commit)
+                blob, part = cache.blob(ref.repo, f.etag), cache.partial(ref.repo, f.etag)
+                if force:
+                    blob.unlink(missing_ok=True)
+                await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel), f.name, progress=p)
+                downloaded += f.size
+        job.status = "verifying"
+        stored = []
+        for f, p in zip(chosen.files, job.files):
+            location = cache.link(ref.repo, remote.commit, f.name, f.etag)
+            blob = cache.blob(ref.repo, f.etag)
+            digest = f.sha256 if p.state == "done" and f.sha256 else await anyio.to_thread.run_sync(sha256_of, blob, job.cancel)
+            if f.sha256 and digest != f.sha256:
+                raise ChecksumMismatch(f"{ref.repo}/{f.name} in the cache does not match the Hub's sha256", repo=ref.repo, file=f.name)
+            stored.append(ModelFile(name=f.name, location=str(location), size=f.size, sha256=digest))
+        cache.record_ref(ref.repo, remote.revision, remote.commit)
+        job.status = "registering"
+        primary = cache.snapshot(ref.repo, remote.commit, chosen.primary)
+        fmt, metadata = self.daemon.models.detect(primary)
+        model = Registered(
+            name=ref.name, format=fmt, path=str(primary),
+            source=Source(kind="hub", repo=ref.repo, revision=remote.revision, commit=remote.commit),
+            metadata=metadata, size_bytes=sum(f.size for f in stored), digest=model_digest(stored),
+            created_at=time.time(), files=stored,
+        )
+        self.daemon.store.add(model, replace=True)
+        self.daemon.emit(Event(kind="model.pulled", model=ref.name, data={"bytes": downloaded}))
+        return PullResult(
+            status="pulled", model=describe(self.daemon, model), downloaded_bytes=downloaded,
+            reused_bytes=model.size_bytes - downloaded, elapsed_s=round(time.monotonic() - job.started, 3),
+        )
+
+    async def _retry(self, job: Job, work, what: str, progress: FileProgress | None = None):  # type: ignore[no-untyped-def]
+        """Run blocking ``work`` in a thread; retry Transient failures with
+        exponential backoff and full jitter, resuming from what is on disk."""
+        cfg = self.daemon.config
+        for attempt in range(1, cfg.pull_attempts + 1):
+            try:
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=False)
+            except (Transient, ChecksumMismatch) as exc:
+                if attempt == cfg.pull_attempts:
+                    if isinstance(exc, ChecksumMismatch):
+                        raise
+                    raise DownloadFailed(f"{job.ref.name}: {what} failed {attempt} times; last: {exc}. Pull again to resume", model=job.ref.name) from exc
+                delay = random.uniform(0, min(BACKOFF_CAP_S, cfg.pull_backoff_s * 2 ** (attempt - 1)))
+                log.warning("pull %s: %s failed (%s); retry %d in %.1f s", job.ref.name, what, exc, attempt, delay)
+                if progress is not None:
+                    progress.state = "retrying"
+                with anyio.move_on_after(delay):
+                    while not job.cancel.is_set():
+                        await anyio.sleep(0.05)
+                if job.cancel.is_set():
+                    raise Cancelled() from None
+        raise AssertionError("unreachable")
+
+
+def model_digest(files: list[ModelFile]) -> str:
+    """One sha256 naming the whole model: over each file's name and sha256."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.name):
+        h.update(f"{f.name}\0{f.sha256}\n".encode())
+    return h.hexdigest()
