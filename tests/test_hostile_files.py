@@ -192,3 +192,41 @@ def test_pickle_weights_are_refused(shared_daemon: DaemonProcess, tmp_path: Path
         with zipfile.ZipFile(tmp_path / "plain.zip", "w") as zf:
             zf.writestr("readme.txt", "hello")
         assert conn.call("models.load", {"model": str(tmp_path / "plain.zip")})["error"]["data"]["name"] == "UnsupportedFormat"
+
+
+@pytest.fixture(scope="module")
+def safetensors_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = tmp_path_factory.mktemp("st") / "m.safetensors"
+    rng = np.random.default_rng(0)
+    save_file({"a.weight": rng.standard_normal((8, 4)).astype(np.float32), "b.bias": np.ones(3, dtype=np.float16),
+               "c.ids": np.arange(5, dtype=np.int64)}, str(path), metadata={"format": "pt"})
+    return path.read_bytes()
+
+
+st_mutation = st.one_of(
+    mutation,
+    st.tuples(st.just("bytes"), st.floats(0, 1), st.sampled_from([b"[" * 5000, b"\xff\xfe", b'"\\ud800"', b"1e999", b"-1", b"null", b"{}", b"99999999999999999999999"])),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(st_mutation, min_size=1, max_size=4))
+def test_mutated_safetensors_header_only_raises_invalid_model_file(safetensors_bytes: bytes, steps: list) -> None:
+    """The safetensors plugin's bounded reader on mutations of a file the safetensors package wrote."""
+    from impetus_safetensors.reader import read_header
+
+    from impetusd.errors import InvalidModelFile
+
+    header_end = 8 + struct.unpack_from("<Q", safetensors_bytes)[0]
+    data = _mutate(safetensors_bytes, steps, header_end=header_end)
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as fh:
+        fh.write(data)
+        fh.flush()
+        try:
+            header = read_header(Path(fh.name))
+        except InvalidModelFile:
+            return
+    assert header.data_bytes == len(data) - 8 - header.header_bytes
