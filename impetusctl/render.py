@@ -42,6 +42,8 @@ def status(info: DaemonInfo, health: Health) -> None:
     click.echo(f"backends:  {', '.join(info.backends) or 'none'}")
     click.echo(f"formats:   {', '.join(info.formats) or 'none'}")
     click.echo(f"loaded:    {health.loaded_models} model(s), {health.in_flight} request(s) in flight")
+    for f in health.failures:
+        click.echo(f"{f.state + ':':10} {f.name} ({f.reason})")
 
 
 def models(result: ModelList) -> None:
@@ -59,6 +61,8 @@ def loaded(result: LoadedList) -> None:
         until = "forever" if m.expires_at is None else f"{max(m.expires_at - now, 0):.0f} s"
         rows.append([m.name, m.backend, str(m.pid), size(m.rss_bytes), str(m.in_flight), until])
     table(["NAME", "BACKEND", "PID", "MEMORY", "ACTIVE", "UNLOADS IN"], rows)
+    for f in result.failed:
+        click.echo(f"FAILED {f.name}: {f.reason}; refused for {f.retry_after_s:.0f} s (impetusctl load forces a restart)")
 
 
 def run_json(result: GenerationResult) -> dict[str, Any]:

@@ -38,12 +38,31 @@ class DaemonInfo(msgspec.Struct, frozen=True):
     hardware: dict[str, Any]
 
 
+class ModelFailure(msgspec.Struct, frozen=True):
+    """A model whose worker died (crash, signal, hang) within the crash window.
+
+    ``state`` is ``failed`` while its circuit is open (requests are refused with
+    ``ModelFailed``), ``recovering`` while the next start is merely delayed.
+    """
+
+    name: str
+    state: Literal["failed", "recovering"]
+    reason: str
+    last_cause: str
+    failures: int  # within the window
+    total_failures: int  # since the daemon started
+    hangs: int
+    last_failure_at: float
+    retry_after_s: float  # until the circuit closes / the backoff ends
+
+
 class Health(msgspec.Struct, frozen=True):
-    status: Literal["ok", "shutting_down"]
+    status: Literal["ok", "degraded", "shutting_down"]  # degraded: a model is failed
     uptime_s: float
     connections: int
     in_flight: int
     loaded_models: int
+    failures: list[ModelFailure] = []
 
 
 class Describe(msgspec.Struct, frozen=True):
@@ -107,6 +126,7 @@ class UnloadResult(msgspec.Struct, frozen=True):
 
 class LoadedList(msgspec.Struct, frozen=True):
     models: list[LoadedModel]
+    failed: list[ModelFailure] = []  # models whose workers keep dying (not loaded)
 
 
 # --- generation -----------------------------------------------------------------

@@ -11,6 +11,7 @@ import msgspec
 from .errors import InvalidParams
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
+DEFAULT_CLIENT_BUFFER = 8 * 1024 * 1024
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -26,6 +27,15 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     plugins: list[str] = []
     disabled_plugins: list[str] = []
     backend: dict[str, str] = {}  # format -> preferred backend name
+    # resilience and limits (docs/SECURITY.md)
+    max_connections: int = 256
+    max_queued_per_model: int = 64  # requests waiting behind the running one
+    max_client_buffer_bytes: int = DEFAULT_CLIENT_BUFFER  # unsent replies per client
+    crash_limit: int = 5  # crashes within crash_window_s that open the circuit
+    crash_window_s: float = 60.0
+    restart_backoff_s: float = 0.5  # first restart delay after a crash; doubles per crash
+    restart_backoff_max_s: float = 30.0
+    hung_timeout_s: float = 120.0  # an active request with no output this long: worker killed
     max_concurrent_pulls: int = 2
     pull_attempts: int = 8  # per file, counting the first
     pull_backoff_s: float = 1.0  # first retry delay; doubles each time, with jitter, capped at 60 s
@@ -45,6 +55,14 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     plugins: list[str] | None = None
     disabled_plugins: list[str] | None = None
     backend: dict[str, str] | None = None
+    max_connections: int | None = None
+    max_queued_per_model: int | None = None
+    max_client_buffer_bytes: int | None = None
+    crash_limit: int | None = None
+    crash_window_s: float | None = None
+    restart_backoff_s: float | None = None
+    restart_backoff_max_s: float | None = None
+    hung_timeout_s: float | None = None
     max_concurrent_pulls: int | None = None
     pull_attempts: int | None = None
     pull_backoff_s: float | None = None

@@ -55,15 +55,22 @@ class Daemon:
         self.in_flight.add(ctx)
 
     def untrack(self, ctx: RequestContext) -> None:
+        ctx.finish()
         self.in_flight.discard(ctx)
         if not self.in_flight:
             self._idle.set()
             self._idle = anyio.Event()
 
     async def serve_connection(self, conn: Connection) -> None:
-        self.connections += 1
+        """Serve one accepted connection (the accept loop has counted it).
+
+        A bug reached through one connection ends that connection, not the daemon."""
         try:
             await conn.serve()
+        except Exception:
+            log.exception("a connection failed; closed it")
+            with anyio.CancelScope(shield=True):
+                await conn.stream.aclose()
         finally:
             self.connections -= 1
 

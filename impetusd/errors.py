@@ -116,6 +116,13 @@ class PickleRefused(ImpetusError):
     code = 1007
 
 
+class ModelFailed(ImpetusError):
+    """The model's worker crashed too often: its circuit is open (``data.reason``,
+    ``data.retry_after_s``) until the crash window passes or ``models.load`` forces it."""
+
+    code = 1008
+
+
 # --- generation (2xxx) ------------------------------------------------------------
 class UnsupportedParameter(ImpetusError):
     code = 2001
@@ -131,6 +138,18 @@ class GenerationFailed(ImpetusError):
 
 class ContextLengthExceeded(ImpetusError):
     code = 2004
+
+
+class WorkerHung(ImpetusError):
+    """The worker produced nothing for ``hung_timeout_s`` on an active request; it was killed."""
+
+    code = 2005
+
+
+class InsufficientMemory(ImpetusError):
+    """The backend could not allocate memory, also after idle models were unloaded and it retried."""
+
+    code = 2006
 
 
 # --- model store (3xxx) -----------------------------------------------------------

@@ -10,6 +10,7 @@ from .backend import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
 from .config import parse_keep_alive
 from .errors import InvalidParams, UnsupportedParameter
 from .events import Event
+from .memory import generate_with_retry
 from .metrics import Outcome, record_outcome
 from .rpc import RequestContext
 
@@ -94,6 +95,7 @@ async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Req
 
 async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
     _check_values(params)
+    daemon.models.admit(params.model, ctx)  # Overloaded when too many wait for this model
     resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
     outcome.model = resident.spec.name
     _check_capabilities(params, resident.backend)
@@ -114,7 +116,7 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
         resident.keep_alive = parse_keep_alive(params.keep_alive, daemon.config.keep_alive_s)
     sent = time.monotonic()
     try:
-        done = await resident.worker.generate(request, on_text, ctx.cancel_requested)
+        done = await generate_with_retry(daemon, resident, request, on_text, ctx.cancel_requested)
     finally:
         await daemon.models.release(resident)
     finished = time.monotonic()

@@ -68,12 +68,15 @@ def daemon_info(daemon: Daemon, params: Empty, ctx: RequestContext) -> DaemonInf
 
 
 def daemon_health(daemon: Daemon, params: Empty, ctx: RequestContext) -> Health:
+    failures = daemon.models.failures()
+    degraded = any(f.state == "failed" for f in failures)
     return Health(
-        status="shutting_down" if daemon.stopping else "ok",
+        status="shutting_down" if daemon.stopping else ("degraded" if degraded else "ok"),
         uptime_s=round(daemon.uptime, 3),
         connections=daemon.connections,
         in_flight=sum(1 for c in daemon.in_flight if not c.method.startswith("daemon.")),
         loaded_models=len(daemon.models.resident),
+        failures=failures,
     )
 
 
@@ -114,7 +117,9 @@ def models_list(daemon: Daemon, params: Empty, ctx: RequestContext) -> ModelList
 
 
 async def models_load(daemon: Daemon, params: LoadParams, ctx: RequestContext) -> LoadResult:
-    resident, _, already = await daemon.models.ensure_loaded(params.model, backend=params.backend, keep_alive=params.keep_alive)
+    resident, _, already = await daemon.models.ensure_loaded(
+        params.model, backend=params.backend, keep_alive=params.keep_alive, force=True  # an explicit load resets a failed model
+    )
     return LoadResult(model=resident.describe(), already_loaded=already)
 
 
@@ -124,7 +129,7 @@ async def models_unload(daemon: Daemon, params: UnloadParams, ctx: RequestContex
 
 
 def models_loaded(daemon: Daemon, params: Empty, ctx: RequestContext) -> LoadedList:
-    return LoadedList(models=[r.describe() for r in daemon.models.resident.values()])
+    return LoadedList(models=[r.describe() for r in daemon.models.resident.values()], failed=daemon.models.failed())
 
 
 async def chat(daemon: Daemon, params: ChatParams, ctx: RequestContext) -> GenerationResult:
@@ -137,7 +142,7 @@ async def complete(daemon: Daemon, params: CompleteParams, ctx: RequestContext) 
 
 METHODS = (
     MethodSpec("daemon.info", Empty, DaemonInfo, daemon_info, "Version, socket, plugins, formats, backends, hardware facts."),
-    MethodSpec("daemon.health", Empty, Health, daemon_health, "Liveness and load: connections, requests in flight, models loaded."),
+    MethodSpec("daemon.health", Empty, Health, daemon_health, "Liveness and load: connections, requests in flight, models loaded, models failing."),
     MethodSpec("daemon.metrics", Empty, Metrics, daemon_metrics, "Counters since start: requests by model and outcome, tokens, latency histograms, worker restarts."),
     MethodSpec("daemon.describe", Empty, Describe, daemon_describe, "JSON Schema of every method's params and result."),
     MethodSpec("daemon.shutdown", Empty, ShutdownResult, daemon_shutdown, "Stop the daemon gracefully (as SIGTERM does)."),

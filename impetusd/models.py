@@ -11,16 +11,28 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from .api import LoadedModel, ModelEntry
+from .api import LoadedModel, ModelEntry, ModelFailure
 from .backend import BackendSpec, ModelSpec
 from .catalog import CATALOG
 from .config import parse_keep_alive
-from .errors import ImpetusError, InvalidModelFile, ModelNotFound, ModelNotLoaded, NoBackend, UnsupportedFormat
+from .crashes import CrashHistory
+from .errors import (
+    ImpetusError,
+    InvalidModelFile,
+    ModelFailed,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotLoaded,
+    NoBackend,
+    Overloaded,
+    UnsupportedFormat,
+)
 from .events import Event
 from .supervisor import WorkerHandle
 
 if TYPE_CHECKING:
     from .daemon import Daemon
+    from .rpc import RequestContext
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,38 @@ class ModelManager:
         self._locks: dict[str, anyio.Lock] = {}
         self.tg: TaskGroup | None = None
         self.changed = anyio.Event()
+        self.crashes: dict[str, CrashHistory] = {}
+        self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
+
+    # --- failure-loop prevention ------------------------------------------------
+    def history(self, name: str) -> CrashHistory:
+        history = self.crashes.get(name)
+        if history is None:
+            cfg = self.daemon.config
+            history = self.crashes[name] = CrashHistory(
+                cfg.crash_limit, cfg.crash_window_s, cfg.restart_backoff_s, cfg.restart_backoff_max_s
+            )
+        return history
+
+    def failures(self) -> list[ModelFailure]:
+        """Models with a worker death inside the crash window (failed or recovering)."""
+        return [h.describe(name) for name, h in sorted(self.crashes.items()) if h.is_open() or h.recent()]
+
+    def failed(self) -> list[ModelFailure]:
+        return [f for f in self.failures() if f.state == "failed"]
+
+    def _check_circuit(self, name: str) -> None:
+        history = self.crashes.get(name)
+        if history is not None and history.is_open():
+            retry = history.retry_after()
+            raise ModelFailed(
+                f"{name} is failed: {history.reason()}; requests are refused for {retry:.0f} s"
+                f" (or force a restart with models.load)",
+                model=name,
+                reason=history.reason(),
+                cause=history.last_cause,
+                retry_after_s=round(retry, 3),
+            )
 
     # --- resolution -------------------------------------------------------------
     def resolve(self, ref: str) -> ModelSpec:
@@ -136,14 +180,48 @@ class ModelManager:
         chosen = backends.get(name) if name else None
         return chosen if chosen in capable else capable[0]
 
+    # --- admission ------------------------------------------------------------------
+    def admit(self, ref: str, ctx: RequestContext) -> None:
+        """Count a generation request against its model until ``ctx`` is over.
+
+        One request runs in a worker at a time; beyond ``max_queued_per_model``
+        waiting behind it, the request is refused with ``Overloaded`` at once.
+        """
+        name = self.resolve(ref).name
+        limit = self.daemon.config.max_queued_per_model
+        count = self.admitted.get(name, 0)
+        if count >= limit + 1:
+            raise Overloaded(
+                f"{name} has {count - 1} request(s) queued (limit {limit}); try again later",
+                model=name, limit=limit, reason="queue",
+            )
+        self.admitted[name] = count + 1
+
+        def leave() -> None:
+            left = self.admitted[name] - 1
+            if left:
+                self.admitted[name] = left
+            else:
+                del self.admitted[name]
+
+        ctx.finalizers.append(leave)
+
     # --- load / unload ------------------------------------------------------------
-    async def ensure_loaded(self, ref: str, *, backend: str | None = None, keep_alive: float | str | None = None) -> tuple[Resident, float, bool]:
+    async def ensure_loaded(
+        self, ref: str, *, backend: str | None = None, keep_alive: float | str | None = None, force: bool = False
+    ) -> tuple[Resident, float, bool]:
         """The resident model for ``ref``, loading it if needed.
 
-        Returns ``(resident, load_ms_caused, already_loaded)``.
+        A model whose circuit is open is refused with ``ModelFailed`` unless
+        ``force`` (an explicit ``models.load``) resets it; after a recent crash
+        the start waits out the backoff. Returns ``(resident, load_ms_caused, already_loaded)``.
         """
         spec = self.resolve(ref)
         ka = parse_keep_alive(keep_alive, self.daemon.config.keep_alive_s)
+        if force and spec.name in self.crashes:
+            self.crashes[spec.name].reset()
+        if spec.name not in self.resident:
+            self._check_circuit(spec.name)  # at once, without queueing behind a load
         lock = self._locks.setdefault(spec.name, anyio.Lock())
         async with lock:
             current = self.resident.get(spec.name)
@@ -156,8 +234,14 @@ class ModelManager:
                 current.touch(ka if keep_alive is not None else current.keep_alive)
                 return current, 0.0, True
             chosen = self.choose_backend(spec, backend)
-            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name}))
+            self._check_circuit(spec.name)
             started = time.monotonic()
+            if spec.name in self.crashes:
+                wait = self.crashes[spec.name].backoff_left()
+                if wait > 0:
+                    log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
+                    await anyio.sleep(wait)
+            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name}))
             assert self.tg is not None
             cfg = self.daemon.config
             try:
@@ -168,9 +252,12 @@ class ModelManager:
                     plugins=list(cfg.plugins),
                     disabled_plugins=list(cfg.disabled_plugins),
                     timeout=cfg.worker_start_timeout_s,
+                    hung_timeout=cfg.hung_timeout_s,
                     env={"IMPETUS_LOG_LEVEL": cfg.log_level},
                 )
             except ImpetusError as exc:
+                if isinstance(exc, ModelLoadFailed):  # the worker died or stalled while loading
+                    self.history(spec.name).record(str(exc.fields.get("cause", exc.message)))
                 self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
                 raise
             load_ms = (time.monotonic() - started) * 1000
@@ -199,6 +286,13 @@ class ModelManager:
         await self._stop(resident, "unloaded")
         return resident
 
+    async def unload_idle(self, keep: str) -> list[str]:
+        """Unload every model with no request in flight except ``keep``; their names."""
+        idle = [r for name, r in self.resident.items() if name != keep and r.in_flight == 0]
+        for resident in idle:
+            await self._stop(resident, "unloaded to free memory")
+        return [r.spec.name for r in idle]
+
     async def _stop(self, resident: Resident, why: str) -> None:
         self.resident.pop(resident.spec.name, None)
         await resident.worker.stop()
@@ -210,9 +304,11 @@ class ModelManager:
         resident = self.resident.get(worker.spec.name)
         if resident is not None and resident.worker is worker:
             del self.resident[worker.spec.name]
+            history = self.history(worker.spec.name)
+            history.record(worker.exit_reason or "unknown", hung=worker.hung)
             self.daemon.metrics.worker_crashed(worker.spec.name)
             self._changed()
-            log.warning("worker for %s exited: %s", worker.spec.name, worker.exit_reason)
+            log.warning("worker for %s exited: %s (%s)", worker.spec.name, worker.exit_reason, history.reason())
             self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
 
     async def stop_all(self) -> None:

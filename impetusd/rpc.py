@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import anyio
 import msgspec
@@ -54,6 +54,11 @@ class RequestContext:
         self.cooperative = False
         self.scope = anyio.CancelScope()
         self.abort_error: ImpetusError | None = None
+        self.finalizers: list[Callable[[], None]] = []  # run when the request is over
+
+    def finish(self) -> None:
+        while self.finalizers:
+            self.finalizers.pop()()
 
     def cancel(self) -> None:
         self.cancel_requested.set()
@@ -84,7 +89,9 @@ class Dispatcher:
     def decode_cancel(self, raw: msgspec.Raw) -> int | str:
         try:
             return self._cancel.decode(bytes(raw)).id
-        except msgspec.DecodeError as exc:
+        except RecursionError:
+            raise InvalidParams("Invalid params for $/cancel: nested too deeply") from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidParams(f"Invalid params for $/cancel: {exc}") from None
 
     def decoder(self, spec: MethodSpec) -> msgspec.json.Decoder[Any]:
@@ -103,8 +110,10 @@ class Dispatcher:
             field = field_of(str(exc))
             fields = {"field": field} if field else {}
             raise InvalidParams(f"Invalid params for {spec.name}: {exc}", **fields) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidParams(f"Invalid params for {spec.name}: {exc}") from None
+        except RecursionError:
+            raise InvalidParams(f"Invalid params for {spec.name}: nested too deeply") from None
 
     async def call(self, ctx: RequestContext, req: Request) -> Any:
         spec = self.daemon.registries.methods.get(req.method)

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import SocketStream, TaskGroup
 
-from .errors import ImpetusError, MessageTooLarge, ShuttingDown
+from .errors import ImpetusError, MessageTooLarge, Overloaded, ShuttingDown
+from .memtrim import release_freed_memory
+from .outbox import Outbox
 from .protocol.framing import LineReader
 from .protocol.messages import Request
 from .rpc import RequestContext
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 log = logging.getLogger(__name__)
+
+BIG_LINE = 1024 * 1024
 
 
 class DaemonAlreadyRunning(RuntimeError):
@@ -85,21 +89,37 @@ def peer_uid(stream: SocketStream) -> int | None:
 
 
 class Connection:
-    """A client connection. Serialises writes; tracks in-flight requests."""
+    """A client connection: reads requests, tracks them, and queues replies in a
+    bounded ``Outbox`` written by one task."""
 
     def __init__(self, daemon: Daemon, stream: SocketStream) -> None:
         self.daemon = daemon
         self.stream = stream
         self.codec = daemon.codec
-        self._send_lock = anyio.Lock()
+        self.outbox = Outbox(stream, daemon.config.max_client_buffer_bytes, self._overflowed)
         self.in_flight: dict[Any, RequestContext] = {}
         self.closed = False
 
     async def send(self, data: bytes) -> None:
+        """Queue ``data`` for the client; never waits for the client to read."""
         if self.closed:
             raise anyio.ClosedResourceError
-        async with self._send_lock:
-            await self.stream.send(data)
+        self.outbox.put(data)
+
+    def _overflowed(self, size: int) -> None:
+        log.warning("dropping a client that stopped reading (%d bytes waiting; limit %d)", size, self.daemon.config.max_client_buffer_bytes)
+        self._drop()
+
+    def _drop(self) -> None:
+        """Stop serving this client: cancel its requests, end the reader."""
+        self.closed = True
+        for ctx in list(self.in_flight.values()):
+            ctx.cancel()
+        sock: socket.socket = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # the reader sees end of stream
+        except OSError:
+            pass
 
     async def _reply(self, data: bytes | None) -> None:
         if data is None:
@@ -111,30 +131,48 @@ class Connection:
 
     async def serve(self) -> None:
         reader = LineReader(self.stream, self.daemon.config.max_line_bytes)
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as writer:
+            writer.start_soon(self.outbox.run)
             try:
-                while True:
+                async with anyio.create_task_group() as tg:
                     try:
-                        line = await reader.receive_line()
-                    except MessageTooLarge as exc:
-                        await self._reply(self.codec.encode_error(None, exc))
-                        await self._linger()
-                        break
-                    if line is None:
-                        break
-                    if not line.strip():
-                        continue
-                    await self._on_line(tg, line)
+                        while True:
+                            try:
+                                line = await reader.receive_line()
+                            except MessageTooLarge as exc:
+                                await self._reply(self.codec.encode_error(None, exc))
+                                await self._linger()
+                                break
+                            if line is None:
+                                break
+                            if not line.strip():
+                                continue
+                            await self._on_line(tg, line)
+                            # A buffered burst of lines must not monopolise the loop:
+                            # let other connections (and this one's writer) run between lines.
+                            await anyio.lowlevel.checkpoint()
+                    finally:
+                        self.closed = True
+                        for ctx in list(self.in_flight.values()):
+                            ctx.cancel()  # client gone: stop its work
             finally:
-                self.closed = True
-                for ctx in list(self.in_flight.values()):
-                    ctx.cancel()  # client gone: stop its work
+                # Replies already queued still go out (to a client that half-closed, or
+                # the answers of a shutdown), for a bounded time.
+                self.outbox.close()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await self.outbox.wait_empty()
+                self.outbox.stop()
         await self.stream.aclose()
+        if reader.largest > BIG_LINE:
+            del reader
+            release_freed_memory()  # the line buffer was large; give the memory back
 
     async def _linger(self) -> None:
         """Half-close and discard what the client is still sending (briefly), so
         the error is read before the connection closes instead of being lost to a reset."""
         try:
+            with anyio.move_on_after(1.0):
+                await self.outbox.wait_empty()  # the error goes out first
             await self.stream.send_eof()
             with anyio.move_on_after(1.0):
                 discarded = 0
@@ -207,6 +245,19 @@ class Connection:
             ctx.cancel()
 
 
+async def _refuse_overloaded(daemon: Daemon, stream: SocketStream) -> None:
+    """One Overloaded error line, then close (without reading the client's requests)."""
+    limit = daemon.config.max_connections
+    log.warning("refused a connection: %d connections open (limit %d)", daemon.connections, limit)
+    err = Overloaded(f"too many connections ({limit}); try again later", limit=limit, reason="connections")
+    with anyio.move_on_after(1.0):
+        try:
+            await stream.send(daemon.codec.encode_error(None, err))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+    await stream.aclose()
+
+
 async def _append(sink: list[bytes], data: bytes) -> None:
     sink.append(data)
 
@@ -238,6 +289,10 @@ async def serve_unix(daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] 
                         log.warning("refused a connection from uid %s", uid)
                         await stream.aclose()
                         continue
+                    if daemon.connections >= daemon.config.max_connections:
+                        conns.start_soon(_refuse_overloaded, daemon, stream)
+                        continue
+                    daemon.connections += 1  # counted here, so a burst of accepts cannot overshoot
                     conn = Connection(daemon, stream)
                     conns.start_soon(daemon.serve_connection, conn)
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any, Awaitable, Callable
 
 import anyio
@@ -15,7 +16,8 @@ import msgspec
 from anyio.abc import Process, TaskGroup
 
 from .backend import EmbedRequest, EngineInfo, GenerateRequest, ModelSpec
-from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed
+from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
+from .oom import MemoryWatch
 from .protocol.framing import LineReader
 from .protocol.messages import Codec
 from .worker.protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk
@@ -72,6 +74,9 @@ class WorkerHandle:
         self.exit_reason: str | None = None
         self.info: EngineInfo | None = None
         self.on_exit: Callable[[WorkerHandle], None] | None = None
+        self.memory = MemoryWatch(process.pid)  # for telling an OOM kill from a crash
+        self.hung = False  # killed by the watchdog
+        self.last_output = time.monotonic()  # any line from the worker, or the start of a busy spell
 
     @classmethod
     async def start(
@@ -83,6 +88,7 @@ class WorkerHandle:
         plugins: list[str],
         disabled_plugins: list[str],
         timeout: float,
+        hung_timeout: float | None = None,
         env: dict[str, str] | None = None,
     ) -> WorkerHandle:
         process = await anyio.open_process(
@@ -102,11 +108,14 @@ class WorkerHandle:
             await handle.stop()
             raise ModelLoadFailed(f"{spec.name}: the worker did not load the model within {timeout:.0f} s", model=spec.name) from None
         except WorkerCrashed as exc:
-            raise ModelLoadFailed(f"{spec.name}: the worker died while loading ({exc.fields.get('cause')})", model=spec.name) from None
+            cause = exc.fields.get("cause")
+            raise ModelLoadFailed(f"{spec.name}: the worker died while loading ({cause})", model=spec.name, cause=cause) from None
         except ImpetusError:
             await handle.stop()
             raise
         handle.info = msgspec.json.decode(bytes(raw), type=EngineInfo)
+        if hung_timeout:
+            tg.start_soon(handle._watchdog, hung_timeout)
         return handle
 
     @property
@@ -120,6 +129,8 @@ class WorkerHandle:
 
     async def _call(self, method: str, params: Any, on_text: Callable[[str], Awaitable[None]] | None = None, rid: int | None = None) -> msgspec.Raw:
         rid = next(self._ids) if rid is None else rid
+        if not self._pending:
+            self.last_output = time.monotonic()  # a busy spell starts now
         pending = self._pending[rid] = _Pending(on_text)
         try:
             if not self.alive:
@@ -181,24 +192,54 @@ class WorkerHandle:
                 await self._on_line(line)
         except ImpetusError as exc:
             log.error("worker %s sent a bad line: %s", self.pid, exc)
+            self.exit_reason = "killed: it sent a malformed line"
             self.process.kill()
         finally:
             with anyio.CancelScope(shield=True):
                 code = await self.process.wait()
-                self.exit_reason = self.exit_reason or describe_exit(code)
+                if self.exit_reason is None:  # not stopped or killed by the daemon
+                    hint = self.memory.hint(code)
+                    self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "")
                 self.exited.set()
                 for rid, pending in list(self._pending.items()):
-                    pending.error = WorkerCrashed(
-                        f"the worker for {self.spec.name} stopped ({self.exit_reason})",
-                        model=self.spec.name,
-                        cause=self.exit_reason,
-                        pid=self.pid,
-                    )
+                    pending.error = self._death_error()
                     pending.done.set()
                 if self.on_exit is not None:
                     self.on_exit(self)
 
+    def _death_error(self) -> ImpetusError:
+        if self.hung:
+            return WorkerHung(
+                f"the worker for {self.spec.name} was hung ({self.exit_reason}) and was killed",
+                model=self.spec.name,
+                cause=self.exit_reason,
+                pid=self.pid,
+            )
+        return WorkerCrashed(
+            f"the worker for {self.spec.name} stopped ({self.exit_reason})",
+            model=self.spec.name,
+            cause=self.exit_reason,
+            pid=self.pid,
+        )
+
+    async def _watchdog(self, timeout: float) -> None:
+        """Kill the worker when it has requests and has sent nothing for ``timeout`` s."""
+        interval = min(1.0, timeout / 4)
+        while self.alive:
+            with anyio.move_on_after(interval):
+                await self.exited.wait()
+            if self.alive:
+                self.memory.sample()
+            if self.alive and self._pending and time.monotonic() - self.last_output > timeout:
+                log.error("worker %s for %s sent nothing for %.1f s with %d request(s) active: killing it",
+                          self.pid, self.spec.name, timeout, len(self._pending))
+                self.hung = True
+                self.exit_reason = f"hung: no output for {timeout:g} s"
+                self.process.kill()
+                return
+
     async def _on_line(self, line: bytes) -> None:
+        self.last_output = time.monotonic()
         msg = self._reply_decoder.decode(line)
         if msg.method == "chunk":
             chunk = self._chunk_decoder.decode(bytes(msg.params))

@@ -26,13 +26,16 @@ def daemon_env(home: Path, sock: Path, **extra: str) -> dict[str, str]:
 class DaemonProcess:
     """``impetusd`` as a user runs it: a foreground process on a socket."""
 
-    def __init__(self, root: Path, **env: str) -> None:
+    def __init__(self, root: Path, config: str = "", **env: str) -> None:
         self.root = root
         self.home = root / "home"
         self.socket = root / "run" / "d.sock"
         self.env = daemon_env(self.home, self.socket, **env)
         self.log = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        if config:  # config.toml lines, e.g. "hung_timeout_s = 1"
+            self.home.mkdir(parents=True, exist_ok=True)
+            (self.home / "config.toml").write_text(config)
 
     def start(self, timeout: float = 20.0) -> DaemonProcess:
         with open(self.log, "ab") as out:
@@ -115,6 +118,14 @@ class RawConnection:
     def call(self, method: str, params: Any = None) -> dict[str, Any]:
         rid = self.send(method, params)
         return self.until_response(rid)[1]
+
+    def read_or_call(self, method: str) -> dict[str, Any]:
+        """``call``, but an error line the daemon sends unasked (a refusal) is returned too."""
+        rid = self.send(method)
+        msg = self.read()
+        while msg.get("id") not in (rid, None):
+            msg = self.read()
+        return msg
 
     def until_response(self, rid: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         notes = []

@@ -105,3 +105,45 @@ def test_sigterm_during_streaming_run(tmp_path_factory: pytest.TempPathFactory) 
         assert text.strip()  # the finished answer
     else:
         assert "ShuttingDown" in err.decode() or "WorkerCrashed" in err.decode()
+
+
+LONG = "Summarise this text. " + " ".join(f"Sentence {i} is about the weather in a small town by the sea." for i in range(25))
+
+
+def _idle_after(conn, started: float, timeout: float = 15.0) -> float:
+    def idle() -> bool:
+        models = conn.call("models.loaded")["result"]["models"]
+        return all(m["in_flight"] == 0 for m in models)
+
+    assert wait_until(idle, timeout=timeout, interval=0.1)
+    return time.monotonic() - started
+
+
+def test_cancel_and_disconnect_stop_a_long_prefill(model_daemon: DaemonProcess) -> None:
+    """A prompt of ~400 tokens takes ~30 s to prefill on this CPU; stopping must not."""
+    import psutil
+
+    params = {"model": MODEL, "messages": [{"role": "user", "content": LONG}], "max_tokens": 4, "stream": True}
+    with model_daemon.connect() as conn:
+        worker = psutil.Process(conn.call("models.loaded")["result"]["models"][0]["pid"])
+        rid = conn.send("chat", params)
+        time.sleep(1.5)  # well inside the prefill
+        started = time.monotonic()
+        conn.send("$/cancel", {"id": rid}, notify=True)
+        notes, final = conn.until_response(rid)
+        took = time.monotonic() - started
+        result = final["result"]
+        assert not notes and result["finish_reason"] == "cancelled"
+        assert result["usage"]["completion_tokens"] == 0 and result["usage"]["prompt_tokens"] > 300
+        assert took < 8.0, f"cancel took {took:.1f} s"
+    client = model_daemon.connect()
+    client.send("chat", params)
+    time.sleep(1.5)
+    client.close()  # disconnect mid-prefill
+    started = time.monotonic()
+    with model_daemon.connect() as watcher:
+        took = _idle_after(watcher, started)
+        assert took < 8.0, f"the prefill went on for {took:.1f} s after the client left"
+        worker.cpu_percent()
+        time.sleep(1.0)
+        assert worker.cpu_percent() < 25  # the worker is idle, not still prefilling

@@ -178,3 +178,21 @@ def test_raw_client_without_helpers(shared_daemon: DaemonProcess) -> None:
     reply = json.loads(sock.makefile().readline())
     sock.close()
     assert reply["result"]["status"] == "ok"
+
+
+def test_deeply_nested_lines_are_parse_errors_not_crashes(shared_daemon: DaemonProcess) -> None:
+    depth = 100_000
+    with shared_daemon.connect() as conn:
+        conn.send_line(b"[" * depth + b"]" * depth)
+        assert conn.read()["error"]["data"]["name"] == "ParseError"
+        conn.send_line(b'{"jsonrpc":"2.0","id":7,"method":"chat","params":' + b"[" * depth + b"]" * depth + b"}")
+        err = conn.read()  # too deep even to skip over as raw params
+        assert err["id"] is None and err["error"]["data"]["name"] == "ParseError"
+        conn.send_line(b'{"jsonrpc":"2.0","id":9,"method":"chat","params":{"model":' + b"[" * 200 + b"]" * 200 + b"}}")
+        err = conn.read()
+        assert err["id"] == 9 and err["error"]["data"]["name"] == "InvalidParams"
+        conn.send_line(b'{"jsonrpc":"2.0","id":8,"method":' + b"{" * 10 + b"}")
+        assert conn.read()["error"]["data"]["name"] == "InvalidRequest"  # method is not a string
+        conn.send_line(b'{"jsonrpc":"2.0","method":"$/cancel","params":{"id":' + b"[" * depth + b"]" * depth + b"}}")
+        assert conn.call("daemon.health")["result"]["status"] == "ok"
+    assert shared_daemon.proc is not None and shared_daemon.proc.poll() is None

@@ -26,8 +26,11 @@ def impetus_resolve_model(ref: str, config: Config) -> ModelSpec | None:
                 repo=entry.repo,
             )
         return ModelSpec(name=entry.alias, path=str(path), format="", source=f"package:{entry.package}")
-    candidate = Path(ref).expanduser()
-    if candidate.exists():
+    try:
+        candidate = Path(ref).expanduser()
+        if not candidate.exists():
+            return None
         resolved = candidate.resolve()
-        return ModelSpec(name=str(resolved), path=str(resolved), format="", source="path")
-    return None
+    except (OSError, ValueError, RuntimeError):  # too long, NUL byte, symlink loop, unknown ~user
+        return None
+    return ModelSpec(name=str(resolved), path=str(resolved), format="", source="path")

@@ -16,12 +16,16 @@ class LineReader:
     def __init__(self, stream: ByteStream, max_bytes: int) -> None:
         self._buffered = BufferedByteReceiveStream(stream)
         self._max = max_bytes
+        self.largest = 0  # bytes of the longest line (or refused prefix) seen
 
     async def receive_line(self) -> bytes | None:
         """The next line without its newline, or None at end of stream."""
         try:
-            return await self._buffered.receive_until(b"\n", self._max)
+            line = await self._buffered.receive_until(b"\n", self._max)
+            self.largest = max(self.largest, len(line))
+            return line
         except anyio.DelimiterNotFound:
+            self.largest = self._max
             raise MessageTooLarge(
                 f"message exceeds the {self._max}-byte line limit", limit=self._max
             ) from None

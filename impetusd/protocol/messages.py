@@ -44,8 +44,10 @@ class Codec:
         if stripped.startswith(b"["):
             try:
                 items = self._batch.decode(stripped)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 return ParseError(f"Parse error: {exc}")
+            except RecursionError:
+                return ParseError("Parse error: nested too deeply")
             if not items:
                 return InvalidRequest("Invalid Request: empty batch")
             return [self._one(bytes(item)) for item in items]
@@ -56,10 +58,15 @@ class Codec:
             return self._request.decode(data)
         except msgspec.ValidationError as exc:
             err = InvalidRequest(f"Invalid Request: {exc}")
-            err.fields["_id"] = _salvage_id(self._any.decode(data))
+            try:
+                err.fields["_id"] = _salvage_id(self._any.decode(data))
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                err.fields["_id"] = None
             return err
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
             return ParseError(f"Parse error: {exc}")
+        except RecursionError:  # msgspec's depth guard; not a DecodeError
+            return ParseError("Parse error: nested too deeply")
 
     def encode_result(self, req_id: RequestId, result: Any) -> bytes:
         return self._encoder.encode({"jsonrpc": "2.0", "id": req_id, "result": result}) + b"\n"

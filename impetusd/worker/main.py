@@ -17,10 +17,11 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from ..errors import GenerationFailed, ImpetusError, InternalError, NoBackend, PluginError
+from ..errors import ImpetusError, InternalError, NoBackend, PluginError
 from ..plugins import build_registries, make_plugin_manager
 from ..protocol.messages import Codec, Request
 from ..backend import EmbedRequest
+from .failures import backend_failure
 from .protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk
 
 log = logging.getLogger("impetusd.worker")
@@ -31,11 +32,18 @@ class Channel:
         self.codec = Codec()
         self._out = out
         self._lock = threading.Lock()
+        self.last_write = time.monotonic()
 
     def write(self, data: bytes) -> None:
         with self._lock:
             self._out.write(data)
             self._out.flush()
+            self.last_write = time.monotonic()
+
+    def heartbeat(self, every: float = 1.0) -> None:
+        """Tell the daemon we are alive (it kills workers that stay silent on a request)."""
+        if time.monotonic() - self.last_write > every:
+            self.notify("heartbeat", None)
 
     def result(self, rid: Any, result: Any) -> None:
         self.write(self.codec.encode_result(rid, result))
@@ -78,8 +86,7 @@ def main() -> None:
         chan.error(req.id, exc)
         return
     except Exception as exc:  # a backend failing to load is reported, not raised
-        log.exception("backend failed to start")
-        chan.error(req.id, GenerationFailed(f"{type(exc).__name__}: {exc}", stage="load"))
+        chan.error(req.id, backend_failure(exc, "load"))
         return
     chan.result(req.id, engine.info())
     Serve(chan, engine, stdin).run()
@@ -148,13 +155,8 @@ class Serve:
             self.chan.result(rid, run(req, queued_ms))
         except msgspec.DecodeError as exc:
             self.chan.error(rid, InternalError(f"bad {req.method} params: {exc}"))
-        except ImpetusError as exc:
-            self.chan.error(rid, exc)
-        except MemoryError as exc:
-            self.chan.error(rid, GenerationFailed(f"out of memory: {exc}", cause="memory"))
-        except Exception as exc:
-            log.exception("%s failed", req.method)
-            self.chan.error(rid, GenerationFailed(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # typed: ImpetusError as is, allocation failures as InsufficientMemory
+            self.chan.error(rid, backend_failure(exc, req.method))
         finally:
             with self.lock:
                 self.cancelled.discard(rid)
@@ -167,7 +169,8 @@ class Serve:
             if text:
                 self.chan.notify("chunk", TextChunk(id=rid, text=text))  # type: ignore[arg-type]
 
-        def should_stop() -> bool:
+        def should_stop() -> bool:  # engines call this between tokens and prefill chunks
+            self.chan.heartbeat()
             return rid in self.cancelled
 
         return GenerateDone(result=self.engine.generate(params.request, on_text, should_stop), queued_ms=queued_ms)

@@ -1,14 +1,18 @@
 """A third-party-style plugin used by the tests, loaded through IMPETUS_PLUGINS.
 
-It adds a model format (``*.echo`` files: a small TOML-ish text naming a delay),
-a backend that streams the last user message back word by word, and an RPC
-method ``echo.ping``. Everything goes through the real hooks, the real daemon and
-a real worker process.
+It adds a model format (``*.echo`` files), a backend that streams the last user
+message back word by word, and an RPC method ``echo.ping``. Everything goes
+through the real hooks, the real daemon and a real worker process.
+
+An ``.echo`` file is either a bare number (the delay between words, seconds) or
+TOML with the fields of ``EchoSettings``, which also let a test make the engine
+misbehave the way real engines do: crash, hang, or fail to allocate memory.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,27 +37,52 @@ def ping(daemon: Any, params: PingParams, ctx: Any) -> PingResult:
     return PingResult(text=f"echo: {params.text}", pid=os.getpid())
 
 
+class EchoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    delay_s: float = 0.0  # between words
+    repeat: int = 1  # echo the words this many times
+    crash_after: int | None = None  # words sent, then the worker SIGKILLs itself
+    hang_after: int | None = None  # words sent, then it sleeps without a sound
+    memory_errors: int = 0  # the first N generations in a worker raise MemoryError
+    pid_log: str | None = None  # each worker appends its pid here when it starts
+
+
 def _detect(path: Path) -> bool:
     return path.is_file() and path.suffix == ".echo"
 
 
 def _inspect(path: Path) -> dict[str, Any]:
-    return {"delay_s": float(path.read_text().strip() or 0)}
+    text = path.read_text().strip()
+    try:
+        return {"delay_s": float(text or 0)}
+    except ValueError:
+        return msgspec.structs.asdict(msgspec.toml.decode(text, type=EchoSettings))
 
 
 class EchoEngine:
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self, settings: EchoSettings) -> None:
+        self.settings = settings
+        self.memory_errors_left = settings.memory_errors
+        if settings.pid_log:
+            with open(settings.pid_log, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
 
     def info(self) -> EngineInfo:
         return EngineInfo(backend="echo", load_ms=0.0, details={"pid": os.getpid()})
 
     def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
+        cfg = self.settings
+        if self.memory_errors_left > 0:
+            self.memory_errors_left -= 1
+            raise MemoryError("echo: cannot allocate the KV cache")
         source = req.messages[-1].content if req.messages else (req.prompt or "")
-        words = source.split()
+        words = source.split() * cfg.repeat
         sent: list[str] = []
         finish = "stop"
         for i, word in enumerate(words):
+            if i == cfg.crash_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if i == cfg.hang_after:
+                time.sleep(3600)  # stuck in native code: no tokens, no cancellation checks
             if should_stop():
                 finish = "cancelled"
                 break
@@ -63,7 +92,8 @@ class EchoEngine:
             piece = word if i == 0 else " " + word
             on_text(piece)
             sent.append(piece)
-            time.sleep(self.delay)
+            if cfg.delay_s:
+                time.sleep(cfg.delay_s)
         return EngineResult(text="".join(sent), finish_reason=finish, prompt_tokens=len(words), completion_tokens=len(sent))  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -71,7 +101,7 @@ class EchoEngine:
 
 
 def _start(spec: ModelSpec) -> EchoEngine:
-    return EchoEngine(float(spec.metadata.get("delay_s", 0.0)))
+    return EchoEngine(msgspec.convert(spec.metadata, EchoSettings))
 
 
 @hookimpl

@@ -23,32 +23,42 @@ def detect(path: Path) -> bool:
         return fh.read(4) == MAGIC
 
 
+def _int(meta: dict[str, Any], key: str) -> int | None:
+    value = meta.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    return value if isinstance(value, str) else None
+
+
 def inspect(path: Path) -> dict[str, Any]:
+    """Scalar facts from the header; a value of the wrong type reads as absent."""
     from .reader import read_header
 
     header = read_header(path)
     meta = header.metadata
-    arch = meta.get("general.architecture")
+    arch = _str(meta, "general.architecture")
     params = 0
     for _type, shape in header.tensors.values():
         count = 1
         for dim in shape:
             count *= dim
         params += count
-    ftype = meta.get("general.file_type")
-    template = meta.get("tokenizer.chat_template")
+    ftype = _int(meta, "general.file_type")
     return {
         "architecture": arch,
-        "name": meta.get("general.name"),
+        "name": _str(meta, "general.name"),
         "gguf_version": header.version,
-        "context_length": meta.get(f"{arch}.context_length"),
-        "embedding_length": meta.get(f"{arch}.embedding_length"),
-        "block_count": meta.get(f"{arch}.block_count"),
+        "context_length": _int(meta, f"{arch}.context_length"),
+        "embedding_length": _int(meta, f"{arch}.embedding_length"),
+        "block_count": _int(meta, f"{arch}.block_count"),
         "quantization": FILE_TYPES.get(ftype, str(ftype)) if ftype is not None else None,
         "parameters": params,
         "tensors": len(header.tensors),
-        "tokenizer": meta.get("tokenizer.ggml.model"),
-        "chat_template": isinstance(template, str),
+        "tokenizer": _str(meta, "tokenizer.ggml.model"),
+        "chat_template": isinstance(meta.get("tokenizer.chat_template"), str),
     }
 
 

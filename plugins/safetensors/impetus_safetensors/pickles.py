@@ -2,12 +2,15 @@
 
 A path is a pickle checkpoint when it is a ``.bin``/``.pt``/``.pth``/``.ckpt``
 file that starts like one (a zip archive, as ``torch.save`` writes, or a pickle
-protocol 2+ stream), or a folder whose only weights are such files. A folder
+protocol 2+ stream), a file of any other name whose bytes are a pickle stream or
+a zip holding ``*/data.pkl`` (a renamed checkpoint), or a folder whose only
+weights are such files. A folder
 that also has safetensors weights is not one: the safetensors formats take it.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from impetusd.errors import PickleRefused
 from .folder import qualifies
 
 SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt"})
+SAFE_SUFFIXES = frozenset({".safetensors", ".gguf", ".json", ".txt", ".md"})
 MAX_LISTED = 64
 
 HOW = (
@@ -28,11 +32,26 @@ HOW = (
 
 
 def _looks_pickled(path: Path) -> bool:
-    if path.suffix.lower() not in SUFFIXES or not path.is_file():
+    # Safe formats are never sniffed: a safetensors header length of 0x280..0x5FF
+    # begins with the same two bytes as a pickle stream.
+    if not path.is_file() or path.suffix.lower() in SAFE_SUFFIXES:
         return False
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    if head != b"PK\x03\x04":
+        return False
+    if path.suffix.lower() in SUFFIXES:
+        return True
+    try:  # a zip under another name: a checkpoint only if torch.save's pickle is inside
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("data.pkl") for name in zf.namelist()[:10_000])
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def pickle_files(path: Path) -> list[Path]:

@@ -83,8 +83,10 @@ def read_header(path: Path) -> SafetensorsHeader:
         raise _refuse(path, "the file shrank while being read")
     try:
         doc = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
         raise _refuse(path, f"header is not JSON: {exc}") from None
+    except RecursionError:
+        raise _refuse(path, "header JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise _refuse(path, "header is not a JSON object")
     meta = doc.pop("__metadata__", None) or {}  # MLX writes null when it has none
