@@ -39,6 +39,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_concurrent_pulls: int = 2
     pull_attempts: int = 8  # per file, counting the first
     pull_backoff_s: float = 1.0  # first retry delay; doubles each time, with jitter, capped at 60 s
+    pull_timeout_s: float = 60.0  # a transfer that receives nothing for this long is retried
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -66,6 +67,7 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_concurrent_pulls: int | None = None
     pull_attempts: int | None = None
     pull_backoff_s: float | None = None
+    pull_timeout_s: float | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

@@ -61,6 +61,7 @@ class Faults:
     def __init__(self) -> None:
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
+        self.stall_seconds = 0
 
     def drop_after(self, pattern: str, nbytes: int, times: int = 1) -> None:
         self._add(_Fault(pattern, "drop", nbytes, times))
@@ -70,6 +71,11 @@ class Faults:
 
     def slow(self, pattern: str, bytes_per_second: int) -> None:
         self._add(_Fault(pattern, "slow", bytes_per_second, None))
+
+    def stall(self, pattern: str, after: int, seconds: int, times: int = 1) -> None:
+        """Send ``after`` bytes of the body, then nothing for ``seconds``, then hang up."""
+        self._add(_Fault(pattern, "stall", after, times))
+        self.stall_seconds = seconds
 
     def corrupt(self, pattern: str, offset: int, times: int = 1) -> None:
         self._add(_Fault(pattern, "corrupt", offset, times))
@@ -296,8 +302,10 @@ class FakeHub:
         if not body:
             return
         drop = self.faults.take(name, "drop")
+        stall = self.faults.take(name, "stall")
         slow = self.faults.take(name, "slow")
-        limit = len(chunk) if drop is None else min(len(chunk), drop.value)
+        cut = drop or stall
+        limit = len(chunk) if cut is None else min(len(chunk), cut.value)
         step = 64 * 1024
         began = time.monotonic()
         try:
@@ -312,7 +320,9 @@ class FakeHub:
             h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             return
-        if drop is not None:
+        if stall is not None:
+            time.sleep(self.faults.stall_seconds)
+        if cut is not None:
             h.close_connection = True
             h.connection.shutdown(2)  # mid-body: the client sees the connection end early
 

@@ -293,3 +293,23 @@ def test_run_pulls_a_hub_model_that_is_not_here(hub: FakeHub, hub_daemon: Daemon
     assert result["model"] == "test/fresh-GGUF" and result["usage"]["completion_tokens"] >= 1
     missing = ctl(hub_daemon, "run", str(tmp_path / "no-such.gguf"), "hi", check=False)
     assert missing.returncode == 1 and "[ModelNotFound]" in missing.stderr and "pulling" not in missing.stderr
+
+
+def test_a_stalled_transfer_times_out_and_resumes(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    root = tmp_path_factory.mktemp("stall")
+    (root / "home").mkdir()
+    (root / "home" / "config.toml").write_text("pull_backoff_s = 0.05\npull_timeout_s = 1.0\nmax_concurrent_pulls = 1\n")
+    d = DaemonProcess(root, HF_ENDPOINT=hub.url, HF_HOME=str(root / "hf")).start()
+    try:
+        payload = gguf_bytes(tmp_path, "F32", hidden=256)
+        hub.add_repo("test/stalls-GGUF", {"stalls-F32.gguf": payload})
+        hub.faults.stall("stalls-F32.gguf", 300_000, seconds=5)
+        started = time.monotonic()
+        ctl(d, "pull", "test/stalls-GGUF")
+        assert time.monotonic() - started < 5  # the stall was cut short by the timeout, not waited out
+        starts = [r.range_start for r in file_gets(hub, "stalls-F32.gguf")]
+        assert starts[0] is None and starts[1] is not None and starts[1] >= 300_000 - 65536
+        shown = json.loads(ctl(d, "--json", "show", "test/stalls-GGUF").stdout)
+        assert shown["files"][0]["sha256"] == hashlib.sha256(payload).hexdigest()
+    finally:
+        d.stop()

@@ -167,7 +167,7 @@ class Pulls:
                     elif blob.exists():  # another pull fetched it meanwhile
                         p.done, p.state = f.size, "cached"
                         continue
-                    await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel), f.name, progress=p)
+                    await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel, self.daemon.config.pull_timeout_s), f.name, progress=p)
                 downloaded += f.size
         job.status = "verifying"
         stored = []
