@@ -260,3 +260,23 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 store_cmds.register(main, State)
 service_cli.register(main, State)
+
+
+@main.command()
+@click.pass_obj
+def doctor(state: State) -> None:
+    """Check this machine: Python, accelerator, MLX, memory, disk, socket, daemon, service."""
+    from .doctor import environment_note, run_checks
+
+    checks = run_checks(state.config)
+    if state.json:
+        render.json_out({"environment": environment_note(), "checks": checks, "ok": all(c.status != "fail" for c in checks)})
+    else:
+        marks = {"pass": "ok  ", "warn": "warn", "fail": "FAIL"}
+        click.echo(environment_note())
+        for c in checks:
+            click.echo(f"[{marks[c.status]}] {c.name}: {c.detail}")
+            if c.fix:
+                click.echo(f"       fix: {c.fix}")
+    if any(c.status == "fail" for c in checks):
+        sys.exit(1)

