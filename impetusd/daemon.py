@@ -16,7 +16,7 @@ import pluggy
 from .activation import inherited_socket
 from .config import Config
 from .errors import ShuttingDown
-from .events import Event
+from .events import Event, EventBus
 from .metrics import MetricsRecorder
 from .models import ModelManager
 from .store.pull import Pulls
@@ -38,6 +38,7 @@ class Daemon:
         self.codec = Codec()
         self.dispatcher = Dispatcher(self)
         self.metrics = MetricsRecorder()
+        self.events = EventBus()
         self.store = Registry(config.home / "registry.db")
         self.models = ModelManager(self)
         self.pulls = Pulls(self)
@@ -75,6 +76,7 @@ class Daemon:
             self.connections -= 1
 
     def emit(self, event: Event) -> None:
+        self.events.publish(event)
         try:
             self.pm.hook.impetus_event(event=event)
         except Exception:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from .api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, Timings, Usage
 from .backend import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
 from .config import parse_keep_alive
@@ -135,7 +137,9 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
     daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     daemon.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
-    daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={"finish_reason": res.finish_reason, "completion_tokens": res.completion_tokens}))
+    daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={
+        "finish_reason": res.finish_reason, "usage": msgspec.to_builtins(usage), "timings": msgspec.to_builtins(timings),
+    }))
     common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)
     if isinstance(params, ChatParams):
         return GenerationResult(message=Message(role="assistant", content=res.text), **common)  # type: ignore[arg-type]

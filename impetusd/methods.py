@@ -34,6 +34,7 @@ from .hookspecs import hookimpl
 from .plugins import plugin_summary
 from .registries import MethodSpec, Registry
 from .rpc import RequestContext
+from .observe import OBSERVE_METHODS
 from .store.methods import STORE_METHODS
 
 if TYPE_CHECKING:
@@ -158,5 +159,5 @@ METHODS = (
 
 @hookimpl
 def impetus_register_methods(registry: Registry[MethodSpec]) -> None:
-    for spec in (*METHODS, *STORE_METHODS):
+    for spec in (*METHODS, *STORE_METHODS, *OBSERVE_METHODS):
         registry.add(spec)
