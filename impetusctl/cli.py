@@ -280,3 +280,30 @@ def doctor(state: State) -> None:
                 click.echo(f"       fix: {c.fix}")
     if any(c.status == "fail" for c in checks):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Print one frame and exit (with --json: a snapshot).")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.2, 60), help="Seconds between refreshes.")
+@click.pass_obj
+def top(state: State, once: bool, interval: float) -> None:
+    """Live view of loaded models, recent requests, CPU, memory and thermal state (Ctrl-C quits)."""
+    import time as _time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from .top import build, fetch
+
+    with state.client() as client:
+        if once or state.json:
+            frame = fetch(client)
+            render.json_out(frame) if state.json else Console().print(build(frame))
+            return
+        with Live(build(fetch(client)), auto_refresh=False, screen=False) as live:
+            try:
+                while True:
+                    _time.sleep(interval)
+                    live.update(build(fetch(client)), refresh=True)
+            except KeyboardInterrupt:
+                pass

@@ -245,6 +245,18 @@ class ModelStats(msgspec.Struct, frozen=True):
     decode_tokens_per_second: Histogram
 
 
+class RecentRequest(msgspec.Struct, frozen=True):
+    time: float
+    model: str
+    method: str
+    outcome: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None
+    decode_tps: float | None
+    total_ms: float
+
+
 class Metrics(msgspec.Struct, frozen=True):
     uptime_s: float
     connections: int
@@ -252,6 +264,7 @@ class Metrics(msgspec.Struct, frozen=True):
     requests: list[RequestCount]
     models: list[ModelStats]
     loaded: list[LoadedModel]
+    recent: list[RecentRequest] = []  # the last requests that finished, newest first
 
 
 # --- model store --------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, Timings, Usage
+from .api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, RecentRequest, Timings, Usage
 from .backend import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
 from .config import parse_keep_alive
 from .errors import InvalidParams, UnsupportedParameter
@@ -137,6 +137,11 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
     daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     daemon.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
+    daemon.metrics.finished(RecentRequest(
+        time=time.time(), model=resident.spec.name, method="chat" if isinstance(params, ChatParams) else "complete",
+        outcome=res.finish_reason, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        ttft_ms=timings.ttft_ms, decode_tps=timings.decode_tps, total_ms=timings.total_ms,
+    ))
     daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={
         "finish_reason": res.finish_reason, "usage": msgspec.to_builtins(usage), "timings": msgspec.to_builtins(timings),
     }))

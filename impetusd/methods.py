@@ -90,6 +90,7 @@ def daemon_metrics(daemon: Daemon, params: Empty, ctx: RequestContext) -> Metric
         requests=daemon.metrics.request_counts(),
         models=daemon.metrics.model_stats(),
         loaded=[r.describe() for r in daemon.models.resident.values()],
+        recent=list(daemon.metrics.recent),
     )
 
 

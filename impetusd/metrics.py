@@ -8,12 +8,12 @@ the daemon resolved, never a string a client made up.
 from __future__ import annotations
 
 import bisect
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
-from .api import Histogram, ModelStats, RequestCount
+from .api import Histogram, ModelStats, RecentRequest, RequestCount
 from .errors import ImpetusError
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class MetricsRecorder:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, str]] = Counter()
         self.models: dict[str, _ModelCounters] = {}
+        self.recent: deque[RecentRequest] = deque(maxlen=20)
 
     def _model(self, name: str) -> _ModelCounters:
         return self.models.setdefault(name, _ModelCounters())
@@ -96,6 +97,9 @@ class MetricsRecorder:
         m = self._model(model)
         m.worker_crashes += 1
         m.restart_pending = True
+
+    def finished(self, request: RecentRequest) -> None:
+        self.recent.appendleft(request)
 
     def request_counts(self) -> list[RequestCount]:
         return [RequestCount(model=m, method=k, outcome=o, count=n) for (m, k, o), n in sorted(self.requests.items())]

@@ -1,0 +1,67 @@
+"""``impetusctl top``: what the daemon and the machine are doing, refreshed in place."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from impetusd.api import Metrics
+from impetusd.observe import HardwareSnapshot
+
+from . import render
+
+
+class Frame(msgspec.Struct, frozen=True):
+    metrics: Metrics
+    hardware: HardwareSnapshot
+
+
+def fetch(client: Any) -> Frame:
+    return Frame(metrics=client.call("daemon.metrics", type=Metrics), hardware=client.call("hardware.snapshot", type=HardwareSnapshot))
+
+
+def _machine_line(frame: Frame) -> Text:
+    ps = frame.hardware.monitors.get("psutil", {})
+    cpu = ps.get("cpu_percent")
+    total, available = ps.get("memory_total_bytes"), ps.get("memory_available_bytes")
+    used = total - available if isinstance(total, int) and isinstance(available, int) else None
+    thermal = next((m.get("thermal_state") for m in frame.hardware.monitors.values() if isinstance(m, dict) and m.get("thermal_state")), "unknown")
+    parts = [
+        f"CPU {cpu:.0f}%" if isinstance(cpu, (int, float)) else "CPU ?",
+        f"memory {render.size(used)} / {render.size(total)}" if used and total else "memory ?",
+        f"thermal {thermal}",
+    ]
+    m = frame.metrics
+    return Text(f"impetusd up {m.uptime_s:.0f} s · {m.connections} connection(s) · {m.in_flight} request(s) running · " + " · ".join(parts))
+
+
+def _decode_rate(frame: Frame, name: str) -> str:
+    for s in frame.metrics.models:
+        h = s.decode_tokens_per_second
+        if s.model == name and h.count:
+            return f"{h.sum / h.count:.1f}"
+    return "-"
+
+
+def build(frame: Frame) -> Group:
+    now = time.time()
+    models = Table(title="loaded models", title_justify="left", expand=False)
+    for col in ("MODEL", "BACKEND", "PID", "MEMORY", "ACTIVE", "REQUESTS", "TOK/S", "UNLOADS IN"):
+        models.add_column(col)
+    for lm in frame.metrics.loaded:
+        until = "never" if lm.expires_at is None else f"{max(lm.expires_at - now, 0):.0f} s"
+        models.add_row(lm.name, lm.backend, str(lm.pid), render.size(lm.rss_bytes), str(lm.in_flight), str(lm.requests), _decode_rate(frame, lm.name), until)
+    recent = Table(title="recent requests", title_justify="left", expand=False)
+    for col in ("AGO", "MODEL", "METHOD", "OUTCOME", "TOKENS", "TTFT", "TOK/S"):
+        recent.add_column(col)
+    for r in frame.metrics.recent[:8]:
+        recent.add_row(
+            f"{max(now - r.time, 0):.0f} s", r.model, r.method, r.outcome, f"{r.prompt_tokens}+{r.completion_tokens}",
+            "-" if r.ttft_ms is None else f"{r.ttft_ms:.0f} ms", "-" if r.decode_tps is None else f"{r.decode_tps:.1f}",
+        )
+    return Group(_machine_line(frame), models, recent)
