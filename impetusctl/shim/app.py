@@ -145,7 +145,8 @@ class Shim:
             health = await self.daemon.call("daemon.health", type=Health)
         except (DaemonUnavailable, ImpetusError) as exc:
             return json_response({"status": "unavailable", "error": str(exc)}, 503)
-        return json_response({"status": health.status, "daemon": health}, 200 if health.status == "ok" else 503)
+        # "degraded" (a model failed, others serve) is still up; only a stopping daemon is not.
+        return json_response({"status": health.status, "daemon": health}, 503 if health.status == "shutting_down" else 200)
 
     async def metrics(self, request: Request) -> Response:
         try:
