@@ -50,12 +50,9 @@ class SubscribeResult(msgspec.Struct, frozen=True):
 
 
 def snapshot(daemon: Daemon) -> HardwareSnapshot:
-    monitors: dict[str, Any] = {}
-    for monitor in daemon.registries.monitors.values():
-        try:
-            monitors[monitor.name] = monitor.snapshot()
-        except Exception as exc:  # a monitor's failure is reported, not fatal
-            monitors[monitor.name] = {"error": f"{type(exc).__name__}: {exc}"}
+    from .methods import hardware_facts
+
+    monitors = hardware_facts(daemon)
     workers: dict[str, int | None] = {}
     for name, resident in daemon.models.resident.items():
         try:
