@@ -38,6 +38,9 @@ def test_hardware_samples_and_snapshot(daemon: DaemonProcess, echo_model: Path) 
         conn.call("models.load", {"model": str(echo_model)})
         snap = conn.call("hardware.snapshot")["result"]
         assert "psutil" in snap["monitors"] and snap["workers"][str(echo_model.resolve())] > 10_000_000
+        import os
+
+        assert len(snap["monitors"]["psutil"]["cpu_percent_per_core"]) == os.cpu_count()
         rid = conn.send("events.subscribe", {"topics": ["hardware"], "interval_s": 0.2})
         samples = []
         started = time.monotonic()

@@ -26,6 +26,7 @@ def snapshot() -> dict[str, Any]:
         "cpu_logical": psutil.cpu_count(logical=True),
         "cpu_physical": psutil.cpu_count(logical=False),
         "cpu_percent": psutil.cpu_percent(interval=None),
+        "cpu_percent_per_core": psutil.cpu_percent(interval=None, percpu=True),
         "memory_total_bytes": vm.total,
         "memory_available_bytes": vm.available,
         "swap_total_bytes": sw.total,
