@@ -56,6 +56,17 @@ class ModelFailure(msgspec.Struct, frozen=True):
     retry_after_s: float  # until the circuit closes / the backoff ends
 
 
+class ThermalState(msgspec.Struct, frozen=True):
+    """What the thermal watch last saw, and whether the daemon is backing off."""
+
+    level: str  # nominal, fair, serious, critical, or unknown (no monitor reports one)
+    source: str | None = None  # the monitor reporting the level
+    throttled: bool = False  # decode batch and prefill chunk lowered, warm-ups postponed
+    since: float | None = None  # when the current level was first seen
+    max_batch: int | None = None  # the tuning workers run with (None: the engine's default)
+    prefill_chunk: int | None = None
+
+
 class Health(msgspec.Struct, frozen=True):
     status: Literal["ok", "degraded", "shutting_down"]  # degraded: a model is failed
     uptime_s: float
@@ -63,6 +74,7 @@ class Health(msgspec.Struct, frozen=True):
     in_flight: int
     loaded_models: int
     failures: list[ModelFailure] = []
+    thermal: ThermalState | None = None
 
 
 class Describe(msgspec.Struct, frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import anyio
@@ -30,6 +31,7 @@ def main(socket_path: str | None, home: str | None, log_level: str | None) -> No
         stream=sys.stderr,
     )
     config.home.mkdir(parents=True, exist_ok=True)
+    os.environ["IMPETUS_HOME"] = str(config.home)  # the home in use, for plugins (disk free) and workers
     try:
         anyio.run(_run, config)
     except DaemonAlreadyRunning as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import msgspec
 
@@ -40,6 +40,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_attempts: int = 8  # per file, counting the first
     pull_backoff_s: float = 1.0  # first retry delay; doubles each time, with jitter, capped at 60 s
     pull_timeout_s: float = 60.0  # a transfer that receives nothing for this long is retried
+    # thermal-aware scheduling (docs/design.md)
+    thermal_poll_s: float = 3.0  # how often monitors' thermal levels are read
+    thermal_backoff_level: Literal["fair", "serious", "critical"] = "serious"  # at or above: back off
+    thermal_max_batch: int = 1  # decode batch size while backing off
+    thermal_prefill_chunk: int = 128  # prompt tokens per prefill step while backing off (engines keep a smaller default)
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +73,10 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_attempts: int | None = None
     pull_backoff_s: float | None = None
     pull_timeout_s: float | None = None
+    thermal_poll_s: float | None = None
+    thermal_backoff_level: Literal["fair", "serious", "critical"] | None = None
+    thermal_max_batch: int | None = None
+    thermal_prefill_chunk: int | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

@@ -20,6 +20,7 @@ from .events import Event, EventBus
 from .metrics import MetricsRecorder
 from .models import ModelManager
 from .store.pull import Pulls
+from .thermal import ThermalWatch
 from .store.registry import Registry
 from .plugins import await_maybe, build_registries, make_plugin_manager
 from .protocol.messages import Codec
@@ -42,6 +43,7 @@ class Daemon:
         self.store = Registry(config.home / "registry.db")
         self.models = ModelManager(self)
         self.pulls = Pulls(self)
+        self.thermal = ThermalWatch(self)
         self.started_at = time.time()
         self.stopping = False
         self.connections = 0
@@ -121,6 +123,7 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             root.start_soon(_watch_signals, daemon)
             await root.start(serve_unix, daemon)
             root.start_soon(daemon.models.reap_loop)
+            root.start_soon(daemon.thermal.run)
             for result in daemon.pm.hook.impetus_startup(daemon=daemon):
                 await await_maybe(result)
             log.info("impetusd ready (pid %s)", os.getpid())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from . import __version__
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 
 def hardware_facts(daemon: Daemon) -> dict[str, Any]:
+    """Every monitor's snapshot. Blocking (monitors measure and run tools): call
+    it through ``anyio.to_thread.run_sync``."""
     facts: dict[str, Any] = {}
     for monitor in daemon.registries.monitors.values():
         try:
@@ -51,7 +54,8 @@ def hardware_facts(daemon: Daemon) -> dict[str, Any]:
     return facts
 
 
-def daemon_info(daemon: Daemon, params: Empty, ctx: RequestContext) -> DaemonInfo:
+async def daemon_info(daemon: Daemon, params: Empty, ctx: RequestContext) -> DaemonInfo:
+    hardware = await anyio.to_thread.run_sync(hardware_facts, daemon)
     return DaemonInfo(
         name="impetusd",
         version=__version__,
@@ -64,7 +68,7 @@ def daemon_info(daemon: Daemon, params: Empty, ctx: RequestContext) -> DaemonInf
         plugins=[PluginInfo(name=n, hooks=h) for n, h in plugin_summary(daemon.pm)],
         formats=daemon.registries.formats.names(),
         backends=daemon.registries.backends.names(),
-        hardware=hardware_facts(daemon),
+        hardware=hardware,
     )
 
 
@@ -78,6 +82,7 @@ def daemon_health(daemon: Daemon, params: Empty, ctx: RequestContext) -> Health:
         in_flight=sum(1 for c in daemon.in_flight if not c.method.startswith("daemon.")),
         loaded_models=len(daemon.models.resident),
         failures=failures,
+        thermal=daemon.thermal.state(),
     )
 
 

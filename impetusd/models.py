@@ -244,6 +244,8 @@ class ModelManager:
             self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name}))
             assert self.tg is not None
             cfg = self.daemon.config
+            thermal = self.daemon.thermal
+            tuning = thermal.tuning()
             try:
                 worker = await WorkerHandle.start(
                     self.tg,
@@ -254,6 +256,8 @@ class ModelManager:
                     timeout=cfg.worker_start_timeout_s,
                     hung_timeout=cfg.hung_timeout_s,
                     env={"IMPETUS_LOG_LEVEL": cfg.log_level},
+                    tuning=tuning if thermal.throttled else None,
+                    warm_up=not thermal.throttled,  # postponed while the machine is hot
                 )
             except ImpetusError as exc:
                 if isinstance(exc, ModelLoadFailed):  # the worker died or stalled while loading
@@ -266,6 +270,8 @@ class ModelManager:
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident
             self._changed()
+            if thermal.tuning() != tuning:  # the thermal state changed while it started
+                await worker.tune(thermal.tuning())
             log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
             self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={"backend": chosen.name, "pid": worker.pid, "load_ms": load_ms}))
             return resident, load_ms, False

@@ -10,6 +10,7 @@ import anyio
 import msgspec
 import psutil
 
+from .api import ThermalState
 from .errors import InvalidParams
 from .events import TOPICS, Event
 from .registries import MethodSpec
@@ -29,6 +30,7 @@ class HardwareSnapshot(msgspec.Struct, frozen=True):
     time: float
     monitors: dict[str, Any]
     workers: dict[str, int | None]  # model -> worker RSS bytes
+    thermal: ThermalState | None = None
 
 
 class SubscribeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -49,21 +51,21 @@ class SubscribeResult(msgspec.Struct, frozen=True):
     dropped: int
 
 
-def snapshot(daemon: Daemon) -> HardwareSnapshot:
+async def snapshot(daemon: Daemon) -> HardwareSnapshot:
     from .methods import hardware_facts
 
-    monitors = hardware_facts(daemon)
+    monitors = await anyio.to_thread.run_sync(hardware_facts, daemon)
     workers: dict[str, int | None] = {}
     for name, resident in daemon.models.resident.items():
         try:
             workers[name] = psutil.Process(resident.worker.pid).memory_info().rss
         except psutil.Error:
             workers[name] = None
-    return HardwareSnapshot(time=time.time(), monitors=monitors, workers=workers)
+    return HardwareSnapshot(time=time.time(), monitors=monitors, workers=workers, thermal=daemon.thermal.state())
 
 
-def hardware_snapshot(daemon: Daemon, params: SnapshotParams, ctx: RequestContext) -> HardwareSnapshot:
-    return snapshot(daemon)
+async def hardware_snapshot(daemon: Daemon, params: SnapshotParams, ctx: RequestContext) -> HardwareSnapshot:
+    return await snapshot(daemon)
 
 
 async def events_subscribe(daemon: Daemon, params: SubscribeParams, ctx: RequestContext) -> SubscribeResult:
@@ -97,7 +99,7 @@ async def events_subscribe(daemon: Daemon, params: SubscribeParams, ctx: Request
 async def _sample(daemon: Daemon, interval: float, topics: set[str]) -> None:
     pressured = False
     while True:
-        snap = snapshot(daemon)
+        snap = await snapshot(daemon)
         if "hardware" in topics:
             daemon.emit(Event(kind="hardware.sample", data=msgspec.to_builtins(snap)))
         percent = psutil.virtual_memory().percent
@@ -109,5 +111,5 @@ async def _sample(daemon: Daemon, interval: float, topics: set[str]) -> None:
 
 OBSERVE_METHODS = (
     MethodSpec("hardware.snapshot", SnapshotParams, HardwareSnapshot, hardware_snapshot, "Facts and samples from every hardware monitor, and each worker's memory."),
-    MethodSpec("events.subscribe", SubscribeParams, SubscribeResult, events_subscribe, "Stream events (topics: model, request, hardware, memory) as events.event notifications until $/cancel.", stream=True),
+    MethodSpec("events.subscribe", SubscribeParams, SubscribeResult, events_subscribe, "Stream events (topics: model, request, hardware, memory, thermal) as events.event notifications until $/cancel.", stream=True),
 )

@@ -14,24 +14,18 @@ from pathlib import Path
 
 import psutil
 
+from .cgroup import memory_cgroup
+
 LOW_AVAILABLE = 0.05  # fraction of RAM still available
 BIG_WORKER = 0.5  # fraction of RAM held by the worker
 
 
 def _cgroup_files() -> list[Path]:
-    files: list[Path] = []
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return files
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        rel = path.lstrip("/")
-        if controllers == "":  # cgroup v2
-            files += [Path("/sys/fs/cgroup") / rel / "memory.events", Path("/sys/fs/cgroup/memory.events")]
-        elif "memory" in controllers.split(","):
-            files += [Path("/sys/fs/cgroup/memory") / rel / "memory.oom_control", Path("/sys/fs/cgroup/memory/memory.oom_control")]
-    return files
+    cg = memory_cgroup()
+    if cg is None:
+        return []
+    name = "memory.events" if cg.version == 2 else "memory.oom_control"
+    return [Path(d) / name for d in cg.dirs]
 
 
 def oom_kill_count() -> int | None:

@@ -25,6 +25,9 @@ class HardwareMonitor(msgspec.Struct, frozen=True):
 
     name: str
     snapshot: Callable[[], dict[str, Any]]
+    # The current thermal pressure level ("nominal", "fair", "serious",
+    # "critical") or None when unknown; cheap, polled by the thermal watch.
+    thermal: Callable[[], str | None] | None = None
 
 
 class CacheTier(msgspec.Struct, frozen=True):

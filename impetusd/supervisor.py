@@ -20,7 +20,7 @@ from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from .oom import MemoryWatch
 from .protocol.framing import LineReader
 from .protocol.messages import Codec
-from .worker.protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk
+from .worker.protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class WorkerHandle:
         self.memory = MemoryWatch(process.pid)  # for telling an OOM kill from a crash
         self.hung = False  # killed by the watchdog
         self.last_output = time.monotonic()  # any line from the worker, or the start of a busy spell
+        self.tuning = Tuning()  # what the worker was last told (thermal backoff)
+        self.warm_up_pending = False  # its warm-up was postponed while the machine was hot
 
     @classmethod
     async def start(
@@ -90,6 +92,8 @@ class WorkerHandle:
         timeout: float,
         hung_timeout: float | None = None,
         env: dict[str, str] | None = None,
+        tuning: Tuning | None = None,
+        warm_up: bool = True,
     ) -> WorkerHandle:
         process = await anyio.open_process(
             [sys.executable, "-m", "impetusd.worker"],
@@ -99,8 +103,10 @@ class WorkerHandle:
             env={**os.environ, **(env or {})},
         )
         handle = cls(spec, backend, process)
+        handle.tuning = tuning or Tuning()
+        handle.warm_up_pending = not warm_up
         tg.start_soon(handle._read_loop)
-        start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins)
+        start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up)
         try:
             with anyio.fail_after(timeout):
                 raw = await handle._call("worker.start", start)
@@ -180,6 +186,26 @@ class WorkerHandle:
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         raw = await self._call("embed", request)
         return msgspec.json.decode(bytes(raw), type=EmbedDone)
+
+    async def notify(self, method: str, params: Any) -> bool:
+        """Send a notification; False if the worker is gone."""
+        if not self.alive:
+            return False
+        try:
+            await self._send(self.codec.encode_notification(method, params))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return False
+        return True
+
+    async def tune(self, tuning: Tuning) -> bool:
+        """``worker.tune``: the worker's reader thread hands it to the engine at once."""
+        self.tuning = tuning
+        return await self.notify("worker.tune", tuning)
+
+    async def warm_up(self) -> bool:
+        """Run the postponed warm-up (queued behind any request already waiting)."""
+        self.warm_up_pending = False
+        return await self.notify("worker.warm_up", None)
 
     async def _read_loop(self) -> None:
         assert self.process.stdout is not None

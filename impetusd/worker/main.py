@@ -22,7 +22,7 @@ from ..plugins import build_registries, make_plugin_manager
 from ..protocol.messages import Codec, Request
 from ..backend import EmbedRequest
 from .failures import backend_failure
-from .protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk
+from .protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
 
 log = logging.getLogger("impetusd.worker")
 
@@ -88,8 +88,27 @@ def main() -> None:
     except Exception as exc:  # a backend failing to load is reported, not raised
         chan.error(req.id, backend_failure(exc, "load"))
         return
+    if start.tuning is not None:
+        tune(engine, start.tuning)
+    if start.warm_up:
+        warm_up(engine)
     chan.result(req.id, engine.info())
     Serve(chan, engine, stdin).run()
+
+
+def tune(engine: Any, tuning: Tuning) -> None:
+    """Engines may offer ``tune(tuning)``; the others run as they are."""
+    method = getattr(engine, "tune", None)
+    if method is not None:
+        method(tuning)
+
+
+def warm_up(engine: Any) -> None:
+    """Engines may offer ``warm_up()`` (a token through the model so the first
+    request does not pay for setup). The daemon postpones it while the machine is hot."""
+    method = getattr(engine, "warm_up", None)
+    if method is not None:
+        method()
 
 
 def _start_engine(start: StartParams) -> Any:
@@ -118,6 +137,7 @@ class Serve:
         self.gen_decoder = msgspec.json.Decoder(GenerateParams)
         self.cancel_decoder = msgspec.json.Decoder(CancelTarget)
         self.embed_decoder = msgspec.json.Decoder(EmbedRequest)
+        self.tune_decoder = msgspec.json.Decoder(Tuning)
 
     def read_loop(self) -> None:
         for line in self.stdin:
@@ -131,6 +151,11 @@ class Serve:
                     self.cancelled.add(self.cancel_decoder.decode(bytes(req.params)).id)
             elif req.method == "worker.shutdown":
                 break
+            elif req.method == "worker.tune":
+                try:
+                    tune(self.engine, self.tune_decoder.decode(bytes(req.params)))
+                except Exception:  # the reader thread must keep reading
+                    log.exception("worker.tune failed")
             else:
                 self.jobs.put((req, time.monotonic()))
         os._exit(0)  # daemon gone or asked us to stop: the OS reclaims everything
@@ -148,6 +173,12 @@ class Serve:
             run = self._generate
         elif req.method == "embed":
             run = self._embed
+        elif req.method == "worker.warm_up":  # a notification, run between requests
+            try:
+                warm_up(self.engine)
+            except Exception:
+                log.exception("the postponed warm-up failed")
+            return
         else:
             self.chan.error(rid, InternalError(f"worker has no method {req.method}"))
             return

@@ -7,6 +7,13 @@ import msgspec
 from ..backend import EmbedOutput, EngineResult, GenerateRequest, ModelSpec
 
 
+class Tuning(msgspec.Struct, frozen=True):
+    """Notification ``worker.tune``: scheduling settings (None = the engine's default)."""
+
+    max_batch: int | None = None
+    prefill_chunk: int | None = None
+
+
 class StartParams(msgspec.Struct, frozen=True):
     """First request the daemon sends: which backend to start on which model."""
 
@@ -14,6 +21,8 @@ class StartParams(msgspec.Struct, frozen=True):
     backend: str
     plugins: list[str] = []
     disabled_plugins: list[str] = []
+    tuning: Tuning | None = None  # start with these settings (the daemon is backing off)
+    warm_up: bool = True  # False: postponed until the daemon sends worker.warm_up
 
 
 class GenerateParams(msgspec.Struct, frozen=True):

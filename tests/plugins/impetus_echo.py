@@ -7,6 +7,10 @@ through the real hooks, the real daemon and a real worker process.
 An ``.echo`` file is either a bare number (the delay between words, seconds) or
 TOML with the fields of ``EchoSettings``, which also let a test make the engine
 misbehave the way real engines do: crash, hang, or fail to allocate memory.
+
+The engine honours ``worker.tune`` and counts warm-ups; a chat whose last
+message is ``tuning?`` answers with them as one JSON word, so a test sees what
+the daemon told the worker.
 """
 
 from __future__ import annotations
@@ -62,12 +66,23 @@ class EchoEngine:
     def __init__(self, settings: EchoSettings) -> None:
         self.settings = settings
         self.memory_errors_left = settings.memory_errors
+        self.tuning: dict[str, Any] = {"max_batch": None, "prefill_chunk": None}
+        self.warm_ups = 0
         if settings.pid_log:
             with open(settings.pid_log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="echo", load_ms=0.0, details={"pid": os.getpid()})
+        return EngineInfo(backend="echo", load_ms=0.0, details={"pid": os.getpid(), **self.report()})
+
+    def tune(self, tuning: Any) -> None:
+        self.tuning = msgspec.structs.asdict(tuning)
+
+    def warm_up(self) -> None:
+        self.warm_ups += 1
+
+    def report(self) -> dict[str, Any]:
+        return {**self.tuning, "warm_ups": self.warm_ups}
 
     def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
         cfg = self.settings
@@ -75,6 +90,8 @@ class EchoEngine:
             self.memory_errors_left -= 1
             raise MemoryError("echo: cannot allocate the KV cache")
         source = req.messages[-1].content if req.messages else (req.prompt or "")
+        if source == "tuning?":
+            source = msgspec.json.encode(self.report()).decode()
         words = source.split() * cfg.repeat
         sent: list[str] = []
         finish = "stop"

@@ -36,7 +36,7 @@ class MLXEngine:
         self.context_length = context_length
         self.load_ms = load_ms
         self.details = details
-        self.prefill_step = prefill_chunk()
+        self.default_prefill_step = self.prefill_step = prefill_chunk()
 
     @classmethod
     def load(cls, spec: ModelSpec) -> MLXEngine:
@@ -48,7 +48,6 @@ class MLXEngine:
         hf = build_tokenizer(meta)
         wrapper = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta))
         engine = cls(model, wrapper, hf.add_bos, int(details["context_length"]), 0.0, details)
-        engine.warm_up()
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
 
@@ -57,6 +56,13 @@ class MLXEngine:
         ids = self.tokenizer.encode("Hi", add_special_tokens=False) or [0]
         for _ in stream_generate(self.model, self.tokenizer, ids, max_tokens=1, sampler=make_sampler(0.0)):
             pass
+
+    def tune(self, tuning: Any) -> None:
+        """``worker.tune`` (called from the worker's reader thread): the prefill
+        chunk, never above this device's default; None restores the default.
+        One request runs at a time here, so there is no batch size to lower."""
+        chunk = tuning.prefill_chunk
+        self.prefill_step = self.default_prefill_step if chunk is None else max(1, min(chunk, self.default_prefill_step))
 
     def info(self) -> EngineInfo:
         return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.context_length, details={**self.details, "device": str(mx.default_device())})
