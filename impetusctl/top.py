@@ -31,6 +31,9 @@ def _machine_line(frame: Frame) -> Text:
     total, available = ps.get("memory_total_bytes"), ps.get("memory_available_bytes")
     used = total - available if isinstance(total, int) and isinstance(available, int) else None
     thermal = next((m.get("thermal_state") for m in frame.hardware.monitors.values() if isinstance(m, dict) and m.get("thermal_state")), "unknown")
+    th = frame.hardware.thermal  # the daemon's own view (worst level of every monitor)
+    if th is not None:
+        thermal = th.level + (f" (backing off: batch {th.max_batch}, prefill chunk {th.prefill_chunk})" if th.throttled else "")
     parts = [
         f"CPU {cpu:.0f}%" if isinstance(cpu, (int, float)) else "CPU ?",
         f"memory {render.size(used)} / {render.size(total)}" if used and total else "memory ?",
