@@ -8,7 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import msgspec
 import psutil
@@ -130,7 +130,47 @@ def default_model(config: Config) -> Check:
     return Check("default model", "pass", f"smollm2-135m at {path}")
 
 
-CHECKS: tuple[Callable[[Config], Check], ...] = (python_version, accelerator, mlx, memory, disk, socket_permissions, daemon, service, default_model)
+def _monitors(config: Config) -> list[Any]:
+    from impetusd.plugins import build_registries, make_plugin_manager
+
+    return build_registries(make_plugin_manager(config.plugins, config.disabled_plugins)).monitors.values()
+
+
+def thermal(config: Config) -> Check:
+    """The machine's thermal pressure, as the daemon's thermal watch reads it."""
+    from impetusd.thermal import read_levels, worst
+
+    level, source = worst(read_levels([m for m in _monitors(config) if m.thermal is not None]))
+    if level == "unknown":
+        return Check("thermal", "pass", "no hardware monitor reports thermal pressure here (no thermal zones or sensor limits); no thermal backoff")
+    if level in ("serious", "critical"):
+        return Check("thermal", "warn", f"thermal pressure is {level} ({source}): impetusd runs smaller batches and prefill chunks until it cools", "improve cooling or lower the load")
+    return Check("thermal", "pass", f"thermal pressure {level} ({source})")
+
+
+def memory_limit(config: Config) -> Check:
+    """The cgroup memory limit the daemon and its workers run under (Linux)."""
+    linux = next((m for m in _monitors(config) if m.name == "linux"), None)
+    facts = linux.snapshot() if linux is not None else {}
+    if not facts.get("available"):
+        return Check("memory limit", "pass", "no cgroup memory limits on this platform")
+    cg = facts.get("cgroup")
+    if not cg or cg.get("limited") is None:
+        return Check("memory limit", "pass", "no memory cgroup found")
+    if not cg["limited"]:
+        return Check("memory limit", "pass", f"cgroup v{cg['version']} {cg['path']}: no memory limit")
+    limit = cg["memory_limit_bytes"]
+    detail = f"cgroup v{cg['version']} {cg['path']}: limited to {limit / GB:.1f} GiB (using {(cg.get('memory_usage_bytes') or 0) / GB:.1f} GiB)"
+    if limit < 1 * GB:
+        return Check("memory limit", "fail", detail, "raise the service's MemoryMax (or the container's limit); models will be killed for memory")
+    if limit < 4 * GB:
+        return Check("memory limit", "warn", detail, "only small models will fit under this limit")
+    return Check("memory limit", "pass", detail)
+
+
+CHECKS: tuple[Callable[[Config], Check], ...] = (
+    python_version, accelerator, mlx, memory, memory_limit, disk, thermal, socket_permissions, daemon, service, default_model,
+)
 
 
 def run_checks(config: Config) -> list[Check]:

@@ -109,3 +109,19 @@ def test_mlx_engine_tunes_its_prefill_chunk() -> None:
     engine.tune(Tuning(prefill_chunk=max(default // 4, 1)))
     engine.tune(Tuning())
     assert engine.prefill_step == default
+
+
+def test_doctor_reports_the_thermal_state_and_the_memory_limit(tmp_path: Path) -> None:
+    from helpers import daemon_env
+
+    heat = tmp_path / "thermal"
+    heat.write_text("critical")
+    env = daemon_env(tmp_path / "home", tmp_path / "run" / "d.sock", IMPETUS_PLUGINS="impetus_thermal_script", IMPETUS_TEST_THERMAL=str(heat))
+    done = subprocess.run([sys.executable, "-m", "impetusctl", "--json", "--no-autostart", "doctor"], env=env, capture_output=True, text=True, timeout=180)
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["thermal"]["status"] == "warn" and "critical (scripted)" in checks["thermal"]["detail"]
+    assert checks["memory limit"]["status"] in ("pass", "warn", "fail") and "cgroup" in checks["memory limit"]["detail"]
+    heat.write_text("nominal")
+    done = subprocess.run([sys.executable, "-m", "impetusctl", "--json", "--no-autostart", "doctor"], env=env, capture_output=True, text=True, timeout=180)
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["thermal"] == {**checks["thermal"], "status": "pass", "detail": "thermal pressure nominal (scripted)"}
