@@ -43,6 +43,27 @@ def _machine_line(frame: Frame) -> Text:
     return Text(f"impetusd up {m.uptime_s:.0f} s · {m.connections} connection(s) · {m.in_flight} request(s) running · " + " · ".join(parts))
 
 
+def _hardware_line(frame: Frame) -> Text | None:
+    """What the machine is, as the platform monitors measured it."""
+    mons = frame.hardware.monitors
+    apple, linux = mons.get("apple") or {}, mons.get("linux") or {}
+    parts: list[str] = []
+    if apple.get("available"):
+        parts.append(apple.get("chip") or "Apple chip ?")
+        if apple.get("performance_cores") is not None:
+            parts.append(f"{apple['performance_cores']}P+{apple.get('efficiency_cores') or 0}E cores")
+        if apple.get("gpu_cores"):
+            parts.append(f"{apple['gpu_cores']}-core GPU")
+    elif linux.get("available"):
+        parts.append(linux.get("cpu_model") or linux.get("board") or "CPU ?")
+        cg = linux.get("cgroup") or {}
+        if cg.get("limited"):
+            parts.append(f"cgroup limit {render.size(cg['memory_limit_bytes'])}")
+        for gpu in linux.get("nvidia_gpus") or []:
+            parts.append(f"{gpu['name']} {render.size(gpu['memory_used_bytes'])}/{render.size(gpu['memory_total_bytes'])}")
+    return Text(" · ".join(parts)) if parts else None
+
+
 def _decode_rate(frame: Frame, name: str) -> str:
     for s in frame.metrics.models:
         h = s.decode_tokens_per_second
@@ -67,4 +88,5 @@ def build(frame: Frame) -> Group:
             f"{max(now - r.time, 0):.0f} s", r.model, r.method, r.outcome, f"{r.prompt_tokens}+{r.completion_tokens}",
             "-" if r.ttft_ms is None else f"{r.ttft_ms:.0f} ms", "-" if r.decode_tps is None else f"{r.decode_tps:.1f}",
         )
-    return Group(_machine_line(frame), models, recent)
+    hardware = _hardware_line(frame)
+    return Group(_machine_line(frame), *([hardware] if hardware else []), models, recent)

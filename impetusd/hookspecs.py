@@ -42,7 +42,8 @@ def impetus_register_cache_tiers(registry: Registry[CacheTier]) -> None:
 
 @hookspec
 def impetus_register_hardware_monitors(registry: Registry[HardwareMonitor]) -> None:
-    """Add sources of hardware facts and samples."""
+    """Add sources of hardware facts and samples (``HardwareMonitor``); a
+    monitor's optional ``thermal`` level feeds thermal-aware scheduling."""
 
 
 @hookspec

@@ -57,6 +57,9 @@ def test_backs_off_when_hot_and_recovers(tmp_path: Path) -> None:
             assert "thermal serious (backing off: batch 1, prefill chunk 64)" in top.stdout
             snap = conn.call("hardware.snapshot")["result"]
             assert snap["thermal"]["throttled"] is True and snap["monitors"]["scripted"]["thermal_state"] == "serious"
+            cpu_model = snap["monitors"]["linux"].get("cpu_model")
+            if cpu_model:  # the machine line shows what the Linux monitor measured
+                assert cpu_model in top.stdout
 
             heat.write_text("critical")  # hotter: a new level, still backing off
             assert next_event(watcher, "thermal.changed")["data"]["level"] == "critical"
