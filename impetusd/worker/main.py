@@ -82,16 +82,16 @@ def main() -> None:
     try:
         start = msgspec.json.decode(bytes(req.params), type=StartParams)
         engine = _start_engine(start)
+        if start.tuning is not None:
+            tune(engine, start.tuning)
+        if start.warm_up:  # a failing warm-up is a failed load
+            warm_up(engine)
     except ImpetusError as exc:
         chan.error(req.id, exc)
         return
     except Exception as exc:  # a backend failing to load is reported, not raised
         chan.error(req.id, backend_failure(exc, "load"))
         return
-    if start.tuning is not None:
-        tune(engine, start.tuning)
-    if start.warm_up:
-        warm_up(engine)
     chan.result(req.id, engine.info())
     Serve(chan, engine, stdin).run()
 
