@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import msgspec
 
+from .budget import parse_size
 from .errors import InvalidParams
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
@@ -40,6 +41,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_attempts: int = 8  # per file, counting the first
     pull_backoff_s: float = 1.0  # first retry delay; doubles each time, with jitter, capped at 60 s
     pull_timeout_s: float = 60.0  # a transfer that receives nothing for this long is retried
+    # residency (docs/design.md, Residency)
+    memory_budget_bytes: int | None = None  # None: memory_budget_fraction of RAM / the cgroup limit
+    memory_budget_fraction: float = 0.8
+    memory_estimate_context: int = 4096  # tokens of KV cache reckoned per model
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +73,9 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_attempts: int | None = None
     pull_backoff_s: float | None = None
     pull_timeout_s: float | None = None
+    memory_budget_bytes: int | str | None = None  # bytes, or "8GB", "512MiB"
+    memory_budget_fraction: float | None = None
+    memory_estimate_context: int | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -100,6 +108,12 @@ def load_config(
         values["plugins"] = [*values.get("plugins", []), *env["IMPETUS_PLUGINS"].split(",")]
     if env.get("IMPETUS_MAX_LINE_BYTES"):
         values["max_line_bytes"] = int(env["IMPETUS_MAX_LINE_BYTES"])
+    if env.get("IMPETUS_MEMORY_BUDGET"):
+        values["memory_budget_bytes"] = env["IMPETUS_MEMORY_BUDGET"]
+    if values.get("memory_budget_bytes") is not None:
+        values["memory_budget_bytes"] = parse_size(values["memory_budget_bytes"], "memory_budget_bytes")
+    if not 0.0 < values.get("memory_budget_fraction", 0.8) <= 1.0:
+        raise InvalidParams("memory_budget_fraction must be in (0, 1]", field="memory_budget_fraction")
     if socket:
         sock = Path(socket).expanduser()
     elif env.get("IMPETUS_SOCKET"):

@@ -1,4 +1,4 @@
-"""Residency: resolve models, start and stop their workers, keep-alive."""
+"""Residency: resolve models, start and stop their workers, keep-alive, the memory budget."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import psutil
+import msgspec
 from anyio.abc import TaskGroup
 
-from .api import LoadedModel, ModelEntry, ModelFailure
+from .api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure
 from .backend import BackendSpec, ModelSpec
+from .budget import Budget, estimate, machine_budget
 from .catalog import CATALOG
 from .config import parse_keep_alive
 from .crashes import CrashHistory
 from .errors import (
     ImpetusError,
+    InsufficientMemory,
     InvalidModelFile,
     ModelFailed,
     ModelLoadFailed,
@@ -28,6 +30,7 @@ from .errors import (
     UnsupportedFormat,
 )
 from .events import Event
+from .residency import Resident, Usage, plan_room
 from .supervisor import WorkerHandle
 
 if TYPE_CHECKING:
@@ -35,50 +38,6 @@ if TYPE_CHECKING:
     from .rpc import RequestContext
 
 log = logging.getLogger(__name__)
-
-
-class Resident:
-    """A loaded model: its worker and its residency state."""
-
-    def __init__(self, spec: ModelSpec, backend: BackendSpec, worker: WorkerHandle, load_ms: float, keep_alive: float | None) -> None:
-        self.spec = spec
-        self.backend = backend
-        self.worker = worker
-        self.loaded_at = time.time()
-        self.load_ms = load_ms
-        self.keep_alive = keep_alive
-        self.last_used = time.monotonic()
-        self.in_flight = 0
-        self.requests = 0
-
-    def touch(self, keep_alive: float | None) -> None:
-        self.keep_alive = keep_alive
-        self.last_used = time.monotonic()
-
-    def expires_in(self) -> float | None:
-        if self.keep_alive is None or self.in_flight:
-            return None
-        return self.keep_alive - (time.monotonic() - self.last_used)
-
-    def describe(self) -> LoadedModel:
-        left = self.expires_in()
-        try:
-            rss: int | None = psutil.Process(self.worker.pid).memory_info().rss
-        except psutil.Error:
-            rss = None
-        return LoadedModel(
-            name=self.spec.name,
-            path=self.spec.path,
-            format=self.spec.format,
-            backend=self.backend.name,
-            pid=self.worker.pid,
-            loaded_at=self.loaded_at,
-            load_ms=round(self.load_ms, 1),
-            expires_at=None if left is None else time.time() + max(left, 0.0),
-            in_flight=self.in_flight,
-            requests=self.requests,
-            rss_bytes=rss,
-        )
 
 
 class ModelManager:
@@ -90,6 +49,61 @@ class ModelManager:
         self.changed = anyio.Event()
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
+        self.reserved: dict[str, int] = {}  # model name -> estimate, while its load is under way
+        self._room = anyio.Lock()  # one fit-check-and-evict at a time
+        self.working_set: int | None = None  # an accelerator's recommended working set, once a worker reports it
+
+    # --- memory budget ----------------------------------------------------------------
+    def budget(self) -> Budget:
+        cfg = self.daemon.config
+        if cfg.memory_budget_bytes is not None:
+            return Budget(bytes=cfg.memory_budget_bytes, source="config")
+        return machine_budget(cfg.memory_budget_fraction, self.working_set)
+
+    def _usages(self) -> list[Usage]:
+        return [Usage(name=n, bytes=r.memory_bytes(), busy=r.busy, last_used=r.last_used) for n, r in self.resident.items()]
+
+    def memory(self) -> MemoryBudget:
+        budget = self.budget()
+        used = sum(u.bytes for u in self._usages()) + sum(self.reserved.values())
+        return MemoryBudget(budget_bytes=budget.bytes, source=budget.source, used_bytes=used, available_bytes=max(budget.bytes - used, 0))
+
+    async def make_room(self, spec: ModelSpec, need: MemoryEstimate) -> list[str]:
+        """Reserve ``need`` for ``spec``'s load, unloading idle models least
+        recently used first when it does not fit; ``InsufficientMemory`` when it
+        cannot (then nothing is unloaded). The caller releases the reservation."""
+        budget = self.budget()
+        mb = 1e6
+
+        def refuse(why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
+            return InsufficientMemory(
+                f"{spec.name} needs about {need.total_bytes / mb:.0f} MB and {why}",
+                model=spec.name, needed_bytes=need.total_bytes, available_bytes=available, budget_bytes=budget.bytes,
+                budget_source=budget.source, busy=busy, never_fits=never, estimate=msgspec.to_builtins(need),
+            )
+
+        if need.total_bytes > budget.bytes:
+            raise refuse(f"can never fit the memory budget of {budget.bytes / mb:.0f} MB ({budget.source})", budget.bytes, [], True)
+        evicted: list[str] = []
+        async with self._room:
+            while True:
+                room = plan_room(need.total_bytes, budget.bytes, self._usages(), sum(self.reserved.values()))
+                if not room.fits:
+                    busy = f"; busy: {', '.join(room.busy)}" if room.busy else ""
+                    raise refuse(
+                        f"only {room.available_bytes / mb:.0f} MB of the {budget.bytes / mb:.0f} MB budget"
+                        f" would be free after unloading every idle model{busy}",
+                        room.available_bytes, room.busy, False,
+                    )
+                if not room.evict:
+                    break
+                for name in room.evict:
+                    victim = self.resident.get(name)
+                    if victim is not None and not victim.busy:  # it may have got a request meanwhile
+                        await self._stop(victim, "evicted", to_load=spec.name)
+                        evicted.append(name)
+            self.reserved[spec.name] = need.total_bytes
+        return evicted
 
     # --- failure-loop prevention ------------------------------------------------
     def history(self, name: str) -> CrashHistory:
@@ -241,9 +255,11 @@ class ModelManager:
                 if wait > 0:
                     log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
                     await anyio.sleep(wait)
-            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name}))
-            assert self.tg is not None
             cfg = self.daemon.config
+            need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context)
+            await self.make_room(spec, need)
+            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
+            assert self.tg is not None
             try:
                 worker = await WorkerHandle.start(
                     self.tg,
@@ -260,15 +276,29 @@ class ModelManager:
                     self.history(spec.name).record(str(exc.fields.get("cause", exc.message)))
                 self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
                 raise
+            finally:
+                self.reserved.pop(spec.name, None)
             load_ms = (time.monotonic() - started) * 1000
             self.daemon.metrics.worker_started(spec.name)
-            resident = Resident(spec, chosen, worker, load_ms, ka)
+            resident = Resident(spec, chosen, worker, load_ms, ka, need)
+            self._learn_working_set(worker)
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident
             self._changed()
             log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
-            self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={"backend": chosen.name, "pid": worker.pid, "load_ms": load_ms}))
+            self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={
+                "backend": chosen.name, "pid": worker.pid, "load_ms": load_ms, "warmup_ms": resident.warmup_ms,
+                "estimate_bytes": need.total_bytes,
+            }))
             return resident, load_ms, False
+
+    def _learn_working_set(self, worker: WorkerHandle) -> None:
+        """A backend on an accelerator with its own memory limit (MLX on Metal)
+        reports its recommended working set; the automatic budget stays under it."""
+        details = worker.info.details if worker.info is not None else {}
+        value = details.get("recommended_working_set_bytes")
+        if isinstance(value, int) and value > 0:
+            self.working_set = value if self.working_set is None else min(self.working_set, value)
 
     def find(self, ref: str) -> Resident:
         if ref in self.resident:
@@ -293,12 +323,16 @@ class ModelManager:
             await self._stop(resident, "unloaded to free memory")
         return [r.spec.name for r in idle]
 
-    async def _stop(self, resident: Resident, why: str) -> None:
+    async def _stop(self, resident: Resident, why: str, to_load: str | None = None) -> None:
         self.resident.pop(resident.spec.name, None)
         await resident.worker.stop()
         self._changed()
-        log.info("%s %s (pid %s)", why, resident.spec.name, resident.worker.pid)
-        self.daemon.emit(Event(kind="model.unloaded", model=resident.spec.name, data={"reason": why, "pid": resident.worker.pid}))
+        extra = f" to make room for {to_load}" if to_load else ""
+        log.info("%s %s (pid %s)%s", why, resident.spec.name, resident.worker.pid, extra)
+        data: dict[str, Any] = {"reason": why, "pid": resident.worker.pid}
+        if to_load:
+            data["for"] = to_load
+        self.daemon.emit(Event(kind="model.unloaded", model=resident.spec.name, data=data))
 
     def _on_worker_exit(self, worker: WorkerHandle) -> None:
         resident = self.resident.get(worker.spec.name)

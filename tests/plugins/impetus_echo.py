@@ -113,7 +113,8 @@ def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
 def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
     # Deliberately without top_k/min_p/seed: the daemon must refuse those.
     caps = frozenset({"chat", "complete", "max_tokens", "temperature", "top_p", "stop"})
-    registry.add(BackendSpec(name="echo", formats=frozenset({"echo"}), capabilities=caps, start=_start))
+    # A worker with no model library needs ~35 MB; the estimate adds the file's size.
+    registry.add(BackendSpec(name="echo", formats=frozenset({"echo"}), capabilities=caps, start=_start, memory_overhead_bytes=32 * 1024 * 1024))
 
 
 @hookimpl

@@ -1,0 +1,145 @@
+"""A loaded model's residency state and rolling stats, and the eviction plan
+that makes room for a new model inside the memory budget."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Sequence
+
+import msgspec
+
+from .api import LoadedModel, MemoryEstimate
+from .backend import BackendSpec, ModelSpec
+from .budget import worker_rss
+from .supervisor import WorkerHandle
+
+STATS_WINDOW = 20  # requests in the rolling decode rate
+
+
+class RollingStats:
+    """Token counts since the load, and the decode rate over the last requests."""
+
+    def __init__(self, window: int = STATS_WINDOW) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._decodes: deque[tuple[int, float]] = deque(maxlen=window)  # (tokens, seconds)
+
+    def record(self, prompt_tokens: int, completion_tokens: int, decode_tps: float | None) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        if decode_tps and decode_tps > 0 and completion_tokens > 0:
+            self._decodes.append((completion_tokens, completion_tokens / decode_tps))
+
+    def decode_tps(self) -> float | None:
+        """Tokens over decode time across the window (long answers weigh more)."""
+        seconds = sum(s for _, s in self._decodes)
+        return sum(t for t, _ in self._decodes) / seconds if seconds > 0 else None
+
+
+class Resident:
+    """A loaded model: its worker and its residency state."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: BackendSpec,
+        worker: WorkerHandle,
+        load_ms: float,
+        keep_alive: float | None,
+        estimate: MemoryEstimate | None = None,
+    ) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.worker = worker
+        self.loaded_at = time.time()
+        self.load_ms = load_ms
+        self.keep_alive = keep_alive
+        self.estimate = estimate
+        self.last_used = time.monotonic()
+        self.in_flight = 0
+        self.requests = 0
+        self.stats = RollingStats()
+        details = worker.info.details if worker.info is not None else {}
+        warmup = details.get("warmup_ms")
+        self.warmup_ms = float(warmup) if isinstance(warmup, (int, float)) else None
+
+    def touch(self, keep_alive: float | None) -> None:
+        self.keep_alive = keep_alive
+        self.last_used = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return self.in_flight > 0
+
+    def expires_in(self) -> float | None:
+        if self.keep_alive is None or self.in_flight:
+            return None
+        return self.keep_alive - (time.monotonic() - self.last_used)
+
+    def memory_bytes(self, rss: int | None = None) -> int:
+        """What the model counts against the budget: its estimate, or its worker's
+        measured RSS when that is larger."""
+        rss = worker_rss(self.worker.pid) if rss is None else rss
+        return max(self.estimate.total_bytes if self.estimate else 0, rss or 0)
+
+    def describe(self) -> LoadedModel:
+        left = self.expires_in()
+        rss = worker_rss(self.worker.pid)
+        rate = self.stats.decode_tps()
+        return LoadedModel(
+            name=self.spec.name,
+            path=self.spec.path,
+            format=self.spec.format,
+            backend=self.backend.name,
+            pid=self.worker.pid,
+            loaded_at=self.loaded_at,
+            load_ms=round(self.load_ms, 1),
+            expires_at=None if left is None else time.time() + max(left, 0.0),
+            in_flight=self.in_flight,
+            requests=self.requests,
+            rss_bytes=rss,
+            memory_bytes=self.memory_bytes(rss),
+            estimate=self.estimate,
+            warmup_ms=None if self.warmup_ms is None else round(self.warmup_ms, 1),
+            keep_alive_s=self.keep_alive,
+            expires_in_s=None if left is None else round(max(left, 0.0), 1),
+            prompt_tokens=self.stats.prompt_tokens,
+            completion_tokens=self.stats.completion_tokens,
+            decode_tps=None if rate is None else round(rate, 2),
+            last_used_at=time.time() - (time.monotonic() - self.last_used),
+        )
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """One loaded model as the eviction plan sees it."""
+
+    name: str
+    bytes: int
+    busy: bool
+    last_used: float  # monotonic
+
+
+class Room(msgspec.Struct, frozen=True):
+    fits: bool
+    evict: list[str]  # idle models to unload first, least recently used first
+    used_bytes: int  # before evicting
+    available_bytes: int  # after evicting every idle model the plan names
+    busy: list[str]
+
+
+def plan_room(needed: int, budget: int, models: Sequence[Usage], reserved: int = 0) -> Room:
+    """Which idle models to unload, least recently used first, so that ``needed``
+    bytes fit beside the rest (and ``reserved``: loads under way). When even
+    unloading every idle model would not be enough, nothing is to be unloaded."""
+    used = reserved + sum(m.bytes for m in models)
+    busy = sorted(m.name for m in models if m.busy)
+    free = budget - used
+    evict: list[str] = []
+    for m in sorted((m for m in models if not m.busy), key=lambda m: m.last_used):
+        if free >= needed:
+            break
+        evict.append(m.name)
+        free += m.bytes
+    fits = free >= needed
+    return Room(fits=fits, evict=evict if fits else [], used_bytes=used, available_bytes=max(free, 0), busy=busy)
