@@ -141,6 +141,7 @@ class LoadedModel(msgspec.Struct, frozen=True):
     completion_tokens: int = 0
     decode_tps: float | None = None  # over the last requests (tokens / decode time)
     last_used_at: float | None = None
+    engine_load_ms: float | None = None  # the backend's own load inside the worker (load_ms adds process start and imports)
 
 
 class LoadResult(msgspec.Struct, frozen=True):

@@ -108,6 +108,7 @@ class Resident:
             completion_tokens=self.stats.completion_tokens,
             decode_tps=None if rate is None else round(rate, 2),
             last_used_at=time.time() - (time.monotonic() - self.last_used),
+            engine_load_ms=None if self.worker.info is None else round(self.worker.info.load_ms, 1),
         )
 
 

@@ -184,3 +184,38 @@ def test_estimate_formula_and_budget_config(tmp_path: Path) -> None:
     auto = machine_budget(0.5)
     assert auto.source in ("ram", "cgroup") and auto.bytes > 0
     assert machine_budget(0.5, working_set=1000).bytes == 1000
+
+
+def test_the_bundled_model_evicts_an_idle_gguf_model_and_reports_stats(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Real MLX workers: a budget that holds the bundled model alone, so loading it
+    unloads the small GGUF model loaded before it."""
+    from gguf_factory import write_tiny_llama
+    from impetus_gguf import inspect
+    from impetusd.backend import ModelSpec
+    from impetusd.budget import estimate
+    from impetusd.catalog import CATALOG
+    from impetusd.plugins import build_registries, make_plugin_manager
+
+    bundled = CATALOG["smollm2-135m"].local_path()
+    assert bundled is not None
+    mlx = build_registries(make_plugin_manager()).backends.get("mlx")
+    assert mlx is not None
+    spec = ModelSpec(name="smollm2-135m", path=str(bundled), format="gguf", metadata=inspect(bundled))
+    need = estimate(spec, mlx.memory_overhead_bytes, 4096).total_bytes
+    tiny = write_tiny_llama(tmp_path / "tiny.gguf", "Q8_0")
+    d = DaemonProcess(tmp_path_factory.mktemp("mlxres"), config=f"memory_budget_bytes = {need + MIB}\n").start()
+    try:
+        with d.connect() as conn:
+            tiny_pid = conn.call("models.load", {"model": str(tiny)})["result"]["model"]["pid"]
+            reply = conn.call("chat", {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})["result"]
+            assert reply["timings"]["load_ms"] > 0
+            assert wait_until(lambda: not pid_alive(tiny_pid), timeout=10)
+            [m] = conn.call("models.loaded")["result"]["models"]
+            assert m["name"] == "smollm2-135m" and m["estimate"]["total_bytes"] == need
+            assert m["requests"] == 1 and m["completion_tokens"] == reply["usage"]["completion_tokens"]
+            assert m["prompt_tokens"] == reply["usage"]["prompt_tokens"]
+            assert m["warmup_ms"] is not None and 0 < m["warmup_ms"] < m["load_ms"]
+            if reply["timings"]["decode_tps"] is not None:
+                assert m["decode_tps"] == pytest.approx(reply["timings"]["decode_tps"], rel=0.01)
+    finally:
+        d.stop()
