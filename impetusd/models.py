@@ -31,6 +31,7 @@ from .errors import (
 )
 from .events import Event
 from .residency import Resident, Usage, plan_room
+from .spares import Spares
 from .supervisor import WorkerHandle
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class ModelManager:
         self.reserved: dict[str, int] = {}  # model name -> estimate, while its load is under way
         self._room = anyio.Lock()  # one fit-check-and-evict at a time
         self.working_set: int | None = None  # an accelerator's recommended working set, once a worker reports it
+        self.spares = Spares(daemon)
 
     # --- memory budget ----------------------------------------------------------------
     def budget(self) -> Budget:
@@ -270,6 +272,7 @@ class ModelManager:
                     timeout=cfg.worker_start_timeout_s,
                     hung_timeout=cfg.hung_timeout_s,
                     env={"IMPETUS_LOG_LEVEL": cfg.log_level},
+                    process=self.spares.take(chosen),
                 )
             except ImpetusError as exc:
                 if isinstance(exc, ModelLoadFailed):  # the worker died or stalled while loading
@@ -278,6 +281,7 @@ class ModelManager:
                 raise
             finally:
                 self.reserved.pop(spec.name, None)
+                self.spares.refill(chosen)
             load_ms = (time.monotonic() - started) * 1000
             self.daemon.metrics.worker_started(spec.name)
             resident = Resident(spec, chosen, worker, load_ms, ka, need)
@@ -346,6 +350,7 @@ class ModelManager:
             self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
 
     async def stop_all(self) -> None:
+        await self.spares.stop_all()
         async with anyio.create_task_group() as tg:
             for resident in list(self.resident.values()):
                 tg.start_soon(self._stop, resident, "stopped")

@@ -219,3 +219,26 @@ def test_the_bundled_model_evicts_an_idle_gguf_model_and_reports_stats(tmp_path_
                 assert m["decode_tps"] == pytest.approx(reply["timings"]["decode_tps"], rel=0.01)
     finally:
         d.stop()
+
+
+def test_a_spare_worker_takes_the_next_load_and_is_replaced(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    import psutil
+
+    from gguf_factory import write_tiny_llama
+
+    tiny = write_tiny_llama(tmp_path / "tiny.gguf", "Q8_0")
+    d = DaemonProcess(tmp_path_factory.mktemp("spare"), config="spare_worker = true\n").start()
+    children = lambda: {c.pid for c in psutil.Process(d.pid).children()}  # noqa: E731
+    try:
+        assert wait_until(lambda: len(children()) == 1, timeout=10)  # started with the daemon
+        [spare] = children()
+        with d.connect() as conn:
+            loaded = conn.call("models.load", {"model": str(tiny)})["result"]["model"]
+            assert loaded["pid"] == spare
+            assert wait_until(lambda: len(children()) == 2, timeout=10)  # a replacement waits
+            reply = conn.call("complete", {"model": str(tiny), "prompt": "the", "max_tokens": 2})
+            assert "result" in reply, reply
+        workers = children()
+    finally:
+        d.stop()
+    assert wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5)  # the spare ends with the daemon

@@ -7,6 +7,7 @@ rest. End of stdin means the daemon is gone: the worker exits immediately.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import queue
@@ -75,6 +76,7 @@ def main() -> None:
     chan = Channel(_private_stdout())
     stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     reader = msgspec.json.Decoder(Request)
+    _preload(os.environ.pop("IMPETUS_WORKER_PRELOAD", ""))
     first = stdin.readline()
     if not first:
         return
@@ -90,6 +92,15 @@ def main() -> None:
         return
     chan.result(req.id, engine.info())
     Serve(chan, engine, stdin).run()
+
+
+def _preload(modules: str) -> None:
+    """A spare worker (impetusd/spares.py) imports its backend before it is needed."""
+    for name in filter(None, modules.split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:  # the start reports the failure properly
+            log.exception("preloading %s failed", name)
 
 
 def _start_engine(start: StartParams) -> Any:
