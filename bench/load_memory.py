@@ -2,6 +2,10 @@
 
 Prints one JSON object. Usage: .venv/bin/python bench/load_memory.py [--runs 3] [--model smollm2-135m]
 
+Two daemons run side by side: one with the defaults and one with
+``spare_worker = true`` (a pre-started worker with its imports done takes each
+load; its memory is in the figures before and after).
+
 Through the daemon: ``models.load`` starts a fresh worker each run (process start,
 imports, weights, tokenizer, warm-up), then ``models.unload`` ends it. Process
 memory (daemon RSS + every worker's RSS) and the system's available memory are
@@ -76,7 +80,7 @@ def in_process(path: str) -> dict[str, Any]:
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", IN_PROCESS, path], capture_output=True, text=True, check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    row["process_ms"] = round((time.perf_counter() - started) * 1000, 1)  # interpreter start to exit
+    row["process_ms"] = round((time.perf_counter() - started) * 1000, 1)  # interpreter start to exit (both loads)
     return row
 
 
@@ -110,33 +114,48 @@ def median(rows: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--model", default="smollm2-135m")
-    args = parser.parse_args()
+def wait_for_spare(daemon: Daemon, timeout: float = 60.0) -> None:
+    """Until the daemon's spare worker is waiting (a child process beside no model)."""
+    deadline = time.monotonic() + timeout
+    while not psutil.Process(daemon.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # its imports take a moment after the process appears
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    first, last = rows[0]["memory"], rows[-1]["memory"]
+    return {
+        "cold_load_ms_median": median(rows, "load_ms"),
+        "engine_load_ms_median": median(rows, "engine_load_ms"),
+        "process_start_and_imports_ms_median": median(rows, "process_start_ms"),
+        "warmup_ms_median": median(rows, "warmup_ms"),
+        "rss_after_unload_vs_before": round(last["after_unload"]["total_rss"] / first["before_load"]["total_rss"], 3),
+        "available_after_unload_vs_before": round(last["after_unload"]["system_available"] / first["before_load"]["system_available"], 3),
+        "runs": rows,
+    }
+
+
+def run(runs: int = 3, model: str = "smollm2-135m") -> dict[str, Any]:
     from impetusd.catalog import CATALOG
 
-    item = CATALOG.get(args.model)
-    path = str(item.local_path()) if item else args.model
-    daemon_rows: list[dict[str, Any]] = []
+    item = CATALOG.get(model)
+    path = str(item.local_path()) if item else model
+    plain_rows: list[dict[str, Any]] = []
+    spare_rows: list[dict[str, Any]] = []
     ref_rows: list[dict[str, Any]] = []
-    with Daemon() as daemon, Client(daemon.socket) as client:
-        for _ in range(args.runs):  # interleaved, so both see the same machine load
-            daemon_rows.append(through_daemon(daemon, client, args.model))
-            ref_rows.append(in_process(path))
-    first = daemon_rows[0]["memory"]
-    last = daemon_rows[-1]["memory"]
+    with Daemon() as plain, Daemon(config="spare_worker = true\n") as spare:
+        with Client(plain.socket) as plain_client, Client(spare.socket) as spare_client:
+            for _ in range(runs):  # interleaved, so all three see the same machine load
+                plain_rows.append(through_daemon(plain, plain_client, model))
+                wait_for_spare(spare)
+                spare_rows.append(through_daemon(spare, spare_client, model))
+                ref_rows.append(in_process(path))
+    plain_sum, spare_sum = summary(plain_rows), summary(spare_rows)
     result = {
-        "model": args.model,
-        "runs": args.runs,
-        "daemon": {
-            "cold_load_ms_median": median(daemon_rows, "load_ms"),
-            "engine_load_ms_median": median(daemon_rows, "engine_load_ms"),
-            "process_start_and_imports_ms_median": median(daemon_rows, "process_start_ms"),
-            "warmup_ms_median": median(daemon_rows, "warmup_ms"),
-            "runs": daemon_rows,
-        },
+        "model": model,
+        "runs": runs,
+        "daemon": plain_sum,
+        "daemon_spare_worker": spare_sum,
         "in_process": {
             "process_ms_median": median(ref_rows, "process_ms"),
             "imports_ms_median": median(ref_rows, "imports_ms"),
@@ -145,13 +164,24 @@ def main() -> None:
             "runs": ref_rows,
         },
         "ratios": {
-            "daemon_load_vs_in_process_total": round(median(daemon_rows, "load_ms") / median(ref_rows, "process_ms"), 3),
-            "rss_after_unload_vs_before": round(last["after_unload"]["total_rss"] / first["before_load"]["total_rss"], 3),
-            "available_after_unload_vs_before": round(last["after_unload"]["system_available"] / first["before_load"]["system_available"], 3),
+            "daemon_load_vs_in_process_imports_and_load": round(
+                plain_sum["cold_load_ms_median"] / statistics.median(r["imports_ms"] + r["first_load_ms"] for r in ref_rows), 3
+            ),
+            "spare_load_vs_in_process_engine_load": round(spare_sum["cold_load_ms_median"] / median(ref_rows, "engine_load_ms"), 3),
+            "rss_after_unload_vs_before": plain_sum["rss_after_unload_vs_before"],
+            "rss_after_unload_vs_before_spare": spare_sum["rss_after_unload_vs_before"],
         },
         "targets": {"cold_load_ms": 1000, "memory_after_unload_ratio_max": 1.05},
     }
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", default="smollm2-135m")
+    args = parser.parse_args()
+    print(json.dumps(run(args.runs, args.model), indent=2))
 
 
 if __name__ == "__main__":
