@@ -8,18 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 
-from .api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure
+from .api import MemoryBudget, ModelEntry, ModelFailure
 from .backend import BackendSpec, ModelSpec
-from .budget import Budget, estimate, machine_budget
+from .budget import estimate
 from .catalog import CATALOG
 from .config import parse_keep_alive
 from .crashes import CrashHistory
 from .errors import (
     ImpetusError,
-    InsufficientMemory,
     InvalidModelFile,
     ModelFailed,
     ModelLoadFailed,
@@ -30,7 +28,7 @@ from .errors import (
     UnsupportedFormat,
 )
 from .events import Event
-from .residency import Resident, Usage, plan_room
+from .residency import MemoryLedger, Resident
 from .spares import Spares
 from .supervisor import WorkerHandle
 
@@ -50,62 +48,11 @@ class ModelManager:
         self.changed = anyio.Event()
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
-        self.reserved: dict[str, int] = {}  # model name -> estimate, while its load is under way
-        self._room = anyio.Lock()  # one fit-check-and-evict at a time
-        self.working_set: int | None = None  # an accelerator's recommended working set, once a worker reports it
+        self.ledger = MemoryLedger(daemon.config)
         self.spares = Spares(daemon)
 
-    # --- memory budget ----------------------------------------------------------------
-    def budget(self) -> Budget:
-        cfg = self.daemon.config
-        if cfg.memory_budget_bytes is not None:
-            return Budget(bytes=cfg.memory_budget_bytes, source="config")
-        return machine_budget(cfg.memory_budget_fraction, self.working_set)
-
-    def _usages(self) -> list[Usage]:
-        return [Usage(name=n, bytes=r.memory_bytes(), busy=r.busy, last_used=r.last_used) for n, r in self.resident.items()]
-
     def memory(self) -> MemoryBudget:
-        budget = self.budget()
-        used = sum(u.bytes for u in self._usages()) + sum(self.reserved.values())
-        return MemoryBudget(budget_bytes=budget.bytes, source=budget.source, used_bytes=used, available_bytes=max(budget.bytes - used, 0))
-
-    async def make_room(self, spec: ModelSpec, need: MemoryEstimate) -> list[str]:
-        """Reserve ``need`` for ``spec``'s load, unloading idle models least
-        recently used first when it does not fit; ``InsufficientMemory`` when it
-        cannot (then nothing is unloaded). The caller releases the reservation."""
-        budget = self.budget()
-        mb = 1e6
-
-        def refuse(why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
-            return InsufficientMemory(
-                f"{spec.name} needs about {need.total_bytes / mb:.0f} MB and {why}",
-                model=spec.name, needed_bytes=need.total_bytes, available_bytes=available, budget_bytes=budget.bytes,
-                budget_source=budget.source, busy=busy, never_fits=never, estimate=msgspec.to_builtins(need),
-            )
-
-        if need.total_bytes > budget.bytes:
-            raise refuse(f"can never fit the memory budget of {budget.bytes / mb:.0f} MB ({budget.source})", budget.bytes, [], True)
-        evicted: list[str] = []
-        async with self._room:
-            while True:
-                room = plan_room(need.total_bytes, budget.bytes, self._usages(), sum(self.reserved.values()))
-                if not room.fits:
-                    busy = f"; busy: {', '.join(room.busy)}" if room.busy else ""
-                    raise refuse(
-                        f"only {room.available_bytes / mb:.0f} MB of the {budget.bytes / mb:.0f} MB budget"
-                        f" would be free after unloading every idle model{busy}",
-                        room.available_bytes, room.busy, False,
-                    )
-                if not room.evict:
-                    break
-                for name in room.evict:
-                    victim = self.resident.get(name)
-                    if victim is not None and not victim.busy:  # it may have got a request meanwhile
-                        await self._stop(victim, "evicted", to_load=spec.name)
-                        evicted.append(name)
-            self.reserved[spec.name] = need.total_bytes
-        return evicted
+        return self.ledger.describe(self.resident)
 
     # --- failure-loop prevention ------------------------------------------------
     def history(self, name: str) -> CrashHistory:
@@ -259,7 +206,7 @@ class ModelManager:
                     await anyio.sleep(wait)
             cfg = self.daemon.config
             need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context)
-            await self.make_room(spec, need)
+            await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
             self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
             assert self.tg is not None
             try:
@@ -280,12 +227,12 @@ class ModelManager:
                 self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
                 raise
             finally:
-                self.reserved.pop(spec.name, None)
+                self.ledger.release(spec.name)
                 self.spares.refill(chosen)
             load_ms = (time.monotonic() - started) * 1000
             self.daemon.metrics.worker_started(spec.name)
             resident = Resident(spec, chosen, worker, load_ms, ka, need)
-            self._learn_working_set(worker)
+            self.ledger.learn(worker)
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident
             self._changed()
@@ -295,14 +242,6 @@ class ModelManager:
                 "estimate_bytes": need.total_bytes,
             }))
             return resident, load_ms, False
-
-    def _learn_working_set(self, worker: WorkerHandle) -> None:
-        """A backend on an accelerator with its own memory limit (MLX on Metal)
-        reports its recommended working set; the automatic budget stays under it."""
-        details = worker.info.details if worker.info is not None else {}
-        value = details.get("recommended_working_set_bytes")
-        if isinstance(value, int) and value > 0:
-            self.working_set = value if self.working_set is None else min(self.working_set, value)
 
     def find(self, ref: str) -> Resident:
         if ref in self.resident:

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Sequence
 
+import anyio
 import msgspec
 
-from .api import LoadedModel, MemoryEstimate
+from .api import LoadedModel, MemoryBudget, MemoryEstimate
 from .backend import BackendSpec, ModelSpec
-from .budget import worker_rss
+from .budget import Budget, machine_budget, worker_rss
+from .errors import InsufficientMemory
 from .supervisor import WorkerHandle
+
+if TYPE_CHECKING:
+    from .config import Config
 
 STATS_WINDOW = 20  # requests in the rolling decode rate
 
@@ -144,3 +149,77 @@ def plan_room(needed: int, budget: int, models: Sequence[Usage], reserved: int =
         free += m.bytes
     fits = free >= needed
     return Room(fits=fits, evict=evict if fits else [], used_bytes=used, available_bytes=max(free, 0), busy=busy)
+
+
+class MemoryLedger:
+    """The budget, the loads under way, and the decision that makes room."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.reserved: dict[str, int] = {}  # model name -> estimate, while its load is under way
+        self.working_set: int | None = None  # an accelerator's recommended working set, once a worker reports it
+        self._lock = anyio.Lock()  # one fit-check-and-evict at a time
+
+    def budget(self) -> Budget:
+        if self.config.memory_budget_bytes is not None:
+            return Budget(bytes=self.config.memory_budget_bytes, source="config")
+        return machine_budget(self.config.memory_budget_fraction, self.working_set)
+
+    @staticmethod
+    def usages(resident: Mapping[str, Resident]) -> list[Usage]:
+        return [Usage(name=n, bytes=r.memory_bytes(), busy=r.busy, last_used=r.last_used) for n, r in resident.items()]
+
+    def describe(self, resident: Mapping[str, Resident]) -> MemoryBudget:
+        budget = self.budget()
+        used = sum(u.bytes for u in self.usages(resident)) + sum(self.reserved.values())
+        return MemoryBudget(budget_bytes=budget.bytes, source=budget.source, used_bytes=used, available_bytes=max(budget.bytes - used, 0))
+
+    def learn(self, worker: WorkerHandle) -> None:
+        """A backend on an accelerator with its own memory limit (MLX on Metal)
+        reports its recommended working set; the automatic budget stays under it."""
+        details = worker.info.details if worker.info is not None else {}
+        value = details.get("recommended_working_set_bytes")
+        if isinstance(value, int) and value > 0:
+            self.working_set = value if self.working_set is None else min(self.working_set, value)
+
+    def release(self, name: str) -> None:
+        self.reserved.pop(name, None)
+
+    async def reserve(
+        self, spec: ModelSpec, need: MemoryEstimate, resident: Mapping[str, Resident], stop: Callable[[Resident], Awaitable[None]]
+    ) -> list[str]:
+        """Reserve ``need`` for ``spec``'s load, stopping idle models least
+        recently used first when it does not fit; ``InsufficientMemory`` when it
+        cannot (then nothing is stopped). The caller calls ``release`` after the load."""
+        budget = self.budget()
+        mb = 1e6
+
+        def refuse(why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
+            return InsufficientMemory(
+                f"{spec.name} needs about {need.total_bytes / mb:.0f} MB and {why}",
+                model=spec.name, needed_bytes=need.total_bytes, available_bytes=available, budget_bytes=budget.bytes,
+                budget_source=budget.source, busy=busy, never_fits=never, estimate=msgspec.to_builtins(need),
+            )
+
+        if need.total_bytes > budget.bytes:
+            raise refuse(f"can never fit the memory budget of {budget.bytes / mb:.0f} MB ({budget.source})", budget.bytes, [], True)
+        stopped: list[str] = []
+        async with self._lock:
+            while True:
+                room = plan_room(need.total_bytes, budget.bytes, self.usages(resident), sum(self.reserved.values()))
+                if not room.fits:
+                    busy = f"; busy: {', '.join(room.busy)}" if room.busy else ""
+                    raise refuse(
+                        f"only {room.available_bytes / mb:.0f} MB of the {budget.bytes / mb:.0f} MB budget"
+                        f" would be free after unloading every idle model{busy}",
+                        room.available_bytes, room.busy, False,
+                    )
+                if not room.evict:
+                    break
+                for name in room.evict:
+                    victim = resident.get(name)
+                    if victim is not None and not victim.busy:  # it may have got a request meanwhile
+                        await stop(victim)
+                        stopped.append(name)
+            self.reserved[spec.name] = need.total_bytes
+        return stopped
