@@ -63,7 +63,21 @@ print(json.dumps({"imports_ms": ms(t0, t1), "weights_ms": ms(t1, t2), "build_mod
 """
 
 
-def process_memory(daemon: Daemon) -> dict[str, int]:
+def settle(daemon: Daemon, timeout: float = 15.0) -> None:
+    """Until the daemon's processes stop growing (a spare worker finishing its imports)."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        now = process_memory(daemon, settled=False)["total_rss"]
+        if abs(now - last) < 1_000_000:
+            return
+        last = now
+        time.sleep(0.5)
+
+
+def process_memory(daemon: Daemon, settled: bool = True) -> dict[str, int]:
+    if settled:
+        settle(daemon)
     proc = psutil.Process(daemon.pid)
     workers = 0
     for child in proc.children(recursive=True):
@@ -89,7 +103,6 @@ def through_daemon(daemon: Daemon, client: Client, model: str) -> dict[str, Any]
     started = time.perf_counter()
     loaded = client.call("models.load", {"model": model, "keep_alive": -1})["model"]
     client_ms = (time.perf_counter() - started) * 1000
-    time.sleep(0.5)  # let the worker settle before sampling
     after_load = process_memory(daemon)
     client.call("models.unload", {"model": model})
     deadline = time.monotonic() + 10
@@ -100,7 +113,6 @@ def through_daemon(daemon: Daemon, client: Client, model: str) -> dict[str, Any]
         except psutil.Error:
             break
         time.sleep(0.02)
-    time.sleep(0.5)
     after_unload = process_memory(daemon)
     return {
         "load_ms": loaded["load_ms"], "client_ms": round(client_ms, 1), "engine_load_ms": loaded["engine_load_ms"],
@@ -119,7 +131,7 @@ def wait_for_spare(daemon: Daemon, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not psutil.Process(daemon.pid).children() and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(2.0)  # its imports take a moment after the process appears
+    settle(daemon)  # its imports take a moment after the process appears
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
