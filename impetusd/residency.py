@@ -198,7 +198,8 @@ class MemoryLedger:
             return InsufficientMemory(
                 f"{spec.name} needs about {need.total_bytes / mb:.0f} MB and {why}",
                 model=spec.name, needed_bytes=need.total_bytes, available_bytes=available, budget_bytes=budget.bytes,
-                budget_source=budget.source, busy=busy, never_fits=never, estimate=msgspec.to_builtins(need),
+                budget_source=budget.source, busy=busy, loading=sorted(self.reserved) if not never else [],
+                never_fits=never, estimate=msgspec.to_builtins(need),
             )
 
         if need.total_bytes > budget.bytes:
@@ -209,6 +210,7 @@ class MemoryLedger:
                 room = plan_room(need.total_bytes, budget.bytes, self.usages(resident), sum(self.reserved.values()))
                 if not room.fits:
                     busy = f"; busy: {', '.join(room.busy)}" if room.busy else ""
+                    busy += f"; loading: {', '.join(sorted(self.reserved))}" if self.reserved else ""
                     raise refuse(
                         f"only {room.available_bytes / mb:.0f} MB of the {budget.bytes / mb:.0f} MB budget"
                         f" would be free after unloading every idle model{busy}",

@@ -88,7 +88,7 @@ def test_a_model_that_can_never_fit_is_refused_and_nothing_is_unloaded(tight: Da
         assert data["model"] == str(huge.resolve()) and data["never_fits"] is True
         assert data["budget_bytes"] == BUDGET and data["needed_bytes"] > BUDGET
         assert data["needed_bytes"] == 32 * MIB + huge.stat().st_size
-        assert data["busy"] == [] and "never fit" in err["message"]
+        assert data["busy"] == [] and data["loading"] == [] and "never fit" in err["message"]
         # A request for it is refused the same way, and the small model stays.
         assert conn.call("chat", _chat(huge, "hi"))["error"]["data"]["name"] == "InsufficientMemory"
         [still] = conn.call("models.loaded")["result"]["models"]
