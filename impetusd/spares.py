@@ -42,7 +42,9 @@ class Spares:
 
     def refill(self, backend: BackendSpec) -> None:
         tg = self.daemon.models.tg
-        if tg is None or not self.enabled_for(backend) or backend.name in self.waiting or backend.name in self._starting:
+        if tg is None or self.daemon.stopping or not self.enabled_for(backend):
+            return
+        if backend.name in self.waiting or backend.name in self._starting:
             return
         self._starting.add(backend.name)
         tg.start_soon(self._spawn, backend)
