@@ -116,6 +116,8 @@ def load_config(
         values["memory_budget_bytes"] = parse_size(values["memory_budget_bytes"], "memory_budget_bytes")
     if not 0.0 < values.get("memory_budget_fraction", 0.8) <= 1.0:
         raise InvalidParams("memory_budget_fraction must be in (0, 1]", field="memory_budget_fraction")
+    if values.get("memory_estimate_context", 1) < 1:
+        raise InvalidParams("memory_estimate_context must be at least 1 token", field="memory_estimate_context")
     if socket:
         sock = Path(socket).expanduser()
     elif env.get("IMPETUS_SOCKET"):

@@ -113,6 +113,20 @@ def test_a_busy_model_is_not_evicted(tight: DaemonProcess, tmp_path: Path) -> No
         assert wait_until(lambda: not pid_alive(pid), timeout=5)
 
 
+def test_a_load_under_way_holds_its_room(tight: DaemonProcess, tmp_path: Path) -> None:
+    slow = tmp_path / "slow-load.echo"
+    slow.write_text("load_s = 1.5\n")
+    other = _echo(tmp_path / "other.echo")
+    with tight.connect() as first, tight.connect() as second:
+        rid = first.send("models.load", {"model": str(slow)})
+        time.sleep(0.5)  # its worker is loading
+        err = second.call("models.load", {"model": str(other)})["error"]
+        assert err["data"]["name"] == "InsufficientMemory" and err["data"]["loading"] == [str(slow.resolve())]
+        assert err["data"]["busy"] == [] and "loading" in err["message"]
+        _, done = first.until_response(rid)
+        assert "result" in done
+
+
 def test_keep_alive_zero_unloads_and_negative_keeps(tight: DaemonProcess, tmp_path: Path) -> None:
     model = _echo(tmp_path / "ka.echo")
     with tight.connect() as conn:
@@ -181,6 +195,12 @@ def test_estimate_formula_and_budget_config(tmp_path: Path) -> None:
     assert load_config(home=tmp_path, env={"IMPETUS_MEMORY_BUDGET": "2GB"}).memory_budget_bytes == 2 * 10**9
     with pytest.raises(InvalidParams):
         load_config(home=tmp_path, env={"IMPETUS_MEMORY_BUDGET": "lots"})
+    (tmp_path / "config.toml").write_text("memory_budget_fraction = 1.5\n")
+    with pytest.raises(InvalidParams):
+        load_config(home=tmp_path, env={})
+    (tmp_path / "config.toml").write_text('memory_budget_bytes = "1GiB"\nmemory_estimate_context = 2048\n')
+    cfg = load_config(home=tmp_path, env={})
+    assert cfg.memory_budget_bytes == 2**30 and cfg.memory_estimate_context == 2048
     auto = machine_budget(0.5)
     assert auto.source in ("ram", "cgroup") and auto.bytes > 0
     assert machine_budget(0.5, working_set=1000).bytes == 1000

@@ -44,6 +44,7 @@ class EchoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hang_after: int | None = None  # words sent, then it sleeps without a sound
     memory_errors: int = 0  # the first N generations in a worker raise MemoryError
     pid_log: str | None = None  # each worker appends its pid here when it starts
+    load_s: float = 0.0  # the engine takes this long to load
 
 
 def _detect(path: Path) -> bool:
@@ -62,6 +63,8 @@ class EchoEngine:
     def __init__(self, settings: EchoSettings) -> None:
         self.settings = settings
         self.memory_errors_left = settings.memory_errors
+        if settings.load_s:
+            time.sleep(settings.load_s)
         if settings.pid_log:
             with open(settings.pid_log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
