@@ -158,6 +158,17 @@ def test_models_loaded_stats_move_with_requests(tight: DaemonProcess, tmp_path: 
         assert 0 < memory["used_bytes"] and memory["available_bytes"] == max(BUDGET - memory["used_bytes"], 0)
 
 
+def test_a_reported_working_set_caps_the_automatic_budget(daemon: DaemonProcess, tmp_path: Path) -> None:
+    model = tmp_path / "metal.echo"
+    model.write_text(f"working_set_bytes = {512 * MIB}\n")
+    with daemon.connect() as conn:
+        before = conn.call("models.loaded")["result"]["memory"]
+        assert before["source"] in ("ram", "cgroup") and before["budget_bytes"] > 512 * MIB
+        conn.call("models.load", {"model": str(model)})
+        after = conn.call("models.loaded")["result"]["memory"]
+        assert after["source"] == "working-set" and after["budget_bytes"] == 512 * MIB
+
+
 def test_eviction_plan_and_rolling_decode_rate() -> None:
     from impetusd.residency import RollingStats, Usage, plan_room
 

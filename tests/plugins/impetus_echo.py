@@ -45,6 +45,7 @@ class EchoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     memory_errors: int = 0  # the first N generations in a worker raise MemoryError
     pid_log: str | None = None  # each worker appends its pid here when it starts
     load_s: float = 0.0  # the engine takes this long to load
+    working_set_bytes: int | None = None  # reported as an accelerator's recommended working set
 
 
 def _detect(path: Path) -> bool:
@@ -70,7 +71,10 @@ class EchoEngine:
                 fh.write(f"{os.getpid()}\n")
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="echo", load_ms=0.0, details={"pid": os.getpid()})
+        details: dict[str, Any] = {"pid": os.getpid()}
+        if self.settings.working_set_bytes:
+            details["recommended_working_set_bytes"] = self.settings.working_set_bytes
+        return EngineInfo(backend="echo", load_ms=0.0, details=details)
 
     def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
         cfg = self.settings
