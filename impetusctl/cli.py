@@ -103,7 +103,8 @@ def load(state: State, model: str, backend: str | None, keep_alive: str | None) 
         render.json_out(result)
     else:
         m = result.model
-        verb = "already loaded" if result.already_loaded else f"loaded in {m.load_ms / 1000:.1f} s"
+        warm = f", warm-up {m.warmup_ms / 1000:.2f} s" if m.warmup_ms is not None else ""
+        verb = "already loaded" if result.already_loaded else f"loaded in {m.load_ms / 1000:.1f} s{warm}"
         click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid})")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -55,12 +54,25 @@ def models(result: ModelList) -> None:
 
 
 def loaded(result: LoadedList) -> None:
-    now = time.time()
     rows = []
     for m in result.models:
-        until = "forever" if m.expires_at is None else f"{max(m.expires_at - now, 0):.0f} s"
-        rows.append([m.name, m.backend, str(m.pid), size(m.rss_bytes), str(m.in_flight), until])
-    table(["NAME", "BACKEND", "PID", "MEMORY", "ACTIVE", "UNLOADS IN"], rows)
+        if m.keep_alive_s is None:
+            until = "forever"
+        elif m.expires_in_s is None:
+            until = "busy"
+        else:
+            until = f"{m.expires_in_s:.0f} s"
+        estimate = size(m.estimate.total_bytes) if m.estimate else "-"
+        load = f"{m.load_ms / 1000:.1f} s" + (f" ({m.warmup_ms / 1000:.2f} warm-up)" if m.warmup_ms is not None else "")
+        rate = "-" if m.decode_tps is None else f"{m.decode_tps:.1f}"
+        rows.append([
+            m.name, m.backend, str(m.pid), size(m.rss_bytes), estimate, str(m.in_flight), str(m.requests),
+            f"{m.prompt_tokens}/{m.completion_tokens}", rate, load, until,
+        ])
+    table(["NAME", "BACKEND", "PID", "MEMORY", "ESTIMATE", "ACTIVE", "REQUESTS", "TOKENS IN/OUT", "TOK/S", "LOADED IN", "UNLOADS IN"], rows)
+    if result.memory is not None:
+        mem = result.memory
+        click.echo(f"memory: {size(mem.used_bytes)} of the {size(mem.budget_bytes)} budget ({mem.source}), {size(mem.available_bytes)} free")
     for f in result.failed:
         click.echo(f"FAILED {f.name}: {f.reason}; refused for {f.retry_after_s:.0f} s (impetusctl load forces a restart)")
 

@@ -78,7 +78,7 @@ def build(frame: Frame) -> Group:
     for col in ("MODEL", "BACKEND", "PID", "MEMORY", "ACTIVE", "REQUESTS", "TOK/S", "UNLOADS IN"):
         models.add_column(col)
     for lm in frame.metrics.loaded:
-        until = "never" if lm.expires_at is None else f"{max(lm.expires_at - now, 0):.0f} s"
+        until = "never" if lm.keep_alive_s is None else ("busy" if lm.expires_at is None else f"{max(lm.expires_at - now, 0):.0f} s")
         models.add_row(lm.name, lm.backend, str(lm.pid), render.size(lm.rss_bytes), str(lm.in_flight), str(lm.requests), _decode_rate(frame, lm.name), until)
     recent = Table(title="recent requests", title_justify="left", expand=False)
     for col in ("AGO", "MODEL", "METHOD", "OUTCOME", "TOKENS", "TTFT", "TOK/S"):

@@ -112,6 +112,25 @@ class UnloadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model: str
 
 
+class MemoryEstimate(msgspec.Struct, frozen=True):
+    """What a model is expected to use once loaded (formula in docs/design.md, Residency)."""
+
+    total_bytes: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    context_tokens: int  # the KV cache is reckoned for this many tokens
+
+
+class MemoryBudget(msgspec.Struct, frozen=True):
+    """How much the loaded models may use together, and how much they use."""
+
+    budget_bytes: int
+    source: Literal["config", "ram", "cgroup", "working-set"]
+    used_bytes: int  # the loaded models (and loads under way), each the larger of estimate and RSS
+    available_bytes: int  # budget - used, never below 0
+
+
 class LoadedModel(msgspec.Struct, frozen=True):
     name: str
     path: str
@@ -124,6 +143,17 @@ class LoadedModel(msgspec.Struct, frozen=True):
     in_flight: int
     requests: int
     rss_bytes: int | None
+    # residency and rolling stats (new in issue 4)
+    memory_bytes: int = 0  # counted against the budget: the larger of the estimate and the RSS
+    estimate: MemoryEstimate | None = None
+    warmup_ms: float | None = None  # part of load_ms, when the backend warms up
+    keep_alive_s: float | None = None  # None: stays loaded
+    expires_in_s: float | None = None  # None: not counting down (busy, or kept forever)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    decode_tps: float | None = None  # over the last requests (tokens / decode time)
+    last_used_at: float | None = None
+    engine_load_ms: float | None = None  # the backend's own load inside the worker (load_ms adds process start and imports)
 
 
 class LoadResult(msgspec.Struct, frozen=True):
@@ -139,6 +169,7 @@ class UnloadResult(msgspec.Struct, frozen=True):
 class LoadedList(msgspec.Struct, frozen=True):
     models: list[LoadedModel]
     failed: list[ModelFailure] = []  # models whose workers keep dying (not loaded)
+    memory: MemoryBudget | None = None
 
 
 # --- generation -----------------------------------------------------------------

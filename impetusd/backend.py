@@ -117,3 +117,8 @@ class BackendSpec(msgspec.Struct, frozen=True):
     start: Callable[[ModelSpec], Engine]
     devices: frozenset[str] = frozenset({"cpu"})
     description: str = ""
+    # What one worker needs beside the weights and the KV cache (interpreter,
+    # libraries, buffers); part of the daemon's memory estimate (impetusd/budget.py).
+    memory_overhead_bytes: int = 128 * 1024 * 1024
+    # Modules a spare worker imports before it is given a model (impetusd/spares.py).
+    preload: tuple[str, ...] = ()

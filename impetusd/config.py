@@ -8,6 +8,7 @@ from typing import Any, Literal, Mapping
 
 import msgspec
 
+from .budget import parse_size
 from .errors import InvalidParams
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
@@ -45,6 +46,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     thermal_backoff_level: Literal["fair", "serious", "critical"] = "serious"  # at or above: back off
     thermal_max_batch: int = 1  # decode batch size while backing off
     thermal_prefill_chunk: int = 128  # prompt tokens per prefill step while backing off (engines keep a smaller default)
+    # residency (docs/design.md, Residency)
+    memory_budget_bytes: int | None = None  # None: memory_budget_fraction of RAM / the cgroup limit
+    memory_budget_fraction: float = 0.8
+    memory_estimate_context: int = 4096  # tokens of KV cache reckoned per model
+    spare_worker: bool = False  # keep one pre-started worker per backend (faster cold loads, ~100 MB idle)
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -77,6 +83,10 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     thermal_backoff_level: Literal["fair", "serious", "critical"] | None = None
     thermal_max_batch: int | None = None
     thermal_prefill_chunk: int | None = None
+    memory_budget_bytes: int | str | None = None  # bytes, or "8GB", "512MiB"
+    memory_budget_fraction: float | None = None
+    memory_estimate_context: int | None = None
+    spare_worker: bool | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -109,6 +119,14 @@ def load_config(
         values["plugins"] = [*values.get("plugins", []), *env["IMPETUS_PLUGINS"].split(",")]
     if env.get("IMPETUS_MAX_LINE_BYTES"):
         values["max_line_bytes"] = int(env["IMPETUS_MAX_LINE_BYTES"])
+    if env.get("IMPETUS_MEMORY_BUDGET"):
+        values["memory_budget_bytes"] = env["IMPETUS_MEMORY_BUDGET"]
+    if values.get("memory_budget_bytes") is not None:
+        values["memory_budget_bytes"] = parse_size(values["memory_budget_bytes"], "memory_budget_bytes")
+    if not 0.0 < values.get("memory_budget_fraction", 0.8) <= 1.0:
+        raise InvalidParams("memory_budget_fraction must be in (0, 1]", field="memory_budget_fraction")
+    if values.get("memory_estimate_context", 1) < 1:
+        raise InvalidParams("memory_estimate_context must be at least 1 token", field="memory_estimate_context")
     if socket:
         sock = Path(socket).expanduser()
     elif env.get("IMPETUS_SOCKET"):

@@ -124,6 +124,7 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             await root.start(serve_unix, daemon)
             root.start_soon(daemon.models.reap_loop)
             root.start_soon(daemon.thermal.run)
+            daemon.models.spares.start_all()  # only with spare_worker = true
             for result in daemon.pm.hook.impetus_startup(daemon=daemon):
                 await await_maybe(result)
             log.info("impetusd ready (pid %s)", os.getpid())

@@ -42,6 +42,7 @@ async def embed(daemon: Daemon, params: EmbedParams, ctx: RequestContext) -> Emb
             await daemon.models.release(resident)
         out = done.output
         daemon.metrics.tokens(resident.spec.name, out.prompt_tokens, 0, 0)
+        resident.stats.record(out.prompt_tokens, 0, None)
         queued_ms = (sent - ctx.received) * 1000 - load_ms + done.queued_ms
         timings = Timings(
             queued_ms=round(max(queued_ms, 0.0), 2),

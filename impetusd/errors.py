@@ -147,7 +147,11 @@ class WorkerHung(ImpetusError):
 
 
 class InsufficientMemory(ImpetusError):
-    """The backend could not allocate memory, also after idle models were unloaded and it retried."""
+    """Not enough memory. Before a load: the model's estimate does not fit the
+    memory budget even with every idle model unloaded (``data.needed_bytes``,
+    ``available_bytes``, ``budget_bytes``, ``busy``: loaded models with requests
+    in flight), or never can (``never_fits``). During a request: the backend
+    could not allocate, also after idle models were unloaded and it retried."""
 
     code = 2006
 

@@ -136,6 +136,7 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
     daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    resident.stats.record(usage.prompt_tokens, usage.completion_tokens, res.decode_tps)
     daemon.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
     daemon.metrics.finished(RecentRequest(
         time=time.time(), model=resident.spec.name, method="chat" if isinstance(params, ChatParams) else "complete",

@@ -136,7 +136,9 @@ async def models_unload(daemon: Daemon, params: UnloadParams, ctx: RequestContex
 
 
 def models_loaded(daemon: Daemon, params: Empty, ctx: RequestContext) -> LoadedList:
-    return LoadedList(models=[r.describe() for r in daemon.models.resident.values()], failed=daemon.models.failed())
+    return LoadedList(
+        models=[r.describe() for r in daemon.models.resident.values()], failed=daemon.models.failed(), memory=daemon.models.memory()
+    )
 
 
 async def chat(daemon: Daemon, params: ChatParams, ctx: RequestContext) -> GenerationResult:

@@ -1,4 +1,4 @@
-"""Residency: resolve models, start and stop their workers, keep-alive."""
+"""Residency: resolve models, start and stop their workers, keep-alive, the memory budget."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import psutil
 from anyio.abc import TaskGroup
 
-from .api import LoadedModel, ModelEntry, ModelFailure
+from .api import MemoryBudget, ModelEntry, ModelFailure
 from .backend import BackendSpec, ModelSpec
+from .budget import estimate
 from .catalog import CATALOG
 from .config import parse_keep_alive
 from .crashes import CrashHistory
@@ -28,6 +28,8 @@ from .errors import (
     UnsupportedFormat,
 )
 from .events import Event
+from .residency import MemoryLedger, Resident
+from .spares import Spares
 from .supervisor import WorkerHandle
 
 if TYPE_CHECKING:
@@ -35,50 +37,6 @@ if TYPE_CHECKING:
     from .rpc import RequestContext
 
 log = logging.getLogger(__name__)
-
-
-class Resident:
-    """A loaded model: its worker and its residency state."""
-
-    def __init__(self, spec: ModelSpec, backend: BackendSpec, worker: WorkerHandle, load_ms: float, keep_alive: float | None) -> None:
-        self.spec = spec
-        self.backend = backend
-        self.worker = worker
-        self.loaded_at = time.time()
-        self.load_ms = load_ms
-        self.keep_alive = keep_alive
-        self.last_used = time.monotonic()
-        self.in_flight = 0
-        self.requests = 0
-
-    def touch(self, keep_alive: float | None) -> None:
-        self.keep_alive = keep_alive
-        self.last_used = time.monotonic()
-
-    def expires_in(self) -> float | None:
-        if self.keep_alive is None or self.in_flight:
-            return None
-        return self.keep_alive - (time.monotonic() - self.last_used)
-
-    def describe(self) -> LoadedModel:
-        left = self.expires_in()
-        try:
-            rss: int | None = psutil.Process(self.worker.pid).memory_info().rss
-        except psutil.Error:
-            rss = None
-        return LoadedModel(
-            name=self.spec.name,
-            path=self.spec.path,
-            format=self.spec.format,
-            backend=self.backend.name,
-            pid=self.worker.pid,
-            loaded_at=self.loaded_at,
-            load_ms=round(self.load_ms, 1),
-            expires_at=None if left is None else time.time() + max(left, 0.0),
-            in_flight=self.in_flight,
-            requests=self.requests,
-            rss_bytes=rss,
-        )
 
 
 class ModelManager:
@@ -90,6 +48,11 @@ class ModelManager:
         self.changed = anyio.Event()
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
+        self.ledger = MemoryLedger(daemon.config)
+        self.spares = Spares(daemon)
+
+    def memory(self) -> MemoryBudget:
+        return self.ledger.describe(self.resident)
 
     # --- failure-loop prevention ------------------------------------------------
     def history(self, name: str) -> CrashHistory:
@@ -241,9 +204,11 @@ class ModelManager:
                 if wait > 0:
                     log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
                     await anyio.sleep(wait)
-            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name}))
-            assert self.tg is not None
             cfg = self.daemon.config
+            need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context)
+            await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
+            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
+            assert self.tg is not None
             thermal = self.daemon.thermal
             tuning = thermal.tuning()
             try:
@@ -256,6 +221,7 @@ class ModelManager:
                     timeout=cfg.worker_start_timeout_s,
                     hung_timeout=cfg.hung_timeout_s,
                     env={"IMPETUS_LOG_LEVEL": cfg.log_level},
+                    process=self.spares.take(chosen),
                     tuning=tuning if thermal.throttled else None,
                     warm_up=not thermal.throttled,  # postponed while the machine is hot
                 )
@@ -264,16 +230,23 @@ class ModelManager:
                     self.history(spec.name).record(str(exc.fields.get("cause", exc.message)))
                 self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
                 raise
+            finally:
+                self.ledger.release(spec.name)
+                self.spares.refill(chosen)
             load_ms = (time.monotonic() - started) * 1000
             self.daemon.metrics.worker_started(spec.name)
-            resident = Resident(spec, chosen, worker, load_ms, ka)
+            resident = Resident(spec, chosen, worker, load_ms, ka, need)
+            self.ledger.learn(worker)
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident
             self._changed()
             if thermal.tuning() != tuning:  # the thermal state changed while it started
                 await worker.tune(thermal.tuning())
             log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
-            self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={"backend": chosen.name, "pid": worker.pid, "load_ms": load_ms}))
+            self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={
+                "backend": chosen.name, "pid": worker.pid, "load_ms": load_ms, "warmup_ms": resident.warmup_ms,
+                "estimate_bytes": need.total_bytes,
+            }))
             return resident, load_ms, False
 
     def find(self, ref: str) -> Resident:
@@ -299,12 +272,16 @@ class ModelManager:
             await self._stop(resident, "unloaded to free memory")
         return [r.spec.name for r in idle]
 
-    async def _stop(self, resident: Resident, why: str) -> None:
+    async def _stop(self, resident: Resident, why: str, to_load: str | None = None) -> None:
         self.resident.pop(resident.spec.name, None)
         await resident.worker.stop()
         self._changed()
-        log.info("%s %s (pid %s)", why, resident.spec.name, resident.worker.pid)
-        self.daemon.emit(Event(kind="model.unloaded", model=resident.spec.name, data={"reason": why, "pid": resident.worker.pid}))
+        extra = f" to make room for {to_load}" if to_load else ""
+        log.info("%s %s (pid %s)%s", why, resident.spec.name, resident.worker.pid, extra)
+        data: dict[str, Any] = {"reason": why, "pid": resident.worker.pid}
+        if to_load:
+            data["for"] = to_load
+        self.daemon.emit(Event(kind="model.unloaded", model=resident.spec.name, data=data))
 
     def _on_worker_exit(self, worker: WorkerHandle) -> None:
         resident = self.resident.get(worker.spec.name)
@@ -318,6 +295,7 @@ class ModelManager:
             self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
 
     async def stop_all(self) -> None:
+        await self.spares.stop_all()
         async with anyio.create_task_group() as tg:
             for resident in list(self.resident.values()):
                 tg.start_soon(self._stop, resident, "stopped")

@@ -55,6 +55,17 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+async def spawn_worker(env: dict[str, str] | None = None) -> Process:
+    """A worker process waiting for its ``worker.start`` on stdin."""
+    return await anyio.open_process(
+        [sys.executable, "-m", "impetusd.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,  # the worker logs to the daemon's stderr
+        env={**os.environ, **(env or {})},
+    )
+
+
 class WorkerHandle:
     """One worker process hosting one backend and one model."""
 
@@ -94,14 +105,11 @@ class WorkerHandle:
         env: dict[str, str] | None = None,
         tuning: Tuning | None = None,
         warm_up: bool = True,
+        process: Process | None = None,
     ) -> WorkerHandle:
-        process = await anyio.open_process(
-            [sys.executable, "-m", "impetusd.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # the worker logs to the daemon's stderr
-            env={**os.environ, **(env or {})},
-        )
+        """Start a worker (or use ``process``, a spare one already waiting) and load ``spec``."""
+        if process is None:
+            process = await spawn_worker(env)
         handle = cls(spec, backend, process)
         handle.tuning = tuning or Tuning()
         handle.warm_up_pending = not warm_up

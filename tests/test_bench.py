@@ -35,3 +35,16 @@ def test_soak_small_run_keeps_one_worker_and_no_requests_behind() -> None:
     assert result["in_flight_at_end"] == 0
     assert result["cancelled_mid_stream"] == 12 and result["disconnected_mid_stream"] == 6
     assert result["daemon_rss_mb"]["growth"] < 20 and result["worker_rss_mb"]["growth"] < 20, result
+
+
+def test_load_memory_one_run_returns_the_worker_memory() -> None:
+    import load_memory
+
+    result = load_memory.run(runs=1)
+    [plain] = result["daemon"]["runs"]
+    assert plain["memory"]["after_load"]["workers_rss"] > 50_000_000  # the model's worker
+    assert plain["memory"]["after_unload"]["workers_rss"] == 0  # unloading ended it
+    assert plain["warmup_ms"] > 0 and plain["engine_load_ms"] > 0
+    [spare] = result["daemon_spare_worker"]["runs"]
+    assert spare["memory"]["before_load"]["workers_rss"] > 0  # the spare, waiting
+    assert set(result["in_process"]["runs"][0]) >= {"imports_ms", "weights_ms", "tokenizer_ms", "warmup_ms"}

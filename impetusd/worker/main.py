@@ -7,6 +7,7 @@ rest. End of stdin means the daemon is gone: the worker exits immediately.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import queue
@@ -75,6 +76,7 @@ def main() -> None:
     chan = Channel(_private_stdout())
     stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     reader = msgspec.json.Decoder(Request)
+    _preload(os.environ.pop("IMPETUS_WORKER_PRELOAD", ""))
     first = stdin.readline()
     if not first:
         return
@@ -84,15 +86,17 @@ def main() -> None:
         engine = _start_engine(start)
         if start.tuning is not None:
             tune(engine, start.tuning)
-        if start.warm_up:  # a failing warm-up is a failed load
-            warm_up(engine)
+        warmup_ms = warm_up(engine) if start.warm_up else None  # a failing warm-up is a failed load
     except ImpetusError as exc:
         chan.error(req.id, exc)
         return
     except Exception as exc:  # a backend failing to load is reported, not raised
         chan.error(req.id, backend_failure(exc, "load"))
         return
-    chan.result(req.id, engine.info())
+    info = engine.info()
+    if warmup_ms is not None:  # reported apart from the engine's own load time
+        info = msgspec.structs.replace(info, details={**info.details, "warmup_ms": warmup_ms})
+    chan.result(req.id, info)
     Serve(chan, engine, stdin).run()
 
 
@@ -103,12 +107,25 @@ def tune(engine: Any, tuning: Tuning) -> None:
         method(tuning)
 
 
-def warm_up(engine: Any) -> None:
+def warm_up(engine: Any) -> float | None:
     """Engines may offer ``warm_up()`` (a token through the model so the first
-    request does not pay for setup). The daemon postpones it while the machine is hot."""
+    request does not pay for setup). The daemon postpones it while the machine is hot.
+    Returns its time in ms, or None when the engine has none."""
     method = getattr(engine, "warm_up", None)
-    if method is not None:
-        method()
+    if method is None:
+        return None
+    started = time.monotonic()
+    method()
+    return (time.monotonic() - started) * 1000
+
+
+def _preload(modules: str) -> None:
+    """A spare worker (impetusd/spares.py) imports its backend before it is needed."""
+    for name in filter(None, modules.split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:  # the start reports the failure properly
+            log.exception("preloading %s failed", name)
 
 
 def _start_engine(start: StartParams) -> Any:

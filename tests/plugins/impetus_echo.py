@@ -48,6 +48,8 @@ class EchoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hang_after: int | None = None  # words sent, then it sleeps without a sound
     memory_errors: int = 0  # the first N generations in a worker raise MemoryError
     pid_log: str | None = None  # each worker appends its pid here when it starts
+    load_s: float = 0.0  # the engine takes this long to load
+    working_set_bytes: int | None = None  # reported as an accelerator's recommended working set
 
 
 def _detect(path: Path) -> bool:
@@ -68,12 +70,17 @@ class EchoEngine:
         self.memory_errors_left = settings.memory_errors
         self.tuning: dict[str, Any] = {"max_batch": None, "prefill_chunk": None}
         self.warm_ups = 0
+        if settings.load_s:
+            time.sleep(settings.load_s)
         if settings.pid_log:
             with open(settings.pid_log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="echo", load_ms=0.0, details={"pid": os.getpid(), **self.report()})
+        details: dict[str, Any] = {"pid": os.getpid(), **self.report()}
+        if self.settings.working_set_bytes:
+            details["recommended_working_set_bytes"] = self.settings.working_set_bytes
+        return EngineInfo(backend="echo", load_ms=0.0, details=details)
 
     def tune(self, tuning: Any) -> None:
         self.tuning = msgspec.structs.asdict(tuning)
@@ -130,7 +137,8 @@ def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
 def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
     # Deliberately without top_k/min_p/seed: the daemon must refuse those.
     caps = frozenset({"chat", "complete", "max_tokens", "temperature", "top_p", "stop"})
-    registry.add(BackendSpec(name="echo", formats=frozenset({"echo"}), capabilities=caps, start=_start))
+    # A worker with no model library needs ~35 MB; the estimate adds the file's size.
+    registry.add(BackendSpec(name="echo", formats=frozenset({"echo"}), capabilities=caps, start=_start, memory_overhead_bytes=32 * 1024 * 1024))
 
 
 @hookimpl

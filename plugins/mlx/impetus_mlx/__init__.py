@@ -31,5 +31,6 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
             start=start,
             devices=frozenset({"metal", "cpu", "cuda"}),
             description="MLX via mlx-lm (Metal on Apple Silicon, CPU elsewhere)",
+            preload=("impetus_mlx.engine",),  # mlx, mlx-lm and transformers: most of a cold start
         )
     )

@@ -14,6 +14,7 @@ from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult
 from impetusd.errors import ContextLengthExceeded, InvalidParams, UnsupportedFormat
 
 from . import gguf_model
+from .device import device_memory
 from .stops import StopScanner
 from .tokenizer import build_tokenizer, eos_ids
 
@@ -47,7 +48,7 @@ class MLXEngine:
         model, details = gguf_model.build_model(weights, meta)
         hf = build_tokenizer(meta)
         wrapper = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta))
-        engine = cls(model, wrapper, hf.add_bos, int(details["context_length"]), 0.0, details)
+        engine = cls(model, wrapper, hf.add_bos, int(details["context_length"]), 0.0, {**details, **device_memory()})
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
 

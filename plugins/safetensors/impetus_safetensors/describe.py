@@ -48,6 +48,9 @@ class FolderInfo(msgspec.Struct, kw_only=True):
     size_bytes: int
     files: list[str]
     written_by: str | None  # safetensors __metadata__ "format": "pt", "mlx", ...
+    head_count: int | None = None  # attention heads (for the daemon's KV-cache estimate)
+    head_count_kv: int | None = None
+    head_dim: int | None = None
 
 
 def is_mlx(folder: Folder) -> bool:
@@ -205,5 +208,8 @@ def describe(folder: Folder, mlx: bool) -> dict[str, Any]:
         size_bytes=sum((folder.path / f).stat().st_size for f in files),
         files=files,
         written_by=headers[0].metadata.get("format"),
+        head_count=_config_value(config, "num_attention_heads", "n_head"),
+        head_count_kv=_config_value(config, "num_key_value_heads"),
+        head_dim=_config_value(config, "head_dim"),
     )
     return msgspec.to_builtins(info)
