@@ -360,7 +360,7 @@ class ModelManager:
             if alias in seen:
                 continue
             path = item.local_path()
-            size = path.stat().st_size if path else None
+            size = (sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if item.folder else path.stat().st_size) if path else None
             fmt = "gguf" if item.file.endswith(".gguf") else None
             entries.append(
                 ModelEntry(

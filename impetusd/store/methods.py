@@ -59,7 +59,7 @@ async def models_import(daemon: Daemon, params: ImportParams, ctx: RequestContex
     files = []
     for file in _model_files(path, metadata):
         digest = await anyio.to_thread.run_sync(sha256_of, file)
-        files.append(ModelFile(name=file.name if path.is_dir() else file.name, location=str(file), size=file.stat().st_size, sha256=digest))
+        files.append(ModelFile(name=file.relative_to(path).as_posix() if path.is_dir() else file.name, location=str(file), size=file.stat().st_size, sha256=digest))
     model = Registered(
         name=name, format=fmt, path=str(path), source=Source(kind="local", path=str(path)), metadata=metadata,
         size_bytes=sum(f.size for f in files), digest=model_digest(files), created_at=time.time(), files=files,

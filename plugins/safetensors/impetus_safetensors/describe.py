@@ -17,6 +17,7 @@ from .folder import Folder
 from .reader import SafetensorsHeader, TensorInfo
 
 MLX_BITS = frozenset({1, 2, 3, 4, 5, 6, 8})
+ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert", "modernbert", "electra"})
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx", "max_seq_len")
 
 
@@ -48,6 +49,15 @@ class FolderInfo(msgspec.Struct, kw_only=True):
     size_bytes: int
     files: list[str]
     written_by: str | None  # safetensors __metadata__ "format": "pt", "mlx", ...
+    kind: str = "llm"  # "embedding" for sentence-embedding encoders (BERT and kin)
+
+
+def kind_of(folder: Folder, architecture: str | None) -> str:
+    """``embedding`` for an encoder (by ``model_type``) or a sentence-transformers
+    folder (``modules.json``); ``llm`` otherwise."""
+    if architecture in ENCODERS or (folder.path / "modules.json").is_file():
+        return "embedding"
+    return "llm"
 
 
 def is_mlx(folder: Folder) -> bool:
@@ -185,8 +195,9 @@ def describe(folder: Folder, mlx: bool) -> dict[str, Any]:
     tokenizer = tok_config.get("tokenizer_class")
     files = sorted(set(folder.support_files()) | set(names))
     architectures = config.get("architectures")
+    architecture = _config_value(config, "model_type")
     info = FolderInfo(
-        architecture=_config_value(config, "model_type"),
+        architecture=architecture,
         model_class=architectures[0] if isinstance(architectures, list) and architectures and isinstance(architectures[0], str) else None,
         name=folder.path.name,
         context_length=_config_value(config, *CONTEXT_KEYS),
@@ -205,5 +216,6 @@ def describe(folder: Folder, mlx: bool) -> dict[str, Any]:
         size_bytes=sum((folder.path / f).stat().st_size for f in files),
         files=files,
         written_by=headers[0].metadata.get("format"),
+        kind=kind_of(folder, architecture),
     )
     return msgspec.to_builtins(info)
