@@ -174,7 +174,8 @@ class ModelManager:
                 raise NoBackend(f"backend {wanted!r} cannot run {spec.format} models", backend=wanted, format=spec.format)
             return chosen
         if not capable:
-            hint = " (install the impetus-mlx plugin)" if spec.format == "gguf" else ""
+            fmt = self.daemon.registries.formats.get(spec.format)
+            hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else (" (install the impetus-mlx plugin)" if spec.format == "gguf" else "")
             raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
         name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
         chosen = backends.get(name) if name else None

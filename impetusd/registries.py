@@ -21,6 +21,8 @@ class ModelFormat(msgspec.Struct, frozen=True):
     # Opt-in only (``models.import {convert_pickle}``): write a copy of ``path`` in a
     # loadable format into the new, empty folder ``dest``. Blocking; run in a thread.
     convert: Callable[[Path, Path], None] | None = None
+    # Said with NoBackend when no installed backend runs this format (why, and what would).
+    backend_hint: str = ""
 
 
 class HardwareMonitor(msgspec.Struct, frozen=True):
