@@ -362,7 +362,7 @@ class ModelManager:
                 continue
             path = item.local_path()
             size = (sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if item.folder else path.stat().st_size) if path else None
-            fmt = "gguf" if item.file.endswith(".gguf") else None
+            fmt = "gguf" if item.file.endswith(".gguf") else ("safetensors" if item.folder else None)
             entries.append(
                 ModelEntry(
                     name=alias, path=str(path) if path else None, format=fmt, size_bytes=size,

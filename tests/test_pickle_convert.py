@@ -37,6 +37,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     original = load_file(str(folder / "model.safetensors"))
     subprocess.run([str(TORCH_PYTHON), "-c", TO_PICKLE, str(folder / "model.safetensors"), str(folder / "pytorch_model.bin")], check=True, timeout=300)
     (folder / "model.safetensors").unlink()
+    (folder / "training_args.bin").write_bytes(pickle.dumps({"learning_rate": 0.1}, protocol=2))  # not weights: skipped
     return folder, original
 
 

@@ -26,6 +26,8 @@ from .pickles import pickle_files
 SCRIPT = Path(__file__).with_name("pickle_to_safetensors.py")
 TIMEOUT_S = 3600.0
 REASONS = {3: "missing-dependency", 4: "refused"}
+# Training leftovers that sit beside weights in checkpoint folders: not part of the model.
+NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "optimizer.bin", "scheduler.pt", "scheduler.bin", "rng_state.pth", "scaler.pt"})
 
 
 def python() -> str:
@@ -33,7 +35,7 @@ def python() -> str:
 
 
 def convert(path: Path, dest: Path) -> None:
-    files = pickle_files(path)
+    files = [f for f in pickle_files(path) if f.name not in NOT_WEIGHTS or f == path]
     if not files:
         raise ConversionFailed(f"{path}: not a PyTorch pickle checkpoint", path=str(path), reason="refused")
     interpreter = python()
