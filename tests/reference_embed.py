@@ -1,6 +1,7 @@
 """Reference sentence embeddings from sentence-transformers (run by .venv-reference's Python).
 
-Reads ``{"model": FOLDER, "texts": [...]}`` on stdin, prints the vectors as JSON.
+Reads a JSON list of ``{"model": FOLDER, "texts": [...]}`` jobs on stdin and
+prints a JSON list with each job's vectors.
 """
 
 import json
@@ -8,7 +9,8 @@ import sys
 
 from sentence_transformers import SentenceTransformer
 
-request = json.load(sys.stdin)
-model = SentenceTransformer(request["model"], device="cpu", local_files_only=True)
-vectors = model.encode(request["texts"], convert_to_numpy=True)
-json.dump(vectors.astype(float).tolist(), sys.stdout)
+results = []
+for job in json.load(sys.stdin):
+    model = SentenceTransformer(job["model"], device="cpu", local_files_only=True)
+    results.append(model.encode(job["texts"], convert_to_numpy=True).astype(float).tolist())
+json.dump(results, sys.stdout)

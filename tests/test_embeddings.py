@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from helpers import DaemonProcess, ShimProcess
+from safetensors_factory import write_bert
 
 MODEL = "all-minilm-l6-v2"
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,15 +53,36 @@ def test_paraphrases_are_closer_than_unrelated_sentences(embedded: dict) -> None
     assert close > cosine(vectors[0], vectors[2]) + 0.3 and close > cosine(vectors[1], vectors[2]) + 0.3
 
 
-def test_matches_sentence_transformers(embedded: dict) -> None:
+def reference(jobs: list[tuple[Path, list[str]]]) -> list[list[list[float]]]:
+    """sentence-transformers' vectors for each (folder, texts), from .venv-reference."""
     assert REFERENCE_PYTHON.exists(), "scripts/setup makes .venv-reference with torch and sentence-transformers"
     out = subprocess.run(
         [str(REFERENCE_PYTHON), str(ROOT / "tests" / "reference_embed.py")],
-        input=json.dumps({"model": str(folder()), "texts": TEXTS}), capture_output=True, text=True, timeout=600, check=True,
+        input=json.dumps([{"model": str(f), "texts": t} for f, t in jobs]), capture_output=True, text=True, timeout=600, check=True,
     )
-    reference = json.loads(out.stdout)
-    for ours, theirs in zip(embedded["embeddings"], reference, strict=True):
-        assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 1e-4
+    return json.loads(out.stdout)
+
+
+def assert_close(ours: list[list[float]], theirs: list[list[float]]) -> None:
+    for a, b in zip(ours, theirs, strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
+
+
+def test_matches_sentence_transformers(shared_daemon: DaemonProcess, embedded: dict, tmp_path: Path) -> None:
+    """MiniLM itself, and tiny random BERTs with the other pooling modes, with and
+    without Normalize (texts longer than their max_seq_length of 48 included)."""
+    variants = {(pooling, normalize): write_bert(tmp_path / f"{pooling}-{normalize}", pooling=pooling, normalize=normalize, seed=i)
+                for i, (pooling, normalize) in enumerate([("cls", False), ("max", True), ("mean", False)])}
+    small_texts = ["short", "a somewhat longer sentence with more words in it", "word " * 80]
+    ours = {}
+    with shared_daemon.connect() as conn:
+        for key, path in variants.items():
+            ours[key] = conn.call("embed", {"model": str(path), "input": small_texts, "keep_alive": 0})["result"]["embeddings"]
+    theirs = reference([(folder(), TEXTS), *((path, small_texts) for path in variants.values())])
+    assert_close(embedded["embeddings"], theirs[0])
+    for key, want in zip(variants, theirs[1:]):
+        assert_close(ours[key], want)
+    assert any(abs(math.sqrt(sum(x * x for x in v)) - 1) > 0.01 for v in ours[("cls", False)])  # not normalised
 
 
 def test_usage_counts_tokens_and_truncates(shared_daemon: DaemonProcess, embedded: dict) -> None:
