@@ -145,6 +145,14 @@ def register(main: click.Group, state_type: Any) -> None:
             ("size", render.size(info.size_bytes)), ("source", info.source), ("digest", info.digest),
             ("path", info.path), ("registered", time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))),
         ]
+        opset = meta.get("opset")
+        producer = " ".join(str(meta[k]) for k in ("producer_name", "producer_version") if meta.get(k)) or None
+        extra = [  # shown only when the format reports them (embedding, ONNX, Core ML models)
+            ("kind", meta.get("kind")), ("producer", producer),
+            ("opset", ", ".join(f"{d} {v}" for d, v in opset.items()) if isinstance(opset, dict) and opset else None),
+            ("model type", meta.get("model_type")), ("spec version", meta.get("specification_version")),
+        ]
+        rows[3:3] = [(k, v) for k, v in extra if v is not None]
         for key, value in rows:
             click.echo(f"{key + ':':16}{'-' if value is None else value}")
         click.echo("files:")

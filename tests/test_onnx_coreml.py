@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -156,3 +157,18 @@ def test_daemon_describes_and_answers_no_backend(shared_daemon: DaemonProcess, f
         err = conn.call("models.load", {"model": f"described-{name}"})["error"]
         assert err["data"]["name"] == "NoBackend" and err["data"]["format"] == fmt and says in err["message"]
         assert {"onnx", "coreml"} <= set(conn.call("daemon.info")["result"]["formats"])
+
+
+def test_impetusctl_show(shared_daemon: DaemonProcess, files: dict[str, Path]) -> None:
+    def show(path: Path, name: str) -> str:
+        with shared_daemon.connect() as conn:
+            conn.call("models.import", {"path": str(path), "name": name})
+        out = subprocess.run([sys.executable, "-m", "impetusctl", "--no-autostart", "show", name], env=shared_daemon.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    onnx_out = show(files["tiny.onnx"], "shown-onnx")
+    assert "producer:       impetus-tests 1.2" in onnx_out and "opset:          ai.onnx 17, ai.onnx.ml 3" in onnx_out
+    coreml_out = show(files["prog.mlpackage"], "shown-coreml")
+    assert "model type:     mlProgram" in coreml_out and "format:         coreml" in coreml_out
+    assert "Manifest.json" in coreml_out  # the package's files are registered and listed
