@@ -80,7 +80,7 @@ def test_matches_sentence_transformers(shared_daemon: DaemonProcess, embedded: d
             ours[key] = conn.call("embed", {"model": str(path), "input": small_texts, "keep_alive": 0})["result"]["embeddings"]
     theirs = reference([(folder(), TEXTS), *((path, small_texts) for path in variants.values())])
     assert_close(embedded["embeddings"], theirs[0])
-    for key, want in zip(variants, theirs[1:]):
+    for key, want in zip(variants, theirs[1:], strict=True):
         assert_close(ours[key], want)
     assert any(abs(math.sqrt(sum(x * x for x in v)) - 1) > 0.01 for v in ours[("cls", False)])  # not normalised
 
