@@ -12,7 +12,7 @@ from impetusd.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList
 from impetusd.config import Config, load_config
 from impetusd.errors import ImpetusError
 
-from . import render, store_cmds
+from . import embed_cmd, render, store_cmds
 from .service import cli as service_cli
 from .autostart import connect
 from .client import Client, DaemonUnavailable
@@ -260,6 +260,7 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 
 store_cmds.register(main, State)
+embed_cmd.register(main, State)
 service_cli.register(main, State)
 
 

@@ -111,10 +111,18 @@ def register(main: click.Group, state_type: Any) -> None:
     @main.command("import")
     @click.argument("path", type=click.Path(exists=True))
     @click.option("--name", help="Register under this name (default: the file or folder name).")
+    @click.option("--convert-pickle", is_flag=True, help="Convert a PyTorch .bin/.pt checkpoint once to SafeTensors in the store (needs torch; see IMPETUS_TORCH_PYTHON).")
     @pass_state
-    def import_(state: Any, path: str, name: str | None) -> None:
-        """Register a local GGUF file, MLX folder or SafeTensors folder."""
-        params = {"path": str(click.format_filename(path)), **({"name": name} if name else {})}
+    def import_(state: Any, path: str, name: str | None, convert_pickle: bool) -> None:
+        """Register a local GGUF file, MLX folder or SafeTensors folder.
+
+        PyTorch pickle checkpoints are refused (loading one runs code) unless
+        --convert-pickle converts them with torch.load(weights_only=True) in a
+        separate process; the converted copy is what gets registered.
+        """
+        params: dict[str, Any] = {"path": str(click.format_filename(path)), **({"name": name} if name else {})}
+        if convert_pickle:
+            params["convert_pickle"] = True
         with state.client() as client:
             info = client.call("models.import", params, type=ModelInfo)
         render.json_out(info) if state.json else click.echo(f"imported {info.name}: {info.format}, {render.size(info.size_bytes)}, {len(info.files)} file(s)")
@@ -137,6 +145,14 @@ def register(main: click.Group, state_type: Any) -> None:
             ("size", render.size(info.size_bytes)), ("source", info.source), ("digest", info.digest),
             ("path", info.path), ("registered", time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))),
         ]
+        opset = meta.get("opset")
+        producer = " ".join(str(meta[k]) for k in ("producer_name", "producer_version") if meta.get(k)) or None
+        extra = [  # shown only when the format reports them (embedding, ONNX, Core ML models)
+            ("kind", meta.get("kind")), ("producer", producer),
+            ("opset", ", ".join(f"{d} {v}" for d, v in opset.items()) if isinstance(opset, dict) and opset else None),
+            ("model type", meta.get("model_type")), ("spec version", meta.get("specification_version")),
+        ]
+        rows[3:3] = [(k, v) for k, v in extra if v is not None]
         for key, value in rows:
             click.echo(f"{key + ':':16}{'-' if value is None else value}")
         click.echo("files:")

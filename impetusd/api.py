@@ -371,7 +371,8 @@ class PullResult(msgspec.Struct, frozen=True):
 class ImportParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: str
     name: str | None = None
-    allow_pickle: bool = False
+    allow_pickle: bool = False  # refused: pickles are never loaded (see convert_pickle)
+    convert_pickle: bool = False  # convert a PyTorch pickle checkpoint once to safetensors in the store
 
 
 class NameParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

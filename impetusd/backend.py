@@ -56,7 +56,7 @@ class EmbedRequest(msgspec.Struct, frozen=True):
 
 
 class EmbedOutput(msgspec.Struct, frozen=True):
-    """Worker → daemon: one unit-length vector per text, in order."""
+    """Worker → daemon: one vector per text, in order (unit length unless the model says otherwise)."""
 
     vectors: list[list[float]]
     prompt_tokens: int

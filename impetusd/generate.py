@@ -68,6 +68,17 @@ def _check_capabilities(params: ChatParams | CompleteParams, backend: BackendSpe
             )
 
 
+def _check_kind(daemon: Daemon, params: ChatParams | CompleteParams) -> None:
+    """An embedding-only model (format metadata ``kind: embedding``) cannot generate:
+    refused before it is loaded, whatever its backend can do for other models."""
+    kind = "chat" if isinstance(params, ChatParams) else "complete"
+    spec = daemon.models.resolve(params.model)
+    if spec.metadata.get("kind") == "embedding":
+        raise UnsupportedParameter(
+            f"model {spec.name!r} is an embedding model: it cannot do {kind}; use embed", param=kind, model=spec.name
+        )
+
+
 def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, default_temperature: float) -> GenerateRequest:
     stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
     common = dict(
@@ -97,6 +108,7 @@ async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Req
 
 async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
     _check_values(params)
+    _check_kind(daemon, params)
     daemon.models.admit(params.model, ctx)  # Overloaded when too many wait for this model
     resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
     outcome.model = resident.spec.name

@@ -137,7 +137,8 @@ class ModelManager:
                 raise NoBackend(f"backend {wanted!r} cannot run {spec.format} models", backend=wanted, format=spec.format)
             return chosen
         if not capable:
-            hint = " (install the impetus-mlx plugin)" if spec.format == "gguf" else ""
+            fmt = self.daemon.registries.formats.get(spec.format)
+            hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else (" (install the impetus-mlx plugin)" if spec.format == "gguf" else "")
             raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
         name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
         chosen = backends.get(name) if name else None
@@ -344,8 +345,8 @@ class ModelManager:
             if alias in seen:
                 continue
             path = item.local_path()
-            size = path.stat().st_size if path else None
-            fmt = "gguf" if item.file.endswith(".gguf") else None
+            size = (sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if item.folder else path.stat().st_size) if path else None
+            fmt = "gguf" if item.file.endswith(".gguf") else ("safetensors" if item.folder else None)
             entries.append(
                 ModelEntry(
                     name=alias, path=str(path) if path else None, format=fmt, size_bytes=size,

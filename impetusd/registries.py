@@ -18,6 +18,11 @@ class ModelFormat(msgspec.Struct, frozen=True):
     detect: Callable[[Path], bool]
     inspect: Callable[[Path], dict[str, Any]]
     description: str = ""
+    # Opt-in only (``models.import {convert_pickle}``): write a copy of ``path`` in a
+    # loadable format into the new, empty folder ``dest``. Blocking; run in a thread.
+    convert: Callable[[Path, Path], None] | None = None
+    # Said with NoBackend when no installed backend runs this format (why, and what would).
+    backend_hint: str = ""
 
 
 class HardwareMonitor(msgspec.Struct, frozen=True):

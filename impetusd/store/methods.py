@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from ..errors import InvalidParams, ModelExists, ModelInUse
 from ..registries import MethodSpec
 from ..rpc import RequestContext
 from . import cache
+from .convert import convert_into_store, remove_converted
 from .pull import model_digest
 from .registry import ModelFile, Registered, Source
 from .transfer import sha256_of
@@ -52,16 +54,31 @@ async def models_import(daemon: Daemon, params: ImportParams, ctx: RequestContex
     path = Path(params.path).expanduser().resolve()
     if not path.exists():
         raise InvalidParams(f"{path} does not exist", field="path")
+    if params.allow_pickle:
+        raise InvalidParams("Invalid params: pickles are never loaded; convert_pickle converts one once to safetensors", field="allow_pickle")
     name = params.name or (path.stem if path.is_file() else path.name)
     if daemon.store.get(name) is not None:
         raise ModelExists(f"a model named {name!r} is already registered; choose another with --name", model=name)
+    source = Source(kind="local", path=str(path))
+    if params.convert_pickle:
+        source = Source(kind="converted", path=str(path))
+        path = await convert_into_store(daemon, path, name)
+    try:
+        return await _register(daemon, path, name, source)
+    except BaseException:
+        if params.convert_pickle:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+async def _register(daemon: Daemon, path: Path, name: str, source: Source) -> ModelInfo:
     fmt, metadata = daemon.models.detect(path)
     files = []
     for file in _model_files(path, metadata):
         digest = await anyio.to_thread.run_sync(sha256_of, file)
-        files.append(ModelFile(name=file.name if path.is_dir() else file.name, location=str(file), size=file.stat().st_size, sha256=digest))
+        files.append(ModelFile(name=file.relative_to(path).as_posix() if path.is_dir() else file.name, location=str(file), size=file.stat().st_size, sha256=digest))
     model = Registered(
-        name=name, format=fmt, path=str(path), source=Source(kind="local", path=str(path)), metadata=metadata,
+        name=name, format=fmt, path=str(path), source=source, metadata=metadata,
         size_bytes=sum(f.size for f in files), digest=model_digest(files), created_at=time.time(), files=files,
     )
     daemon.store.add(model)
@@ -82,6 +99,8 @@ async def models_remove(daemon: Daemon, params: RemoveParams, ctx: RequestContex
         unloaded = True
     daemon.store.remove(model.name)
     freed, freed_bytes = [], 0
+    if model.source.kind == "converted" and not any(daemon.store.users_of(f.location) for f in model.files):
+        freed, freed_bytes = remove_converted(daemon, Path(model.path))
     if model.source.kind == "hub":  # only ever delete inside the Hub cache, never a user's own files
         root = cache.repo_folder(model.source.repo or "")
         for f in model.files:

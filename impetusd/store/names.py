@@ -31,7 +31,7 @@ def parse(ref: str) -> PullRef:
     text = ref.strip()
     entry = CATALOG.get(text.lower())
     if entry is not None:
-        return PullRef(name=entry.alias, repo=entry.repo, files=[entry.file])
+        return PullRef(name=entry.alias, repo=entry.repo, files=None if entry.folder else [entry.file])
     for prefix in _PREFIXES:
         if text.startswith(prefix):
             text = text[len(prefix):]

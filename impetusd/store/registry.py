@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS files_location ON files(location);
 
 
 class Source(msgspec.Struct, frozen=True, omit_defaults=True):
-    kind: str  # "hub" or "local"
+    kind: str  # "hub", "local" or "converted"
     repo: str | None = None
     revision: str | None = None
     commit: str | None = None
@@ -52,6 +52,8 @@ class Source(msgspec.Struct, frozen=True, omit_defaults=True):
     def describe(self) -> str:
         if self.kind == "hub":
             return f"hf:{self.repo}@{(self.commit or '')[:12] or self.revision}"
+        if self.kind == "converted":  # a pickle checkpoint at ``path``, converted into the store
+            return f"converted:{self.path}"
         return f"local:{self.path}"
 
 

@@ -14,7 +14,9 @@ FOLDER_FILES = {
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json", "merges.txt",
     "chat_template.jinja", "chat_template.json", "model.safetensors.index.json",
+    "vocab.txt", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
 }
+_MODULE_CONFIG = re.compile(r"^\d+_\w+/config\.json$")  # sentence-transformers modules (1_Pooling/config.json)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DEFAULT_QUANT = "Q4_K_M"  # what most GGUF users expect when they do not say
 _SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
@@ -86,6 +88,7 @@ def choose(repo: str, files: list[RemoteFile], selector: str | None, fixed: list
     weights = [f for f in top if f.name.endswith(".safetensors")]
     if weights:
         needed = weights + [f for f in top if f.name in FOLDER_FILES or f.name.endswith(".tiktoken")]
+        needed += [f for f in files if _MODULE_CONFIG.match(f.name)]
         return Selection(kind="folder", files=sorted(needed, key=lambda f: f.name), primary="")
     if any(f.name.endswith(PICKLE_SUFFIXES) for f in files):
         raise PickleRefused(

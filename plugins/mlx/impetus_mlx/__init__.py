@@ -1,4 +1,8 @@
-"""MLX backend: registers itself; mlx is imported only when a worker starts it."""
+"""MLX backend: registers itself; mlx is imported only when a worker starts it.
+
+It runs GGUF llama files, mlx-lm and Hugging Face safetensors LLM folders, and
+sentence-embedding encoder folders (BERT) for ``embed``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ CAPABILITIES = frozenset(
 
 
 def start(spec: ModelSpec) -> Engine:
+    if spec.metadata.get("kind") == "embedding":  # a sentence-embedding encoder (BERT)
+        from .embedding_engine import EmbeddingEngine
+
+        return EmbeddingEngine.load(spec)
     from .engine import MLXEngine  # heavy imports happen here, in the worker
 
     return MLXEngine.load(spec)
@@ -26,7 +34,7 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
     registry.add(
         BackendSpec(
             name="mlx",
-            formats=frozenset({"gguf"}),
+            formats=frozenset({"gguf", "mlx", "safetensors"}),
             capabilities=CAPABILITIES,
             start=start,
             devices=frozenset({"metal", "cpu", "cuda"}),

@@ -13,7 +13,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
 from impetusd.errors import ContextLengthExceeded, InvalidParams, UnsupportedFormat
 
-from . import gguf_model
+from . import folder_model, gguf_model
 from .device import device_memory
 from .stops import StopScanner
 from .tokenizer import build_tokenizer, eos_ids
@@ -41,14 +41,17 @@ class MLXEngine:
 
     @classmethod
     def load(cls, spec: ModelSpec) -> MLXEngine:
-        if spec.format != "gguf":
-            raise UnsupportedFormat(f"the MLX backend cannot load {spec.format!r} models yet", format=spec.format)
         started = time.monotonic()
-        weights, meta = gguf_model.read(spec.path)
-        model, details = gguf_model.build_model(weights, meta)
-        hf = build_tokenizer(meta)
-        wrapper = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta))
-        engine = cls(model, wrapper, hf.add_bos, int(details["context_length"]), 0.0, {**details, **device_memory()})
+        if spec.format in folder_model.FORMATS:  # mlx-lm and Hugging Face folders
+            model, wrapper, add_bos, details = folder_model.load(spec.path)
+        elif spec.format == "gguf":
+            weights, meta = gguf_model.read(spec.path)
+            model, details = gguf_model.build_model(weights, meta)
+            hf = build_tokenizer(meta)
+            wrapper, add_bos = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta)), hf.add_bos
+        else:
+            raise UnsupportedFormat(f"the MLX backend cannot load {spec.format!r} models", format=spec.format)
+        engine = cls(model, wrapper, add_bos, int(details["context_length"]), 0.0, {**details, **device_memory()})
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
 

@@ -55,11 +55,18 @@ def _refuse_pickle(path: Path) -> dict[str, Any]:
     return inspect(path)
 
 
+def _convert_pickle(path: Path, dest: Path) -> None:
+    from .convert import convert
+
+    convert(path, dest)
+
+
 @hookimpl
 def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
     registry.add(ModelFormat(name="safetensors", detect=detect_safetensors, inspect=inspect_safetensors,
                              description="Hugging Face transformers folders: config.json, *.safetensors, tokenizer files"))
     registry.add(ModelFormat(name="mlx", detect=detect_mlx, inspect=inspect_mlx,
                              description="mlx-lm folders (as mlx_lm.convert writes them), quantized or not"))
-    registry.add(ModelFormat(name="pytorch-pickle", detect=_detect_pickle, inspect=_refuse_pickle,
-                             description="recognised only to be refused with PickleRefused: pickles run code when loaded"))
+    registry.add(ModelFormat(name="pytorch-pickle", detect=_detect_pickle, inspect=_refuse_pickle, convert=_convert_pickle,
+                             description="refused with PickleRefused (pickles run code when loaded); "
+                                         "converted to safetensors on request (import --convert-pickle)"))

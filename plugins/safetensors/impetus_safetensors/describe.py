@@ -17,6 +17,7 @@ from .folder import Folder
 from .reader import SafetensorsHeader, TensorInfo
 
 MLX_BITS = frozenset({1, 2, 3, 4, 5, 6, 8})
+ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert", "modernbert", "electra"})
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx", "max_seq_len")
 
 
@@ -51,6 +52,15 @@ class FolderInfo(msgspec.Struct, kw_only=True):
     head_count: int | None = None  # attention heads (for the daemon's KV-cache estimate)
     head_count_kv: int | None = None
     head_dim: int | None = None
+    kind: str = "llm"  # "embedding" for sentence-embedding encoders (BERT and kin)
+
+
+def kind_of(folder: Folder, architecture: str | None) -> str:
+    """``embedding`` for an encoder (by ``model_type``) or a sentence-transformers
+    folder (``modules.json``); ``llm`` otherwise."""
+    if architecture in ENCODERS or (folder.path / "modules.json").is_file():
+        return "embedding"
+    return "llm"
 
 
 def is_mlx(folder: Folder) -> bool:
@@ -188,8 +198,9 @@ def describe(folder: Folder, mlx: bool) -> dict[str, Any]:
     tokenizer = tok_config.get("tokenizer_class")
     files = sorted(set(folder.support_files()) | set(names))
     architectures = config.get("architectures")
+    architecture = _config_value(config, "model_type")
     info = FolderInfo(
-        architecture=_config_value(config, "model_type"),
+        architecture=architecture,
         model_class=architectures[0] if isinstance(architectures, list) and architectures and isinstance(architectures[0], str) else None,
         name=folder.path.name,
         context_length=_config_value(config, *CONTEXT_KEYS),
@@ -211,5 +222,6 @@ def describe(folder: Folder, mlx: bool) -> dict[str, Any]:
         head_count=_config_value(config, "num_attention_heads", "n_head"),
         head_count_kv=_config_value(config, "num_key_value_heads"),
         head_dim=_config_value(config, "head_dim"),
+        kind=kind_of(folder, architecture),
     )
     return msgspec.to_builtins(info)

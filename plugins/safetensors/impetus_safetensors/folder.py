@@ -8,6 +8,7 @@ it (``consolidated.safetensors``, adapters) are not part of the model.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ TOKENIZER_FILES = (
     "tokenizer.model", "spiece.model", "vocab.json", "merges.txt", "vocab.txt",
     "chat_template.jinja", "chat_template.json", "tiktoken.model",
 )
+# sentence-transformers' pipeline description, and its modules' configs in numbered folders.
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+MODULE_DIR = re.compile(r"^\d+_\w+$")
 MAX_CONFIG = 4 << 20
 MAX_INDEX = 32 << 20
 MAX_TOKENIZER_CONFIG = 16 << 20
@@ -109,7 +113,8 @@ class Folder:
         return read_json(p, MAX_TOKENIZER_CONFIG) if p.is_file() else {}
 
     def support_files(self) -> list[str]:
-        """Config, generation config, index and tokenizer files that are present."""
-        names = [n for n in (CONFIG, GENERATION_CONFIG, INDEX, *TOKENIZER_FILES) if (self.path / n).is_file()]
+        """Config, generation config, index, tokenizer and sentence-transformers files that are present."""
+        names = [n for n in (CONFIG, GENERATION_CONFIG, INDEX, *TOKENIZER_FILES, *SENTENCE_TRANSFORMERS_FILES) if (self.path / n).is_file()]
         names += sorted(p.name for p in self.path.glob("*.tiktoken") if p.is_file())
+        names += sorted(f"{p.parent.name}/{p.name}" for p in self.path.glob("*/config.json") if MODULE_DIR.match(p.parent.name) and p.is_file())
         return names

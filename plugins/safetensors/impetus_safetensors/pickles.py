@@ -27,7 +27,8 @@ HOW = (
     "Convert the weights once, with tools you trust, to safetensors (transformers: "
     "model.save_pretrained(out, safe_serialization=True); or safetensors.torch.save_file("
     "torch.load(path, weights_only=True), 'model.safetensors')) or to GGUF (llama.cpp's "
-    "convert_hf_to_gguf.py), and load the converted copy"
+    "convert_hf_to_gguf.py), and load the converted copy; or let Impetus convert it once with "
+    "torch.load(weights_only=True) in a separate process: impetusctl import PATH --convert-pickle"
 )
 
 
