@@ -174,7 +174,7 @@ class ModelManager:
                 raise NoBackend(f"backend {wanted!r} cannot run {spec.format} models", backend=wanted, format=spec.format)
             return chosen
         if not capable:
-            hint = " (install the impetus-mlx plugin)" if spec.format == "gguf" else ""
+            hint = " (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else ""
             raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
         name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
         chosen = backends.get(name) if name else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from impetusd import machine
 from impetusd.backend import BackendSpec, Engine, ModelSpec
 from impetusd.hookspecs import hookimpl
 from impetusd.registries import Registry
@@ -33,3 +34,11 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
             description="MLX via mlx-lm (Metal on Apple Silicon, CPU elsewhere)",
         )
     )
+
+
+@hookimpl
+def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str | None:
+    """On Apple Silicon MLX runs on the GPU through Metal: the backend of choice there."""
+    if machine.has_metal() and any(b.name == "mlx" for b in backends):
+        return "mlx"
+    return None

@@ -1,0 +1,183 @@
+"""The llama.cpp engine inside a worker: a GGUF model through llama-cpp-python,
+driven token by token (``Llama.eval`` + a llama.cpp sampler chain), so streaming,
+cancellation, stop sequences and prompt-prefix reuse are all in Impetus's hands."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import time
+from typing import Any, Callable
+
+import llama_cpp
+import psutil
+from llama_cpp import Llama
+
+from impetusd.backend import EngineInfo, EngineResult, GenerateRequest, ModelSpec
+from impetusd.errors import ContextLengthExceeded, InvalidModelFile, UnsupportedFormat
+from impetusd.stops import StopScanner
+
+from .prompt import Prompter
+from .sampling import Sampler
+
+# A context as long as the model's, up to this many tokens: the KV cache is allocated
+# up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
+# would otherwise reserve gigabytes.
+MAX_CONTEXT = 8192
+# Prompt tokens per prefill step. The whole prompt in one llama.cpp batch is no faster
+# on CPU; smaller steps let a cancel or a disconnect stop a long prompt within ~0.5 s.
+PREFILL_CHUNK = 128
+
+
+def physical_cores() -> int:
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+class LlamaCppEngine:
+    def __init__(self, llm: Llama, load_ms: float, details: dict[str, Any]) -> None:
+        self.llm = llm
+        self.load_ms = load_ms
+        self.details = details
+        self.prompter = Prompter(llm)
+        self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self.n_vocab = llm.n_vocab()
+        self.pieces: dict[int, bytes] = {}
+
+    @classmethod
+    def load(cls, spec: ModelSpec) -> LlamaCppEngine:
+        if spec.format != "gguf":
+            raise UnsupportedFormat(f"the llama.cpp backend runs GGUF models, not {spec.format!r}", format=spec.format)
+        started = time.monotonic()
+        trained = int(spec.metadata.get("context_length") or 0)
+        n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
+        threads = physical_cores()
+        try:
+            llm = Llama(
+                model_path=spec.path, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False,
+            )
+        except ValueError as exc:  # "Failed to load model from file": llama.cpp refused it
+            raise InvalidModelFile(f"{spec.path}: llama.cpp cannot load this GGUF ({exc})", path=spec.path) from exc
+        details = {
+            "architecture": llm.metadata.get("general.architecture"),
+            "context_length": llm.n_ctx(),
+            "trained_context_length": trained or None,
+            "vocab_size": llm.n_vocab(),
+            "threads": threads,
+            "llama_cpp_python": llama_cpp.__version__,
+        }
+        engine = cls(llm, 0.0, details)
+        engine.warm_up()
+        engine.load_ms = (time.monotonic() - started) * 1000
+        return engine
+
+    def warm_up(self) -> None:
+        """One token through the model so the first request does not pay for setup."""
+        self.llm.eval(self.prompter.tokenize("Hi", bos=False)[:1] or [0])
+        self.llm.reset()
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.llm.n_ctx(), details=self.details)
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (control tokens: none), cached per token."""
+        known = self.pieces.get(token)
+        if known is None:
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, size, 0, False)
+                if n >= 0:
+                    break
+                size = -n  # too small: llama.cpp says how much it needs
+            known = self.pieces[token] = buf.raw[:n]
+        return known
+
+    def reuse_prefix(self, ids: list[int]) -> int:
+        """Keep the KV cache of the longest prefix this prompt shares with what the
+        context holds (the previous prompt and its answer), leaving at least one
+        token to evaluate; the number of prompt tokens reused."""
+        llm = self.llm
+        common = Llama.longest_token_prefix(llm.input_ids[: llm.n_tokens].tolist(), ids)
+        keep = min(common, len(ids) - 1)
+        memory = llama_cpp.llama_get_memory(llm.ctx)
+        if keep > 0 and llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
+            llm.n_tokens = keep
+            return keep
+        llm.reset()  # nothing shared, or a model whose memory cannot be cut (recurrent)
+        return 0
+
+    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
+        started = time.monotonic()
+        llm = self.llm
+        ids = self.prompter.ids(req)
+        n_ctx = llm.n_ctx()
+        if len(ids) >= n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt has {len(ids)} tokens; the model's context is {n_ctx}",
+                prompt_tokens=len(ids),
+                context_length=n_ctx,
+            )
+        max_tokens = min(req.max_tokens, n_ctx - len(ids))
+        sampler = Sampler(req, self.n_vocab, window=n_ctx)
+        try:
+            return self._run(req, ids, max_tokens, sampler, started, on_text, should_stop)
+        finally:
+            sampler.close()
+
+    def _run(
+        self, req: GenerateRequest, ids: list[int], max_tokens: int, sampler: Sampler, started: float,
+        on_text: Callable[[str], None], should_stop: Callable[[], bool],
+    ) -> EngineResult:
+        llm = self.llm
+        cached = self.reuse_prefix(ids)
+        sampler.seen(ids)
+        prefill_started = time.monotonic()
+        for i in range(cached, len(ids), PREFILL_CHUNK):
+            if i > cached and should_stop():
+                return EngineResult(text="", finish_reason="cancelled", prompt_tokens=len(ids), completion_tokens=0, cached_tokens=cached)
+            llm.eval(ids[i : i + PREFILL_CHUNK])
+        scanner = StopScanner(req.stop)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        finish = "length"
+        tokens = 0
+        first = last = 0.0
+        while tokens < max_tokens:
+            token = sampler.sample(llm.ctx)
+            tokens += 1
+            last = time.monotonic()
+            if tokens == 1:
+                first = last
+            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                finish = "stop"
+                break
+            emit, hit = scanner.feed(decoder.decode(self.piece(token)))
+            if emit:
+                on_text(emit)
+            if hit:
+                finish = "stop"
+                break
+            if tokens == max_tokens:
+                break
+            if should_stop():
+                finish = "cancelled"
+                break
+            llm.eval([token])
+        if not scanner.hit:
+            scanner.feed(decoder.decode(b"", final=True))
+        rest = scanner.flush()
+        if rest:
+            on_text(rest)
+        prefilled = len(ids) - cached
+        return EngineResult(
+            text=scanner.text,
+            finish_reason=finish,  # type: ignore[arg-type]
+            prompt_tokens=len(ids),
+            completion_tokens=tokens,
+            cached_tokens=cached,
+            ttft_ms=(first - started) * 1000 if tokens else None,
+            prefill_tps=prefilled / (first - prefill_started) if tokens and first > prefill_started else None,
+            decode_tps=(tokens - 1) / (last - first) if tokens > 1 and last > first else None,
+        )
