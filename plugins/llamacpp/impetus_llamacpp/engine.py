@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import os
 import time
 from typing import Any, Callable
 
@@ -14,7 +15,7 @@ import psutil
 from llama_cpp import Llama
 
 from impetusd.backend import EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.errors import ContextLengthExceeded, InvalidModelFile, UnsupportedFormat
+from impetusd.errors import ContextLengthExceeded, InvalidModelFile, InvalidParams, UnsupportedFormat
 from impetusd.stops import StopScanner
 
 from .prompt import Prompter
@@ -29,8 +30,23 @@ MAX_CONTEXT = 8192
 PREFILL_CHUNK = 128
 
 
+THREADS_ENV = "IMPETUS_LLAMACPP_THREADS"
+
+
 def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+def thread_count() -> int:
+    """Physical cores, or ``IMPETUS_LLAMACPP_THREADS`` (set for the daemon, the workers
+    inherit it). llama.cpp's threads wait for each other at every step by spinning,
+    so on a machine whose cores are busy with other work fewer threads can be faster."""
+    wanted = os.environ.get(THREADS_ENV)
+    if not wanted:
+        return physical_cores()
+    if not wanted.isdigit() or int(wanted) < 1:
+        raise InvalidParams(f"{THREADS_ENV} must be a positive whole number, not {wanted!r}", field=THREADS_ENV)
+    return int(wanted)
 
 
 class LlamaCppEngine:
@@ -50,7 +66,7 @@ class LlamaCppEngine:
         started = time.monotonic()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        threads = physical_cores()
+        threads = thread_count()
         try:
             llm = Llama(
                 model_path=spec.path, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False,
