@@ -34,7 +34,7 @@ QUESTION = "What is the capital of France?"
 @pytest.fixture(scope="module")
 def shim(shared_daemon: DaemonProcess):
     with shared_daemon.connect() as conn:
-        # MLX, which also makes the embeddings tested here (GGUF would run on llama.cpp by default)
+        # On MLX, as these expectations were written (GGUF runs on llama.cpp by default here)
         assert "result" in conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
     s = ShimProcess(shared_daemon).start()
     yield s

@@ -142,11 +142,23 @@ def test_logit_bias_and_penalties(two_backends: DaemonProcess) -> None:
 
 
 @pytest.mark.model
-def test_unsupported_and_too_long_requests_are_typed_errors(two_backends: DaemonProcess) -> None:
+def test_embeddings_match_the_mlx_backend(two_backends: DaemonProcess) -> None:
+    texts = ["Paris is in France", "The capital of France", "bananas are yellow"]
     with two_backends.connect() as conn:
-        err = conn.call("embed", {"model": MODEL, "input": "hello"})["error"]
-        assert err["data"]["name"] == "UnsupportedParameter"
-        assert err["data"]["param"] == "embed" and err["data"]["backend"] == "llamacpp"
+        ours = conn.call("embed", {"model": MODEL, "input": texts})["result"]
+        theirs = conn.call("embed", {"model": ON_MLX, "input": texts})["result"]
+        too_long = conn.call("embed", {"model": MODEL, "input": "word " * 600})["error"]
+    assert ours["backend"] == "llamacpp" and theirs["backend"] == "mlx"
+    assert ours["usage"]["prompt_tokens"] == theirs["usage"]["prompt_tokens"] > 10
+    for a, b in zip(ours["embeddings"], theirs["embeddings"]):
+        assert abs(sum(x * x for x in a) - 1.0) < 1e-4
+        assert sum(x * y for x, y in zip(a, b)) > 0.999  # the same mean-pooled vector, from another engine
+    assert too_long["data"]["name"] == "ContextLengthExceeded"
+
+
+@pytest.mark.model
+def test_too_long_and_conflicting_requests_are_typed_errors(two_backends: DaemonProcess) -> None:
+    with two_backends.connect() as conn:
         long = conn.call("complete", {"model": MODEL, "prompt": "word " * 9000, "max_tokens": 1})["error"]
         assert long["data"]["name"] == "ContextLengthExceeded"
         assert long["data"]["prompt_tokens"] > long["data"]["context_length"] == 8192

@@ -9,10 +9,9 @@ from impetusd.registries import Registry
 
 NAME = "llamacpp"
 
-# No "embed": this engine does not make embeddings, so the daemon refuses them.
 CAPABILITIES = frozenset(
     {
-        "chat", "complete",
+        "chat", "complete", "embed",
         "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
         "presence_penalty", "frequency_penalty", "logit_bias",
     }

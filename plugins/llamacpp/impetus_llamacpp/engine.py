@@ -14,10 +14,11 @@ import llama_cpp
 import psutil
 from llama_cpp import Llama
 
-from impetusd.backend import EngineInfo, EngineResult, GenerateRequest, ModelSpec
+from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
 from impetusd.errors import ContextLengthExceeded, InvalidModelFile, InvalidParams, UnsupportedFormat
 from impetusd.stops import StopScanner
 
+from .embed import Embedder
 from .prompt import Prompter
 from .sampling import Sampler
 
@@ -50,8 +51,10 @@ def thread_count() -> int:
 
 
 class LlamaCppEngine:
-    def __init__(self, llm: Llama, load_ms: float, details: dict[str, Any]) -> None:
+    def __init__(self, llm: Llama, load_ms: float, details: dict[str, Any], path: str = "") -> None:
         self.llm = llm
+        self.path = path
+        self.embedder: Embedder | None = None  # made on the first embed request
         self.load_ms = load_ms
         self.details = details
         self.prompter = Prompter(llm)
@@ -81,7 +84,7 @@ class LlamaCppEngine:
             "threads": threads,
             "llama_cpp_python": llama_cpp.__version__,
         }
-        engine = cls(llm, 0.0, details)
+        engine = cls(llm, 0.0, details, spec.path)
         engine.warm_up()
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
@@ -96,6 +99,13 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         self.llm.close()
+        if self.embedder is not None:
+            self.embedder.llm.close()
+
+    def embed(self, req: EmbedRequest) -> EmbedOutput:
+        if self.embedder is None:
+            self.embedder = Embedder(self.path, int(self.details["threads"]))
+        return self.embedder.embed(req)
 
     def piece(self, token: int) -> bytes:
         """The bytes a token stands for (control tokens: none), cached per token."""
