@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DaemonProcess
+from helpers import DaemonProcess, maps_mention
 from impetusd.backend import ModelSpec
 from impetusd.catalog import CATALOG
 from impetusd.plugins import build_registries, make_plugin_manager
@@ -68,6 +68,7 @@ def test_same_conversation_streams_through_both_backends(two_backends: DaemonPro
             results[backend] = result
         loaded = {m["name"]: m["backend"] for m in conn.call("models.loaded")["result"]["models"]}
     assert loaded == {MODEL: "llamacpp", ON_MLX: "mlx"}
+    assert not maps_mention(two_backends.pid, "libllama") and not maps_mention(two_backends.pid, "libggml")  # only in the worker
     # One chat template, one vocabulary: both engines see the same prompt tokens.
     assert results["llamacpp"]["usage"]["prompt_tokens"] == results["mlx"]["usage"]["prompt_tokens"] > 20
 
@@ -103,6 +104,22 @@ def test_cancel_mid_stream(two_backends: DaemonProcess) -> None:
         assert conn.call("models.loaded")["result"]["models"][0]["in_flight"] == 0
         after = conn.call("complete", {"model": MODEL, "prompt": "The sky is", "max_tokens": 2})["result"]
     assert after["finish_reason"] == "length"  # the worker serves on
+
+
+@pytest.mark.model
+def test_cancel_during_a_long_prefill(two_backends: DaemonProcess) -> None:
+    """~3,000 prompt tokens take seconds to prefill here; the prompt goes in steps and
+    a cancel between steps ends the request before any token is generated."""
+    story = " ".join(f"Line {i} of the log says the tide was high." for i in range(300))
+    with two_backends.connect() as conn:
+        rid = conn.send("complete", {"model": MODEL, "prompt": story, "max_tokens": 4, "stream": True})
+        time.sleep(1.0)
+        conn.send("$/cancel", {"id": rid}, notify=True)
+        notes, final = conn.until_response(rid)
+        result = final["result"]
+        assert result["finish_reason"] == "cancelled" and not notes
+        assert result["usage"]["completion_tokens"] == 0 and result["usage"]["prompt_tokens"] > 2500
+        assert conn.call("complete", {"model": MODEL, "prompt": "The sky is", "max_tokens": 2})["result"]["finish_reason"] == "length"
 
 
 @pytest.mark.model
