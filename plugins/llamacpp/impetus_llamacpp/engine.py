@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import os
+import logging
 import time
 from typing import Any, Callable
 
 import llama_cpp
-import psutil
 from llama_cpp import Llama
 
 from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.errors import ContextLengthExceeded, InvalidModelFile, InvalidParams, UnsupportedFormat
+from impetusd.errors import ContextLengthExceeded, InvalidModelFile, UnsupportedFormat
 from impetusd.stops import StopScanner
 
 from .embed import Embedder
 from .prompt import Prompter
 from .sampling import Sampler
+from .threads import ThreadPolicy
+
+log = logging.getLogger(__name__)
 
 # A context as long as the model's, up to this many tokens: the KV cache is allocated
 # up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
@@ -31,28 +33,11 @@ MAX_CONTEXT = 8192
 PREFILL_CHUNK = 128
 
 
-THREADS_ENV = "IMPETUS_LLAMACPP_THREADS"
-
-
-def physical_cores() -> int:
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-
-
-def thread_count() -> int:
-    """Physical cores, or ``IMPETUS_LLAMACPP_THREADS`` (set for the daemon, the workers
-    inherit it). llama.cpp's threads wait for each other at every step by spinning,
-    so on a machine whose cores are busy with other work fewer threads can be faster."""
-    wanted = os.environ.get(THREADS_ENV)
-    if not wanted:
-        return physical_cores()
-    if not wanted.isdigit() or int(wanted) < 1:
-        raise InvalidParams(f"{THREADS_ENV} must be a positive whole number, not {wanted!r}", field=THREADS_ENV)
-    return int(wanted)
-
-
 class LlamaCppEngine:
-    def __init__(self, llm: Llama, load_ms: float, details: dict[str, Any], path: str = "") -> None:
+    def __init__(self, llm: Llama, load_ms: float, details: dict[str, Any], path: str, threads: ThreadPolicy) -> None:
         self.llm = llm
+        self.threads = threads
+        self.n_threads = threads.last
         self.path = path
         self.embedder: Embedder | None = None  # made on the first embed request
         self.load_ms = load_ms
@@ -69,10 +54,10 @@ class LlamaCppEngine:
         started = time.monotonic()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        threads = thread_count()
+        threads = ThreadPolicy()
         try:
             llm = Llama(
-                model_path=spec.path, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False,
+                model_path=spec.path, n_ctx=n_ctx, n_batch=512, n_threads=threads.last, n_threads_batch=threads.last, verbose=False,
             )
         except ValueError as exc:  # "Failed to load model from file": llama.cpp refused it
             raise InvalidModelFile(f"{spec.path}: llama.cpp cannot load this GGUF ({exc})", path=spec.path) from exc
@@ -81,10 +66,10 @@ class LlamaCppEngine:
             "context_length": llm.n_ctx(),
             "trained_context_length": trained or None,
             "vocab_size": llm.n_vocab(),
-            "threads": threads,
+            "threads": threads.fixed or f"auto (up to {threads.cores})",
             "llama_cpp_python": llama_cpp.__version__,
         }
-        engine = cls(llm, 0.0, details, spec.path)
+        engine = cls(llm, 0.0, details, spec.path, threads)
         engine.warm_up()
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
@@ -103,9 +88,18 @@ class LlamaCppEngine:
             self.embedder.llm.close()
 
     def embed(self, req: EmbedRequest) -> EmbedOutput:
+        n = self.threads.pick()
         if self.embedder is None:
-            self.embedder = Embedder(self.path, int(self.details["threads"]))
+            self.embedder = Embedder(self.path, n)
+        llama_cpp.llama_set_n_threads(self.embedder.llm.ctx, n, n)
         return self.embedder.embed(req)
+
+    def use_threads(self) -> None:
+        n = self.threads.pick()
+        if n != self.n_threads:
+            log.debug("llama.cpp threads: %d (was %d)", n, self.n_threads)
+            llama_cpp.llama_set_n_threads(self.llm.ctx, n, n)
+            self.n_threads = n
 
     def piece(self, token: int) -> bytes:
         """The bytes a token stands for (control tokens: none), cached per token."""
@@ -147,6 +141,7 @@ class LlamaCppEngine:
                 context_length=n_ctx,
             )
         max_tokens = min(req.max_tokens, n_ctx - len(ids))
+        self.use_threads()
         sampler = Sampler(req, self.n_vocab, window=n_ctx)
         try:
             return self._run(req, ids, max_tokens, sampler, started, on_text, should_stop)
