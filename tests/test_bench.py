@@ -1,4 +1,5 @@
-"""Small runs of the resilience benchmarks (bench/fuzz.py, bench/soak.py): the same
+"""Small runs of the resilience benchmarks (bench/fuzz.py, bench/soak.py) and of
+bench/backends.py: the same
 code as the full runs, with figures small enough for CI. Only correctness is
 asserted here (no crash, no internal error, answers typed, bounded memory);
 speed and memory targets are read from the full runs' JSON."""
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -35,3 +38,16 @@ def test_soak_small_run_keeps_one_worker_and_no_requests_behind() -> None:
     assert result["in_flight_at_end"] == 0
     assert result["cancelled_mid_stream"] == 12 and result["disconnected_mid_stream"] == 6
     assert result["daemon_rss_mb"]["growth"] < 20 and result["worker_rss_mb"]["growth"] < 20, result
+
+
+@pytest.mark.model
+def test_backends_bench_small_run() -> None:
+    import backends
+
+    result = backends.run(runs=1, max_tokens=8, mlx=True)
+    assert result["automatic_backend"] == "llamacpp"
+    for side in ("impetus_llamacpp", "llama_cpp_python_direct", "impetus_mlx"):
+        figures = result[side]
+        assert figures["decode_tps"] > 0 and figures["prefill_tps"] > 0 and figures["tokens"] == 8, (side, figures)
+        assert figures["prompt_tokens"] == result["impetus_llamacpp"]["prompt_tokens"]  # one prompt for all
+    assert set(result["ratio_impetus_llamacpp_vs_direct"]) == {"decode_tps", "prefill_tps", "client_decode_tps"}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DaemonProcess, maps_mention
+from helpers import DaemonProcess, ShimProcess, maps_mention
 from impetusd.backend import ModelSpec
 from impetusd.catalog import CATALOG
 from impetusd.plugins import build_registries, make_plugin_manager
@@ -236,6 +236,28 @@ def test_selection_rule_per_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pm.hook.impetus_select_backend(spec=gguf, backends=backends) == "mlx"
     llama_only = [b for b in backends if b.name == "llamacpp"]
     assert pm.hook.impetus_select_backend(spec=gguf, backends=llama_only) == "llamacpp"
+
+
+@pytest.mark.model
+def test_openai_client_through_the_shim(two_backends: DaemonProcess) -> None:
+    import openai
+
+    shim = ShimProcess(two_backends).start()
+    try:
+        client = openai.OpenAI(base_url=shim.url, api_key="unused", max_retries=0, timeout=120)
+        messages = [{"role": "user", "content": "Which city is the capital of France?"}]
+        first = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
+        assert "Paris" in first.choices[0].message.content
+        assert first.model_extra["impetus"]["backend"] == "llamacpp"
+        parts = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True})
+        chunks = list(parts)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        ext = [c.model_extra["impetus"] for c in chunks if c.model_extra.get("impetus")]
+        assert text.strip() and ext and ext[-1]["backend"] == "llamacpp"
+        usage = chunks[-1].usage
+        assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1  # the same prompt again
+    finally:
+        shim.stop()
 
 
 def test_bad_thread_setting_is_a_typed_error(tmp_path: Path) -> None:
