@@ -1,6 +1,5 @@
-"""Small runs of the resilience benchmarks (bench/fuzz.py, bench/soak.py) and of
-bench/backends.py: the same
-code as the full runs, with figures small enough for CI. Only correctness is
+"""Small runs of the benchmarks (bench/fuzz.py, bench/soak.py, bench/backends.py): the
+same code as the full runs, with figures small enough for CI. Only correctness is
 asserted here (no crash, no internal error, answers typed, bounded memory);
 speed and memory targets are read from the full runs' JSON."""
 
