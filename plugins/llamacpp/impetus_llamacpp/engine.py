@@ -32,6 +32,14 @@ MAX_CONTEXT = 8192
 # in steps of 128 or 512 on CPU here; small steps let a cancel or a disconnect stop a
 # long prompt within a second.
 PREFILL_CHUNK = 128
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+
+
+@llama_cpp.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: Any) -> None:
+    """llama.cpp's own log: its errors go to the worker's log, the rest is dropped."""
+    if level == GGML_LOG_LEVEL_ERROR:
+        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
 class LlamaCppEngine:
@@ -53,6 +61,7 @@ class LlamaCppEngine:
         if spec.format != "gguf":
             raise UnsupportedFormat(f"the llama.cpp backend runs GGUF models, not {spec.format!r}", format=spec.format)
         started = time.monotonic()
+        llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
         threads = ThreadPolicy()
