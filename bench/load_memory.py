@@ -101,7 +101,7 @@ def in_process(path: str) -> dict[str, Any]:
 def through_daemon(daemon: Daemon, client: Client, model: str) -> dict[str, Any]:
     before = process_memory(daemon)
     started = time.perf_counter()
-    loaded = client.call("models.load", {"model": model, "keep_alive": -1})["model"]
+    loaded = client.call("models.load", {"model": model, "keep_alive": -1, "backend": "mlx"})["model"]
     client_ms = (time.perf_counter() - started) * 1000
     after_load = process_memory(daemon)
     client.call("models.unload", {"model": model})

@@ -130,8 +130,9 @@ def unload(state: State, model: str) -> None:
 @click.option("--seed", type=int)
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--keep-alive", help="How long the model stays loaded afterwards (e.g. 5m, 0, -1).")
+@click.option("--backend", help="Load MODEL on this backend (e.g. llamacpp, mlx) instead of the automatic choice.")
 @click.pass_obj
-def run(state: State, model: str, prompt: str | None, system: str | None, **options: Any) -> None:
+def run(state: State, model: str, prompt: str | None, system: str | None, backend: str | None, **options: Any) -> None:
     """Answer PROMPT with MODEL, or chat interactively when no prompt is given.
 
     In the interactive chat, /bye (or Ctrl-D) quits and history is kept.
@@ -143,6 +144,8 @@ def run(state: State, model: str, prompt: str | None, system: str | None, **opti
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip()
     with state.client() as client:
+        if backend is not None:  # a model loaded on another backend is refused (NoBackend)
+            _load(client, state, {"model": model, "backend": backend})
         if prompt is not None:
             history.append({"role": "user", "content": prompt})
             try:
@@ -154,13 +157,18 @@ def run(state: State, model: str, prompt: str | None, system: str | None, **opti
             if result.finish_reason == "cancelled":
                 sys.exit(130)
             return
-        try:
-            client.call("models.load", {"model": model})
-        except ImpetusError as exc:
-            if not _pull_instead(client, state, model, exc):
-                raise
-            client.call("models.load", {"model": model})
+        if backend is None:
+            _load(client, state, {"model": model})
         _interactive(client, state, model, history, params)
+
+
+def _load(client: Client, state: State, params: dict[str, Any]) -> None:
+    try:
+        client.call("models.load", params)
+    except ImpetusError as exc:
+        if not _pull_instead(client, state, params["model"], exc):
+            raise
+        client.call("models.load", params)
 
 
 def _pull_instead(client: Client, state: State, model: str, exc: ImpetusError) -> bool:

@@ -138,7 +138,7 @@ class ModelManager:
             return chosen
         if not capable:
             fmt = self.daemon.registries.formats.get(spec.format)
-            hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else (" (install the impetus-mlx plugin)" if spec.format == "gguf" else "")
+            hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else (" (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else "")
             raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
         name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
         chosen = backends.get(name) if name else None

@@ -1,5 +1,5 @@
-"""Small runs of the resilience benchmarks (bench/fuzz.py, bench/soak.py): the same
-code as the full runs, with figures small enough for CI. Only correctness is
+"""Small runs of the benchmarks (bench/fuzz.py, bench/soak.py, bench/backends.py): the
+same code as the full runs, with figures small enough for CI. Only correctness is
 asserted here (no crash, no internal error, answers typed, bounded memory);
 speed and memory targets are read from the full runs' JSON."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -48,3 +50,16 @@ def test_load_memory_one_run_returns_the_worker_memory() -> None:
     [spare] = result["daemon_spare_worker"]["runs"]
     assert spare["memory"]["before_load"]["workers_rss"] > 0  # the spare, waiting
     assert set(result["in_process"]["runs"][0]) >= {"imports_ms", "weights_ms", "tokenizer_ms", "warmup_ms"}
+
+
+@pytest.mark.model
+def test_backends_bench_small_run() -> None:
+    import backends
+
+    result = backends.run(runs=1, max_tokens=8, mlx=True)
+    assert result["automatic_backend"] == "llamacpp"
+    for side in ("impetus_llamacpp", "llama_cpp_python_direct", "impetus_mlx"):
+        figures = result[side]
+        assert figures["decode_tps"] > 0 and figures["prefill_tps"] > 0 and figures["tokens"] == 8, (side, figures)
+        assert figures["prompt_tokens"] == result["impetus_llamacpp"]["prompt_tokens"]  # one prompt for all
+    assert set(result["ratio_impetus_llamacpp_vs_direct"]) == {"decode_tps", "prefill_tps", "client_decode_tps"}

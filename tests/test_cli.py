@@ -45,7 +45,7 @@ def test_no_autostart_fails_with_one_line(cli: CLI) -> None:
 
 
 def test_run_json_autostarts_and_reports(cli: CLI) -> None:
-    done = cli("--json", "run", "smollm2-135m", "What is the capital of France?", "--max-tokens", "12")
+    done = cli("--json", "run", "smollm2-135m", "Which city is the capital of France?", "--max-tokens", "12")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert "Paris" in result["text"]
@@ -58,7 +58,7 @@ def test_run_json_autostarts_and_reports(cli: CLI) -> None:
 
 
 def test_run_streams_plain_text(cli: CLI) -> None:
-    done = cli("run", "smollm2-135m", "What is the capital of France?", "--max-tokens", "12")
+    done = cli("run", "smollm2-135m", "Which city is the capital of France?", "--max-tokens", "12")
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout
 
@@ -123,7 +123,7 @@ def test_interactive_chat_keeps_history_and_quits(cli: CLI) -> None:
         assert marker in output, output.decode(errors="replace")
 
     read_until(b">>> ")
-    os.write(fd, b"What is the capital of France?\n")
+    os.write(fd, b"Which city is the capital of France?\n")
     output = b""
     read_until(b">>> ")
     assert b"Paris" in output

@@ -77,7 +77,7 @@ def test_quantized_matches_float_closely(tmp_path: Path) -> None:
 def test_tiny_llama_through_the_daemon(shared_daemon: DaemonProcess, tmp_path: Path) -> None:
     path = write_tiny_llama(tmp_path / "tiny.gguf", "Q8_0")
     with shared_daemon.connect() as conn:
-        loaded = conn.call("models.load", {"model": str(path)})["result"]["model"]
+        loaded = conn.call("models.load", {"model": str(path), "backend": "mlx"})["result"]["model"]
         assert loaded["backend"] == "mlx" and loaded["format"] == "gguf"
         result = conn.call("chat", {"model": str(path), "messages": [{"role": "user", "content": "the"}], "max_tokens": 3})["result"]
         assert result["usage"]["completion_tokens"] <= 3 and result["backend"] == "mlx"

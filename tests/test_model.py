@@ -21,7 +21,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="module")
 def model_daemon(shared_daemon: DaemonProcess) -> DaemonProcess:
     with shared_daemon.connect() as conn:
-        result = conn.call("models.load", {"model": MODEL, "keep_alive": -1})
+        result = conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
         assert "result" in result, result
     return shared_daemon
 

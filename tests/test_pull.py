@@ -78,7 +78,7 @@ def test_pull_alias_with_progress_then_run(hub: FakeHub, hub_daemon: DaemonProce
     assert hashlib.sha256(snap.read_bytes()).digest() == hashlib.sha256(data).digest()
     shown = json.loads(ctl(hub_daemon, "--json", "show", "smollm2-135m").stdout)
     assert [f["name"] for f in shown["files"]] == [BUNDLED.file]  # not the README
-    answer = ctl(hub_daemon, "run", "smollm2-135m", "What is the capital of France?", "--max-tokens", "12")
+    answer = ctl(hub_daemon, "run", "smollm2-135m", "Which city is the capital of France?", "--max-tokens", "12")
     assert "Paris" in answer.stdout
     # Another tool finds the file in the shared cache without downloading.
     from huggingface_hub import hf_hub_download

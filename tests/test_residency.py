@@ -234,7 +234,7 @@ def test_the_bundled_model_evicts_an_idle_gguf_model_and_reports_stats(tmp_path_
     spec = ModelSpec(name="smollm2-135m", path=str(bundled), format="gguf", metadata=inspect(bundled))
     need = estimate(spec, mlx.memory_overhead_bytes, 4096).total_bytes
     tiny = write_tiny_llama(tmp_path / "tiny.gguf", "Q8_0")
-    d = DaemonProcess(tmp_path_factory.mktemp("mlxres"), config=f"memory_budget_bytes = {need + MIB}\n").start()
+    d = DaemonProcess(tmp_path_factory.mktemp("mlxres"), config=f"memory_budget_bytes = {need + MIB}\nbackend = {{gguf = \"mlx\"}}\n").start()
     try:
         with d.connect() as conn:
             tiny_pid = conn.call("models.load", {"model": str(tiny)})["result"]["model"]["pid"]
@@ -258,7 +258,7 @@ def test_a_spare_worker_takes_the_next_load_and_is_replaced(tmp_path_factory: py
     from gguf_factory import write_tiny_llama
 
     tiny = write_tiny_llama(tmp_path / "tiny.gguf", "Q8_0")
-    d = DaemonProcess(tmp_path_factory.mktemp("spare"), config="spare_worker = true\n").start()
+    d = DaemonProcess(tmp_path_factory.mktemp("spare"), config="spare_worker = true\nbackend = {gguf = \"mlx\"}\n").start()
     children = lambda: {c.pid for c in psutil.Process(d.pid).children()}  # noqa: E731
     try:
         assert wait_until(lambda: len(children()) == 1, timeout=10)  # started with the daemon

@@ -1,4 +1,8 @@
-"""Built-in backend choice: the only capable backend, or the first by name."""
+"""Built-in backend choice: the only capable backend, or the first by name.
+
+It runs last: backend plugins answer first for the machines they suit best
+(``impetus_mlx`` on Apple Silicon, ``impetus_llamacpp`` for GGUF where Metal is absent).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ sentence-embedding encoder folders (BERT) for ``embed``.
 
 from __future__ import annotations
 
+from impetusd import machine
 from impetusd.backend import BackendSpec, Engine, ModelSpec
 from impetusd.hookspecs import hookimpl
 from impetusd.registries import Registry
@@ -42,3 +43,11 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
             preload=("impetus_mlx.engine",),  # mlx, mlx-lm and transformers: most of a cold start
         )
     )
+
+
+@hookimpl
+def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str | None:
+    """On Apple Silicon MLX runs on the GPU through Metal: the backend of choice there."""
+    if machine.has_metal() and any(b.name == "mlx" for b in backends):
+        return "mlx"
+    return None
