@@ -174,6 +174,7 @@ class Timings(msgspec.Struct, frozen=True):
     prefill_tps: float | None
     decode_tps: float | None
     total_ms: float
+    batch_size: int | None = None  # most requests decoded together with this one (batching backends)
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

@@ -40,6 +40,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_attempts: int = 8  # per file, counting the first
     pull_backoff_s: float = 1.0  # first retry delay; doubles each time, with jitter, capped at 60 s
     pull_timeout_s: float = 60.0  # a transfer that receives nothing for this long is retried
+    # prompt caches (per loaded model, in its worker; 0 turns a tier off)
+    prompt_cache_memory_bytes: int = 256 * 1024 * 1024
+    prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +71,8 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_attempts: int | None = None
     pull_backoff_s: float | None = None
     pull_timeout_s: float | None = None
+    prompt_cache_memory_bytes: int | None = None
+    prompt_cache_disk_bytes: int | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

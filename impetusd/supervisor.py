@@ -20,7 +20,7 @@ from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from .oom import MemoryWatch
 from .protocol.framing import LineReader
 from .protocol.messages import Codec
-from .worker.protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk
+from .worker.protocol import CacheSettings, CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class WorkerHandle:
         timeout: float,
         hung_timeout: float | None = None,
         env: dict[str, str] | None = None,
+        cache: CacheSettings | None = None,
     ) -> WorkerHandle:
         process = await anyio.open_process(
             [sys.executable, "-m", "impetusd.worker"],
@@ -100,7 +101,7 @@ class WorkerHandle:
         )
         handle = cls(spec, backend, process)
         tg.start_soon(handle._read_loop)
-        start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins)
+        start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, cache=cache)
         try:
             with anyio.fail_after(timeout):
                 raw = await handle._call("worker.start", start)
@@ -176,6 +177,13 @@ class WorkerHandle:
         if failure is not None:
             raise failure
         return self._done_decoder.decode(bytes(raw))
+
+    async def tune(self, tuning: Tuning) -> None:
+        """``worker.tune``: batch limits the worker's engine applies between steps."""
+        try:
+            await self._send(self.codec.encode_notification("worker.tune", tuning))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
 
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         raw = await self._call("embed", request)

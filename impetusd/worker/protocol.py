@@ -7,6 +7,15 @@ import msgspec
 from ..backend import EmbedOutput, EngineResult, GenerateRequest, ModelSpec
 
 
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how much the worker's prompt-cache tiers may keep."""
+
+    model_digest: str
+    directory: str | None = None  # $IMPETUS_HOME/cache/prompts/<digest>; None: no disk tier
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+
+
 class StartParams(msgspec.Struct, frozen=True):
     """First request the daemon sends: which backend to start on which model."""
 
@@ -14,6 +23,15 @@ class StartParams(msgspec.Struct, frozen=True):
     backend: str
     plugins: list[str] = []
     disabled_plugins: list[str] = []
+    cache: CacheSettings | None = None
+
+
+class Tuning(msgspec.Struct, frozen=True):
+    """Notification ``worker.tune``: limits a batch engine applies between steps.
+    None restores the engine's default."""
+
+    max_batch: int | None = None
+    prefill_chunk: int | None = None
 
 
 class GenerateParams(msgspec.Struct, frozen=True):

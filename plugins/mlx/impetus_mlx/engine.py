@@ -7,13 +7,17 @@ from typing import Any, Callable
 
 import mlx.core as mx
 from mlx_lm import stream_generate
+from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
 from impetusd.errors import ContextLengthExceeded, InvalidParams, UnsupportedFormat
+from impetusd.registries import PromptCacheTier
 
 from . import gguf_model
+from .batching import BatchScheduler
+from .prompt_cache import PromptCaches, cache_tokens
 from .stops import StopScanner
 from .tokenizer import build_tokenizer, eos_ids
 
@@ -37,6 +41,27 @@ class MLXEngine:
         self.load_ms = load_ms
         self.details = details
         self.prefill_step = prefill_chunk()
+        self.batch = BatchScheduler(self, self.prefill_step)
+
+    # --- continuous batching (impetusd.backend.BatchEngine) and tuning ------------
+    def submit(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
+        self.batch.submit(req, on_text, should_stop, on_done)
+
+    def busy(self) -> bool:
+        return self.batch.busy()
+
+    def step(self) -> None:
+        self.batch.step()
+
+    def tune(self, tuning: Any) -> None:
+        """``worker.tune``: batch size and prefill chunk limits (None: the default)."""
+        self.batch.tune(tuning.max_batch, tuning.prefill_chunk)
+
+    def use_cache_tiers(self, tiers: list[tuple[str, PromptCacheTier]]) -> None:
+        self.batch.caches = PromptCaches(tiers)
+
+    def trim(self, cache: list[Any], n: int) -> None:
+        trim_prompt_cache(cache, n)
 
     @classmethod
     def load(cls, spec: ModelSpec) -> MLXEngine:
@@ -59,7 +84,9 @@ class MLXEngine:
             pass
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.context_length, details={**self.details, "device": str(mx.default_device())})
+        return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.context_length, details={
+            **self.details, "device": str(mx.default_device()), "max_batch": self.batch.max_batch, "prefill_chunk": self.prefill_step,
+        })
 
     def encode(self, req: GenerateRequest) -> list[int]:
         tok = self.tokenizer
@@ -111,17 +138,31 @@ class MLXEngine:
             total += len(ids)
         return EmbedOutput(vectors=vectors, prompt_tokens=total)
 
-    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
-        started = time.monotonic()
+    def prompt_ids(self, req: GenerateRequest) -> list[int]:
+        """The prompt's tokens; ``ContextLengthExceeded`` when no room is left to answer."""
         ids = self.encode(req)
-        room = self.context_length - len(ids)
-        if room < 1:
+        if self.context_length - len(ids) < 1:
             raise ContextLengthExceeded(
                 f"the prompt has {len(ids)} tokens; the model's context is {self.context_length}",
                 prompt_tokens=len(ids),
                 context_length=self.context_length,
             )
-        max_tokens = min(req.max_tokens, room)
+        return ids
+
+    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], ids: list[int] | None = None) -> EngineResult:
+        """One request on its own with ``stream_generate`` (seeded sampling, or
+        callers that do not batch), using and feeding the prompt caches."""
+        started = time.monotonic()
+        ids = self.prompt_ids(req) if ids is None else ids
+        max_tokens = min(req.max_tokens, self.context_length - len(ids))
+        penalised = bool(req.logit_bias or req.presence_penalty or req.frequency_penalty)
+        # stream_generate's penalty window sees only the tokens it prefills: no cache then
+        cache, cached = self.batch.caches.fetch(ids) if not penalised else (None, 0)
+        if cache is not None and cached >= len(ids):
+            cached = len(ids) - 1
+            trim_prompt_cache(cache, 1)
+        if cache is None:
+            cache = make_prompt_cache(self.model)
         if req.seed is not None:
             mx.random.seed(req.seed)
         sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
@@ -137,8 +178,8 @@ class MLXEngine:
                 raise _PrefillStopped
 
         stream = stream_generate(
-            self.model, self.tokenizer, ids, max_tokens=max_tokens, sampler=sampler, logits_processors=processors,
-            prefill_step_size=self.prefill_step, prompt_progress_callback=between_prefill_chunks,
+            self.model, self.tokenizer, ids[cached:], max_tokens=max_tokens, sampler=sampler, logits_processors=processors,
+            prefill_step_size=self.prefill_step, prompt_progress_callback=between_prefill_chunks, prompt_cache=cache,
         )
         try:
             for resp in stream:
@@ -163,11 +204,16 @@ class MLXEngine:
         rest = scanner.flush()
         if rest:
             on_text(rest)
+        held = cache_tokens(cache)
+        if held >= len(ids):  # keep the prompt's part of the cache for later requests
+            trim_prompt_cache(cache, held - len(ids))
+            self.batch.caches.store(list(ids), cache)
         return EngineResult(
             text=scanner.text,
             finish_reason=finish,  # type: ignore[arg-type]
             prompt_tokens=len(ids),
             completion_tokens=tokens,
+            cached_tokens=cached,
             ttft_ms=ttft_ms,
             prefill_tps=last.prompt_tps if last else None,
             decode_tps=last.generation_tps if last and tokens > 1 else None,
