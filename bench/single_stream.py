@@ -26,6 +26,9 @@ PROMPT = [{"role": "user", "content": "Write a short poem about the sea."}]
 def through_daemon(runs: int, max_tokens: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="impbench"))
     sock = root / "d.sock"
+    (root / "home").mkdir()
+    # The same prompt every run: without this the prompt cache would serve runs 2+.
+    (root / "home" / "config.toml").write_text("prompt_cache_memory_bytes = 0\nprompt_cache_disk_bytes = 0\n")
     proc = subprocess.Popen([sys.executable, "-m", "impetusd", "--socket", str(sock), "--home", str(root / "home"), "--log-level", "WARNING"])
     try:
         deadline = time.monotonic() + 30
@@ -108,6 +111,7 @@ def main() -> None:
         "mlx_lm_in_process": r,
         "ratio_decode_tps": round(d["decode_tps"] / r["decode_tps"], 3),
         "ratio_ttft": round(d["client_ttft_ms"] / r["client_ttft_ms"], 3),
+        "ttft_diff_ms": round(d["client_ttft_ms"] - r["client_ttft_ms"], 2),
     }, indent=2))
 
 

@@ -104,21 +104,20 @@ class BatchScheduler:
         return bool(self.waiting or self.running)
 
     def step(self) -> None:
+        try:
+            self._step()
+        except Exception as exc:  # the batch failed (e.g. allocation): every request in it gets the error
+            log.exception("batch step failed")
+            self._fail_all(exc)
+
+    def _step(self) -> None:
         self._admit()
         if not self.running:
             return
-        gen = self._generator()
-        try:
-            prompt_responses, responses = gen.next()
-        except Exception as exc:  # the whole batch failed (e.g. allocation): every request gets the error
-            log.exception("batch step failed")
-            self._fail_all(exc)
-            return
-        del prompt_responses
+        _, responses = self._generator().next()
         now = time.monotonic()
         size = len(responses)
         self.largest_batch = max(self.largest_batch, size)
-        finished: list[int] = []
         for r in responses:
             job = self.running.get(r.uid)
             if job is None:
@@ -138,7 +137,6 @@ class BatchScheduler:
             if emit:
                 job.on_text(emit)
             if hit:
-                finished.append(r.uid)
                 self._finish_removed(job, "stop")
             elif r.finish_reason == "length":
                 self._finish(job, "length", r.prompt_cache, r.all_tokens)
@@ -148,8 +146,8 @@ class BatchScheduler:
 
     # --- internals ----------------------------------------------------------
     def _admit(self) -> None:
-        while self.waiting and self.waiting[0].should_stop():  # cancelled before it started
-            job = self.waiting.popleft()
+        for job in [j for j in self.waiting if j.should_stop()]:  # cancelled before it started
+            self.waiting.remove(job)
             job.joined = time.monotonic()
             self._result(job, "cancelled")
         if not self.waiting:
@@ -162,7 +160,10 @@ class BatchScheduler:
         while self.waiting and len(self.running) < self.max_batch and not runs_alone(self.waiting[0].req):
             job = self.waiting.popleft()
             gen = gen or self._generator()
-            self._join(gen, job)
+            try:
+                self._join(gen, job)
+            except Exception as exc:  # this request cannot start (e.g. allocation); the batch goes on
+                job.on_done(exc)
 
     def _join(self, gen: BatchGenerator, job: Job) -> None:
         req, ids = job.req, job.ids
@@ -202,7 +203,12 @@ class BatchScheduler:
     def _finish_removed(self, job: Job, reason: str) -> None:
         """End a job the generator has not finished itself (stop string, cancel)."""
         assert self.gen is not None and job.uid is not None
-        caches = self.gen.remove([job.uid], return_prompt_caches=True)
+        try:
+            caches = self.gen.remove([job.uid], return_prompt_caches=True)
+        except Exception:  # its cache cannot be extracted (mid-prefill): leave without it
+            log.debug("no prompt cache from a removed sequence", exc_info=True)
+            self.gen.remove([job.uid])
+            caches = {}
         cache, tokens = caches.get(job.uid, (None, None))
         self._finish(job, reason, cache, tokens)
 
@@ -239,7 +245,7 @@ class BatchScheduler:
         ))
 
     def _fail_all(self, exc: Exception) -> None:
-        jobs = list(self.running.values())
+        jobs = [j for j in self.running.values() if j.uid is not None]
         self.running.clear()
         self.gen = None  # a fresh generator for whatever comes next
         for job in jobs:
