@@ -43,6 +43,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # prompt caches (per loaded model, in its worker; 0 turns a tier off)
     prompt_cache_memory_bytes: int = 256 * 1024 * 1024
     prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
+    worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -73,6 +74,7 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_timeout_s: float | None = None
     prompt_cache_memory_bytes: int | None = None
     prompt_cache_disk_bytes: int | None = None
+    worker_blas: str | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

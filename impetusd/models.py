@@ -13,6 +13,7 @@ from anyio.abc import TaskGroup
 
 from .api import LoadedModel, ModelEntry, ModelFailure
 from .backend import BackendSpec, ModelSpec
+from .blas import worker_env
 from .cachedir import cache_settings
 from .catalog import CATALOG
 from .config import parse_keep_alive
@@ -267,7 +268,7 @@ class ModelManager:
                     disabled_plugins=list(cfg.disabled_plugins),
                     timeout=cfg.worker_start_timeout_s,
                     hung_timeout=cfg.hung_timeout_s,
-                    env={"IMPETUS_LOG_LEVEL": cfg.log_level},
+                    env={"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas)},
                     cache=cache_settings(self.daemon, spec),
                 )
             except ImpetusError as exc:

@@ -35,6 +35,7 @@ class CacheTierContext(msgspec.Struct, frozen=True, kw_only=True):
     directory: str | None = None  # where a persistent tier keeps its files (per model digest)
     memory_bytes: int = 0  # budget of an in-memory tier
     disk_bytes: int = 0  # budget of an on-disk tier
+    variant: str = ""  # the engine's numeric setup (e.g. "f32"): caches of other variants never match
 
 
 class PromptCacheTier(Protocol):

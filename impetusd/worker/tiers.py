@@ -25,6 +25,7 @@ def attach_cache_tiers(engine: Any, backend: str, settings: CacheSettings, regis
         directory=settings.directory,
         memory_bytes=settings.memory_bytes,
         disk_bytes=settings.disk_bytes,
+        variant=str(getattr(engine, "cache_variant", "") or ""),
     )
     chosen = sorted((t for t in registry.values() if not t.backends or backend in t.backends), key=lambda t: (t.order, t.name))
     tiers: list[tuple[str, PromptCacheTier]] = []

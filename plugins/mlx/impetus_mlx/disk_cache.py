@@ -7,6 +7,7 @@ HMAC (key in ``cache/prompts/key``, mode 0600) over the model digest, the tokens
 and the file's sha256. A file that is missing from the index, fails its HMAC,
 or does not load as the KV cache the entry describes is deleted, never trusted.
 The directory is bounded in bytes; the least recently used files go first.
+An engine variant (float32 weights: ``<digest>-f32``) gets its own directory.
 """
 
 from __future__ import annotations
@@ -215,4 +216,9 @@ class DiskTier:
 def disk_tier(ctx: CacheTierContext) -> DiskTier | None:
     if not ctx.directory or ctx.disk_bytes <= 0:
         return None
-    return DiskTier(Path(ctx.directory), ctx.model_digest, ctx.disk_bytes)
+    directory = Path(ctx.directory)
+    digest = ctx.model_digest
+    if ctx.variant:  # e.g. float32 weights: their caches are not the quantized model's
+        directory = directory.with_name(f"{directory.name}-{ctx.variant}")
+        digest = f"{digest}-{ctx.variant}"
+    return DiskTier(directory, digest, ctx.disk_bytes)

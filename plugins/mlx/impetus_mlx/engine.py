@@ -17,6 +17,7 @@ from impetusd.registries import PromptCacheTier
 
 from . import gguf_model
 from .batching import BatchScheduler
+from .cpu import widen_for_blas
 from .prompt_cache import PromptCaches, cache_tokens
 from .stops import StopScanner
 from .tokenizer import build_tokenizer, eos_ids
@@ -26,22 +27,27 @@ class _PrefillStopped(Exception):
     """Raised from mlx-lm's prompt-progress callback to leave prefill between chunks."""
 
 
-def prefill_chunk() -> int:
+def prefill_chunk(variant: str = "") -> int:
     """Prompt tokens per prefill step: small on CPU, where chunking costs nothing
-    (~13 tok/s at 32 or 512 here), so a cancelled prompt stops within seconds."""
-    return 512 if mx.default_device() == mx.gpu else 32
+    with quantized weights (~13 tok/s at 32 or 512 here), so a cancelled prompt
+    stops within seconds; 128 with float32 weights on OpenBLAS (~220 tok/s at 128
+    or 512, ~140 at 32)."""
+    if mx.default_device() == mx.gpu:
+        return 512
+    return 128 if variant == "f32" else 32
 
 
 class MLXEngine:
-    def __init__(self, model: Any, tokenizer: TokenizerWrapper, add_bos: bool, context_length: int, load_ms: float, details: dict[str, Any]) -> None:
+    def __init__(self, model: Any, tokenizer: TokenizerWrapper, add_bos: bool, context_length: int, load_ms: float, details: dict[str, Any], variant: str = "") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.add_bos = add_bos
         self.context_length = context_length
         self.load_ms = load_ms
         self.details = details
-        self.prefill_step = prefill_chunk()
+        self.prefill_step = prefill_chunk(variant)
         self.batch = BatchScheduler(self, self.prefill_step)
+        self.cache_variant = variant  # "f32" when the weights were widened; prompt caches are per variant
 
     # --- continuous batching (impetusd.backend.BatchEngine) and tuning ------------
     def submit(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
@@ -70,9 +76,10 @@ class MLXEngine:
         started = time.monotonic()
         weights, meta = gguf_model.read(spec.path)
         model, details = gguf_model.build_model(weights, meta)
+        variant = widen_for_blas(model, details)
         hf = build_tokenizer(meta)
         wrapper = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta))
-        engine = cls(model, wrapper, hf.add_bos, int(details["context_length"]), 0.0, details)
+        engine = cls(model, wrapper, hf.add_bos, int(details["context_length"]), 0.0, details, variant)
         engine.warm_up()
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
