@@ -112,6 +112,7 @@ class LoadedModel(msgspec.Struct, frozen=True):
     in_flight: int
     requests: int
     rss_bytes: int | None
+    engine: dict[str, Any] = {}  # what the backend reported at load (device, weights, max_batch, prefill_chunk)
 
 
 class LoadResult(msgspec.Struct, frozen=True):

@@ -80,6 +80,7 @@ class Resident:
             in_flight=self.in_flight,
             requests=self.requests,
             rss_bytes=rss,
+            engine=dict(self.worker.info.details) if self.worker.info else {},
         )
 
 

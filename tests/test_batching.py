@@ -44,6 +44,8 @@ def _together(d: DaemonProcess, requests: list[dict]) -> list[dict]:
 def test_concurrent_requests_share_a_batch_and_answer_as_alone(batch_daemon: DaemonProcess) -> None:
     questions = ["What is the capital of France?", "Name three colours."]
     with batch_daemon.connect() as conn:
+        [loaded] = conn.call("models.loaded")["result"]["models"]
+        assert loaded["engine"]["max_batch"] == 8
         alone = [conn.call("chat", chat(q, max_tokens=10))["result"] for q in questions]
     assert [r["timings"]["batch_size"] for r in alone] == [1, 1]
     together = [m["result"] for m in _together(batch_daemon, [chat(q, max_tokens=10) for q in questions])]
@@ -154,3 +156,15 @@ def test_worker_tune_changes_the_batch_limit(tmp_path: Path) -> None:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(10)
+
+
+def test_a_seeded_sampling_request_runs_alone_and_repeats(batch_daemon: DaemonProcess) -> None:
+    """MLX's random state is global, so a seed with temperature > 0 cannot share a batch."""
+    seeded = chat("Once upon a time", max_tokens=5, temperature=1.0, top_k=40, seed=7)
+    greedy = chat("Name a fruit.", max_tokens=8)
+    results = [m["result"] for m in _together(batch_daemon, [greedy, seeded])]
+    with batch_daemon.connect() as conn:
+        again = conn.call("chat", seeded)["result"]
+    assert results[1]["timings"]["batch_size"] == 1 and again["timings"]["batch_size"] == 1
+    assert results[1]["message"]["content"] == again["message"]["content"] != ""
+    assert results[0]["finish_reason"] in ("stop", "length") and results[0]["message"]["content"]

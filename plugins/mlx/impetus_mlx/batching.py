@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+import msgspec
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 
@@ -69,7 +70,6 @@ class BatchScheduler:
         self.running: dict[int, Job] = {}  # BatchGenerator uid -> job
         self.caches = PromptCaches([])
         self.gen: BatchGenerator | None = None
-        self.largest_batch = 0
 
     # --- limits -------------------------------------------------------------
     def tune(self, max_batch: int | None, prefill_chunk: int | None) -> None:
@@ -117,7 +117,6 @@ class BatchScheduler:
         _, responses = self._generator().next()
         now = time.monotonic()
         size = len(responses)
-        self.largest_batch = max(self.largest_batch, size)
         for r in responses:
             job = self.running.get(r.uid)
             if job is None:
@@ -195,10 +194,7 @@ class BatchScheduler:
         except Exception as exc:
             job.on_done(exc)
             return
-        job.on_done(EngineResult(
-            **{f: getattr(result, f) for f in result.__struct_fields__ if f not in ("batch_size", "batch_limit", "queued_ms")},
-            batch_size=1, batch_limit=self.max_batch, queued_ms=(job.joined - job.submitted) * 1000,
-        ))
+        job.on_done(msgspec.structs.replace(result, batch_size=1, batch_limit=self.max_batch, queued_ms=(job.joined - job.submitted) * 1000))
 
     def _finish_removed(self, job: Job, reason: str) -> None:
         """End a job the generator has not finished itself (stop string, cancel)."""
