@@ -4,6 +4,8 @@ Prints one JSON object. Usage: .venv/bin/python bench/concurrency.py [--streams 
 Both serve the same weights (mlx_lm.server an mlx-lm copy made by bench/reference.py) and
 get the same prompts, one per stream, distinct across levels so neither prompt cache helps.
 Each level runs on Impetus, then on mlx_lm.server, with only one of them busy at a time.
+--reference-setup plain (default): mlx_lm.server on the quantized copy, as users run it;
+worker: float32 weights and OpenBLAS preloaded, as Impetus's workers run them here.
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--reference-setup", choices=["plain", "worker"], default="plain")
     args = ap.parse_args()
     levels = [int(x) for x in args.streams.split(",")]
     results: dict[str, list[dict[str, Any]]] = {"impetus": [], "mlx_lm_server": []}
-    with ImpetusDaemon() as daemon, MlxServer() as server:
+    with ImpetusDaemon() as daemon, MlxServer(worker_setup=args.reference_setup == "worker") as server:
+        daemon_engine = daemon.call("models.loaded")["models"][0]["engine"]
         clients = {"impetus": ImpetusStreams(daemon.sock), "mlx_lm_server": server}
         for name, client in clients.items():  # warm-up: one short request each
             client.stream_chat([{"role": "user", "content": "Hi"}], 2)
@@ -68,7 +72,9 @@ def main() -> None:
         }
         for i, m in zip(results["impetus"], results["mlx_lm_server"])
     }
-    print(json.dumps({"benchmark": "concurrency", "model": "smollm2-135m", "max_tokens": args.max_tokens, **results, "ratio_impetus_over_mlx_lm_server": ratios}, indent=2))
+    engine = daemon_engine
+    print(json.dumps({"benchmark": "concurrency", "model": "smollm2-135m", "max_tokens": args.max_tokens,
+                      "impetus_engine": engine, "reference_setup": args.reference_setup, **results, "ratio_impetus_over_mlx_lm_server": ratios}, indent=2))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ restart (the disk tier), against mlx_lm.server cold and warm on the same weights
 Prints one JSON object. Usage: .venv/bin/python bench/prefix_cache.py [--max-tokens 4]
 Each request shares the system prompt and asks a different short question, so
 "warm" means the system prompt comes from cache and the question is prefilled.
+--worker-blas off runs Impetus's workers without OpenBLAS (quantized weights, as
+mlx_lm.server runs them here); the default is the daemon's default (auto).
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ def row(r: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-tokens", type=int, default=4)
+    ap.add_argument("--worker-blas", default="auto")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="impbench-home-"))
     try:
-        with ImpetusDaemon(home=home) as d:
+        with ImpetusDaemon(home=home, config=f'worker_blas = "{args.worker_blas}"\n') as d:
+            engine = d.call("models.loaded")["models"][0]["engine"]
             client = ImpetusStreams(d.sock)
             client.stream_chat([{"role": "user", "content": "Hi"}], 1)  # kernels warm, nothing of SYSTEM cached
             cold = row(client.stream_chat(messages(0), args.max_tokens))
@@ -57,7 +61,6 @@ def main() -> None:
         with ImpetusDaemon(home=home) as d:
             client = ImpetusStreams(d.sock)
             restarted = row(client.stream_chat(messages(2), args.max_tokens))
-            prompt_tokens = d.call("daemon.metrics").get("tokens", {})
     finally:
         shutil.rmtree(home, ignore_errors=True)
     with MlxServer() as server:
@@ -68,7 +71,8 @@ def main() -> None:
         "benchmark": "prefix_cache",
         "model": "smollm2-135m",
         "system_prompt_words": len(SYSTEM.split()),
-        "impetus": {"cold": cold, "warm": warm, "warm_after_restart": restarted, "tokens": prompt_tokens},
+        "impetus_engine": {k: engine.get(k) for k in ("device", "weights", "prefill_chunk", "max_batch")},
+        "impetus": {"cold": cold, "warm": warm, "warm_after_restart": restarted},
         "mlx_lm_server": {"cold": ref_cold, "warm": ref_warm},
         "impetus_warm_over_cold": round(warm["ttft_ms"] / cold["ttft_ms"], 4),
         "impetus_restart_over_cold": round(restarted["ttft_ms"] / cold["ttft_ms"], 4),

@@ -30,8 +30,9 @@ from impetusd.catalog import CATALOG
 MODEL = "smollm2-135m"
 
 
-def mlx_copy(dest: Path) -> Path:
-    """Write an mlx-lm model folder of the bundled GGUF into ``dest``."""
+def mlx_copy(dest: Path, widen: bool = False) -> Path:
+    """Write an mlx-lm model folder of the bundled GGUF into ``dest``; with
+    ``widen``, float32 weights (what the worker runs when OpenBLAS is preloaded)."""
     from mlx_lm.utils import save_config, save_model
 
     from impetus_mlx import gguf_model
@@ -42,7 +43,14 @@ def mlx_copy(dest: Path) -> Path:
     model, _ = gguf_model.build_model(weights, meta)
     quant = gguf_model.quantization_of(gguf_model.rename(weights))
     config = dataclasses.asdict(model.args)
-    config["quantization"] = {"group_size": gguf_model.GROUP_SIZE, "bits": 4, **quant}
+    if widen:
+        from mlx_lm.utils import dequantize_model
+        import mlx.core as mx
+
+        dequantize_model(model)
+        model.set_dtype(mx.float32)
+    else:
+        config["quantization"] = {"group_size": gguf_model.GROUP_SIZE, "bits": 4, **quant}
     config["eos_token_id"] = eos_ids(meta)
     dest.mkdir(parents=True, exist_ok=True)
     save_model(dest, model)
@@ -60,21 +68,27 @@ def free_port() -> int:
 class MlxServer:
     """``python -m mlx_lm.server`` on a loopback port, on the copy in a temp dir."""
 
-    def __init__(self, model_dir: Path | None = None, *args: str) -> None:
+    def __init__(self, *args: str, worker_setup: bool = False) -> None:
+        """``worker_setup``: float32 weights and OpenBLAS preloaded when the
+        daemon's workers get them (``impetusd.blas``); otherwise the quantized
+        copy as a user would run it."""
         self.tmp = Path(tempfile.mkdtemp(prefix="mlxref-"))
-        self.model_dir = model_dir
+        self.model_dir: Path | None = None
         self.args = args
+        self.worker_setup = worker_setup
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> MlxServer:
-        if self.model_dir is None:
-            self.model_dir = mlx_copy(self.tmp / "model")
+        from impetusd.blas import worker_env
+
+        extra = worker_env("auto") if self.worker_setup else {}
+        self.model_dir = mlx_copy(self.tmp / "model", widen=bool(extra))
         log = open(self.tmp / "server.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlx_lm.server", "--model", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "WARNING", *self.args],
-            stdout=log, stderr=log, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            stdout=log, stderr=log, env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **extra},
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

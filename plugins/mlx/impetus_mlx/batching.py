@@ -70,6 +70,7 @@ class BatchScheduler:
         self.running: dict[int, Job] = {}  # BatchGenerator uid -> job
         self.caches = PromptCaches([])
         self.gen: BatchGenerator | None = None
+        self.samplers: dict[tuple[float, float, float, int], Any] = {}
 
     # --- limits -------------------------------------------------------------
     def tune(self, max_batch: int | None, prefill_chunk: int | None) -> None:
@@ -174,7 +175,7 @@ class BatchScheduler:
         job.joined = time.monotonic()
         job.detok = self.engine.tokenizer.detokenizer
         max_tokens = min(req.max_tokens, self.engine.context_length - len(ids))
-        sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
+        sampler = self._sampler(req)
         processors = self.engine.logits_processors(req, len(ids) + max_tokens)
         (uid,) = gen.insert(
             [ids[cached:]],
@@ -186,6 +187,17 @@ class BatchScheduler:
         )
         job.uid = uid
         self.running[uid] = job
+
+    def _sampler(self, req: GenerateRequest) -> Any:
+        """One sampler object per distinct setting: mlx-lm samples a batch in one
+        call when its sequences share the sampler object, row by row otherwise."""
+        key = (req.temperature, req.top_p, req.min_p, req.top_k)
+        sampler = self.samplers.get(key)
+        if sampler is None:
+            if len(self.samplers) >= 64:
+                self.samplers.clear()
+            sampler = self.samplers[key] = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
+        return sampler
 
     def _run_alone(self, job: Job) -> None:
         job.joined = time.monotonic()
