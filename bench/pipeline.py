@@ -58,26 +58,29 @@ def health(sock_path: str, calls: int) -> dict:
     return {"calls": calls, "p50_us": round(statistics.median(times), 1), "p99_us": round(times[int(len(times) * 0.99)], 1)}
 
 
+def run(tokens: int, calls: int, runs: int) -> dict:
+    with Daemon() as d:
+        model = d.root / "flood.echo"
+        model.write_text(f"repeat = {tokens // 1000 + 1}\n")  # 1,000 words a repeat
+        sock = str(d.socket)
+        stream_rate(sock, str(model), 1000)  # load the worker
+        streams = [stream_rate(sock, str(model), tokens) for _ in range(runs)]
+        rounds = health(sock, calls)
+    return {
+        "benchmark": "pipeline",
+        "backend": "echo (instant tokens)",
+        "stream": {"runs": streams, "median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in streams)},
+        "health_round_trip": rounds,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=200_000)
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    with Daemon() as d:
-        model = d.root / "flood.echo"
-        model.write_text(f"repeat = {args.tokens // 1000 + 1}\n")  # 1,000 words a repeat
-        d_sock = str(d.socket)
-        stream_rate(d_sock, str(model), 1000)  # load the worker
-        runs = [stream_rate(d_sock, str(model), args.tokens) for _ in range(args.runs)]
-        rounds = health(d_sock, args.calls)
-    best = max(runs, key=lambda r: r["tokens_per_s"])
-    print(json.dumps({
-        "benchmark": "pipeline",
-        "backend": "echo (instant tokens)",
-        "stream": {"runs": runs, "median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs), "best": best},
-        "health_round_trip": rounds,
-    }, indent=2))
+    print(json.dumps(run(args.tokens, args.calls, args.runs), indent=2))
 
 
 if __name__ == "__main__":

@@ -35,3 +35,12 @@ def test_soak_small_run_keeps_one_worker_and_no_requests_behind() -> None:
     assert result["in_flight_at_end"] == 0
     assert result["cancelled_mid_stream"] == 12 and result["disconnected_mid_stream"] == 6
     assert result["daemon_rss_mb"]["growth"] < 20 and result["worker_rss_mb"]["growth"] < 20, result
+
+
+def test_pipeline_small_run_streams_every_token() -> None:
+    import pipeline
+
+    result = pipeline.run(tokens=3000, calls=200, runs=1)
+    [stream] = result["stream"]["runs"]
+    assert stream["tokens"] == stream["chunks"] == 3000
+    assert result["health_round_trip"]["calls"] == 200 and result["health_round_trip"]["p50_us"] > 0
