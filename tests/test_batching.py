@@ -168,3 +168,31 @@ def test_a_seeded_sampling_request_runs_alone_and_repeats(batch_daemon: DaemonPr
     assert results[1]["timings"]["batch_size"] == 1 and again["timings"]["batch_size"] == 1
     assert results[1]["message"]["content"] == again["message"]["content"] != ""
     assert results[0]["finish_reason"] in ("stop", "length") and results[0]["message"]["content"]
+
+
+def test_a_long_prompt_joining_does_not_stall_a_decoding_stream(batch_daemon: DaemonProcess) -> None:
+    """The long prompt is prefilled a chunk per step, between the other stream's tokens."""
+    long_text = "Summarise this. " + " ".join(f"Line {i} tells of boats, nets and gulls in the bay." for i in range(120))
+    with batch_daemon.connect() as conn:
+        a = conn.send("chat", chat("Write a long story about a lighthouse.", max_tokens=200, stream=True))
+        assert conn.read()["params"]["id"] == a  # A is decoding
+        b = conn.send("chat", chat(long_text, max_tokens=1, stream=True))
+        a_chunks = 0
+        while True:
+            msg = conn.read()
+            if msg.get("method") == "chat.chunk" and msg["params"]["id"] == a:
+                a_chunks += 1
+                if a_chunks == 8:
+                    break  # A went on while B was still being prefilled
+                continue
+            assert msg.get("id") != a, "A ended before B started decoding"
+            assert msg.get("params", {}).get("id") != b and msg.get("id") != b, "B's prefill held A up"
+        conn.send("$/cancel", {"id": b}, notify=True)
+        conn.send("$/cancel", {"id": a}, notify=True)
+        finals: dict[int, dict] = {}
+        while len(finals) < 2:
+            msg = conn.read()
+            if msg.get("id") in (a, b):
+                finals[msg["id"]] = msg["result"]
+    assert finals[b]["usage"]["prompt_tokens"] > 1000
+    assert finals[a]["finish_reason"] == "cancelled"
