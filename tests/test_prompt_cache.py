@@ -78,3 +78,29 @@ def test_a_tampered_or_foreign_cache_file_is_discarded(root: Path) -> None:
     assert "planted.safetensors (not written by this index)" in log
     assert "do not match what Impetus wrote" in log
     assert len(cache_files(home)) == 1  # the fresh prefill was written again
+
+
+def test_the_disk_tier_stays_within_its_budget(tmp_path: Path) -> None:
+    """With room for about one file, a second cold prompt evicts the older one."""
+
+    def cold(d: DaemonProcess, topic: str) -> None:
+        messages = [{"role": "system", "content": f"You only talk about {topic}. Keep every answer very short and friendly."},
+                    {"role": "user", "content": "Tell me something."}]
+        with d.connect() as conn:
+            assert "result" in conn.call("chat", {"model": MODEL, "messages": messages, "max_tokens": 2, "temperature": 0})
+
+    d = DaemonProcess(tmp_path).start()
+    try:
+        cold(d, "boats")
+    finally:
+        d.stop()
+    [first] = cache_files(d.home)
+    budget = first.stat().st_size * 3 // 2  # the file's size depends on the weights' precision
+    (d.home / "config.toml").write_text(f"prompt_cache_disk_bytes = {budget}\n")
+    d = DaemonProcess(tmp_path).start()
+    try:
+        cold(d, "trains")
+    finally:
+        d.stop()
+    [kept] = cache_files(d.home)
+    assert kept.name != first.name and kept.stat().st_size <= budget
