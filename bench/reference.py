@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from daemon_harness import Daemon
 from impetusd.catalog import CATALOG
 
 MODEL = "smollm2-135m"
@@ -169,40 +170,14 @@ class ImpetusStreams:
             conn.close()
 
 
-class ImpetusDaemon:
-    """``impetusd`` with the real plugins on a temporary socket (and a home that can outlive it)."""
-
-    def __init__(self, home: Path | None = None, config: str = "") -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="impbench-"))
-        self.home = home or self.root / "home"
-        self.home.mkdir(parents=True, exist_ok=True)
-        if config:
-            (self.home / "config.toml").write_text(config)
-        self.sock = self.root / "d.sock"
-        self.proc: subprocess.Popen[bytes] | None = None
+class ImpetusDaemon(Daemon):
+    """``impetusd`` on a temporary socket (``bench/daemon_harness.py``) with the bundled model loaded."""
 
     def __enter__(self) -> ImpetusDaemon:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMPETUS_")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "impetusd", "--socket", str(self.sock), "--home", str(self.home), "--log-level", "WARNING"], env=env)
-        deadline = time.monotonic() + 30
-        while not self.sock.exists():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("impetusd did not start")
-            time.sleep(0.05)
+        super().__enter__()
         self.call("models.load", {"model": MODEL, "keep_alive": -1})
         return self
 
-    def call(self, method: str, params: Any = None) -> Any:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(str(self.sock))
-            conn.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode() + b"\n")
-            msg = json.loads(conn.makefile("rb").readline())
-        if "error" in msg:
-            raise RuntimeError(msg["error"])
-        return msg["result"]
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        shutil.rmtree(self.root, ignore_errors=True)  # a home passed in is the caller's
+    @property
+    def sock(self) -> Path:
+        return self.socket
