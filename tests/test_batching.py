@@ -196,3 +196,16 @@ def test_a_long_prompt_joining_does_not_stall_a_decoding_stream(batch_daemon: Da
                 finals[msg["id"]] = msg["result"]
     assert finals[b]["usage"]["prompt_tokens"] > 1000
     assert finals[a]["finish_reason"] == "cancelled"
+
+
+def test_logit_bias_applies_to_its_own_sequence_only(batch_daemon: DaemonProcess) -> None:
+    """Per-request logits processors in one batch: a +100 bias makes one answer a
+    single token repeated, and leaves its neighbour as it is alone."""
+    plain = chat("Name a fruit.", max_tokens=6)
+    biased = chat("Name a fruit.", max_tokens=4, logit_bias={"28": 100})
+    with batch_daemon.connect() as conn:
+        alone = conn.call("chat", plain)["result"]["message"]["content"]
+    results = [m["result"] for m in _together(batch_daemon, [plain, biased])]
+    assert results[0]["timings"]["batch_size"] == 2 and results[0]["message"]["content"] == alone
+    text = results[1]["message"]["content"]
+    assert results[1]["usage"]["completion_tokens"] == 4 and text and text == text[: len(text) // 4] * 4
