@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def through_daemon(runs: int, max_tokens: int) -> dict:
     finally:
         proc.terminate()
         proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def in_process(runs: int, max_tokens: int, widen: bool) -> dict:
