@@ -24,11 +24,12 @@ ECHO_PLUGINS = ROOT / "tests" / "plugins"
 class Daemon:
     """``impetusd`` in the foreground on a temporary socket, logging to a file."""
 
-    def __init__(self, config: str = "", log_level: str = "WARNING") -> None:
+    def __init__(self, config: str = "", log_level: str = "WARNING", home: Path | None = None) -> None:
+        """``home``: a state directory that outlives this daemon (for restarts); the caller removes it."""
         self.root = Path(tempfile.mkdtemp(prefix="impbench-"))
         self.socket = self.root / "run" / "d.sock"
-        self.home = self.root / "home"
-        self.home.mkdir()
+        self.home = home or self.root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
         if config:
             (self.home / "config.toml").write_text(config)
         self.log = self.root / "daemon.log"
@@ -64,6 +65,16 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def call(self, method: str, params: Any = None) -> Any:
+        """One request on a fresh connection; the result (errors raise)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(self.socket))
+            conn.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode() + b"\n")
+            msg = json.loads(conn.makefile("rb").readline())
+        if "error" in msg:
+            raise RuntimeError(f"{method} failed: {msg['error']}")
+        return msg["result"]
 
     @property
     def pid(self) -> int:

@@ -58,6 +58,21 @@ def mlx(config: Config) -> Check:
     return Check("mlx", "pass", f"mlx imports; default device {done.stdout.strip()}")
 
 
+def cpu_blas(config: Config) -> Check:
+    """On Linux CPUs, OpenBLAS preloaded into workers makes small MLX models several times faster."""
+    from impetusd.blas import worker_env
+
+    if not sys.platform.startswith("linux"):
+        return Check("cpu blas", "pass", "not needed on this platform")
+    if config.worker_blas == "off":
+        return Check("cpu blas", "pass", "worker_blas = off: workers run without OpenBLAS")
+    env = worker_env(config.worker_blas, {})
+    if env:
+        return Check("cpu blas", "pass", f"workers preload {env['IMPETUS_WORKER_BLAS']}")
+    return Check("cpu blas", "warn", "OpenBLAS is not installed: MLX on the CPU runs several times slower",
+                 "apt-get install libopenblas0-pthread (Debian/Ubuntu)")
+
+
 def memory(config: Config) -> Check:
     vm = psutil.virtual_memory()
     detail = f"{vm.total / GB:.1f} GiB total, {vm.available / GB:.1f} GiB available"
@@ -169,7 +184,7 @@ def memory_limit(config: Config) -> Check:
 
 
 CHECKS: tuple[Callable[[Config], Check], ...] = (
-    python_version, accelerator, mlx, memory, memory_limit, disk, thermal, socket_permissions, daemon, service, default_model,
+    python_version, accelerator, mlx, cpu_blas, memory, memory_limit, disk, thermal, socket_permissions, daemon, service, default_model,
 )
 
 

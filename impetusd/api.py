@@ -154,6 +154,7 @@ class LoadedModel(msgspec.Struct, frozen=True):
     decode_tps: float | None = None  # over the last requests (tokens / decode time)
     last_used_at: float | None = None
     engine_load_ms: float | None = None  # the backend's own load inside the worker (load_ms adds process start and imports)
+    engine: dict[str, Any] = {}  # what the backend reported at load (device, weights, max_batch, prefill_chunk)
 
 
 class LoadResult(msgspec.Struct, frozen=True):
@@ -217,6 +218,7 @@ class Timings(msgspec.Struct, frozen=True):
     prefill_tps: float | None
     decode_tps: float | None
     total_ms: float
+    batch_size: int | None = None  # most requests decoded together with this one (batching backends)
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

@@ -6,7 +6,7 @@ The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -73,6 +73,9 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     ttft_ms: float | None = None
     prefill_tps: float | None = None
     decode_tps: float | None = None
+    batch_size: int | None = None  # most sequences that decoded together with this one (batch engines)
+    batch_limit: int | None = None  # the engine's batch size limit when this request finished
+    queued_ms: float | None = None  # time a batch engine held the request before it joined the batch
 
 
 class EngineInfo(msgspec.Struct, frozen=True):
@@ -102,6 +105,33 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class BatchEngine(Protocol):
+    """What an engine adds to decode concurrent requests together (continuous
+    batching). The worker detects it; engines without it get one ``generate``
+    at a time. All calls happen on the worker's main thread, except ``tune``."""
+
+    def submit(
+        self,
+        req: GenerateRequest,
+        on_text: Callable[[str], None],
+        should_stop: Callable[[], bool],
+        on_done: Callable[[EngineResult | Exception], None],
+    ) -> None:
+        """Queue a generation; it joins the batch between steps. ``on_done`` is
+        called exactly once, with the result or the exception that ended it."""
+        ...
+
+    def busy(self) -> bool:
+        """True while any submitted request is waiting or running."""
+        ...
+
+    def step(self) -> None:
+        """One unit of work: a decode step for the batch and one prefill chunk
+        for prompts joining it; requests join and leave here."""
+        ...
+
+
 class Embedder(Protocol):
     """What an engine adds when its backend declares the ``embed`` capability."""
 
@@ -122,3 +152,4 @@ class BackendSpec(msgspec.Struct, frozen=True):
     memory_overhead_bytes: int = 128 * 1024 * 1024
     # Modules a spare worker imports before it is given a model (impetusd/spares.py).
     preload: tuple[str, ...] = ()
+    max_batch: int = 1  # requests decoded together per model by default (engines implementing BatchEngine)

@@ -51,6 +51,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     memory_budget_fraction: float = 0.8
     memory_estimate_context: int = 4096  # tokens of KV cache reckoned per model
     spare_worker: bool = False  # keep one pre-started worker per backend (faster cold loads, ~100 MB idle)
+    # prompt caches (per loaded model, in its worker; 0 turns a tier off)
+    prompt_cache_memory_bytes: int = 256 * 1024 * 1024
+    prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
+    worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -87,6 +91,9 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     memory_budget_fraction: float | None = None
     memory_estimate_context: int | None = None
     spare_worker: bool | None = None
+    prompt_cache_memory_bytes: int | None = None
+    prompt_cache_disk_bytes: int | None = None
+    worker_blas: str | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

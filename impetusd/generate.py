@@ -145,6 +145,7 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
         prefill_tps=None if res.prefill_tps is None else round(res.prefill_tps, 2),
         decode_tps=None if res.decode_tps is None else round(res.decode_tps, 2),
         total_ms=round((finished - ctx.received) * 1000, 2),
+        batch_size=res.batch_size,
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
     daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)

@@ -37,7 +37,9 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
 
 @hookspec
 def impetus_register_cache_tiers(registry: Registry[CacheTier]) -> None:
-    """Add prompt/KV cache tiers."""
+    """Add prompt/KV cache tiers: ``CacheTier(name, factory, backends, order)``; the
+    worker of a model on one of ``backends`` calls ``factory(CacheTierContext)`` and
+    hands the ``PromptCacheTier`` it returns (or None) to its engine."""
 
 
 @hookspec

@@ -13,6 +13,8 @@ from anyio.abc import TaskGroup
 from .api import MemoryBudget, ModelEntry, ModelFailure
 from .backend import BackendSpec, ModelSpec
 from .budget import estimate
+from .blas import worker_env
+from .cachedir import cache_settings
 from .catalog import CATALOG
 from .config import parse_keep_alive
 from .crashes import CrashHistory
@@ -148,15 +150,18 @@ class ModelManager:
     def admit(self, ref: str, ctx: RequestContext) -> None:
         """Count a generation request against its model until ``ctx`` is over.
 
-        One request runs in a worker at a time; beyond ``max_queued_per_model``
-        waiting behind it, the request is refused with ``Overloaded`` at once.
+        A worker runs up to its backend's ``max_batch`` requests together (one
+        for backends that do not batch); beyond ``max_queued_per_model``
+        waiting behind those, the request is refused with ``Overloaded`` at once.
         """
-        name = self.resolve(ref).name
+        spec = self.resolve(ref)
+        name = spec.name
         limit = self.daemon.config.max_queued_per_model
+        running = self._batch_capacity(spec)
         count = self.admitted.get(name, 0)
-        if count >= limit + 1:
+        if count >= limit + running:
             raise Overloaded(
-                f"{name} has {count - 1} request(s) queued (limit {limit}); try again later",
+                f"{name} has {count - running} request(s) queued (limit {limit}); try again later",
                 model=name, limit=limit, reason="queue",
             )
         self.admitted[name] = count + 1
@@ -169,6 +174,16 @@ class ModelManager:
                 del self.admitted[name]
 
         ctx.finalizers.append(leave)
+
+    def _batch_capacity(self, spec: ModelSpec) -> int:
+        """How many requests the model's worker runs at once: its backend's batch size."""
+        resident = self.resident.get(spec.name)
+        if resident is not None:
+            return max(1, resident.backend.max_batch)
+        try:
+            return max(1, self.choose_backend(spec, None).max_batch)
+        except ImpetusError:
+            return 1  # the load will say why
 
     # --- load / unload ------------------------------------------------------------
     async def ensure_loaded(
@@ -221,7 +236,8 @@ class ModelManager:
                     disabled_plugins=list(cfg.disabled_plugins),
                     timeout=cfg.worker_start_timeout_s,
                     hung_timeout=cfg.hung_timeout_s,
-                    env={"IMPETUS_LOG_LEVEL": cfg.log_level},
+                    env={"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas)},
+                    cache=cache_settings(self.daemon, spec),
                     process=self.spares.take(chosen),
                     tuning=tuning if thermal.throttled else None,
                     warm_up=not thermal.throttled,  # postponed while the machine is hot

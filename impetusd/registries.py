@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -35,11 +35,47 @@ class HardwareMonitor(msgspec.Struct, frozen=True):
     thermal: Callable[[], str | None] | None = None
 
 
+class CacheTierContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What a cache tier's factory gets inside the worker."""
+
+    backend: str
+    model_digest: str  # identifies the exact weights; caches of other weights never match
+    directory: str | None = None  # where a persistent tier keeps its files (per model digest)
+    memory_bytes: int = 0  # budget of an in-memory tier
+    disk_bytes: int = 0  # budget of an on-disk tier
+    variant: str = ""  # the engine's numeric setup (e.g. "f32"): caches of other variants never match
+
+
+class PromptCacheTier(Protocol):
+    """One tier instance in a worker: KV caches of earlier prompts, found by the
+    longest common token prefix. Cache objects are the backend's own."""
+
+    def match(self, tokens: list[int]) -> int:
+        """How many leading ``tokens`` this tier can serve (cheap; nothing loaded)."""
+        ...
+
+    def fetch(self, tokens: list[int]) -> tuple[Any, int] | None:
+        """A private copy of the cache for the longest stored prefix of ``tokens``
+        and its length, or None."""
+        ...
+
+    def store(self, tokens: list[int], cache: Any) -> None:
+        """Keep ``cache`` (holding exactly ``tokens``), within the tier's budget."""
+        ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
 class CacheTier(msgspec.Struct, frozen=True):
-    """A prompt-cache tier (filled by engine plugins; none ship yet)."""
+    """A prompt-cache tier, registered by a plugin. ``factory`` runs inside the
+    worker of a model whose backend is in ``backends``; tiers are asked in
+    ``order`` (memory before disk)."""
 
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[[CacheTierContext], PromptCacheTier]
+    backends: frozenset[str] = frozenset()
+    order: int = 0
+    description: str = ""
 
 
 class MethodSpec(msgspec.Struct, frozen=True):

@@ -114,6 +114,7 @@ class Resident:
             decode_tps=None if rate is None else round(rate, 2),
             last_used_at=time.time() - (time.monotonic() - self.last_used),
             engine_load_ms=None if self.worker.info is None else round(self.worker.info.load_ms, 1),
+            engine=dict(self.worker.info.details) if self.worker.info else {},
         )
 
 

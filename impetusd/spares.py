@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import Process
 
 from .plugins import BUILTIN_MODULES
+from .blas import worker_env
 from .supervisor import spawn_worker
 
 if TYPE_CHECKING:
@@ -52,7 +53,11 @@ class Spares:
     async def _spawn(self, backend: BackendSpec) -> None:
         try:
             modules = (*BUILTIN_MODULES, *backend.preload)  # the worker's plugin manager imports the built-ins too
-            env = {"IMPETUS_LOG_LEVEL": self.daemon.config.log_level, "IMPETUS_WORKER_PRELOAD": ",".join(modules)}
+            env = {
+                "IMPETUS_LOG_LEVEL": self.daemon.config.log_level,
+                "IMPETUS_WORKER_PRELOAD": ",".join(modules),
+                **worker_env(self.daemon.config.worker_blas),  # LD_PRELOAD only works from the start
+            }
             self.waiting[backend.name] = await spawn_worker(env)
         except OSError as exc:
             log.warning("could not start a spare %s worker: %s", backend.name, exc)

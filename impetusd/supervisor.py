@@ -20,7 +20,7 @@ from .errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from .oom import MemoryWatch
 from .protocol.framing import LineReader
 from .protocol.messages import Codec
-from .worker.protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
+from .worker.protocol import CacheSettings, CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class WorkerHandle:
         tuning: Tuning | None = None,
         warm_up: bool = True,
         process: Process | None = None,
+        cache: CacheSettings | None = None,
     ) -> WorkerHandle:
         """Start a worker (or use ``process``, a spare one already waiting) and load ``spec``."""
         if process is None:
@@ -114,7 +115,9 @@ class WorkerHandle:
         handle.tuning = tuning or Tuning()
         handle.warm_up_pending = not warm_up
         tg.start_soon(handle._read_loop)
-        start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up)
+        start = StartParams(
+            spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up, cache=cache
+        )
         try:
             with anyio.fail_after(timeout):
                 raw = await handle._call("worker.start", start)
@@ -190,6 +193,13 @@ class WorkerHandle:
         if failure is not None:
             raise failure
         return self._done_decoder.decode(bytes(raw))
+
+    async def tune(self, tuning: Tuning) -> None:
+        """``worker.tune``: batch limits the worker's engine applies between steps."""
+        try:
+            await self._send(self.codec.encode_notification("worker.tune", tuning))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
 
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         raw = await self._call("embed", request)

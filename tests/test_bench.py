@@ -63,3 +63,12 @@ def test_backends_bench_small_run() -> None:
         assert figures["decode_tps"] > 0 and figures["prefill_tps"] > 0 and figures["tokens"] == 8, (side, figures)
         assert figures["prompt_tokens"] == result["impetus_llamacpp"]["prompt_tokens"]  # one prompt for all
     assert set(result["ratio_impetus_llamacpp_vs_direct"]) == {"decode_tps", "prefill_tps", "client_decode_tps"}
+
+
+def test_pipeline_small_run_streams_every_token() -> None:
+    import pipeline
+
+    result = pipeline.run(tokens=3000, calls=200, runs=1)
+    [stream] = result["stream"]["runs"]
+    assert stream["tokens"] == stream["chunks"] == 3000
+    assert result["health_round_trip"]["calls"] == 200 and result["health_round_trip"]["p50_us"] > 0

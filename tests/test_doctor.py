@@ -25,6 +25,9 @@ def test_doctor_with_a_running_daemon(shared_daemon: DaemonProcess) -> None:
     assert checks["socket"]["status"] == "pass" and "0700" in checks["socket"]["detail"]
     assert checks["python"]["status"] == "pass" and checks["default model"]["status"] == "pass"
     assert checks["accelerator"]["status"] == "warn"  # no GPU on this machine: says so, does not fail
+    blas = checks["cpu blas"]
+    assert (blas["status"], "libopenblas" in blas["detail"]) in {("pass", True), ("warn", False)}
+    assert blas["status"] == "pass" or "libopenblas0-pthread" in blas["fix"]
 
 
 def test_doctor_reports_a_loose_socket_directory_and_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -100,7 +100,8 @@ def test_chat_answers_with_openai_shapes(client: openai.OpenAI) -> None:
     usage = reply.usage
     assert usage.prompt_tokens > 5 and 0 < usage.completion_tokens <= 12
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert usage.prompt_tokens_details.cached_tokens == 0
+    # Earlier tests may have asked the same question: its prefix then comes from the prompt cache.
+    assert 0 <= usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
     ext = reply.model_extra["impetus"]
     assert ext["backend"] == "mlx" and ext["timings"]["ttft_ms"] > 0 and ext["timings"]["total_ms"] >= ext["timings"]["ttft_ms"]
 

@@ -21,9 +21,10 @@ import msgspec
 from ..errors import ImpetusError, InternalError, NoBackend, PluginError
 from ..plugins import build_registries, make_plugin_manager
 from ..protocol.messages import Codec, Request
-from ..backend import EmbedRequest
+from ..backend import BatchEngine, EmbedRequest, EngineResult
 from .failures import backend_failure
 from .protocol import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
+from .tiers import attach_cache_tiers
 
 log = logging.getLogger("impetusd.worker")
 
@@ -130,16 +131,19 @@ def _preload(modules: str) -> None:
 
 def _start_engine(start: StartParams) -> Any:
     pm = make_plugin_manager(start.plugins, start.disabled_plugins)
-    backends = build_registries(pm).backends
-    backend = backends.get(start.backend)
+    registries = build_registries(pm)
+    backend = registries.backends.get(start.backend)
     if backend is None:
         raise NoBackend(f"backend {start.backend!r} is not installed in the worker", backend=start.backend)
     try:
-        return backend.start(start.spec)
+        engine = backend.start(start.spec)
     except ImpetusError:
         raise
     except ImportError as exc:
         raise PluginError(f"backend {start.backend!r} cannot import: {exc}", backend=start.backend) from exc
+    if start.cache is not None:
+        attach_cache_tiers(engine, start.backend, start.cache, registries.cache_tiers)
+    return engine
 
 
 class Serve:
@@ -179,9 +183,66 @@ class Serve:
 
     def run(self) -> None:
         threading.Thread(target=self.read_loop, name="stdin", daemon=True).start()
+        if isinstance(self.engine, BatchEngine):
+            self.run_batched(self.engine)
         while True:
             req, queued_at = self.jobs.get()
             self.handle(req, queued_at)
+
+    def run_batched(self, engine: BatchEngine) -> None:
+        """Take every request that has arrived, then let the engine take one step;
+        block only when it has nothing to do."""
+        while True:
+            try:
+                job = self.jobs.get(block=not engine.busy())
+            except queue.Empty:
+                job = None
+            while job is not None:
+                req, queued_at = job
+                if req.method == "generate":
+                    self.submit(engine, req, queued_at)
+                else:
+                    self.handle(req, queued_at)
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    job = None
+            if engine.busy():
+                engine.step()
+
+    def submit(self, engine: BatchEngine, req: Request, queued_at: float) -> None:
+        rid = req.id
+        arrived_ms = (time.monotonic() - queued_at) * 1000
+        try:
+            params = self.gen_decoder.decode(bytes(req.params))
+        except msgspec.DecodeError as exc:
+            self.chan.error(rid, InternalError(f"bad generate params: {exc}"))
+            return
+        on_text, should_stop = self._callbacks(rid)
+
+        def on_done(outcome: EngineResult | Exception) -> None:
+            with self.lock:
+                self.cancelled.discard(rid)
+            if isinstance(outcome, Exception):
+                self.chan.error(rid, backend_failure(outcome, "generate"))
+            else:  # the engine reports how long the request waited to join the batch
+                self.chan.result(rid, GenerateDone(result=outcome, queued_ms=arrived_ms + (outcome.queued_ms or 0.0)))
+
+        try:
+            engine.submit(params.request, on_text, should_stop, on_done)
+        except Exception as exc:  # refused before it started (bad params, context length)
+            on_done(exc)
+
+    def _callbacks(self, rid: Any) -> tuple[Any, Any]:
+        def on_text(text: str) -> None:
+            if text:
+                self.chan.notify("chunk", TextChunk(id=rid, text=text))  # type: ignore[arg-type]
+
+        def should_stop() -> bool:  # engines call this between tokens and prefill chunks
+            self.chan.heartbeat()
+            return rid in self.cancelled
+
+        return on_text, should_stop
 
     def handle(self, req: Request, queued_at: float) -> None:
         rid = req.id
@@ -212,15 +273,7 @@ class Serve:
     def _generate(self, req: Request, queued_ms: float) -> GenerateDone:
         rid = req.id
         params = self.gen_decoder.decode(bytes(req.params))
-
-        def on_text(text: str) -> None:
-            if text:
-                self.chan.notify("chunk", TextChunk(id=rid, text=text))  # type: ignore[arg-type]
-
-        def should_stop() -> bool:  # engines call this between tokens and prefill chunks
-            self.chan.heartbeat()
-            return rid in self.cancelled
-
+        on_text, should_stop = self._callbacks(rid)
         return GenerateDone(result=self.engine.generate(params.request, on_text, should_stop), queued_ms=queued_ms)
 
     def _embed(self, req: Request, queued_ms: float) -> EmbedDone:

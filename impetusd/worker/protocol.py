@@ -14,6 +14,15 @@ class Tuning(msgspec.Struct, frozen=True):
     prefill_chunk: int | None = None
 
 
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how much the worker's prompt-cache tiers may keep."""
+
+    model_digest: str
+    directory: str | None = None  # $IMPETUS_HOME/cache/prompts/<digest>; None: no disk tier
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+
+
 class StartParams(msgspec.Struct, frozen=True):
     """First request the daemon sends: which backend to start on which model."""
 
@@ -23,6 +32,7 @@ class StartParams(msgspec.Struct, frozen=True):
     disabled_plugins: list[str] = []
     tuning: Tuning | None = None  # start with these settings (the daemon is backing off)
     warm_up: bool = True  # False: postponed until the daemon sends worker.warm_up
+    cache: CacheSettings | None = None
 
 
 class GenerateParams(msgspec.Struct, frozen=True):

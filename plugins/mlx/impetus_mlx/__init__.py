@@ -6,10 +6,12 @@ sentence-embedding encoder folders (BERT) for ``embed``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from impetusd import machine
 from impetusd.backend import BackendSpec, Engine, ModelSpec
 from impetusd.hookspecs import hookimpl
-from impetusd.registries import Registry
+from impetusd.registries import CacheTier, CacheTierContext, Registry
 
 CAPABILITIES = frozenset(
     {
@@ -18,6 +20,7 @@ CAPABILITIES = frozenset(
         "presence_penalty", "frequency_penalty", "logit_bias",
     }
 )
+MAX_BATCH = 8  # impetus_mlx.batching.DEFAULT_MAX_BATCH, without importing mlx in the daemon
 
 
 def start(spec: ModelSpec) -> Engine:
@@ -28,6 +31,18 @@ def start(spec: ModelSpec) -> Engine:
     from .engine import MLXEngine  # heavy imports happen here, in the worker
 
     return MLXEngine.load(spec)
+
+
+def _memory_tier(ctx: CacheTierContext) -> Any:
+    from .prompt_cache import memory_tier
+
+    return memory_tier(ctx)
+
+
+def _disk_tier(ctx: CacheTierContext) -> Any:
+    from .disk_cache import disk_tier
+
+    return disk_tier(ctx)
 
 
 @hookimpl
@@ -41,6 +56,7 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
             devices=frozenset({"metal", "cpu", "cuda"}),
             description="MLX via mlx-lm (Metal on Apple Silicon, CPU elsewhere)",
             preload=("impetus_mlx.engine",),  # mlx, mlx-lm and transformers: most of a cold start
+            max_batch=MAX_BATCH,
         )
     )
 
@@ -51,3 +67,15 @@ def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str 
     if machine.has_metal() and any(b.name == "mlx" for b in backends):
         return "mlx"
     return None
+
+
+@hookimpl
+def impetus_register_cache_tiers(registry: Registry[CacheTier]) -> None:
+    registry.add(CacheTier(
+        name="mlx-memory", factory=_memory_tier, backends=frozenset({"mlx"}), order=0,
+        description="KV caches of earlier prompts in memory (LRU bounded by bytes), longest common prefix",
+    ))
+    registry.add(CacheTier(
+        name="mlx-disk", factory=_disk_tier, backends=frozenset({"mlx"}), order=10,
+        description="prefix KV caches under $IMPETUS_HOME/cache/prompts/<model digest>, HMAC-checked, bounded",
+    ))

@@ -7,14 +7,19 @@ from typing import Any, Callable
 
 import mlx.core as mx
 from mlx_lm import stream_generate
+from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
 from impetusd.errors import ContextLengthExceeded, InvalidParams, UnsupportedFormat
+from impetusd.registries import PromptCacheTier
 
 from . import folder_model, gguf_model
+from .batching import BatchScheduler
+from .cpu import widen_for_blas
 from .device import device_memory
+from .prompt_cache import PromptCaches, cache_tokens
 from .stops import StopScanner
 from .tokenizer import build_tokenizer, eos_ids
 
@@ -23,21 +28,51 @@ class _PrefillStopped(Exception):
     """Raised from mlx-lm's prompt-progress callback to leave prefill between chunks."""
 
 
-def prefill_chunk() -> int:
+def prefill_chunk(variant: str = "") -> int:
     """Prompt tokens per prefill step: small on CPU, where chunking costs nothing
-    (~13 tok/s at 32 or 512 here), so a cancelled prompt stops within seconds."""
-    return 512 if mx.default_device() == mx.gpu else 32
+    with quantized weights (~13 tok/s at 32 or 512 here), so a cancelled prompt
+    stops within seconds; 128 with float32 weights on OpenBLAS (~220 tok/s at 128
+    or 512, ~140 at 32)."""
+    if mx.default_device() == mx.gpu:
+        return 512
+    return 128 if variant == "f32" else 32
 
 
 class MLXEngine:
-    def __init__(self, model: Any, tokenizer: TokenizerWrapper, add_bos: bool, context_length: int, load_ms: float, details: dict[str, Any]) -> None:
+    def __init__(self, model: Any, tokenizer: TokenizerWrapper, add_bos: bool, context_length: int, load_ms: float, details: dict[str, Any], variant: str = "") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.add_bos = add_bos
         self.context_length = context_length
         self.load_ms = load_ms
         self.details = details
-        self.default_prefill_step = self.prefill_step = prefill_chunk()
+        self.default_prefill_step = self.prefill_step = prefill_chunk(variant)
+        self.batch = BatchScheduler(self, self.prefill_step)
+        self.cache_variant = variant  # "f32" when the weights were widened; prompt caches are per variant
+
+    # --- continuous batching (impetusd.backend.BatchEngine) and tuning ------------
+    def submit(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
+        self.batch.submit(req, on_text, should_stop, on_done)
+
+    def busy(self) -> bool:
+        return self.batch.busy()
+
+    def step(self) -> None:
+        self.batch.step()
+
+    def tune(self, tuning: Any) -> None:
+        """``worker.tune`` (called from the worker's reader thread): batch size and
+        prefill chunk limits, the chunk never above this device's default; None
+        restores the default. Applied between steps."""
+        chunk = tuning.prefill_chunk
+        self.prefill_step = self.default_prefill_step if chunk is None else max(1, min(chunk, self.default_prefill_step))
+        self.batch.tune(tuning.max_batch, None if chunk is None else self.prefill_step)
+
+    def use_cache_tiers(self, tiers: list[tuple[str, PromptCacheTier]]) -> None:
+        self.batch.caches = PromptCaches(tiers)
+
+    def trim(self, cache: list[Any], n: int) -> None:
+        trim_prompt_cache(cache, n)
 
     @classmethod
     def load(cls, spec: ModelSpec) -> MLXEngine:
@@ -51,7 +86,8 @@ class MLXEngine:
             wrapper, add_bos = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta)), hf.add_bos
         else:
             raise UnsupportedFormat(f"the MLX backend cannot load {spec.format!r} models", format=spec.format)
-        engine = cls(model, wrapper, add_bos, int(details["context_length"]), 0.0, {**details, **device_memory()})
+        variant = widen_for_blas(model, details)
+        engine = cls(model, wrapper, add_bos, int(details["context_length"]), 0.0, {**details, **device_memory()}, variant)
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
 
@@ -61,15 +97,10 @@ class MLXEngine:
         for _ in stream_generate(self.model, self.tokenizer, ids, max_tokens=1, sampler=make_sampler(0.0)):
             pass
 
-    def tune(self, tuning: Any) -> None:
-        """``worker.tune`` (called from the worker's reader thread): the prefill
-        chunk, never above this device's default; None restores the default.
-        One request runs at a time here, so there is no batch size to lower."""
-        chunk = tuning.prefill_chunk
-        self.prefill_step = self.default_prefill_step if chunk is None else max(1, min(chunk, self.default_prefill_step))
-
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.context_length, details={**self.details, "device": str(mx.default_device())})
+        return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.context_length, details={
+            **self.details, "device": str(mx.default_device()), "max_batch": self.batch.max_batch, "prefill_chunk": self.prefill_step,
+        })
 
     def encode(self, req: GenerateRequest) -> list[int]:
         tok = self.tokenizer
@@ -121,17 +152,31 @@ class MLXEngine:
             total += len(ids)
         return EmbedOutput(vectors=vectors, prompt_tokens=total)
 
-    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
-        started = time.monotonic()
+    def prompt_ids(self, req: GenerateRequest) -> list[int]:
+        """The prompt's tokens; ``ContextLengthExceeded`` when no room is left to answer."""
         ids = self.encode(req)
-        room = self.context_length - len(ids)
-        if room < 1:
+        if self.context_length - len(ids) < 1:
             raise ContextLengthExceeded(
                 f"the prompt has {len(ids)} tokens; the model's context is {self.context_length}",
                 prompt_tokens=len(ids),
                 context_length=self.context_length,
             )
-        max_tokens = min(req.max_tokens, room)
+        return ids
+
+    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], ids: list[int] | None = None) -> EngineResult:
+        """One request on its own with ``stream_generate`` (seeded sampling, or
+        callers that do not batch), using and feeding the prompt caches."""
+        started = time.monotonic()
+        ids = self.prompt_ids(req) if ids is None else ids
+        max_tokens = min(req.max_tokens, self.context_length - len(ids))
+        penalised = bool(req.logit_bias or req.presence_penalty or req.frequency_penalty)
+        # stream_generate's penalty window sees only the tokens it prefills: no cache then
+        cache, cached = self.batch.caches.fetch(ids) if not penalised else (None, 0)
+        if cache is not None and cached >= len(ids):
+            cached = len(ids) - 1
+            trim_prompt_cache(cache, 1)
+        if cache is None:
+            cache = make_prompt_cache(self.model)
         if req.seed is not None:
             mx.random.seed(req.seed)
         sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
@@ -147,8 +192,8 @@ class MLXEngine:
                 raise _PrefillStopped
 
         stream = stream_generate(
-            self.model, self.tokenizer, ids, max_tokens=max_tokens, sampler=sampler, logits_processors=processors,
-            prefill_step_size=self.prefill_step, prompt_progress_callback=between_prefill_chunks,
+            self.model, self.tokenizer, ids[cached:], max_tokens=max_tokens, sampler=sampler, logits_processors=processors,
+            prefill_step_size=self.prefill_step, prompt_progress_callback=between_prefill_chunks, prompt_cache=cache,
         )
         try:
             for resp in stream:
@@ -173,11 +218,16 @@ class MLXEngine:
         rest = scanner.flush()
         if rest:
             on_text(rest)
+        held = cache_tokens(cache)
+        if held >= len(ids):  # keep the prompt's part of the cache for later requests
+            trim_prompt_cache(cache, held - len(ids))
+            self.batch.caches.store(list(ids), cache)
         return EngineResult(
             text=scanner.text,
             finish_reason=finish,  # type: ignore[arg-type]
             prompt_tokens=len(ids),
             completion_tokens=tokens,
+            cached_tokens=cached,
             ttft_ms=ttft_ms,
             prefill_tps=last.prompt_tps if last else None,
             decode_tps=last.generation_tps if last and tokens > 1 else None,
