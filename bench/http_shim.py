@@ -95,7 +95,7 @@ def main() -> None:
     try:
         api = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
         with Client(sock) as c:
-            c.call("models.load", {"model": MODEL, "keep_alive": -1})
+            c.call("models.load", {"model": MODEL, "keep_alive": -1, "backend": "mlx"})
         http_rows, sock_rows = [], []
         for _ in range(args.runs):  # interleaved, so drift hits both alike
             http_rows.append(http_stream(api, args.max_tokens))

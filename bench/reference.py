@@ -175,7 +175,7 @@ class ImpetusDaemon(Daemon):
 
     def __enter__(self) -> ImpetusDaemon:
         super().__enter__()
-        self.call("models.load", {"model": MODEL, "keep_alive": -1})
+        self.call("models.load", {"model": MODEL, "keep_alive": -1, "backend": "mlx"})  # the engine these benches measure
         return self
 
     @property

@@ -46,7 +46,7 @@ def through_daemon(runs: int, max_tokens: int) -> dict:
                     raise
                 time.sleep(0.05)
         with client:
-            load = client.call("models.load", {"model": "smollm2-135m", "keep_alive": -1})
+            load = client.call("models.load", {"model": "smollm2-135m", "keep_alive": -1, "backend": "mlx"})
             rows = []
             for _ in range(runs):
                 started = time.monotonic()

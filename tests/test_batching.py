@@ -15,6 +15,7 @@ import pytest
 from helpers import DaemonProcess, daemon_env
 
 MODEL = "smollm2-135m"
+MLX = 'backend = {gguf = "mlx"}\n'  # continuous batching is the MLX backend's
 
 
 def chat(text: str, **extra: object) -> dict:
@@ -23,7 +24,7 @@ def chat(text: str, **extra: object) -> dict:
 
 @pytest.fixture(scope="module")
 def batch_daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("batch"), config="max_queued_per_model = 1\n").start()
+    d = DaemonProcess(tmp_path_factory.mktemp("batch"), config="max_queued_per_model = 1\n" + MLX).start()
     with d.connect() as conn:
         assert "result" in conn.call("models.load", {"model": MODEL, "keep_alive": -1})
     yield d

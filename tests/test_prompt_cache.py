@@ -10,6 +10,7 @@ import pytest
 from helpers import DaemonProcess
 
 MODEL = "smollm2-135m"
+MLX = 'backend = {gguf = "mlx"}\n'  # the prompt-cache tiers here are the MLX backend's
 SYSTEM = (
     "You are a careful assistant for a small bakery in a seaside town. Answer in one short sentence, "
     "mention bread when you can, never give prices, and be polite to every customer who writes to you."
@@ -33,7 +34,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_shared_prefix_is_served_from_memory_and_written_to_disk(root: Path) -> None:
-    d = DaemonProcess(root).start()
+    d = DaemonProcess(root, config=MLX).start()
     try:
         with d.connect() as conn:
             first = ask(conn, "Do you sell rye?")
@@ -49,7 +50,7 @@ def test_a_shared_prefix_is_served_from_memory_and_written_to_disk(root: Path) -
 
 
 def test_the_disk_cache_is_used_after_a_restart(root: Path) -> None:
-    d = DaemonProcess(root).start()
+    d = DaemonProcess(root, config=MLX).start()
     try:
         with d.connect() as conn:
             after = ask(conn, "Is there a cafe?")
@@ -66,7 +67,7 @@ def test_a_tampered_or_foreign_cache_file_is_discarded(root: Path) -> None:
     written.write_bytes(written.read_bytes()[: size // 2] + b"\0" * (size - size // 2))  # same size, other bytes
     stray = written.parent / "planted.safetensors"
     stray.write_bytes(b"not a cache")
-    d = DaemonProcess(root).start()
+    d = DaemonProcess(root, config=MLX).start()
     try:
         with d.connect() as conn:
             result = ask(conn, "Do you bake cakes?")
@@ -89,15 +90,14 @@ def test_the_disk_tier_stays_within_its_budget(tmp_path: Path) -> None:
         with d.connect() as conn:
             assert "result" in conn.call("chat", {"model": MODEL, "messages": messages, "max_tokens": 2, "temperature": 0})
 
-    d = DaemonProcess(tmp_path).start()
+    d = DaemonProcess(tmp_path, config=MLX).start()
     try:
         cold(d, "boats")
     finally:
         d.stop()
     [first] = cache_files(d.home)
     budget = first.stat().st_size * 3 // 2  # the file's size depends on the weights' precision
-    (d.home / "config.toml").write_text(f"prompt_cache_disk_bytes = {budget}\n")
-    d = DaemonProcess(tmp_path).start()
+    d = DaemonProcess(tmp_path, config=MLX + f"prompt_cache_disk_bytes = {budget}\n").start()
     try:
         cold(d, "trains")
     finally:
