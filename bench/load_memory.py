@@ -6,18 +6,24 @@ Two daemons run side by side: one with the defaults and one with
 ``spare_worker = true`` (a pre-started worker with its imports done takes each
 load; its memory is in the figures before and after).
 
+The MLX backend is measured on both (``backend: mlx``); the default daemon also
+loads the model on its automatic choice for this machine (llama.cpp where Metal
+is absent), next to that plugin's own loader in a fresh process.
+
 Through the daemon: ``models.load`` starts a fresh worker each run (process start,
 imports, weights, tokenizer, warm-up), then ``models.unload`` ends it. Process
 memory (daemon RSS + every worker's RSS) and the system's available memory are
 sampled before the load, after it and after the unload. The reference, in the
-same run: a fresh Python process that imports the MLX plugin and calls its own
-loader (``MLXEngine.load``) on the same file, timed phase by phase.
+same run: a fresh Python process, with the environment workers get (OpenBLAS
+preloaded when installed), that imports the MLX plugin and calls its own loader
+(``MLXEngine.load``) on the same file, timed phase by phase.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -90,18 +96,37 @@ def process_memory(daemon: Daemon, settled: bool = True) -> dict[str, int]:
             "system_available": psutil.virtual_memory().available}
 
 
-def in_process(path: str) -> dict[str, Any]:
+LLAMACPP_IN_PROCESS = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from impetus_llamacpp.engine import LlamaCppEngine
+from impetusd.backend import ModelSpec
+t1 = time.perf_counter()
+engine = LlamaCppEngine.load(ModelSpec(name="m", path=sys.argv[1], format="gguf"))
+t2 = time.perf_counter()
+ms = lambda a, b: round((b - a) * 1000, 1)
+print(json.dumps({"imports_ms": ms(t0, t1), "engine_load_ms": ms(t1, t2)}))
+"""
+
+
+def in_process(path: str, script: str = IN_PROCESS) -> dict[str, Any]:
+    """The plugin's own loader in a fresh process with the environment the daemon
+    gives its workers (OpenBLAS preloaded when installed, as ``worker_blas = auto``)."""
+    from impetusd.blas import worker_env
+
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", IN_PROCESS, path], capture_output=True, text=True, check=True)
+    env = {**os.environ, **worker_env("auto")}
+    out = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, check=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["process_ms"] = round((time.perf_counter() - started) * 1000, 1)  # interpreter start to exit (both loads)
     return row
 
 
-def through_daemon(daemon: Daemon, client: Client, model: str) -> dict[str, Any]:
+def through_daemon(daemon: Daemon, client: Client, model: str, backend: str | None = "mlx") -> dict[str, Any]:
+    """``backend`` None: the daemon's automatic choice for this machine."""
     before = process_memory(daemon)
     started = time.perf_counter()
-    loaded = client.call("models.load", {"model": model, "keep_alive": -1, "backend": "mlx"})["model"]
+    loaded = client.call("models.load", {"model": model, "keep_alive": -1, "backend": backend})["model"]
     client_ms = (time.perf_counter() - started) * 1000
     after_load = process_memory(daemon)
     client.call("models.unload", {"model": model})
@@ -115,7 +140,7 @@ def through_daemon(daemon: Daemon, client: Client, model: str) -> dict[str, Any]
         time.sleep(0.02)
     after_unload = process_memory(daemon)
     return {
-        "load_ms": loaded["load_ms"], "client_ms": round(client_ms, 1), "engine_load_ms": loaded["engine_load_ms"],
+        "backend": loaded["backend"], "load_ms": loaded["load_ms"], "client_ms": round(client_ms, 1), "engine_load_ms": loaded["engine_load_ms"],
         "warmup_ms": loaded["warmup_ms"], "process_start_ms": round(loaded["load_ms"] - (loaded["engine_load_ms"] or 0), 1),
         "estimate_bytes": loaded["estimate"]["total_bytes"], "worker_rss_after_load": loaded["rss_bytes"],
         "memory": {"before_load": before, "after_load": after_load, "after_unload": after_unload},
@@ -140,7 +165,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "cold_load_ms_median": median(rows, "load_ms"),
         "engine_load_ms_median": median(rows, "engine_load_ms"),
         "process_start_and_imports_ms_median": median(rows, "process_start_ms"),
-        "warmup_ms_median": median(rows, "warmup_ms"),
+        "warmup_ms_median": median([r for r in rows if r["warmup_ms"] is not None], "warmup_ms") if any(r["warmup_ms"] is not None for r in rows) else None,
         "rss_after_unload_vs_before": round(last["after_unload"]["total_rss"] / first["before_load"]["total_rss"], 3),
         "available_after_unload_vs_before": round(last["after_unload"]["system_available"] / first["before_load"]["system_available"], 3),
         "runs": rows,
@@ -155,17 +180,31 @@ def run(runs: int = 3, model: str = "smollm2-135m") -> dict[str, Any]:
     plain_rows: list[dict[str, Any]] = []
     spare_rows: list[dict[str, Any]] = []
     ref_rows: list[dict[str, Any]] = []
+    auto_rows: list[dict[str, Any]] = []
+    auto_ref_rows: list[dict[str, Any]] = []
     with Daemon() as plain, Daemon(config="spare_worker = true\n") as spare:
         with Client(plain.socket) as plain_client, Client(spare.socket) as spare_client:
-            for _ in range(runs):  # interleaved, so all three see the same machine load
+            for _ in range(runs):  # interleaved, so all see the same machine load
                 plain_rows.append(through_daemon(plain, plain_client, model))
                 wait_for_spare(spare)
                 spare_rows.append(through_daemon(spare, spare_client, model))
                 ref_rows.append(in_process(path))
-    plain_sum, spare_sum = summary(plain_rows), summary(spare_rows)
+                auto_rows.append(through_daemon(plain, plain_client, model, backend=None))
+                if auto_rows[-1]["backend"] == "llamacpp":
+                    auto_ref_rows.append(in_process(path, LLAMACPP_IN_PROCESS))
+    plain_sum, spare_sum, auto_sum = summary(plain_rows), summary(spare_rows), summary(auto_rows)
+    auto_sum["backend"] = auto_rows[0]["backend"]
+    if auto_ref_rows:
+        auto_sum["in_process_llamacpp"] = {
+            "process_ms_median": median(auto_ref_rows, "process_ms"),
+            "imports_ms_median": median(auto_ref_rows, "imports_ms"),
+            "engine_load_ms_median": median(auto_ref_rows, "engine_load_ms"),
+            "runs": auto_ref_rows,
+        }
     result = {
         "model": model,
         "runs": runs,
+        "daemon_automatic_backend": auto_sum,
         "daemon": plain_sum,
         "daemon_spare_worker": spare_sum,
         "in_process": {
