@@ -6,7 +6,7 @@ The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Callable, Literal, Mapping, Protocol, runtime_checkable
 
 import msgspec
 
@@ -150,6 +150,9 @@ class BackendSpec(msgspec.Struct, frozen=True):
     # What one worker needs beside the weights and the KV cache (interpreter,
     # libraries, buffers); part of the daemon's memory estimate (impetusd/budget.py).
     memory_overhead_bytes: int = 128 * 1024 * 1024
+    # The weights' bytes in the worker when they are not their size on disk (a backend
+    # that widens quantized weights), given the worker's environment; None: the files' size.
+    memory_weights: Callable[[ModelSpec, Mapping[str, str]], int | None] | None = None
     # Modules a spare worker imports before it is given a model (impetusd/spares.py).
     preload: tuple[str, ...] = ()
     max_batch: int = 1  # requests decoded together per model by default (engines implementing BatchEngine)

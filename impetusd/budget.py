@@ -130,11 +130,13 @@ def kv_cache_bytes(meta: dict[str, Any], context: int) -> int:
     return layers * width * context * 2 * dtype_bytes
 
 
-def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int) -> MemoryEstimate:
-    """What ``spec`` should need with a KV cache for ``min(context_tokens, its context)`` tokens."""
+def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int, weights: int | None = None) -> MemoryEstimate:
+    """What ``spec`` should need with a KV cache for ``min(context_tokens, its context)`` tokens.
+    ``weights``: the backend's own figure for the weights in memory, when it differs
+    from the files' size (``BackendSpec.memory_weights``)."""
     meta = spec.metadata
     context = min(context_tokens, _int(meta, "context_length") or context_tokens)
-    weights = weights_bytes(spec)
+    weights = weights_bytes(spec) if weights is None else weights
     kv = kv_cache_bytes(meta, context)
     return MemoryEstimate(
         total_bytes=weights + kv + overhead_bytes,

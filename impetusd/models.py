@@ -221,7 +221,9 @@ class ModelManager:
                     log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
                     await anyio.sleep(wait)
             cfg = self.daemon.config
-            need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context)
+            env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas)}
+            weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
+            need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context, weights)
             await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
             self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
             assert self.tg is not None
@@ -236,7 +238,7 @@ class ModelManager:
                     disabled_plugins=list(cfg.disabled_plugins),
                     timeout=cfg.worker_start_timeout_s,
                     hung_timeout=cfg.hung_timeout_s,
-                    env={"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas)},
+                    env=env,
                     cache=cache_settings(self.daemon, spec),
                     process=self.spares.take(chosen),
                     tuning=tuning if thermal.throttled else None,

@@ -232,7 +232,10 @@ def test_the_bundled_model_evicts_an_idle_gguf_model_and_reports_stats(tmp_path_
     mlx = build_registries(make_plugin_manager()).backends.get("mlx")
     assert mlx is not None
     spec = ModelSpec(name="smollm2-135m", path=str(bundled), format="gguf", metadata=inspect(bundled))
-    need = estimate(spec, mlx.memory_overhead_bytes, 4096).total_bytes
+    from impetusd.blas import worker_env
+
+    assert mlx.memory_weights is not None
+    need = estimate(spec, mlx.memory_overhead_bytes, 4096, mlx.memory_weights(spec, worker_env("auto"))).total_bytes
     tiny = write_tiny_llama(tmp_path / "tiny.gguf", "Q8_0")
     d = DaemonProcess(tmp_path_factory.mktemp("mlxres"), config=f"memory_budget_bytes = {need + MIB}\nbackend = {{gguf = \"mlx\"}}\n").start()
     try:
@@ -273,3 +276,27 @@ def test_a_spare_worker_takes_the_next_load_and_is_replaced(tmp_path_factory: py
     finally:
         d.stop()
     assert wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5)  # the spare ends with the daemon
+
+
+def test_the_mlx_estimate_counts_float32_weights_when_workers_get_openblas() -> None:
+    """On a CPU with OpenBLAS preloaded the MLX worker widens small models to
+    float32 (impetus_mlx/cpu.py); the daemon's estimate must count 4 bytes a parameter."""
+    from impetus_gguf import inspect
+    from impetusd.backend import ModelSpec
+    from impetusd.budget import estimate
+    from impetusd.catalog import CATALOG
+    from impetusd.plugins import build_registries, make_plugin_manager
+
+    bundled = CATALOG["smollm2-135m"].local_path()
+    assert bundled is not None
+    mlx = build_registries(make_plugin_manager()).backends.get("mlx")
+    assert mlx is not None and mlx.memory_weights is not None
+    meta = inspect(bundled)
+    spec = ModelSpec(name="smollm2-135m", path=str(bundled), format="gguf", metadata=meta)
+    widened = mlx.memory_weights(spec, {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"})
+    assert widened == meta["parameters"] * 4 and widened > 4 * bundled.stat().st_size  # ~540 MB against a ~100 MB file
+    assert mlx.memory_weights(spec, {}) is None  # no OpenBLAS: the quantized weights, as on disk
+    embedding = ModelSpec(name="e", path=str(bundled), format="gguf", metadata={**meta, "kind": "embedding"})
+    assert mlx.memory_weights(embedding, {"LD_PRELOAD": "libopenblas.so.0"}) is None
+    plain = estimate(spec, mlx.memory_overhead_bytes, 4096)
+    assert estimate(spec, mlx.memory_overhead_bytes, 4096, widened).total_bytes == plain.total_bytes - plain.weights_bytes + widened

@@ -6,7 +6,7 @@ sentence-embedding encoder folders (BERT) for ``embed``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from impetusd import machine
 from impetusd.backend import BackendSpec, Engine, ModelSpec
@@ -21,6 +21,19 @@ CAPABILITIES = frozenset(
     }
 )
 MAX_BATCH = 8  # impetus_mlx.batching.DEFAULT_MAX_BATCH, without importing mlx in the daemon
+FLOAT32_MAX_BYTES = 2 * 1024**3  # largest model widened to float32 on a CPU with OpenBLAS (cpu.py)
+
+
+def memory_weights(spec: ModelSpec, env: Mapping[str, str]) -> int | None:
+    """Float32 weights (4 bytes a parameter) when the worker will widen them: on a
+    CPU whose workers get OpenBLAS preloaded, up to FLOAT32_MAX_BYTES (cpu.py);
+    otherwise None (the files' size)."""
+    if machine.has_metal() or "openblas" not in env.get("LD_PRELOAD", "") or spec.metadata.get("kind") == "embedding":
+        return None
+    params = spec.metadata.get("parameters")
+    if isinstance(params, int) and 0 < params * 4 <= FLOAT32_MAX_BYTES:
+        return params * 4
+    return None
 
 
 def start(spec: ModelSpec) -> Engine:
@@ -57,6 +70,7 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
             description="MLX via mlx-lm (Metal on Apple Silicon, CPU elsewhere)",
             preload=("impetus_mlx.engine",),  # mlx, mlx-lm and transformers: most of a cold start
             max_batch=MAX_BATCH,
+            memory_weights=memory_weights,
         )
     )
 

@@ -15,9 +15,9 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-log = logging.getLogger("impetus_mlx")
+from . import FLOAT32_MAX_BYTES  # the daemon's memory estimate uses the same bound
 
-FLOAT32_MAX_BYTES = 2 * 1024**3
+log = logging.getLogger("impetus_mlx")
 
 
 def openblas_loaded() -> bool:
