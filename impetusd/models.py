@@ -204,12 +204,17 @@ class ModelManager:
         lock = self._locks.setdefault(spec.name, anyio.Lock())
         async with lock:
             current = self.resident.get(spec.name)
-            if current is not None and current.worker.alive:
-                if backend and backend != current.backend.name:
+            if current is not None and current.worker.alive and backend and backend != current.backend.name:
+                if current.in_flight:  # switching would cut its requests short
                     raise NoBackend(
-                        f"{spec.name} is loaded on {current.backend.name}; unload it first to use {backend}",
-                        backend=backend,
+                        f"{spec.name} is running {current.in_flight} request(s) on {current.backend.name};"
+                        f" load it on {backend} when they have finished",
+                        backend=backend, loaded_on=current.backend.name,
                     )
+                self.choose_backend(spec, backend)  # an unknown or unable backend is refused before the unload
+                await self._stop(current, f"unloaded to switch to {backend}")
+                current = None
+            if current is not None and current.worker.alive:
                 current.touch(ka if keep_alive is not None else current.keep_alive)
                 return current, 0.0, True
             chosen = self.choose_backend(spec, backend)

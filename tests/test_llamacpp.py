@@ -174,13 +174,19 @@ def test_embeddings_match_the_mlx_backend(two_backends: DaemonProcess) -> None:
 
 
 @pytest.mark.model
-def test_too_long_and_conflicting_requests_are_typed_errors(two_backends: DaemonProcess) -> None:
+def test_too_long_is_typed_and_an_idle_model_switches_backend_on_request(two_backends: DaemonProcess) -> None:
     with two_backends.connect() as conn:
         long = conn.call("complete", {"model": MODEL, "prompt": "word " * 9000, "max_tokens": 1})["error"]
         assert long["data"]["name"] == "ContextLengthExceeded"
         assert long["data"]["prompt_tokens"] > long["data"]["context_length"] == 8192
-        clash = conn.call("models.load", {"model": MODEL, "backend": "mlx"})["error"]
-        assert clash["data"]["name"] == "NoBackend"  # loaded on llamacpp: unload it first
+        pid = conn.call("models.load", {"model": MODEL})["result"]["model"]["pid"]
+        unable = conn.call("models.load", {"model": MODEL, "backend": "no-such-backend"})["error"]
+        assert unable["data"]["name"] == "NoBackend"
+        assert conn.call("models.load", {"model": MODEL})["result"]["model"]["pid"] == pid  # refused before any unload
+        switched = conn.call("models.load", {"model": MODEL, "backend": "mlx"})["result"]  # idle: reloaded on MLX
+        assert switched["model"]["backend"] == "mlx" and not switched["already_loaded"] and switched["model"]["pid"] != pid
+        back = conn.call("models.load", {"model": MODEL, "backend": "llamacpp"})["result"]["model"]
+        assert back["backend"] == "llamacpp" and [m["backend"] for m in conn.call("models.loaded")["result"]["models"] if m["name"] == MODEL] == ["llamacpp"]
 
 
 @pytest.mark.model
