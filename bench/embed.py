@@ -63,6 +63,18 @@ def through_daemon(inputs: list[str], runs: int) -> tuple[list[float], int]:
 
 
 def in_process(inputs: list[str], runs: int) -> list[float]:
+    """The encoder in a fresh process with the environment workers get (OpenBLAS
+    preloaded when installed, as ``worker_blas = auto``)."""
+    import os
+
+    from impetusd.blas import worker_env
+
+    out = subprocess.run([sys.executable, __file__, "--in-process"], input=json.dumps({"texts": inputs, "runs": runs}),
+                         capture_output=True, text=True, check=True, timeout=900, env={**os.environ, **worker_env("auto")})
+    return json.loads(out.stdout)
+
+
+def _in_process_here(inputs: list[str], runs: int) -> list[float]:
     from impetus_mlx.embedding_engine import EmbeddingEngine
 
     from impetusd.backend import EmbedRequest, ModelSpec
@@ -89,7 +101,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # the reference's own process
     args = parser.parse_args()
+    if args.in_process:
+        job = json.load(sys.stdin)
+        print(json.dumps(_in_process_here(job["texts"], job["runs"])))
+        return
     inputs = texts(args.texts)
     daemon_times, tokens = through_daemon(inputs, args.runs)
     local_times = in_process(inputs, args.runs)
