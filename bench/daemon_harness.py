@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 ECHO_PLUGINS = ROOT / "tests" / "plugins"
 
 
+def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; waits for the exit."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Daemon:
     """``impetusd`` in the foreground on a temporary socket, logging to a file."""
 
@@ -57,13 +69,8 @@ class Daemon:
                 time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, 30)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def call(self, method: str, params: Any = None) -> Any:

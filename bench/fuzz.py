@@ -27,7 +27,6 @@ import statistics
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from daemon_harness import Daemon, ValidClient

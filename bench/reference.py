@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from daemon_harness import Daemon
+from daemon_harness import Daemon, stop_process
 from impetusd.catalog import CATALOG
 
 MODEL = "smollm2-135m"
@@ -103,13 +102,8 @@ class MlxServer:
         raise TimeoutError("mlx_lm.server did not start")
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 20)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def stream_chat(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:

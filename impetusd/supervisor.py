@@ -194,13 +194,6 @@ class WorkerHandle:
             raise failure
         return self._done_decoder.decode(bytes(raw))
 
-    async def tune(self, tuning: Tuning) -> None:
-        """``worker.tune``: batch limits the worker's engine applies between steps."""
-        try:
-            await self._send(self.codec.encode_notification("worker.tune", tuning))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         raw = await self._call("embed", request)
         return msgspec.json.decode(bytes(raw), type=EmbedDone)

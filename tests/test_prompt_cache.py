@@ -28,6 +28,16 @@ def cache_files(home: Path) -> list[Path]:
     return sorted((home / "cache" / "prompts").glob("*/*.safetensors"))
 
 
+def ask_once(root: Path, question: str) -> tuple[dict, DaemonProcess]:
+    """One question to a daemon started for it (and stopped after) on ``root``'s home."""
+    d = DaemonProcess(root, config=MLX).start()
+    try:
+        with d.connect() as conn:
+            return ask(conn, question), d
+    finally:
+        d.stop()
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pcache")
@@ -50,12 +60,7 @@ def test_a_shared_prefix_is_served_from_memory_and_written_to_disk(root: Path) -
 
 
 def test_the_disk_cache_is_used_after_a_restart(root: Path) -> None:
-    d = DaemonProcess(root, config=MLX).start()
-    try:
-        with d.connect() as conn:
-            after = ask(conn, "Is there a cafe?")
-    finally:
-        d.stop()
+    after, _ = ask_once(root, "Is there a cafe?")
     assert after["usage"]["cached_tokens"] >= 40
     assert after["timings"]["prefill_tps"] > 0
 
@@ -67,12 +72,7 @@ def test_a_tampered_or_foreign_cache_file_is_discarded(root: Path) -> None:
     written.write_bytes(written.read_bytes()[: size // 2] + b"\0" * (size - size // 2))  # same size, other bytes
     stray = written.parent / "planted.safetensors"
     stray.write_bytes(b"not a cache")
-    d = DaemonProcess(root, config=MLX).start()
-    try:
-        with d.connect() as conn:
-            result = ask(conn, "Do you bake cakes?")
-    finally:
-        d.stop()
+    result, d = ask_once(root, "Do you bake cakes?")
     assert result["usage"]["cached_tokens"] == 0  # nothing trusted, all prefilled
     assert not stray.exists() and written.name not in {p.name for p in cache_files(home)}
     log = d.log.read_text()
