@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_harness import Daemon  # noqa: E402
 from impetusctl.client import Client  # noqa: E402
-from impetusd.api import Message  # noqa: E402
-from impetusd.backend import GenerateRequest  # noqa: E402
-from impetusd.catalog import CATALOG  # noqa: E402
+from impetusd.protocol.api import Message  # noqa: E402
+from impetusd.plugin.engine import GenerateRequest  # noqa: E402
+from impetusd.store.catalog import CATALOG  # noqa: E402
 
 MODEL = "smollm2-135m"
 ON_MLX = "smollm2-135m-mlx"

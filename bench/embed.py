@@ -67,7 +67,7 @@ def in_process(inputs: list[str], runs: int) -> list[float]:
     preloaded when installed, as ``worker_blas = auto``)."""
     import os
 
-    from impetusd.blas import worker_env
+    from impetusd.workers.blas import worker_env
 
     out = subprocess.run([sys.executable, __file__, "--in-process"], input=json.dumps({"texts": inputs, "runs": runs}),
                          capture_output=True, text=True, check=True, timeout=900, env={**os.environ, **worker_env("auto")})
@@ -77,7 +77,7 @@ def in_process(inputs: list[str], runs: int) -> list[float]:
 def _in_process_here(inputs: list[str], runs: int) -> list[float]:
     from impetus_mlx.embedding_engine import EmbeddingEngine
 
-    from impetusd.backend import EmbedRequest, ModelSpec
+    from impetusd.plugin.engine import EmbedRequest, ModelSpec
 
     engine = EmbeddingEngine.load(ModelSpec(name=MODEL, path=str(folder()), format="safetensors", metadata={"kind": "embedding"}))
     times = []

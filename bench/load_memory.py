@@ -59,7 +59,7 @@ engine = MLXEngine(model, wrapper, hf.add_bos, int(details["context_length"]), 0
 engine.warm_up()
 t5 = time.perf_counter()
 # The plugin's own loader end to end, as the worker calls it (files now in the page cache).
-from impetusd.backend import ModelSpec
+from impetusd.plugin.engine import ModelSpec
 again = MLXEngine.load(ModelSpec(name="m", path=path, format="gguf"))
 t6 = time.perf_counter()
 ms = lambda a, b: round((b - a) * 1000, 1)
@@ -100,7 +100,7 @@ LLAMACPP_IN_PROCESS = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from impetus_llamacpp.engine import LlamaCppEngine
-from impetusd.backend import ModelSpec
+from impetusd.plugin.engine import ModelSpec
 t1 = time.perf_counter()
 engine = LlamaCppEngine.load(ModelSpec(name="m", path=sys.argv[1], format="gguf"))
 t2 = time.perf_counter()
@@ -112,7 +112,7 @@ print(json.dumps({"imports_ms": ms(t0, t1), "engine_load_ms": ms(t1, t2)}))
 def in_process(path: str, script: str = IN_PROCESS) -> dict[str, Any]:
     """The plugin's own loader in a fresh process with the environment the daemon
     gives its workers (OpenBLAS preloaded when installed, as ``worker_blas = auto``)."""
-    from impetusd.blas import worker_env
+    from impetusd.workers.blas import worker_env
 
     started = time.perf_counter()
     env = {**os.environ, **worker_env("auto")}
@@ -173,7 +173,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(runs: int = 3, model: str = "smollm2-135m") -> dict[str, Any]:
-    from impetusd.catalog import CATALOG
+    from impetusd.store.catalog import CATALOG
 
     item = CATALOG.get(model)
     path = str(item.local_path()) if item else model

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from daemon_harness import Daemon, stop_process
-from impetusd.catalog import CATALOG
+from impetusd.store.catalog import CATALOG
 
 MODEL = "smollm2-135m"
 
@@ -70,7 +70,7 @@ class MlxServer:
 
     def __init__(self, *args: str, worker_setup: bool = False) -> None:
         """``worker_setup``: float32 weights and OpenBLAS preloaded when the
-        daemon's workers get them (``impetusd.blas``); otherwise the quantized
+        daemon's workers get them (``impetusd.workers.blas``); otherwise the quantized
         copy as a user would run it."""
         self.tmp = Path(tempfile.mkdtemp(prefix="mlxref-"))
         self.model_dir: Path | None = None
@@ -81,7 +81,7 @@ class MlxServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> MlxServer:
-        from impetusd.blas import worker_env
+        from impetusd.workers.blas import worker_env
 
         extra = worker_env("auto") if self.worker_setup else {}
         self.model_dir = mlx_copy(self.tmp / "model", widen=bool(extra))

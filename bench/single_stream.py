@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from impetusd.catalog import CATALOG
+from impetusd.store.catalog import CATALOG
 from impetusctl.client import Client
 
 PROMPT = [{"role": "user", "content": "Write a short poem about the sea."}]
@@ -103,7 +103,7 @@ def in_process(runs: int, max_tokens: int, widen: bool) -> dict:
 
 def reference(runs: int, max_tokens: int, worker_setup: bool) -> dict:
     """``in_process`` in a fresh interpreter (the worker's LD_PRELOAD must be set at start)."""
-    from impetusd.blas import worker_env
+    from impetusd.workers.blas import worker_env
 
     env = {**os.environ, **(worker_env("auto") if worker_setup else {})}
     cmd = [sys.executable, __file__, "--reference", "worker" if worker_setup else "plain", "--runs", str(runs), "--max-tokens", str(max_tokens)]

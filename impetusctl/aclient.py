@@ -12,8 +12,8 @@ import anyio
 import msgspec
 from anyio.abc import SocketStream
 
-from impetusd.api import Chunk
-from impetusd.errors import ImpetusError
+from impetusd.protocol.api import Chunk
+from impetusd.protocol.errors import ImpetusError
 from impetusd.protocol.framing import LineReader
 
 from .client import DaemonUnavailable, WireMessage

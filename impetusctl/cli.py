@@ -8,12 +8,12 @@ from typing import Any
 import click
 import msgspec
 
-from impetusd.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
+from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.config import Config, load_config
-from impetusd.errors import ImpetusError
+from impetusd.protocol.errors import ImpetusError
 
 from . import embed_cmd, render, store_cmds
-from .service import cli as service_cli
+from .service import commands as service_commands
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 
@@ -269,7 +269,7 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 store_cmds.register(main, State)
 embed_cmd.register(main, State)
-service_cli.register(main, State)
+service_commands.register(main, State)
 
 
 @main.command()

@@ -9,7 +9,7 @@ from typing import Any, Callable, TypeVar
 
 import msgspec
 
-from impetusd.errors import ImpetusError
+from impetusd.protocol.errors import ImpetusError
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ from typing import Any, Callable, Literal
 import msgspec
 import psutil
 
-from impetusd.api import Health
-from impetusd.catalog import CATALOG
+from impetusd.protocol.api import Health
+from impetusd.store.catalog import CATALOG
 from impetusd.config import Config
 
 from .client import Client, DaemonUnavailable
@@ -60,7 +60,7 @@ def mlx(config: Config) -> Check:
 
 def cpu_blas(config: Config) -> Check:
     """On Linux CPUs, OpenBLAS preloaded into workers makes small MLX models several times faster."""
-    from impetusd.blas import worker_env
+    from impetusd.workers.blas import worker_env
 
     if not sys.platform.startswith("linux"):
         return Check("cpu blas", "pass", "not needed on this platform")
@@ -146,14 +146,14 @@ def default_model(config: Config) -> Check:
 
 
 def _monitors(config: Config) -> list[Any]:
-    from impetusd.plugins import build_registries, make_plugin_manager
+    from impetusd.plugin.manager import build_registries, make_plugin_manager
 
     return build_registries(make_plugin_manager(config.plugins, config.disabled_plugins)).monitors.values()
 
 
 def thermal(config: Config) -> Check:
     """The machine's thermal pressure, as the daemon's thermal watch reads it."""
-    from impetusd.thermal import read_levels, worst
+    from impetusd.residency.thermal import read_levels, worst
 
     level, source = worst(read_levels([m for m in _monitors(config) if m.thermal is not None]))
     if level == "unknown":

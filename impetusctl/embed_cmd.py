@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from impetusd.api import EmbedResult
+from impetusd.protocol.api import EmbedResult
 
 from . import render
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 import msgspec
 
-from impetusd.api import DaemonInfo, GenerationResult, Health, LoadedList, ModelList
+from impetusd.protocol.api import DaemonInfo, GenerationResult, Health, LoadedList, ModelList
 
 _encoder = msgspec.json.Encoder()
 

@@ -11,7 +11,7 @@ import click
 import msgspec
 from tqdm import tqdm
 
-from impetusd.api import ModelInfo, PullProgress, PullResult, RemoveResult, VerifyResult
+from impetusd.protocol.api import ModelInfo, PullProgress, PullResult, RemoveResult, VerifyResult
 
 from . import render
 
@@ -58,7 +58,7 @@ def pull_with_progress(client: Any, model: str, *, force: bool = False, quiet: b
 
 
 def looks_pullable(model: str) -> bool:
-    from impetusd.errors import ImpetusError
+    from impetusd.protocol.errors import ImpetusError
     from impetusd.store.names import parse
 
     if os.path.exists(model):

@@ -10,8 +10,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from impetusd.api import Metrics
-from impetusd.observe import HardwareSnapshot
+from impetusd.protocol.api import Metrics
+from impetusd.dispatch.observe import HardwareSnapshot
 
 from . import render
 

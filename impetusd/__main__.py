@@ -1,3 +1,3 @@
-from .cli import main
+from impetusd.main import main
 
 main()

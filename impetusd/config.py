@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import msgspec
 
-from .budget import parse_size
-from .errors import InvalidParams
+from impetusd.protocol.errors import InvalidParams
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 DEFAULT_CLIENT_BUFFER = 8 * 1024 * 1024
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+
+
+def parse_size(value: int | float | str, field: str) -> int:
+    """Bytes from a number or a string such as ``"8GB"``, ``"512MiB"``, ``"2g"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, scale = float(value), 1
+    else:
+        m = _SIZE.match(str(value).lower())
+        if m is None or m[2] not in _UNITS:
+            raise InvalidParams(f"{field}: cannot parse {value!r} as a size (e.g. 8GB, 512MiB, or bytes)", field=field)
+        number, scale = float(m[1]), _UNITS[m[2]]
+    size = int(number * scale)
+    if size <= 0:
+        raise InvalidParams(f"{field}: must be more than 0 bytes", field=field)
+    return size
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -13,20 +13,20 @@ from typing import Any
 import anyio
 import pluggy
 
-from .activation import inherited_socket
-from .config import Config
-from .errors import ShuttingDown
-from .events import Event, EventBus
-from .metrics import MetricsRecorder
-from .models import ModelManager
-from .store.pull import Pulls
-from .thermal import ThermalWatch
-from .store.registry import Registry
-from .plugins import await_maybe, build_registries, make_plugin_manager
-from .protocol.messages import Codec
-from .registries import Registries
-from .rpc import Dispatcher, RequestContext
-from .server import Connection, prepare_socket_path, serve_unix
+from impetusd.transport.activation import inherited_socket
+from impetusd.config import Config
+from impetusd.protocol.errors import ShuttingDown
+from impetusd.observe.events import Event, EventBus
+from impetusd.observe.metrics import MetricsRecorder
+from impetusd.residency.manager import ModelManager
+from impetusd.store.pull import Pulls
+from impetusd.residency.thermal import ThermalWatch
+from impetusd.store.registry import ModelStore
+from impetusd.plugin.manager import await_maybe, build_registries, make_plugin_manager
+from impetusd.protocol.messages import Codec
+from impetusd.plugin.registries import Registries
+from impetusd.dispatch.dispatcher import Dispatcher, RequestContext
+from impetusd.transport.server import Connection, prepare_socket_path, serve_unix
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Daemon:
         self.dispatcher = Dispatcher(self)
         self.metrics = MetricsRecorder()
         self.events = EventBus()
-        self.store = Registry(config.home / "registry.db")
+        self.store = ModelStore(config.home / "registry.db")
         self.models = ModelManager(self)
         self.pulls = Pulls(self)
         self.thermal = ThermalWatch(self)

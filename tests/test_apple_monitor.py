@@ -80,7 +80,7 @@ def test_thermal_pressure_and_speed_limit() -> None:
 
 @pytest.mark.skipif(sys.platform == "darwin" and platform.machine() == "arm64", reason="this is an Apple Silicon Mac")
 def test_registers_but_is_unavailable_elsewhere() -> None:
-    from impetusd.plugins import build_registries, make_plugin_manager
+    from impetusd.plugin.manager import build_registries, make_plugin_manager
 
     monitor = build_registries(make_plugin_manager()).monitors.get("apple")
     assert monitor is not None and monitor.thermal is not None  # registered through the entry point

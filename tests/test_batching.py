@@ -105,7 +105,7 @@ def test_a_full_batch_plus_a_full_queue_is_overloaded_at_once(batch_daemon: Daem
 
 def _worker(tmp_path: Path) -> subprocess.Popen[bytes]:
     env = daemon_env(tmp_path / "home", tmp_path / "sock")
-    return subprocess.Popen([sys.executable, "-m", "impetusd.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    return subprocess.Popen([sys.executable, "-m", "impetusd.workers"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
 
 def _send(proc: subprocess.Popen[bytes], method: str, params: object, rid: int | None = None) -> None:
@@ -130,7 +130,7 @@ def _results(proc: subprocess.Popen[bytes], ids: set[int]) -> dict[int, dict]:
 def test_worker_tune_changes_the_batch_limit(tmp_path: Path) -> None:
     """The daemon's side of worker.tune belongs to thermal scheduling; here a real
     worker process is driven over its pipe exactly as the daemon does."""
-    from impetusd.catalog import CATALOG
+    from impetusd.store.catalog import CATALOG
 
     path = CATALOG[MODEL].local_path()
     assert path is not None

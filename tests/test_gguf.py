@@ -9,9 +9,9 @@ import pytest
 
 from gguf_factory import write_tiny_llama
 from helpers import DaemonProcess
-from impetusd.backend import GenerateRequest, ModelSpec
-from impetusd.catalog import CATALOG
-from impetusd.errors import UnsupportedFormat
+from impetusd.plugin.engine import GenerateRequest, ModelSpec
+from impetusd.store.catalog import CATALOG
+from impetusd.protocol.errors import UnsupportedFormat
 
 QTYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"]
 EXPECTED_BITS = {"F32": [], "F16": [], "Q8_0": [8], "Q4_0": [4], "Q4_1": [4]}

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from gguf_factory import write_tiny_llama
 from helpers import DaemonProcess
-from impetusd.catalog import CATALOG
+from impetusd.store.catalog import CATALOG
 
 BIG = [1 << 31, (1 << 32) - 1, 1 << 40, 1 << 62, (1 << 63) - 1, (1 << 64) - 1, 0]
 
@@ -218,7 +218,7 @@ def test_mutated_safetensors_header_only_raises_invalid_model_file(safetensors_b
     """The safetensors plugin's bounded reader on mutations of a file the safetensors package wrote."""
     from impetus_safetensors.reader import read_header
 
-    from impetusd.errors import InvalidModelFile
+    from impetusd.protocol.errors import InvalidModelFile
 
     header_end = 8 + struct.unpack_from("<Q", safetensors_bytes)[0]
     data = _mutate(safetensors_bytes, steps, header_end=header_end)

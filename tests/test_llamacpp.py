@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from helpers import DaemonProcess, ShimProcess, maps_mention
-from impetusd.backend import ModelSpec
-from impetusd.catalog import CATALOG
-from impetusd.plugins import build_registries, make_plugin_manager
+from impetusd.plugin.engine import ModelSpec
+from impetusd.store.catalog import CATALOG
+from impetusd.plugin.manager import build_registries, make_plugin_manager
 
 MODEL = "smollm2-135m"  # the alias: the automatic choice (llama.cpp here)
 ON_MLX = "smollm2-on-mlx"  # the same file under a second name, loaded with backend "mlx"

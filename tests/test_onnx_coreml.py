@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import DaemonProcess
-from impetusd.errors import InvalidModelFile
+from impetusd.protocol.errors import InvalidModelFile
 
 
 def write_onnx(path: Path, *, width: int = 4) -> object:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from helpers import DaemonProcess, pid_alive, wait_until
-from impetusd.errors import PluginError
-from impetusd.plugins import build_registries, make_plugin_manager
+from impetusd.protocol.errors import PluginError
+from impetusd.plugin.manager import build_registries, make_plugin_manager
 
 
 def test_third_party_method_is_served(shared_daemon: DaemonProcess) -> None:
@@ -150,7 +150,7 @@ def test_unknown_hook_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
     module = types.ModuleType("impetus_bad_plugin")
-    from impetusd.hookspecs import hookimpl
+    from impetusd.plugin.hookspecs import hookimpl
 
     module.impetus_no_such_hook = hookimpl(lambda: None)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "impetus_bad_plugin", module)

@@ -19,7 +19,7 @@ from fake_hub import FakeHub
 from gguf_factory import write_tiny_llama
 from helpers import DaemonProcess, wait_until
 
-from impetusd.catalog import CATALOG
+from impetusd.store.catalog import CATALOG
 
 BUNDLED = CATALOG["smollm2-135m"]
 

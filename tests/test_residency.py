@@ -170,10 +170,10 @@ def test_a_reported_working_set_caps_the_automatic_budget(daemon: DaemonProcess,
 
 
 def test_eviction_plan_and_rolling_decode_rate() -> None:
-    from impetusd.residency import RollingStats, Usage, plan_room
+    from impetusd.residency.resident import RollingStats, MemoryUse, plan_room
 
-    models = [Usage(name="old", bytes=30, busy=False, last_used=1.0), Usage(name="new", bytes=30, busy=False, last_used=2.0),
-              Usage(name="busy", bytes=30, busy=True, last_used=0.0)]
+    models = [MemoryUse(name="old", bytes=30, busy=False, last_used=1.0), MemoryUse(name="new", bytes=30, busy=False, last_used=2.0),
+              MemoryUse(name="busy", bytes=30, busy=True, last_used=0.0)]
     assert plan_room(10, 100, models).evict == []
     assert plan_room(30, 100, models).evict == ["old"]
     assert plan_room(60, 100, models).evict == ["old", "new"]
@@ -191,10 +191,10 @@ def test_eviction_plan_and_rolling_decode_rate() -> None:
 
 
 def test_estimate_formula_and_budget_config(tmp_path: Path) -> None:
-    from impetusd.backend import ModelSpec
-    from impetusd.budget import estimate, kv_cache_bytes, machine_budget
+    from impetusd.plugin.engine import ModelSpec
+    from impetusd.residency.budget import estimate, kv_cache_bytes, machine_budget
     from impetusd.config import load_config
-    from impetusd.errors import InvalidParams
+    from impetusd.protocol.errors import InvalidParams
 
     meta = {"block_count": 30, "head_count": 9, "head_count_kv": 3, "embedding_length": 576, "context_length": 8192, "quantization": "Q4_1"}
     assert kv_cache_bytes(meta, 4096) == 30 * 3 * 64 * 4096 * 2 * 2
@@ -222,17 +222,17 @@ def test_the_bundled_model_evicts_an_idle_gguf_model_and_reports_stats(tmp_path_
     unloads the small GGUF model loaded before it."""
     from gguf_factory import write_tiny_llama
     from impetus_gguf import inspect
-    from impetusd.backend import ModelSpec
-    from impetusd.budget import estimate
-    from impetusd.catalog import CATALOG
-    from impetusd.plugins import build_registries, make_plugin_manager
+    from impetusd.plugin.engine import ModelSpec
+    from impetusd.residency.budget import estimate
+    from impetusd.store.catalog import CATALOG
+    from impetusd.plugin.manager import build_registries, make_plugin_manager
 
     bundled = CATALOG["smollm2-135m"].local_path()
     assert bundled is not None
     mlx = build_registries(make_plugin_manager()).backends.get("mlx")
     assert mlx is not None
     spec = ModelSpec(name="smollm2-135m", path=str(bundled), format="gguf", metadata=inspect(bundled))
-    from impetusd.blas import worker_env
+    from impetusd.workers.blas import worker_env
 
     assert mlx.memory_weights is not None
     need = estimate(spec, mlx.memory_overhead_bytes, 4096, mlx.memory_weights(spec, worker_env("auto"))).total_bytes
@@ -282,10 +282,10 @@ def test_the_mlx_estimate_counts_float32_weights_when_workers_get_openblas() -> 
     """On a CPU with OpenBLAS preloaded the MLX worker widens small models to
     float32 (impetus_mlx/cpu.py); the daemon's estimate must count 4 bytes a parameter."""
     from impetus_gguf import inspect
-    from impetusd.backend import ModelSpec
-    from impetusd.budget import estimate
-    from impetusd.catalog import CATALOG
-    from impetusd.plugins import build_registries, make_plugin_manager
+    from impetusd.plugin.engine import ModelSpec
+    from impetusd.residency.budget import estimate
+    from impetusd.store.catalog import CATALOG
+    from impetusd.plugin.manager import build_registries, make_plugin_manager
 
     bundled = CATALOG["smollm2-135m"].local_path()
     assert bundled is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import DaemonProcess
-from impetusd.errors import InvalidModelFile, PickleRefused
+from impetusd.protocol.errors import InvalidModelFile, PickleRefused
 from safetensors_factory import raw_safetensors, write_hf_llama, write_mlx_llama
 
 

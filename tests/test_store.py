@@ -13,7 +13,7 @@ import pytest
 
 from helpers import DaemonProcess
 
-from impetusd.catalog import CATALOG
+from impetusd.store.catalog import CATALOG
 
 BUNDLED = CATALOG["smollm2-135m"].local_path()
 

@@ -129,7 +129,7 @@ class _Clock:
 
 
 def test_crash_history_backoff_doubles_and_circuit_closes_after_the_window() -> None:
-    from impetusd.crashes import CrashHistory
+    from impetusd.residency.crashes import CrashHistory
 
     clock = _Clock()
     h = CrashHistory(limit=3, window_s=60, backoff_s=0.5, backoff_max_s=1.5, clock=clock)
@@ -177,7 +177,7 @@ def test_allocation_failure_unloads_idle_models_and_retries_once(sup_daemon: Dae
 
 
 def test_allocation_failures_are_recognised() -> None:
-    from impetusd.worker.failures import backend_failure, is_allocation_failure
+    from impetusd.workers.failures import backend_failure, is_allocation_failure
 
     assert is_allocation_failure(MemoryError())
     assert is_allocation_failure(RuntimeError("[metal::malloc] Attempting to allocate 9 bytes which is greater than the maximum"))
@@ -201,7 +201,7 @@ def test_sigterm_drains_a_running_request_then_exits_cleanly(daemon: DaemonProce
 
 
 def test_oom_hint_only_for_sigkill_with_evidence() -> None:
-    from impetusd.oom import MemoryWatch, oom_kill_count
+    from impetusd.workers.oom import MemoryWatch, oom_kill_count
 
     watch = MemoryWatch(os.getpid())
     watch.sample()  # a real sample of this process and this machine

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import DaemonProcess, maps_mention
-from impetusd.blas import find_openblas
+from impetusd.workers.blas import find_openblas
 
 
 def _worker_pid(d: DaemonProcess, model: Path) -> int:

@@ -15,9 +15,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from impetusd.api import ChatParams, CompleteParams, DaemonInfo, EmbedResult, GenerationResult, Health, Metrics, ModelList
-from impetusd.errors import ImpetusError
-from impetusd.rpc import field_of
+from impetusd.protocol.api import ChatParams, CompleteParams, DaemonInfo, EmbedResult, GenerationResult, Health, Metrics, ModelList
+from impetusd.protocol.errors import ImpetusError
+from impetusd.dispatch.dispatcher import field_of
 
 from ..aclient import AsyncDaemon, Exchange
 from ..client import DaemonUnavailable

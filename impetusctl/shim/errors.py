@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from impetusd.errors import ImpetusError
+from impetusd.protocol.errors import ImpetusError
 
 from ..client import DaemonUnavailable
 

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from impetusd.api import Histogram, Metrics
+from impetusd.protocol.api import Histogram, Metrics
 
 
 class HttpMetrics:

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from impetusd.api import ChatParams, CompleteParams, EmbedParams, KeepAlive, Message
+from impetusd.protocol.api import ChatParams, CompleteParams, EmbedParams, KeepAlive, Message
 
 from .errors import InvalidRequest
 

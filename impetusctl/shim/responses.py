@@ -11,7 +11,7 @@ from typing import Any, Literal
 import msgspec
 
 from impetusd import __version__
-from impetusd.api import EmbedResult, GenerationResult, ModelEntry, Timings, Usage
+from impetusd.protocol.api import EmbedResult, GenerationResult, ModelEntry, Timings, Usage
 
 NOT_GIVEN: Any = msgspec.UNSET
 

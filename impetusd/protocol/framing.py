@@ -6,7 +6,7 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ..errors import MessageTooLarge
+from impetusd.protocol.errors import MessageTooLarge
 
 
 class LineReader:

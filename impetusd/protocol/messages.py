@@ -7,7 +7,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ..errors import ImpetusError, InvalidRequest, ParseError
+from impetusd.protocol.errors import ImpetusError, InvalidRequest, ParseError
 
 RequestId = int | str | None
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..errors import InvalidParams
+from impetusd.protocol.errors import InvalidParams
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from impetusd.daemon import Daemon
 
 
 def converted_root(daemon: Daemon) -> Path:

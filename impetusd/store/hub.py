@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
-from ..errors import DownloadFailed, GatedRepo, RepoNotFound, RevisionNotFound, Unauthorized
-from .select import RemoteFile
+from impetusd.protocol.errors import DownloadFailed, GatedRepo, RepoNotFound, RevisionNotFound, Unauthorized
+from impetusd.store.files import RemoteFile
 
 
 class RemoteRepo(msgspec.Struct, frozen=True):

@@ -6,8 +6,8 @@ import re
 
 import msgspec
 
-from ..catalog import CATALOG
-from ..errors import InvalidParams
+from impetusd.store.catalog import CATALOG
+from impetusd.protocol.errors import InvalidParams
 
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/")

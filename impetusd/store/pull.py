@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..api import FileProgress, PullParams, PullProgress, PullResult
-from ..errors import ChecksumMismatch, DiskFull, DownloadFailed, ImpetusError, NoMatchingFiles
-from ..events import Event
-from ..rpc import RequestContext
-from . import cache, hub, names, select
-from .hub import Transient
-from .registry import ModelFile, Registered, Source
-from .views import describe
-from .transfer import Cancelled, fetch, sha256_of
+from impetusd.protocol.api import FileProgress, PullParams, PullProgress, PullResult
+from impetusd.protocol.errors import ChecksumMismatch, DiskFull, DownloadFailed, ImpetusError, NoMatchingFiles
+from impetusd.observe.events import Event
+from impetusd.dispatch.dispatcher import RequestContext
+from impetusd.store import cache, files, hub, names
+from impetusd.store.hub import Transient
+from impetusd.store.registry import ModelFile, Registered, Source
+from impetusd.store.views import model_info
+from impetusd.store.transfer import Cancelled, fetch, sha256_of
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from impetusd.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Pulls:
         ref = names.parse(params.model)
         existing = self.daemon.store.get(ref.name)
         if existing is not None and not params.force:
-            return PullResult(status="already_registered", model=describe(self.daemon, existing), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0)
+            return PullResult(status="already_registered", model=model_info(self.daemon, existing), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0)
         job = self.jobs.get(ref.name)
         if job is None:
             job = self.jobs[ref.name] = Job(ref)
@@ -128,13 +128,13 @@ class Pulls:
         ref = job.ref
         remote = await self._retry(job, lambda: hub.describe(ref.repo, ref.revision), "listing")
         selector = ref.suffix
-        if selector and not select.selects_files(remote.files, selector):
+        if selector and not files.selects_files(remote.files, selector):
             # not a quantization in this repo: it names a revision
             if ref.revision:
                 raise NoMatchingFiles(f"{ref.repo}@{ref.revision} has no GGUF matching {selector!r}", repo=ref.repo)
             remote = await self._retry(job, lambda: hub.describe(ref.repo, selector), "listing")
             selector = None
-        chosen = select.choose(ref.repo, remote.files, selector, ref.files)
+        chosen = files.choose(ref.repo, remote.files, selector, ref.files)
         job.files = [FileProgress(name=f.name, total=f.size) for f in chosen.files]
         missing = []
         for f, p in zip(chosen.files, job.files):
@@ -185,13 +185,13 @@ class Pulls:
         model = Registered(
             name=ref.name, format=fmt, path=str(primary),
             source=Source(kind="hub", repo=ref.repo, revision=remote.revision, commit=remote.commit),
-            metadata=metadata, size_bytes=sum(f.size for f in stored), digest=model_digest(stored),
+            metadata=metadata, size_bytes=sum(f.size for f in stored), digest=content_digest(stored),
             created_at=time.time(), files=stored,
         )
         self.daemon.store.add(model, replace=True)
         self.daemon.emit(Event(kind="model.pulled", model=ref.name, data={"bytes": downloaded}))
         return PullResult(
-            status="pulled", model=describe(self.daemon, model), downloaded_bytes=downloaded,
+            status="pulled", model=model_info(self.daemon, model), downloaded_bytes=downloaded,
             reused_bytes=model.size_bytes - downloaded, elapsed_s=round(time.monotonic() - job.started, 3),
         )
 
@@ -219,7 +219,7 @@ class Pulls:
         raise AssertionError("unreachable")
 
 
-def model_digest(files: list[ModelFile]) -> str:
+def content_digest(files: list[ModelFile]) -> str:
     """One sha256 naming the whole model: over each file's name and sha256."""
     import hashlib
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ModelExists, ModelNotFound
+from impetusd.protocol.errors import ModelExists, ModelNotFound
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -76,7 +76,7 @@ class Registered(msgspec.Struct, frozen=True):
     files: list[ModelFile]
 
 
-class Registry:
+class ModelStore:
     """Thread-safe; every call is short (the hashing happens before ``add``)."""
 
     def __init__(self, path: Path) -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 
-from ..api import FileProgress
-from ..errors import ChecksumMismatch, DownloadFailed, GatedRepo, Unauthorized
-from .hub import Transient
-from .select import RemoteFile
+from impetusd.protocol.api import FileProgress
+from impetusd.protocol.errors import ChecksumMismatch, DownloadFailed, GatedRepo, Unauthorized
+from impetusd.store.hub import Transient
+from impetusd.store.files import RemoteFile
 
 CHUNK = 1 << 20
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..api import ModelInfo, StoredFile
-from .registry import Registered
+from impetusd.protocol.api import ModelInfo, StoredFile
+from impetusd.store.registry import Registered
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from impetusd.daemon import Daemon
 
 
-def describe(daemon: Daemon, model: Registered) -> ModelInfo:
+def model_info(daemon: Daemon, model: Registered) -> ModelInfo:
     return ModelInfo(
         name=model.name,
         format=model.format,

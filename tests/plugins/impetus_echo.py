@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import msgspec
 
-from impetusd.backend import BackendSpec, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import MethodSpec, ModelFormat, Registry
+from impetusd.plugin.engine import BackendSpec, EngineInfo, EngineResult, GenerateRequest, ModelSpec
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import MethodSpec, ModelFormat, PluginRegistry
 
 
 class PingParams(msgspec.Struct, frozen=True):
@@ -129,12 +129,12 @@ def _start(spec: ModelSpec) -> EchoEngine:
 
 
 @hookimpl
-def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
+def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
     registry.add(ModelFormat(name="echo", detect=_detect, inspect=_inspect))
 
 
 @hookimpl
-def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
+def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
     # Deliberately without top_k/min_p/seed: the daemon must refuse those.
     caps = frozenset({"chat", "complete", "max_tokens", "temperature", "top_p", "stop"})
     # A worker with no model library needs ~35 MB; the estimate adds the file's size.
@@ -142,5 +142,5 @@ def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
 
 
 @hookimpl
-def impetus_register_methods(registry: Registry[MethodSpec]) -> None:
+def impetus_register_methods(registry: PluginRegistry[MethodSpec]) -> None:
     registry.add(MethodSpec("echo.ping", PingParams, PingResult, ping, "Answer with the text sent."))

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import HardwareMonitor, Registry
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
 
 
 def level() -> str | None:
@@ -28,5 +28,5 @@ def snapshot() -> dict[str, Any]:
 
 
 @hookimpl
-def impetus_register_hardware_monitors(registry: Registry[HardwareMonitor]) -> None:
+def impetus_register_hardware_monitors(registry: PluginRegistry[HardwareMonitor]) -> None:
     registry.add(HardwareMonitor(name="scripted", snapshot=snapshot, thermal=level))

@@ -13,8 +13,8 @@ import sys
 import threading
 from typing import Any
 
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import HardwareMonitor, Registry
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
 
 from . import parse
 
@@ -77,6 +77,6 @@ class AppleMonitor:
 
 
 @hookimpl
-def impetus_register_hardware_monitors(registry: Registry[HardwareMonitor]) -> None:
+def impetus_register_hardware_monitors(registry: PluginRegistry[HardwareMonitor]) -> None:
     monitor = AppleMonitor()
     registry.add(HardwareMonitor(name="apple", snapshot=monitor.snapshot, thermal=monitor.thermal))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import ModelFormat, Registry
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import ModelFormat, PluginRegistry
 
 MAGIC = b"GGUF"
 
@@ -66,5 +66,5 @@ def inspect(path: Path) -> dict[str, Any]:
 
 
 @hookimpl
-def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
+def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
     registry.add(ModelFormat(name="gguf", detect=detect, inspect=inspect, description="GGUF (llama.cpp) single-file models"))

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import HardwareMonitor, Registry
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
 
 from . import nvidia, sysfs
 
@@ -41,5 +41,5 @@ def thermal(root: Path = Path("/")) -> str | None:
 
 
 @hookimpl
-def impetus_register_hardware_monitors(registry: Registry[HardwareMonitor]) -> None:
+def impetus_register_hardware_monitors(registry: PluginRegistry[HardwareMonitor]) -> None:
     registry.add(HardwareMonitor(name="linux", snapshot=snapshot, thermal=thermal))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from impetusd import machine
-from impetusd.backend import BackendSpec, Engine, ModelSpec
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import Registry
+from impetusd.plugin import machine
+from impetusd.plugin.engine import BackendSpec, Engine, ModelSpec
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import PluginRegistry
 
 NAME = "llamacpp"
 
@@ -25,7 +25,7 @@ def start(spec: ModelSpec) -> Engine:
 
 
 @hookimpl
-def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
+def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
     registry.add(
         BackendSpec(
             name=NAME,

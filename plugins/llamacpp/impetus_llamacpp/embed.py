@@ -9,8 +9,8 @@ import math
 import llama_cpp
 from llama_cpp import Llama
 
-from impetusd.backend import EmbedOutput, EmbedRequest
-from impetusd.errors import ContextLengthExceeded
+from impetusd.plugin.engine import EmbedOutput, EmbedRequest
+from impetusd.protocol.errors import ContextLengthExceeded
 
 # Tokens per text. The whole text is one llama.cpp batch with full attention
 # buffers, so this stays modest (sentence-embedding models use 256-512).

@@ -13,9 +13,9 @@ from typing import Any, Callable
 import llama_cpp
 from llama_cpp import Llama
 
-from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.errors import ContextLengthExceeded, InvalidModelFile, UnsupportedFormat
-from impetusd.stops import StopScanner
+from impetusd.plugin.engine import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
+from impetusd.protocol.errors import ContextLengthExceeded, InvalidModelFile, UnsupportedFormat
+from impetusd.plugin.stops import StopScanner
 
 from .embed import Embedder
 from .prompt import Prompter

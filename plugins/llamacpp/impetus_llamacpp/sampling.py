@@ -7,8 +7,8 @@ from typing import Any, Iterable
 
 import llama_cpp
 
-from impetusd.backend import GenerateRequest
-from impetusd.errors import InvalidParams
+from impetusd.plugin.engine import GenerateRequest
+from impetusd.protocol.errors import InvalidParams
 
 
 class Sampler:

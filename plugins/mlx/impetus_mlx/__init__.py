@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from impetusd import machine
-from impetusd.backend import BackendSpec, Engine, ModelSpec
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import CacheTier, CacheTierContext, Registry
+from impetusd.plugin import machine
+from impetusd.plugin.engine import BackendSpec, Engine, ModelSpec
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import CacheTier, CacheTierContext, PluginRegistry
 
 CAPABILITIES = frozenset(
     {
@@ -59,7 +59,7 @@ def _disk_tier(ctx: CacheTierContext) -> Any:
 
 
 @hookimpl
-def impetus_register_backends(registry: Registry[BackendSpec]) -> None:
+def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
     registry.add(
         BackendSpec(
             name="mlx",
@@ -84,7 +84,7 @@ def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str 
 
 
 @hookimpl
-def impetus_register_cache_tiers(registry: Registry[CacheTier]) -> None:
+def impetus_register_cache_tiers(registry: PluginRegistry[CacheTier]) -> None:
     registry.add(CacheTier(
         name="mlx-memory", factory=_memory_tier, backends=frozenset({"mlx"}), order=0,
         description="KV caches of earlier prompts in memory (LRU bounded by bytes), longest common prefix",

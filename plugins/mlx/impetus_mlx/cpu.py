@@ -1,4 +1,4 @@
-"""Float32 weights when OpenBLAS is in the worker (the daemon preloads it; see impetusd/blas.py).
+"""Float32 weights when OpenBLAS is in the worker (the daemon preloads it; see impetusd/workers/blas.py).
 
 MLX's Linux CPU wheel does quantized and float16 products with its own kernels
 and float32 ones through BLAS. With OpenBLAS preloaded, float32 weights made

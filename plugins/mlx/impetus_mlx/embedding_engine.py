@@ -20,8 +20,8 @@ from typing import Any, Callable
 import mlx.core as mx
 import msgspec
 
-from impetusd.backend import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.errors import InvalidModelFile, UnsupportedFormat, UnsupportedParameter
+from impetusd.plugin.engine import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
+from impetusd.protocol.errors import InvalidModelFile, UnsupportedFormat, UnsupportedParameter
 
 from .bert import BertModel, build
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import ModelFormat, Registry
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import ModelFormat, PluginRegistry
 
 
 def _detect_onnx(path: Path) -> bool:
@@ -43,7 +43,7 @@ def coreml_hint(platform: str) -> str:
 
 
 @hookimpl
-def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
+def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
     registry.add(ModelFormat(
         name="onnx", detect=_detect_onnx, inspect=_inspect_onnx,
         description="ONNX models (.onnx files, or folders of them): described, not run",

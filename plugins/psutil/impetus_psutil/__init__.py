@@ -9,8 +9,8 @@ from typing import Any
 
 import psutil
 
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import HardwareMonitor, Registry
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
 
 from .sampler import CpuSampler
 
@@ -55,6 +55,6 @@ def snapshot(sampler: CpuSampler) -> dict[str, Any]:
 
 
 @hookimpl
-def impetus_register_hardware_monitors(registry: Registry[HardwareMonitor]) -> None:
+def impetus_register_hardware_monitors(registry: PluginRegistry[HardwareMonitor]) -> None:
     sampler = CpuSampler()  # one per registry (daemon), started on the first snapshot
     registry.add(HardwareMonitor(name="psutil", snapshot=lambda: snapshot(sampler)))

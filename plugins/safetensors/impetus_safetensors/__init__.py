@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from impetusd.hookspecs import hookimpl
-from impetusd.registries import ModelFormat, Registry
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import ModelFormat, PluginRegistry
 
 
 def _classify(path: Path) -> str | None:
@@ -62,7 +62,7 @@ def _convert_pickle(path: Path, dest: Path) -> None:
 
 
 @hookimpl
-def impetus_register_model_formats(registry: Registry[ModelFormat]) -> None:
+def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
     registry.add(ModelFormat(name="safetensors", detect=detect_safetensors, inspect=inspect_safetensors,
                              description="Hugging Face transformers folders: config.json, *.safetensors, tokenizer files"))
     registry.add(ModelFormat(name="mlx", detect=detect_mlx, inspect=inspect_mlx,

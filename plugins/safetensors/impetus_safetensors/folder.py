@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from impetusd.errors import InvalidModelFile
+from impetusd.protocol.errors import InvalidModelFile
 
 from .reader import SafetensorsHeader, read_header
 

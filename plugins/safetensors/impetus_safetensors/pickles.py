@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from impetusd.errors import PickleRefused
+from impetusd.protocol.errors import PickleRefused
 
 from .folder import qualifies
 

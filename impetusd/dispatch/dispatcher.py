@@ -1,0 +1,168 @@
+"""Method dispatch: decode params per method, run the handler, map errors.
+
+Knows nothing of sockets: a ``Peer`` is anything that can ``send`` bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import anyio
+import msgspec
+
+from impetusd.protocol.api import CancelParams
+from impetusd.protocol.errors import (
+    ImpetusError,
+    InternalError,
+    InvalidParams,
+    MethodNotFound,
+    RequestCancelled,
+    ShuttingDown,
+)
+from impetusd.plugin.manager import await_maybe
+from impetusd.protocol.messages import Codec, Request, RequestId
+
+if TYPE_CHECKING:
+    from impetusd.daemon import Daemon
+    from impetusd.plugin.registries import MethodSpec
+
+log = logging.getLogger(__name__)
+
+
+class Peer(Protocol):
+    codec: Codec
+
+    async def send(self, data: bytes) -> None: ...
+
+
+class RequestContext:
+    """One in-flight request: its id, its peer, and how to cancel it.
+
+    Handlers that stop cleanly on their own (generation) set ``cooperative``;
+    ``$/cancel`` then only sets ``cancel_requested`` and the handler finishes
+    with whatever it has. Other handlers are cancelled outright.
+    """
+
+    def __init__(self, peer: Peer, req_id: RequestId, method: str) -> None:
+        self.peer = peer
+        self.id = req_id
+        self.method = method
+        self.received = time.monotonic()
+        self.cancel_requested = anyio.Event()
+        self.cooperative = False
+        self.scope = anyio.CancelScope()
+        self.abort_error: ImpetusError | None = None
+        self.finalizers: list[Callable[[], None]] = []  # run when the request is over
+
+    def finish(self) -> None:
+        while self.finalizers:
+            self.finalizers.pop()()
+
+    def cancel(self) -> None:
+        self.cancel_requested.set()
+        if not self.cooperative:
+            self.abort(RequestCancelled("request cancelled", id=self.id))
+
+    def abort(self, error: ImpetusError) -> None:
+        """Stop the handler now; the client gets ``error``."""
+        if self.abort_error is None:
+            self.abort_error = error
+        self.scope.cancel()
+
+    async def notify(self, method: str, params: Any) -> None:
+        try:
+            await self.peer.send(self.peer.codec.encode_notification(method, params))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            self.cancel_requested.set()  # the client is gone: stop producing
+
+
+class Dispatcher:
+    """Maps a decoded Request to an encoded response (or None for notifications)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+        self._cancel = msgspec.json.Decoder(CancelParams)
+
+    def decode_cancel(self, raw: msgspec.Raw) -> int | str:
+        try:
+            return self._cancel.decode(bytes(raw)).id
+        except RecursionError:
+            raise InvalidParams("Invalid params for $/cancel: nested too deeply") from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise InvalidParams(f"Invalid params for $/cancel: {exc}") from None
+
+    def decoder(self, spec: MethodSpec) -> msgspec.json.Decoder[Any]:
+        dec = self._decoders.get(spec.params)
+        if dec is None:
+            dec = self._decoders[spec.params] = msgspec.json.Decoder(spec.params)
+        return dec
+
+    def decode_params(self, spec: MethodSpec, raw: msgspec.Raw) -> Any:
+        data = bytes(raw)
+        if data in (b"", b"null"):
+            data = b"{}"
+        try:
+            return self.decoder(spec).decode(data)
+        except msgspec.ValidationError as exc:
+            field = field_of(str(exc))
+            fields = {"field": field} if field else {}
+            raise InvalidParams(f"Invalid params for {spec.name}: {exc}", **fields) from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise InvalidParams(f"Invalid params for {spec.name}: {exc}") from None
+        except RecursionError:
+            raise InvalidParams(f"Invalid params for {spec.name}: nested too deeply") from None
+
+    async def call(self, ctx: RequestContext, req: Request) -> Any:
+        spec = self.daemon.registries.methods.get(req.method)
+        if spec is None:
+            raise MethodNotFound(f"Method not found: {req.method}", method=req.method)
+        params = self.decode_params(spec, req.params)
+        return await await_maybe(spec.handler(self.daemon, params, ctx))
+
+    async def handle(self, peer: Peer, req: Request, ctx: RequestContext) -> bytes | None:
+        """Run one request to its encoded answer. Never raises ImpetusError."""
+        codec = peer.codec
+        result: Any = None
+        error: ImpetusError | None = None
+        with ctx.scope:
+            try:
+                result = await self.call(ctx, req)
+            except ImpetusError as exc:
+                error = exc
+            except Exception:  # foreign errors stop here; no traceback on the wire
+                log.exception("method %s failed", req.method)
+                error = InternalError(f"internal error in {req.method}; see the daemon log")
+        if ctx.scope.cancelled_caught:
+            error = ctx.abort_error or ShuttingDown("the daemon is shutting down")
+        if req.is_notification:
+            return None
+        rid = req.id
+        if error is not None:
+            return codec.encode_error(rid, error)  # type: ignore[arg-type]
+        try:
+            return codec.encode_result(rid, result)  # type: ignore[arg-type]
+        except (TypeError, msgspec.EncodeError):
+            log.exception("cannot encode the result of %s", req.method)
+            return codec.encode_error(rid, InternalError(f"internal error in {req.method}"))  # type: ignore[arg-type]
+
+
+def field_of(message: str) -> str | None:
+    """msgspec says ``... - at `$.messages[0].role```; return ``messages[0].role``."""
+    marker = "at `$"
+    if marker not in message:
+        if "missing required field `" in message:
+            return message.split("missing required field `", 1)[1].split("`", 1)[0]
+        if "unknown field `" in message:
+            return message.split("unknown field `", 1)[1].split("`", 1)[0]
+        return None
+    path = message.rsplit(marker, 1)[1].split("`", 1)[0].lstrip(".")
+    if "missing required field `" in message:
+        name = message.split("missing required field `", 1)[1].split("`", 1)[0]
+        path = f"{path}.{name}" if path else name
+    elif "unknown field `" in message:
+        name = message.split("unknown field `", 1)[1].split("`", 1)[0]
+        path = f"{path}.{name}" if path else name
+    return path or None

@@ -1,0 +1,165 @@
+"""``chat`` and ``complete``: validate, check capabilities, run in the worker, time it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from impetusd.protocol.api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, RecentRequest, Timings, Usage
+from impetusd.plugin.engine import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
+from impetusd.config import parse_keep_alive
+from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
+from impetusd.observe.events import Event
+from impetusd.residency.retry import generate_with_retry
+from impetusd.observe.metrics import Outcome, record_outcome
+from impetusd.dispatch.dispatcher import RequestContext
+
+if TYPE_CHECKING:
+    from impetusd.daemon import Daemon
+
+
+def _check_values(params: ChatParams | CompleteParams) -> None:
+    def bad(field: str, why: str) -> InvalidParams:
+        return InvalidParams(f"Invalid params: {field} {why}", field=field)
+
+    if params.max_tokens is not None and params.max_tokens < 1:
+        raise bad("max_tokens", "must be at least 1")
+    if params.temperature is not None and not 0.0 <= params.temperature <= 5.0:
+        raise bad("temperature", "must be between 0 and 5")
+    if params.top_p is not None and not 0.0 < params.top_p <= 1.0:
+        raise bad("top_p", "must be in (0, 1]")
+    if params.top_k is not None and params.top_k < 0:
+        raise bad("top_k", "must be 0 (off) or more")
+    if params.min_p is not None and not 0.0 <= params.min_p <= 1.0:
+        raise bad("min_p", "must be between 0 and 1")
+    stops = [params.stop] if isinstance(params.stop, str) else (params.stop or [])
+    if any(not s for s in stops):
+        raise bad("stop", "must not contain empty strings")
+    if len(stops) > 16:
+        raise bad("stop", "may hold at most 16 sequences")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if value is not None and not -2.0 <= value <= 2.0:
+            raise bad(name, "must be between -2 and 2")
+    if params.logit_bias is not None:
+        if len(params.logit_bias) > 1024:
+            raise bad("logit_bias", "may hold at most 1024 tokens")
+        for token, bias in params.logit_bias.items():
+            if token < 0:
+                raise bad("logit_bias", f"has a negative token id {token}")
+            if not -100.0 <= bias <= 100.0:
+                raise bad("logit_bias", f"value for token {token} must be between -100 and 100")
+    if isinstance(params, ChatParams) and not params.messages:
+        raise bad("messages", "must not be empty")
+
+
+def _check_capabilities(params: ChatParams | CompleteParams, backend: BackendSpec) -> None:
+    kind = "chat" if isinstance(params, ChatParams) else "complete"
+    if kind not in backend.capabilities:
+        raise UnsupportedParameter(f"backend {backend.name!r} cannot do {kind}", param=kind, backend=backend.name)
+    for name in sorted(SAMPLING_CAPABILITIES):
+        if getattr(params, name) is not None and name not in backend.capabilities:
+            raise UnsupportedParameter(
+                f"backend {backend.name!r} does not support {name!r}; remove it from the request",
+                param=name,
+                backend=backend.name,
+            )
+
+
+def _check_kind(daemon: Daemon, params: ChatParams | CompleteParams) -> None:
+    """An embedding-only model (format metadata ``kind: embedding``) cannot generate:
+    refused before it is loaded, whatever its backend can do for other models."""
+    kind = "chat" if isinstance(params, ChatParams) else "complete"
+    spec = daemon.models.resolve(params.model)
+    if spec.metadata.get("kind") == "embedding":
+        raise UnsupportedParameter(
+            f"model {spec.name!r} is an embedding model: it cannot do {kind}; use embed", param=kind, model=spec.name
+        )
+
+
+def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, default_temperature: float) -> GenerateRequest:
+    stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
+    common = dict(
+        max_tokens=params.max_tokens or default_max_tokens,
+        temperature=default_temperature if params.temperature is None else params.temperature,
+        top_p=1.0 if params.top_p is None else params.top_p,
+        top_k=params.top_k or 0,
+        min_p=params.min_p or 0.0,
+        stop=stops,
+        seed=params.seed,
+        presence_penalty=params.presence_penalty or 0.0,
+        frequency_penalty=params.frequency_penalty or 0.0,
+        logit_bias=dict(params.logit_bias or {}),
+    )
+    if isinstance(params, ChatParams):
+        return GenerateRequest(kind="chat", messages=list(params.messages), **common)  # type: ignore[arg-type]
+    return GenerateRequest(kind="complete", prompt=params.prompt, **common)  # type: ignore[arg-type]
+
+
+async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
+    method = "chat" if isinstance(params, ChatParams) else "complete"
+    with record_outcome(daemon, method) as outcome:
+        result = await _generate(daemon, params, ctx, outcome)
+        outcome.value = result.finish_reason
+        return result
+
+
+async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
+    _check_values(params)
+    _check_kind(daemon, params)
+    daemon.models.admit(params.model, ctx)  # Overloaded when too many wait for this model
+    resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
+    outcome.model = resident.spec.name
+    _check_capabilities(params, resident.backend)
+    request = build_request(params, daemon.config.default_max_tokens, daemon.config.default_temperature)
+    ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
+
+    first_text: list[float] = []
+
+    async def on_text(text: str) -> None:
+        if not first_text:
+            first_text.append(time.monotonic())
+        if params.stream:
+            await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text))
+
+    resident.in_flight += 1
+    resident.requests += 1
+    if params.keep_alive is not None:
+        resident.keep_alive = parse_keep_alive(params.keep_alive, daemon.config.keep_alive_s)
+    sent = time.monotonic()
+    try:
+        done = await generate_with_retry(daemon, resident, request, on_text, ctx.cancel_requested)
+    finally:
+        await daemon.models.release(resident)
+    finished = time.monotonic()
+    res = done.result
+    # The backend's own TTFT when it measures one; else when its first text reached the daemon.
+    ttft_ms = res.ttft_ms if res.ttft_ms is not None else ((first_text[0] - sent) * 1000 if first_text else None)
+    queued_ms = (sent - ctx.received) * 1000 - load_ms + done.queued_ms
+    timings = Timings(
+        queued_ms=round(max(queued_ms, 0.0), 2),
+        load_ms=round(load_ms, 2),
+        ttft_ms=None if ttft_ms is None else round(ttft_ms, 2),
+        prefill_tps=None if res.prefill_tps is None else round(res.prefill_tps, 2),
+        decode_tps=None if res.decode_tps is None else round(res.decode_tps, 2),
+        total_ms=round((finished - ctx.received) * 1000, 2),
+        batch_size=res.batch_size,
+    )
+    usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
+    daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    resident.stats.record(usage.prompt_tokens, usage.completion_tokens, res.decode_tps)
+    daemon.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
+    daemon.metrics.finished(RecentRequest(
+        time=time.time(), model=resident.spec.name, method="chat" if isinstance(params, ChatParams) else "complete",
+        outcome=res.finish_reason, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        ttft_ms=timings.ttft_ms, decode_tps=timings.decode_tps, total_ms=timings.total_ms,
+    ))
+    daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={
+        "finish_reason": res.finish_reason, "usage": msgspec.to_builtins(usage), "timings": msgspec.to_builtins(timings),
+    }))
+    common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)
+    if isinstance(params, ChatParams):
+        return GenerationResult(message=Message(role="assistant", content=res.text), **common)  # type: ignore[arg-type]
+    return GenerationResult(text=res.text, **common)  # type: ignore[arg-type]

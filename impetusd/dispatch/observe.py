@@ -1,0 +1,115 @@
+"""``hardware.snapshot`` and ``events.subscribe``: what the machine and the
+daemon are doing, now and as it happens."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+import psutil
+
+from impetusd.protocol.api import ThermalState
+from impetusd.protocol.errors import InvalidParams
+from impetusd.observe.events import TOPICS, Event
+from impetusd.plugin.registries import MethodSpec
+from impetusd.dispatch.dispatcher import RequestContext
+
+if TYPE_CHECKING:
+    from impetusd.daemon import Daemon
+
+MEMORY_PRESSURE_PERCENT = 90.0
+
+
+class SnapshotParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class HardwareSnapshot(msgspec.Struct, frozen=True):
+    time: float
+    monitors: dict[str, Any]
+    workers: dict[str, int | None]  # model -> worker RSS bytes
+    thermal: ThermalState | None = None
+
+
+class SubscribeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    topics: list[str] = msgspec.field(default_factory=lambda: list(TOPICS))
+    interval_s: float = 2.0  # hardware samples
+
+
+class EventNote(msgspec.Struct, frozen=True):
+    """Params of the ``events.event`` notification."""
+
+    id: int | str | None
+    event: Event
+    dropped: int  # events this subscriber lost so far by not keeping up
+
+
+class SubscribeResult(msgspec.Struct, frozen=True):
+    delivered: int
+    dropped: int
+
+
+async def snapshot(daemon: Daemon) -> HardwareSnapshot:
+    from impetusd.dispatch.methods import hardware_facts
+
+    monitors = await anyio.to_thread.run_sync(hardware_facts, daemon)
+    workers: dict[str, int | None] = {}
+    for name, resident in daemon.models.resident.items():
+        try:
+            workers[name] = psutil.Process(resident.worker.pid).memory_info().rss
+        except psutil.Error:
+            workers[name] = None
+    return HardwareSnapshot(time=time.time(), monitors=monitors, workers=workers, thermal=daemon.thermal.state())
+
+
+async def hardware_snapshot(daemon: Daemon, params: SnapshotParams, ctx: RequestContext) -> HardwareSnapshot:
+    return await snapshot(daemon)
+
+
+async def events_subscribe(daemon: Daemon, params: SubscribeParams, ctx: RequestContext) -> SubscribeResult:
+    unknown = sorted(set(params.topics) - set(TOPICS))
+    if unknown:
+        raise InvalidParams(f"Invalid params: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})", field="topics")
+    if not 0.1 <= params.interval_s <= 3600:
+        raise InvalidParams("Invalid params: interval_s must be between 0.1 and 3600", field="interval_s")
+    ctx.cooperative = True  # $/cancel ends the stream with a result
+    sub = daemon.events.subscribe(set(params.topics))
+    delivered = 0
+    try:
+        async with anyio.create_task_group() as tg:
+            if "hardware" in sub.topics or "memory" in sub.topics:
+                tg.start_soon(_sample, daemon, params.interval_s, sub.topics)
+
+            async def stop_on_cancel() -> None:
+                await ctx.cancel_requested.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_cancel)
+            while True:
+                for event in await sub.next_batch():
+                    await ctx.notify("events.event", EventNote(id=ctx.id, event=event, dropped=sub.dropped))
+                    delivered += 1
+    finally:
+        daemon.events.unsubscribe(sub)
+    return SubscribeResult(delivered=delivered, dropped=sub.dropped)
+
+
+async def _sample(daemon: Daemon, interval: float, topics: set[str]) -> None:
+    pressured = False
+    while True:
+        snap = await snapshot(daemon)
+        if "hardware" in topics:
+            daemon.emit(Event(kind="hardware.sample", data=msgspec.to_builtins(snap)))
+        percent = psutil.virtual_memory().percent
+        if "memory" in topics and (percent >= MEMORY_PRESSURE_PERCENT) != pressured:
+            pressured = not pressured
+            daemon.emit(Event(kind="memory.pressure", data={"percent": percent, "pressured": pressured}))
+        await anyio.sleep(interval)
+
+
+OBSERVE_METHODS = (
+    MethodSpec("hardware.snapshot", SnapshotParams, HardwareSnapshot, hardware_snapshot, "Facts and samples from every hardware monitor, and each worker's memory."),
+    MethodSpec("events.subscribe", SubscribeParams, SubscribeResult, events_subscribe, "Stream events (topics: model, request, hardware, memory, thermal) as events.event notifications until $/cancel.", stream=True),
+)

@@ -1,0 +1,46 @@
+"""``impetusd``: run the daemon in the foreground (as launchd and systemd expect)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import anyio
+import click
+
+from impetusd.config import load_config
+from impetusd.protocol.errors import ImpetusError
+from impetusd.transport.server import DaemonAlreadyRunning
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False), help="Unix socket to listen on.")
+@click.option("--home", type=click.Path(file_okay=False), help="State directory (default $IMPETUS_HOME or ~/.impetus).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Log verbosity (stderr).")
+@click.version_option(package_name="impetus")
+def main(socket_path: str | None, home: str | None, log_level: str | None) -> None:
+    """Run the Impetus daemon in the foreground, logging to stderr."""
+    try:
+        config = load_config(home=home, socket=socket_path, log_level=log_level)
+    except ImpetusError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s impetusd[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config.home.mkdir(parents=True, exist_ok=True)
+    os.environ["IMPETUS_HOME"] = str(config.home)  # the home in use, for plugins (disk free) and workers
+    try:
+        anyio.run(_run, config)
+    except DaemonAlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
+    except (ValueError, PermissionError, ImpetusError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _run(config) -> None:  # type: ignore[no-untyped-def]
+    from impetusd.daemon import run_daemon
+
+    await run_daemon(config)

@@ -1,0 +1,158 @@
+"""What a backend plugin implements, and the messages between daemon and worker.
+
+The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
+``start`` callable runs inside the worker process, where heavy imports belong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Mapping, Protocol, runtime_checkable
+
+import msgspec
+
+from impetusd.protocol.api import FinishReason, Message
+
+# Capability names are the request fields they allow (plus "chat", "complete", "embed").
+SAMPLING_CAPABILITIES = frozenset(
+    {
+        "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
+        "presence_penalty", "frequency_penalty", "logit_bias",
+    }
+)
+
+
+class ModelSpec(msgspec.Struct, frozen=True):
+    """A model resolved to something a backend can start."""
+
+    name: str
+    path: str
+    format: str
+    source: str = "path"
+    metadata: dict[str, Any] = {}
+
+
+class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Daemon → worker: one generation, every option already validated."""
+
+    kind: Literal["chat", "complete"]
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    stop: list[str] = []
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = {}
+
+
+class EmbedRequest(msgspec.Struct, frozen=True):
+    """Daemon → worker: texts to embed (backends declaring the ``embed`` capability)."""
+
+    texts: list[str]
+
+
+class EmbedOutput(msgspec.Struct, frozen=True):
+    """Worker → daemon: one vector per text, in order (unit length unless the model says otherwise)."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Worker → daemon: how a generation ended."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    ttft_ms: float | None = None
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+    batch_size: int | None = None  # most sequences that decoded together with this one (batch engines)
+    batch_limit: int | None = None  # the engine's batch size limit when this request finished
+    queued_ms: float | None = None  # time a batch engine held the request before it joined the batch
+
+
+class EngineInfo(msgspec.Struct, frozen=True):
+    """Worker → daemon once the model is loaded."""
+
+    backend: str
+    load_ms: float
+    context_length: int | None = None
+    details: dict[str, Any] = {}
+
+
+class Engine(Protocol):
+    """One loaded model inside a worker. Calls happen on the worker's main thread."""
+
+    def info(self) -> EngineInfo: ...
+
+    def generate(
+        self,
+        req: GenerateRequest,
+        on_text: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> EngineResult:
+        """Run to completion, calling ``on_text`` per decoded piece and checking
+        ``should_stop`` between tokens (then finish with ``"cancelled"``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchEngine(Protocol):
+    """What an engine adds to decode concurrent requests together (continuous
+    batching). The worker detects it; engines without it get one ``generate``
+    at a time. All calls happen on the worker's main thread, except ``tune``."""
+
+    def submit(
+        self,
+        req: GenerateRequest,
+        on_text: Callable[[str], None],
+        should_stop: Callable[[], bool],
+        on_done: Callable[[EngineResult | Exception], None],
+    ) -> None:
+        """Queue a generation; it joins the batch between steps. ``on_done`` is
+        called exactly once, with the result or the exception that ended it."""
+        ...
+
+    def busy(self) -> bool:
+        """True while any submitted request is waiting or running."""
+        ...
+
+    def step(self) -> None:
+        """One unit of work: a decode step for the batch and one prefill chunk
+        for prompts joining it; requests join and leave here."""
+        ...
+
+
+class Embedder(Protocol):
+    """What an engine adds when its backend declares the ``embed`` capability."""
+
+    def embed(self, req: EmbedRequest) -> EmbedOutput: ...
+
+
+class BackendSpec(msgspec.Struct, frozen=True):
+    """A backend as registered by a plugin."""
+
+    name: str
+    formats: frozenset[str]
+    capabilities: frozenset[str]
+    start: Callable[[ModelSpec], Engine]
+    devices: frozenset[str] = frozenset({"cpu"})
+    description: str = ""
+    # What one worker needs beside the weights and the KV cache (interpreter,
+    # libraries, buffers); part of the daemon's memory estimate (impetusd/residency/budget.py).
+    memory_overhead_bytes: int = 128 * 1024 * 1024
+    # The weights' bytes in the worker when they are not their size on disk (a backend
+    # that widens quantized weights), given the worker's environment; None: the files' size.
+    memory_weights: Callable[[ModelSpec, Mapping[str, str]], int | None] | None = None
+    # Modules a spare worker imports before it is given a model (impetusd/residency/spares.py).
+    preload: tuple[str, ...] = ()
+    max_batch: int = 1  # requests decoded together per model by default (engines implementing BatchEngine)

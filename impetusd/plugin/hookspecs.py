@@ -1,0 +1,89 @@
+"""Every hook Impetus calls, grouped by lifecycle. All are prefixed ``impetus_``.
+
+Registration hooks receive a typed registry and return nothing; call
+``registry.add(item)`` once per item. Decision hooks are ``firstresult``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from impetusd.plugin.engine import BackendSpec, ModelSpec
+    from impetusd.config import Config
+    from impetusd.daemon import Daemon
+    from impetusd.observe.events import Event
+    from impetusd.plugin.registries import CacheTier, HardwareMonitor, MethodSpec, ModelFormat, PluginRegistry
+
+hookspec = pluggy.HookspecMarker("impetus")
+hookimpl = pluggy.HookimplMarker("impetus")
+
+# ---------------------------------------------------------------------------
+# Registration: called once when a plugin manager is built (daemon and worker).
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
+    """Add model-format loaders that recognise a path and read its metadata."""
+
+
+@hookspec
+def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
+    """Add inference engines: the formats they run, their capabilities, how to start one."""
+
+
+@hookspec
+def impetus_register_cache_tiers(registry: PluginRegistry[CacheTier]) -> None:
+    """Add prompt/KV cache tiers: ``CacheTier(name, factory, backends, order)``; the
+    worker of a model on one of ``backends`` calls ``factory(CacheTierContext)`` and
+    hands the ``PromptCacheTier`` it returns (or None) to its engine."""
+
+
+@hookspec
+def impetus_register_hardware_monitors(registry: PluginRegistry[HardwareMonitor]) -> None:
+    """Add sources of hardware facts and samples (``HardwareMonitor``); a
+    monitor's optional ``thermal`` level feeds thermal-aware scheduling."""
+
+
+@hookspec
+def impetus_register_methods(registry: PluginRegistry[MethodSpec]) -> None:
+    """Add RPC methods; third-party methods use their own ``prefix.`` names."""
+
+
+# ---------------------------------------------------------------------------
+# Decisions: the first non-None answer wins.
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def impetus_resolve_model(ref: str, config: Config) -> ModelSpec | None:
+    """Turn a name, alias, path or repo id into a ModelSpec, or None to pass."""
+
+
+@hookspec(firstresult=True)
+def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str | None:
+    """Choose the backend (by name) for a model among those that can run its format."""
+
+
+# ---------------------------------------------------------------------------
+# Lifecycle and observation (daemon only).
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def impetus_startup(daemon: Daemon) -> None:
+    """The daemon is listening. May return an awaitable."""
+
+
+@hookspec
+def impetus_shutdown(daemon: Daemon) -> None:
+    """The daemon is stopping; workers are still running. May return an awaitable."""
+
+
+@hookspec
+def impetus_event(event: Event) -> None:
+    """Observe a typed event (model loaded/unloaded, request finished, ...)."""
+

@@ -1,0 +1,141 @@
+"""Typed registries that registration hooks fill. The host resolves name clashes here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
+
+import msgspec
+
+from impetusd.plugin.engine import BackendSpec
+from impetusd.protocol.errors import PluginError
+
+
+class ModelFormat(msgspec.Struct, frozen=True):
+    """A model-format loader: recognise a path, and read its metadata cheaply."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    inspect: Callable[[Path], dict[str, Any]]
+    description: str = ""
+    # Opt-in only (``models.import {convert_pickle}``): write a copy of ``path`` in a
+    # loadable format into the new, empty folder ``dest``. Blocking; run in a thread.
+    convert: Callable[[Path, Path], None] | None = None
+    # Said with NoBackend when no installed backend runs this format (why, and what would).
+    backend_hint: str = ""
+
+
+class HardwareMonitor(msgspec.Struct, frozen=True):
+    """A source of hardware facts; ``snapshot`` is cheap and blocking-safe."""
+
+    name: str
+    snapshot: Callable[[], dict[str, Any]]
+    # The current thermal pressure level ("nominal", "fair", "serious",
+    # "critical") or None when unknown; cheap, polled by the thermal watch.
+    thermal: Callable[[], str | None] | None = None
+
+
+class CacheTierContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What a cache tier's factory gets inside the worker."""
+
+    backend: str
+    model_digest: str  # identifies the exact weights; caches of other weights never match
+    directory: str | None = None  # where a persistent tier keeps its files (per model digest)
+    memory_bytes: int = 0  # budget of an in-memory tier
+    disk_bytes: int = 0  # budget of an on-disk tier
+    variant: str = ""  # the engine's numeric setup (e.g. "f32"): caches of other variants never match
+
+
+class PromptCacheTier(Protocol):
+    """One tier instance in a worker: KV caches of earlier prompts, found by the
+    longest common token prefix. Cache objects are the backend's own."""
+
+    def match(self, tokens: list[int]) -> int:
+        """How many leading ``tokens`` this tier can serve (cheap; nothing loaded)."""
+        ...
+
+    def fetch(self, tokens: list[int]) -> tuple[Any, int] | None:
+        """A private copy of the cache for the longest stored prefix of ``tokens``
+        and its length, or None."""
+        ...
+
+    def store(self, tokens: list[int], cache: Any) -> None:
+        """Keep ``cache`` (holding exactly ``tokens``), within the tier's budget."""
+        ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class CacheTier(msgspec.Struct, frozen=True):
+    """A prompt-cache tier, registered by a plugin. ``factory`` runs inside the
+    worker of a model whose backend is in ``backends``; tiers are asked in
+    ``order`` (memory before disk)."""
+
+    name: str
+    factory: Callable[[CacheTierContext], PromptCacheTier]
+    backends: frozenset[str] = frozenset()
+    order: int = 0
+    description: str = ""
+
+
+class MethodSpec(msgspec.Struct, frozen=True):
+    """An RPC method. ``handler(daemon, params, ctx)`` may be sync or async."""
+
+    name: str
+    params: type
+    result: type
+    handler: Callable[..., Any | Awaitable[Any]]
+    doc: str = ""
+    stream: bool = False  # sends notifications before its result
+
+
+T = TypeVar("T")
+
+
+class PluginRegistry(Generic[T]):
+    """Name → item, refusing duplicates with a PluginError naming both sides."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def add(self, item: T) -> None:
+        name = getattr(item, "name")
+        if name in self._items:
+            raise PluginError(f"{self.kind} {name!r} is registered twice", kind=self.kind, item=name)
+        self._items[name] = item
+
+    __call__ = add
+
+    def get(self, name: str) -> T | None:
+        return self._items.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def values(self) -> list[T]:
+        return [self._items[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Registries(msgspec.Struct):
+    formats: PluginRegistry[ModelFormat]
+    backends: PluginRegistry[BackendSpec]
+    cache_tiers: PluginRegistry[CacheTier]
+    monitors: PluginRegistry[HardwareMonitor]
+    methods: PluginRegistry[MethodSpec]
+
+    @classmethod
+    def empty(cls) -> Registries:
+        return cls(
+            formats=PluginRegistry("model format"),
+            backends=PluginRegistry("backend"),
+            cache_tiers=PluginRegistry("cache tier"),
+            monitors=PluginRegistry("hardware monitor"),
+            methods=PluginRegistry("method"),
+        )

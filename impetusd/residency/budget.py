@@ -1,0 +1,134 @@
+"""The memory budget, and what a model will need before it is loaded.
+
+The estimate (docs/design.md, Residency) is
+
+    weights + KV cache for ``context`` tokens + the backend's runtime overhead
+    KV cache = layers × kv_heads × head_dim × context × 2 (K and V) × dtype bytes
+
+with every figure read from the metadata the format plugin reported at
+inspection (GGUF header, config.json) and the weights from the files' sizes.
+Nothing here touches an ML library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import psutil
+
+from impetusd.protocol.api import MemoryEstimate
+from impetusd.plugin.engine import ModelSpec
+
+MIB = 1024 * 1024
+UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge number
+
+
+
+class Budget(msgspec.Struct, frozen=True):
+    """The budget's size and where the figure came from."""
+
+    bytes: int
+    source: Literal["config", "ram", "cgroup", "working-set"]
+
+
+def _cgroup_limit_files() -> list[Path]:
+    files: list[Path] = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return files
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":  # cgroup v2
+            files += [Path("/sys/fs/cgroup") / rel / "memory.max", Path("/sys/fs/cgroup/memory.max")]
+        elif "memory" in controllers.split(","):
+            base = Path("/sys/fs/cgroup/memory")
+            files += [base / rel / "memory.limit_in_bytes", base / "memory.limit_in_bytes"]
+    return files
+
+
+def cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's cgroup, if one is set (Linux)."""
+    for path in _cgroup_limit_files():
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < UNLIMITED:
+            return int(text)
+        if text == "max" or text.isdigit():
+            return None
+    return None
+
+
+def machine_budget(fraction: float, working_set: int | None = None) -> Budget:
+    """``fraction`` of the RAM (or of the cgroup's limit, when lower), capped by the
+    accelerator's recommended working set when a backend has reported one."""
+    total = psutil.virtual_memory().total
+    limit = cgroup_memory_limit()
+    base, source = (limit, "cgroup") if limit is not None and limit < total else (total, "ram")
+    budget = int(base * fraction)
+    if working_set is not None and 0 < working_set < budget:
+        return Budget(bytes=working_set, source="working-set")
+    return Budget(bytes=budget, source=source)
+
+
+def weights_bytes(spec: ModelSpec) -> int:
+    """The model's files on disk: its weights, as they will be mapped or read."""
+    path = Path(spec.path)
+    size = spec.metadata.get("size_bytes")
+    if isinstance(size, int) and size > 0:
+        return size
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    except OSError:
+        return 0
+
+
+def _int(meta: dict[str, Any], key: str) -> int | None:
+    value = meta.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def kv_cache_bytes(meta: dict[str, Any], context: int) -> int:
+    """layers × kv_heads × head_dim × context × 2 × dtype bytes; 0 without the
+    layer count. Without head counts, the KV width is taken as the embedding
+    width (no grouped-query attention: the larger figure)."""
+    layers = _int(meta, "block_count")
+    if layers is None:
+        return 0
+    heads = _int(meta, "head_count")
+    kv_heads = _int(meta, "head_count_kv") or heads
+    head_dim = _int(meta, "head_dim") or (_int(meta, "embedding_length") // heads if heads and _int(meta, "embedding_length") else None)
+    width = kv_heads * head_dim if kv_heads and head_dim else (_int(meta, "embedding_length") or 0)
+    dtype_bytes = 4 if meta.get("quantization") == "F32" else 2
+    return layers * width * context * 2 * dtype_bytes
+
+
+def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int, weights: int | None = None) -> MemoryEstimate:
+    """What ``spec`` should need with a KV cache for ``min(context_tokens, its context)`` tokens.
+    ``weights``: the backend's own figure for the weights in memory, when it differs
+    from the files' size (``BackendSpec.memory_weights``)."""
+    meta = spec.metadata
+    context = min(context_tokens, _int(meta, "context_length") or context_tokens)
+    weights = weights_bytes(spec) if weights is None else weights
+    kv = kv_cache_bytes(meta, context)
+    return MemoryEstimate(
+        total_bytes=weights + kv + overhead_bytes,
+        weights_bytes=weights,
+        kv_cache_bytes=kv,
+        overhead_bytes=overhead_bytes,
+        context_tokens=context,
+    )
+
+
+def worker_rss(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return None

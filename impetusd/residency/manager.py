@@ -1,0 +1,391 @@
+"""Residency: resolve models, start and stop their workers, keep-alive, the memory budget."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from impetusd.protocol.api import MemoryBudget, ModelEntry, ModelFailure
+from impetusd.plugin.engine import BackendSpec, ModelSpec
+from impetusd.residency.budget import estimate
+from impetusd.workers.blas import worker_env
+from impetusd.residency.cachedir import cache_settings
+from impetusd.store.catalog import CATALOG
+from impetusd.config import parse_keep_alive
+from impetusd.residency.crashes import CrashHistory
+from impetusd.protocol.errors import (
+    ImpetusError,
+    InvalidModelFile,
+    ModelFailed,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotLoaded,
+    NoBackend,
+    Overloaded,
+    UnsupportedFormat,
+)
+from impetusd.observe.events import Event
+from impetusd.residency.resident import MemoryLedger, Resident
+from impetusd.residency.spares import Spares
+from impetusd.workers.handle import WorkerHandle
+
+if TYPE_CHECKING:
+    from impetusd.daemon import Daemon
+    from impetusd.dispatch.dispatcher import RequestContext
+
+log = logging.getLogger(__name__)
+
+
+class ModelManager:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.resident: dict[str, Resident] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self.tg: TaskGroup | None = None
+        self.changed = anyio.Event()
+        self.crashes: dict[str, CrashHistory] = {}
+        self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
+        self.ledger = MemoryLedger(daemon.config)
+        self.spares = Spares(daemon)
+
+    def memory(self) -> MemoryBudget:
+        return self.ledger.describe(self.resident)
+
+    # --- failure-loop prevention ------------------------------------------------
+    def history(self, name: str) -> CrashHistory:
+        history = self.crashes.get(name)
+        if history is None:
+            cfg = self.daemon.config
+            history = self.crashes[name] = CrashHistory(
+                cfg.crash_limit, cfg.crash_window_s, cfg.restart_backoff_s, cfg.restart_backoff_max_s
+            )
+        return history
+
+    def failures(self) -> list[ModelFailure]:
+        """Models with a worker death inside the crash window (failed or recovering)."""
+        return [h.describe(name) for name, h in sorted(self.crashes.items()) if h.is_open() or h.recent()]
+
+    def failed(self) -> list[ModelFailure]:
+        return [f for f in self.failures() if f.state == "failed"]
+
+    def _check_circuit(self, name: str) -> None:
+        history = self.crashes.get(name)
+        if history is not None and history.is_open():
+            retry = history.retry_after()
+            raise ModelFailed(
+                f"{name} is failed: {history.reason()}; requests are refused for {retry:.0f} s"
+                f" (or force a restart with models.load)",
+                model=name,
+                reason=history.reason(),
+                cause=history.last_cause,
+                retry_after_s=round(retry, 3),
+            )
+
+    # --- resolution -------------------------------------------------------------
+    def resolve(self, ref: str) -> ModelSpec:
+        if ref in self.resident:
+            return self.resident[ref].spec
+        registered = self.daemon.store.get(ref)
+        if registered is not None:
+            return ModelSpec(
+                name=registered.name, path=registered.path, format=registered.format,
+                source=registered.source.describe(), metadata=registered.metadata,
+            )
+        spec = self.daemon.pm.hook.impetus_resolve_model(ref=ref, config=self.daemon.config)
+        if spec is None:
+            raise ModelNotFound(f"model {ref!r} not found (not a registered model, an alias, a loaded model or an existing path)", model=ref)
+        current = self.resident.get(spec.name)
+        if current is not None:
+            return current.spec  # already inspected at load: no header read per request
+        if not spec.format:
+            fmt, meta = self.detect(Path(spec.path))
+            spec = ModelSpec(name=spec.name, path=spec.path, format=fmt, source=spec.source, metadata=meta)
+        return spec
+
+    def detect(self, path: Path) -> tuple[str, dict[str, Any]]:
+        """The format plugin that recognises ``path``, and what it reads from it."""
+        for fmt in self.daemon.registries.formats.values():
+            try:
+                matched = fmt.detect(path)
+            except OSError as exc:
+                raise InvalidModelFile(f"{path}: {exc}", path=str(path)) from exc
+            if matched:
+                try:
+                    meta = fmt.inspect(path)
+                except ImpetusError:
+                    raise
+                except Exception as exc:  # a malformed file is the file's fault
+                    raise InvalidModelFile(f"{path}: not a valid {fmt.name} file ({exc})", path=str(path), format=fmt.name) from exc
+                return fmt.name, meta
+        raise UnsupportedFormat(
+            f"{path}: no installed model-format plugin recognises it (have: {', '.join(self.daemon.registries.formats.names()) or 'none'})",
+            path=str(path),
+        )
+
+    def choose_backend(self, spec: ModelSpec, wanted: str | None) -> BackendSpec:
+        backends = self.daemon.registries.backends
+        capable = [b for b in backends.values() if spec.format in b.formats]
+        wanted = wanted or self.daemon.config.backend.get(spec.format)
+        if wanted:
+            chosen = backends.get(wanted)
+            if chosen is None:
+                raise NoBackend(f"backend {wanted!r} is not installed (have: {', '.join(backends.names()) or 'none'})", backend=wanted)
+            if chosen not in capable:
+                raise NoBackend(f"backend {wanted!r} cannot run {spec.format} models", backend=wanted, format=spec.format)
+            return chosen
+        if not capable:
+            fmt = self.daemon.registries.formats.get(spec.format)
+            hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else (" (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else "")
+            raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
+        name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
+        chosen = backends.get(name) if name else None
+        return chosen if chosen in capable else capable[0]
+
+    # --- admission ------------------------------------------------------------------
+    def admit(self, ref: str, ctx: RequestContext) -> None:
+        """Count a generation request against its model until ``ctx`` is over.
+
+        A worker runs up to its backend's ``max_batch`` requests together (one
+        for backends that do not batch); beyond ``max_queued_per_model``
+        waiting behind those, the request is refused with ``Overloaded`` at once.
+        """
+        spec = self.resolve(ref)
+        name = spec.name
+        limit = self.daemon.config.max_queued_per_model
+        running = self._batch_capacity(spec)
+        count = self.admitted.get(name, 0)
+        if count >= limit + running:
+            raise Overloaded(
+                f"{name} has {count - running} request(s) queued (limit {limit}); try again later",
+                model=name, limit=limit, reason="queue",
+            )
+        self.admitted[name] = count + 1
+
+        def leave() -> None:
+            left = self.admitted[name] - 1
+            if left:
+                self.admitted[name] = left
+            else:
+                del self.admitted[name]
+
+        ctx.finalizers.append(leave)
+
+    def _batch_capacity(self, spec: ModelSpec) -> int:
+        """How many requests the model's worker runs at once: its backend's batch size."""
+        resident = self.resident.get(spec.name)
+        if resident is not None:
+            return max(1, resident.backend.max_batch)
+        try:
+            return max(1, self.choose_backend(spec, None).max_batch)
+        except ImpetusError:
+            return 1  # the load will say why
+
+    # --- load / unload ------------------------------------------------------------
+    async def ensure_loaded(
+        self, ref: str, *, backend: str | None = None, keep_alive: float | str | None = None, force: bool = False
+    ) -> tuple[Resident, float, bool]:
+        """The resident model for ``ref``, loading it if needed.
+
+        A model whose circuit is open is refused with ``ModelFailed`` unless
+        ``force`` (an explicit ``models.load``) resets it; after a recent crash
+        the start waits out the backoff. Returns ``(resident, load_ms_caused, already_loaded)``.
+        """
+        spec = self.resolve(ref)
+        ka = parse_keep_alive(keep_alive, self.daemon.config.keep_alive_s)
+        if force and spec.name in self.crashes:
+            self.crashes[spec.name].reset()
+        if spec.name not in self.resident:
+            self._check_circuit(spec.name)  # at once, without queueing behind a load
+        lock = self._locks.setdefault(spec.name, anyio.Lock())
+        async with lock:
+            current = self.resident.get(spec.name)
+            if current is not None and current.worker.alive and backend and backend != current.backend.name:
+                if current.in_flight:  # switching would cut its requests short
+                    raise NoBackend(
+                        f"{spec.name} is running {current.in_flight} request(s) on {current.backend.name};"
+                        f" load it on {backend} when they have finished",
+                        backend=backend, loaded_on=current.backend.name,
+                    )
+                self.choose_backend(spec, backend)  # an unknown or unable backend is refused before the unload
+                await self._stop(current, f"unloaded to switch to {backend}")
+                current = None
+            if current is not None and current.worker.alive:
+                current.touch(ka if keep_alive is not None else current.keep_alive)
+                return current, 0.0, True
+            chosen = self.choose_backend(spec, backend)
+            self._check_circuit(spec.name)
+            started = time.monotonic()
+            if spec.name in self.crashes:
+                wait = self.crashes[spec.name].backoff_left()
+                if wait > 0:
+                    log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
+                    await anyio.sleep(wait)
+            cfg = self.daemon.config
+            env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas)}
+            weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
+            need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context, weights)
+            await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
+            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
+            assert self.tg is not None
+            thermal = self.daemon.thermal
+            tuning = thermal.tuning()
+            try:
+                worker = await WorkerHandle.start(
+                    self.tg,
+                    spec,
+                    chosen.name,
+                    plugins=list(cfg.plugins),
+                    disabled_plugins=list(cfg.disabled_plugins),
+                    timeout=cfg.worker_start_timeout_s,
+                    hung_timeout=cfg.hung_timeout_s,
+                    env=env,
+                    cache=cache_settings(self.daemon, spec),
+                    process=self.spares.take(chosen),
+                    tuning=tuning if thermal.throttled else None,
+                    warm_up=not thermal.throttled,  # postponed while the machine is hot
+                )
+            except ImpetusError as exc:
+                if isinstance(exc, ModelLoadFailed):  # the worker died or stalled while loading
+                    self.history(spec.name).record(str(exc.fields.get("cause", exc.message)))
+                self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
+                raise
+            finally:
+                self.ledger.release(spec.name)
+                self.spares.refill(chosen)
+            load_ms = (time.monotonic() - started) * 1000
+            self.daemon.metrics.worker_started(spec.name)
+            resident = Resident(spec, chosen, worker, load_ms, ka, need)
+            self.ledger.learn(worker)
+            worker.on_exit = self._on_worker_exit
+            self.resident[spec.name] = resident
+            self._changed()
+            if thermal.tuning() != tuning:  # the thermal state changed while it started
+                await worker.tune(thermal.tuning())
+            log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
+            self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={
+                "backend": chosen.name, "pid": worker.pid, "load_ms": load_ms, "warmup_ms": resident.warmup_ms,
+                "estimate_bytes": need.total_bytes,
+            }))
+            return resident, load_ms, False
+
+    def find(self, ref: str) -> Resident:
+        if ref in self.resident:
+            return self.resident[ref]
+        try:
+            name = self.resolve(ref).name
+        except ImpetusError:
+            name = ref
+        if name not in self.resident:
+            raise ModelNotLoaded(f"model {ref!r} is not loaded", model=ref)
+        return self.resident[name]
+
+    async def unload(self, ref: str) -> Resident:
+        resident = self.find(ref)
+        await self._stop(resident, "unloaded")
+        return resident
+
+    async def unload_idle(self, keep: str) -> list[str]:
+        """Unload every model with no request in flight except ``keep``; their names."""
+        idle = [r for name, r in self.resident.items() if name != keep and r.in_flight == 0]
+        for resident in idle:
+            await self._stop(resident, "unloaded to free memory")
+        return [r.spec.name for r in idle]
+
+    async def _stop(self, resident: Resident, why: str, to_load: str | None = None) -> None:
+        self.resident.pop(resident.spec.name, None)
+        await resident.worker.stop()
+        self._changed()
+        extra = f" to make room for {to_load}" if to_load else ""
+        log.info("%s %s (pid %s)%s", why, resident.spec.name, resident.worker.pid, extra)
+        data: dict[str, Any] = {"reason": why, "pid": resident.worker.pid}
+        if to_load:
+            data["for"] = to_load
+        self.daemon.emit(Event(kind="model.unloaded", model=resident.spec.name, data=data))
+
+    def _on_worker_exit(self, worker: WorkerHandle) -> None:
+        resident = self.resident.get(worker.spec.name)
+        if resident is not None and resident.worker is worker:
+            del self.resident[worker.spec.name]
+            history = self.history(worker.spec.name)
+            history.record(worker.exit_reason or "unknown", hung=worker.hung)
+            self.daemon.metrics.worker_crashed(worker.spec.name)
+            self._changed()
+            log.warning("worker for %s exited: %s (%s)", worker.spec.name, worker.exit_reason, history.reason())
+            self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
+
+    async def stop_all(self) -> None:
+        await self.spares.stop_all()
+        async with anyio.create_task_group() as tg:
+            for resident in list(self.resident.values()):
+                tg.start_soon(self._stop, resident, "stopped")
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def reap_loop(self) -> None:
+        """Unload models whose keep-alive ran out."""
+        while True:
+            soonest = 60.0
+            for resident in list(self.resident.values()):
+                left = resident.expires_in()
+                if left is None:
+                    continue
+                if left <= 0:
+                    await self._stop(resident, "expired")
+                else:
+                    soonest = min(soonest, left)
+            with anyio.move_on_after(soonest):
+                await self.changed.wait()
+
+    async def release(self, resident: Resident) -> None:
+        """A request finished: keep-alive restarts; 0 means unload now."""
+        resident.in_flight -= 1
+        resident.last_used = time.monotonic()
+        if resident.keep_alive == 0 and resident.in_flight == 0 and self.resident.get(resident.spec.name) is resident:
+            await self._stop(resident, "expired")
+        else:
+            self._changed()
+
+    # --- listing --------------------------------------------------------------------
+    def list_models(self) -> list[ModelEntry]:
+        entries: list[ModelEntry] = []
+        seen: set[str] = set()
+        for model in self.daemon.store.all():
+            entries.append(
+                ModelEntry(
+                    name=model.name, path=model.path, format=model.format, size_bytes=model.size_bytes,
+                    available=True, loaded=model.name in self.resident, source=model.source.describe(), metadata=model.metadata,
+                )
+            )
+            seen.add(model.name)
+        for alias, item in sorted(CATALOG.items()):
+            if alias in seen:
+                continue
+            path = item.local_path()
+            size = (sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if item.folder else path.stat().st_size) if path else None
+            fmt = "gguf" if item.file.endswith(".gguf") else ("safetensors" if item.folder else None)
+            entries.append(
+                ModelEntry(
+                    name=alias, path=str(path) if path else None, format=fmt, size_bytes=size,
+                    available=path is not None, loaded=alias in self.resident, source=item.repo,
+                )
+            )
+            seen.add(alias)
+        for name, resident in sorted(self.resident.items()):
+            if name in seen:
+                continue
+            p = Path(resident.spec.path)
+            entries.append(
+                ModelEntry(
+                    name=name, path=str(p), format=resident.spec.format,
+                    size_bytes=p.stat().st_size if p.is_file() else None,
+                    available=True, loaded=True, source=resident.spec.source, metadata=resident.spec.metadata,
+                )
+            )
+        return entries

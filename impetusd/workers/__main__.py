@@ -1,0 +1,3 @@
+from impetusd.workers.main import main
+
+main()

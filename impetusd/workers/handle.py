@@ -1,0 +1,312 @@
+"""Daemon side of a worker process: spawn, talk, stream, stop, notice death."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Awaitable, Callable
+
+import anyio
+import msgspec
+from anyio.abc import Process, TaskGroup
+
+from impetusd.plugin.engine import EmbedRequest, EngineInfo, GenerateRequest, ModelSpec
+from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
+from impetusd.workers.oom import MemoryWatch
+from impetusd.protocol.framing import LineReader
+from impetusd.protocol.messages import Codec
+from impetusd.workers.messages import CacheSettings, CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
+
+log = logging.getLogger(__name__)
+
+WORKER_MAX_LINE = 64 * 1024 * 1024
+
+
+class _Reply(msgspec.Struct):
+    jsonrpc: str
+    id: int | None = None
+    method: str | None = None
+    params: msgspec.Raw = msgspec.Raw(b"null")
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    error: dict[str, Any] | None = None
+
+
+class _Pending:
+    def __init__(self, on_text: Callable[[str], Awaitable[None]] | None) -> None:
+        self.on_text = on_text
+        self.done = anyio.Event()
+        self.result: msgspec.Raw | None = None
+        self.error: ImpetusError | None = None
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+async def spawn_worker(env: dict[str, str] | None = None) -> Process:
+    """A worker process waiting for its ``worker.start`` on stdin."""
+    return await anyio.open_process(
+        [sys.executable, "-m", "impetusd.workers"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,  # the worker logs to the daemon's stderr
+        env={**os.environ, **(env or {})},
+    )
+
+
+class WorkerHandle:
+    """One worker process hosting one backend and one model."""
+
+    def __init__(self, spec: ModelSpec, backend: str, process: Process) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.process = process
+        self.pid = process.pid
+        self.codec = Codec()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._send_lock = anyio.Lock()
+        self._reply_decoder = msgspec.json.Decoder(_Reply)
+        self._chunk_decoder = msgspec.json.Decoder(TextChunk)
+        self._done_decoder = msgspec.json.Decoder(GenerateDone)
+        self.exited = anyio.Event()
+        self.exit_reason: str | None = None
+        self.info: EngineInfo | None = None
+        self.on_exit: Callable[[WorkerHandle], None] | None = None
+        self.memory = MemoryWatch(process.pid)  # for telling an OOM kill from a crash
+        self.hung = False  # killed by the watchdog
+        self.last_output = time.monotonic()  # any line from the worker, or the start of a busy spell
+        self.tuning = Tuning()  # what the worker was last told (thermal backoff)
+        self.warm_up_pending = False  # its warm-up was postponed while the machine was hot
+
+    @classmethod
+    async def start(
+        cls,
+        tg: TaskGroup,
+        spec: ModelSpec,
+        backend: str,
+        *,
+        plugins: list[str],
+        disabled_plugins: list[str],
+        timeout: float,
+        hung_timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        tuning: Tuning | None = None,
+        warm_up: bool = True,
+        process: Process | None = None,
+        cache: CacheSettings | None = None,
+    ) -> WorkerHandle:
+        """Start a worker (or use ``process``, a spare one already waiting) and load ``spec``."""
+        if process is None:
+            process = await spawn_worker(env)
+        handle = cls(spec, backend, process)
+        handle.tuning = tuning or Tuning()
+        handle.warm_up_pending = not warm_up
+        tg.start_soon(handle._read_loop)
+        start = StartParams(
+            spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up, cache=cache
+        )
+        try:
+            with anyio.fail_after(timeout):
+                raw = await handle._call("worker.start", start)
+        except TimeoutError:
+            await handle.stop()
+            raise ModelLoadFailed(f"{spec.name}: the worker did not load the model within {timeout:.0f} s", model=spec.name) from None
+        except WorkerCrashed as exc:
+            cause = exc.fields.get("cause")
+            raise ModelLoadFailed(f"{spec.name}: the worker died while loading ({cause})", model=spec.name, cause=cause) from None
+        except ImpetusError:
+            await handle.stop()
+            raise
+        handle.info = msgspec.json.decode(bytes(raw), type=EngineInfo)
+        if hung_timeout:
+            tg.start_soon(handle._watchdog, hung_timeout)
+        return handle
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.is_set()
+
+    async def _send(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        async with self._send_lock:
+            await self.process.stdin.send(data)
+
+    async def _call(self, method: str, params: Any, on_text: Callable[[str], Awaitable[None]] | None = None, rid: int | None = None) -> msgspec.Raw:
+        rid = next(self._ids) if rid is None else rid
+        if not self._pending:
+            self.last_output = time.monotonic()  # a busy spell starts now
+        pending = self._pending[rid] = _Pending(on_text)
+        try:
+            if not self.alive:
+                raise WorkerCrashed(f"worker for {self.spec.name} is not running ({self.exit_reason})", model=self.spec.name, cause=self.exit_reason)
+            try:
+                await self._send(self.codec.encode_request(rid, method, params))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await self.exited.wait()
+            await pending.done.wait()
+        finally:
+            self._pending.pop(rid, None)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def generate(
+        self,
+        request: GenerateRequest,
+        on_text: Callable[[str], Awaitable[None]],
+        cancel_requested: anyio.Event,
+    ) -> GenerateDone:
+        """Run one generation; setting ``cancel_requested`` makes the worker stop
+        at the next token and answer with finish reason ``cancelled``."""
+        rid = next(self._ids)
+        async with anyio.create_task_group() as tg:
+
+            async def forward_cancel() -> None:
+                await cancel_requested.wait()
+                try:
+                    await self._send(self.codec.encode_notification("$/cancel", CancelTarget(id=rid)))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
+
+            tg.start_soon(forward_cancel)
+            failure: ImpetusError | None = None
+            try:
+                raw = await self._call("generate", GenerateParams(request=request), on_text, rid=rid)
+            except ImpetusError as exc:  # raised outside the group, not wrapped in one
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return self._done_decoder.decode(bytes(raw))
+
+    async def embed(self, request: EmbedRequest) -> EmbedDone:
+        raw = await self._call("embed", request)
+        return msgspec.json.decode(bytes(raw), type=EmbedDone)
+
+    async def notify(self, method: str, params: Any) -> bool:
+        """Send a notification; False if the worker is gone."""
+        if not self.alive:
+            return False
+        try:
+            await self._send(self.codec.encode_notification(method, params))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return False
+        return True
+
+    async def tune(self, tuning: Tuning) -> bool:
+        """``worker.tune``: the worker's reader thread hands it to the engine at once."""
+        self.tuning = tuning
+        return await self.notify("worker.tune", tuning)
+
+    async def warm_up(self) -> bool:
+        """Run the postponed warm-up (queued behind any request already waiting)."""
+        self.warm_up_pending = False
+        return await self.notify("worker.warm_up", None)
+
+    async def _read_loop(self) -> None:
+        assert self.process.stdout is not None
+        reader = LineReader(self.process.stdout, WORKER_MAX_LINE)
+        try:
+            while True:
+                line = await reader.receive_line()
+                if line is None:
+                    break
+                await self._on_line(line)
+        except ImpetusError as exc:
+            log.error("worker %s sent a bad line: %s", self.pid, exc)
+            self.exit_reason = "killed: it sent a malformed line"
+            self.process.kill()
+        finally:
+            with anyio.CancelScope(shield=True):
+                code = await self.process.wait()
+                if self.exit_reason is None:  # not stopped or killed by the daemon
+                    hint = self.memory.hint(code)
+                    self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "")
+                self.exited.set()
+                for rid, pending in list(self._pending.items()):
+                    pending.error = self._death_error()
+                    pending.done.set()
+                if self.on_exit is not None:
+                    self.on_exit(self)
+
+    def _death_error(self) -> ImpetusError:
+        if self.hung:
+            return WorkerHung(
+                f"the worker for {self.spec.name} was hung ({self.exit_reason}) and was killed",
+                model=self.spec.name,
+                cause=self.exit_reason,
+                pid=self.pid,
+            )
+        return WorkerCrashed(
+            f"the worker for {self.spec.name} stopped ({self.exit_reason})",
+            model=self.spec.name,
+            cause=self.exit_reason,
+            pid=self.pid,
+        )
+
+    async def _watchdog(self, timeout: float) -> None:
+        """Kill the worker when it has requests and has sent nothing for ``timeout`` s."""
+        interval = min(1.0, timeout / 4)
+        while self.alive:
+            with anyio.move_on_after(interval):
+                await self.exited.wait()
+            if self.alive:
+                self.memory.sample()
+            if self.alive and self._pending and time.monotonic() - self.last_output > timeout:
+                log.error("worker %s for %s sent nothing for %.1f s with %d request(s) active: killing it",
+                          self.pid, self.spec.name, timeout, len(self._pending))
+                self.hung = True
+                self.exit_reason = f"hung: no output for {timeout:g} s"
+                self.process.kill()
+                return
+
+    async def _on_line(self, line: bytes) -> None:
+        self.last_output = time.monotonic()
+        msg = self._reply_decoder.decode(line)
+        if msg.method == "chunk":
+            chunk = self._chunk_decoder.decode(bytes(msg.params))
+            pending = self._pending.get(chunk.id)
+            if pending is not None and pending.on_text is not None:
+                await pending.on_text(chunk.text)
+            return
+        if msg.id is None:
+            return
+        pending = self._pending.get(msg.id)
+        if pending is None:
+            return
+        if msg.error is not None:
+            pending.error = ImpetusError.from_wire(msg.error)
+        else:
+            pending.result = msg.result
+        pending.done.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Ask the worker to exit; kill it if it does not within ``grace``."""
+        if self.alive:
+            self.exit_reason = self.exit_reason or "stopped"
+            try:
+                await self._send(self.codec.encode_notification("worker.shutdown", None))
+                assert self.process.stdin is not None
+                await self.process.stdin.aclose()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            with anyio.move_on_after(grace):
+                await self.exited.wait()
+            if self.alive:
+                self.process.kill()
+                await self.exited.wait()

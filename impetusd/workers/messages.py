@@ -1,0 +1,60 @@
+"""Messages on the daemon ↔ worker pipe (same NDJSON JSON-RPC framing as clients)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from impetusd.plugin.engine import EmbedOutput, EngineResult, GenerateRequest, ModelSpec
+
+
+class Tuning(msgspec.Struct, frozen=True):
+    """Notification ``worker.tune``: scheduling settings (None = the engine's default)."""
+
+    max_batch: int | None = None
+    prefill_chunk: int | None = None
+
+
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how much the worker's prompt-cache tiers may keep."""
+
+    model_digest: str
+    directory: str | None = None  # $IMPETUS_HOME/cache/prompts/<digest>; None: no disk tier
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+
+
+class StartParams(msgspec.Struct, frozen=True):
+    """First request the daemon sends: which backend to start on which model."""
+
+    spec: ModelSpec
+    backend: str
+    plugins: list[str] = []
+    disabled_plugins: list[str] = []
+    tuning: Tuning | None = None  # start with these settings (the daemon is backing off)
+    warm_up: bool = True  # False: postponed until the daemon sends worker.warm_up
+    cache: CacheSettings | None = None
+
+
+class GenerateParams(msgspec.Struct, frozen=True):
+    request: GenerateRequest
+
+
+class GenerateDone(msgspec.Struct, frozen=True):
+    result: EngineResult
+    queued_ms: float
+
+
+class EmbedDone(msgspec.Struct, frozen=True):
+    output: EmbedOutput
+    queued_ms: float
+
+
+class TextChunk(msgspec.Struct, frozen=True):
+    """Notification ``chunk``: a piece of decoded text for request ``id``."""
+
+    id: int
+    text: str
+
+
+class CancelTarget(msgspec.Struct, frozen=True):
+    id: int
