@@ -6,11 +6,15 @@ The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, runtime_checkable
 
 import msgspec
 
 from impetusd.protocol.api import FinishReason, Message
+
+if TYPE_CHECKING:
+    from impetusd.plugin.registries import PromptCacheTier
+    from impetusd.workers.messages import Tuning
 
 # Capability names are the request fields they allow (plus "chat", "complete", "embed").
 SAMPLING_CAPABILITIES = frozenset(
@@ -88,7 +92,11 @@ class EngineInfo(msgspec.Struct, frozen=True):
 
 
 class Engine(Protocol):
-    """One loaded model inside a worker. Calls happen on the worker's main thread."""
+    """One loaded model inside a worker. Calls happen on the worker's main thread.
+
+    The worker ends with its process (the daemon closes its stdin, or kills it):
+    an engine has no ``close``; the operating system frees what it holds. The
+    optional capabilities below are found with ``isinstance``."""
 
     def info(self) -> EngineInfo: ...
 
@@ -101,8 +109,6 @@ class Engine(Protocol):
         """Run to completion, calling ``on_text`` per decoded piece and checking
         ``should_stop`` between tokens (then finish with ``"cancelled"``)."""
         ...
-
-    def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -130,6 +136,38 @@ class BatchEngine(Protocol):
         """One unit of work: a decode step for the batch and one prefill chunk
         for prompts joining it; requests join and leave here."""
         ...
+
+
+@runtime_checkable
+class TunableEngine(Protocol):
+    """What an engine adds to follow ``worker.tune`` (thermal backoff): batch size
+    and prefill chunk limits, each None for the engine's default. Called from the
+    worker's reader thread, also while a generation runs; apply between steps."""
+
+    def tune(self, tuning: Tuning) -> None: ...
+
+
+@runtime_checkable
+class WarmUpEngine(Protocol):
+    """What an engine adds to run a token through the model before the first
+    request, so it does not pay for setup. The daemon postpones it while the
+    machine is hot (``worker.warm_up``); a warm-up that raises fails the load."""
+
+    def warm_up(self) -> None: ...
+
+
+@runtime_checkable
+class CacheTierEngine(Protocol):
+    """What an engine adds to use prompt-cache tiers (``impetus_register_cache_tiers``).
+
+    ``cache_variant`` names the engine's numeric setup (e.g. ``"f32"`` when it
+    widened the weights, ``""`` for none); tiers keep caches of each variant
+    apart. After loading, the worker builds the tiers registered for the
+    engine's backend, in order, and hands them over once, as ``(name, tier)``."""
+
+    cache_variant: str
+
+    def use_cache_tiers(self, tiers: list[tuple[str, PromptCacheTier]]) -> None: ...
 
 
 class Embedder(Protocol):

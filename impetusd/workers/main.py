@@ -102,21 +102,23 @@ def main() -> None:
 
 
 def tune(engine: Any, tuning: Tuning) -> None:
-    """Engines may offer ``tune(tuning)``; the others run as they are."""
-    method = getattr(engine, "tune", None)
-    if method is not None:
-        method(tuning)
+    """Engines may offer ``tune(tuning)`` (``TunableEngine``); the others run as they are."""
+    from impetusd.plugin.engine import TunableEngine
+
+    if isinstance(engine, TunableEngine):
+        engine.tune(tuning)
 
 
 def warm_up(engine: Any) -> float | None:
     """Engines may offer ``warm_up()`` (a token through the model so the first
     request does not pay for setup). The daemon postpones it while the machine is hot.
-    Returns its time in ms, or None when the engine has none."""
-    method = getattr(engine, "warm_up", None)
-    if method is None:
+    Returns its time in ms, or None when the engine is no ``WarmUpEngine``."""
+    from impetusd.plugin.engine import WarmUpEngine
+
+    if not isinstance(engine, WarmUpEngine):
         return None
     started = time.monotonic()
-    method()
+    engine.warm_up()
     return (time.monotonic() - started) * 1000
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from impetusd.plugin.engine import CacheTierEngine
+from impetusd.plugin.registries import CacheTier, CacheTierContext, PluginRegistry, PromptCacheTier
 from impetusd.protocol.errors import PluginError
-from impetusd.plugin.registries import CacheTier, CacheTierContext, PromptCacheTier, PluginRegistry
 from impetusd.workers.messages import CacheSettings
 
 log = logging.getLogger("impetusd.workers")
@@ -14,10 +15,9 @@ log = logging.getLogger("impetusd.workers")
 
 def attach_cache_tiers(engine: Any, backend: str, settings: CacheSettings, registry: PluginRegistry[CacheTier]) -> list[str]:
     """Instantiate every tier that serves ``backend`` (in ``order``) and pass them
-    to ``engine.use_cache_tiers``; engines without that method get none. Returns
-    the names of the tiers attached."""
-    use = getattr(engine, "use_cache_tiers", None)
-    if use is None:
+    to ``engine.use_cache_tiers``; engines that are no ``CacheTierEngine`` get
+    none. Returns the names of the tiers attached."""
+    if not isinstance(engine, CacheTierEngine):
         return []
     ctx = CacheTierContext(
         backend=backend,
@@ -25,7 +25,7 @@ def attach_cache_tiers(engine: Any, backend: str, settings: CacheSettings, regis
         directory=settings.directory,
         memory_bytes=settings.memory_bytes,
         disk_bytes=settings.disk_bytes,
-        variant=str(getattr(engine, "cache_variant", "") or ""),
+        variant=str(engine.cache_variant or ""),
     )
     chosen = sorted((t for t in registry.values() if not t.backends or backend in t.backends), key=lambda t: (t.order, t.name))
     tiers: list[tuple[str, PromptCacheTier]] = []
@@ -36,6 +36,6 @@ def attach_cache_tiers(engine: Any, backend: str, settings: CacheSettings, regis
             raise PluginError(f"cache tier {tier.name!r} failed to start: {exc}", tier=tier.name) from exc
         if instance is not None:  # a tier may decline (no budget, no directory)
             tiers.append((tier.name, instance))
-    use(tiers)
+    engine.use_cache_tiers(tiers)
     log.info("prompt-cache tiers: %s", ", ".join(name for name, _ in tiers) or "none")
     return [name for name, _ in tiers]

@@ -23,9 +23,17 @@ from typing import Any, Callable
 
 import msgspec
 
-from impetusd.plugin.engine import BackendSpec, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import MethodSpec, ModelFormat, PluginRegistry
+from impetusd.plugin_api import (
+    BackendSpec,
+    EngineInfo,
+    EngineResult,
+    GenerateRequest,
+    MethodSpec,
+    ModelFormat,
+    ModelSpec,
+    PluginRegistry,
+    hookimpl,
+)
 
 
 class PingParams(msgspec.Struct, frozen=True):
@@ -119,9 +127,6 @@ class EchoEngine:
             if cfg.delay_s:
                 time.sleep(cfg.delay_s)
         return EngineResult(text="".join(sent), finish_reason=finish, prompt_tokens=len(words), completion_tokens=len(sent))  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        pass
 
 
 def _start(spec: ModelSpec) -> EchoEngine:

@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
+from impetusd.plugin_api import HardwareMonitor, PluginRegistry, hookimpl
 
 
 def level() -> str | None:

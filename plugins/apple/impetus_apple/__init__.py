@@ -13,8 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
+from impetusd.plugin_api import HardwareMonitor, PluginRegistry, hookimpl
 
 from . import parse
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import ModelFormat, PluginRegistry
+from impetusd.plugin_api import ModelFormat, PluginRegistry, hookimpl
 
 MAGIC = b"GGUF"
 

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
+from impetusd.plugin_api import HardwareMonitor, PluginRegistry, hookimpl
 
 from . import nvidia, sysfs
 

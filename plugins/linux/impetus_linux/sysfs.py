@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from impetusd.observe.cgroup import memory_cgroup
+from impetusd.plugin_api import memory_cgroup
 
 # cgroup v1 writes "no limit" as the largest page-aligned counter (e.g.
 # 9223372036854771712); anything this large is no limit at all.

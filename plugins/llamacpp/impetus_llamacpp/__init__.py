@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from impetusd.plugin import machine
-from impetusd.plugin.engine import BackendSpec, Engine, ModelSpec
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import PluginRegistry
+from impetusd.plugin_api import BackendSpec, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
 
@@ -42,6 +39,6 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
 def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str | None:
     """Where Metal is absent, llama.cpp runs GGUF several times faster than MLX's CPU
     backend; on Apple Silicon this plugin leaves the choice to others (MLX)."""
-    if spec.format == "gguf" and not machine.has_metal() and any(b.name == NAME for b in backends):
+    if spec.format == "gguf" and not has_metal() and any(b.name == NAME for b in backends):
         return NAME
     return None

@@ -9,8 +9,7 @@ import math
 import llama_cpp
 from llama_cpp import Llama
 
-from impetusd.plugin.engine import EmbedOutput, EmbedRequest
-from impetusd.protocol.errors import ContextLengthExceeded
+from impetusd.plugin_api import ContextLengthExceeded, EmbedOutput, EmbedRequest
 
 # Tokens per text. The whole text is one llama.cpp batch with full attention
 # buffers, so this stays modest (sentence-embedding models use 256-512).

@@ -13,9 +13,18 @@ from typing import Any, Callable
 import llama_cpp
 from llama_cpp import Llama
 
-from impetusd.plugin.engine import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.protocol.errors import ContextLengthExceeded, InvalidModelFile, UnsupportedFormat
-from impetusd.plugin.stops import StopScanner
+from impetusd.plugin_api import (
+    ContextLengthExceeded,
+    EmbedOutput,
+    EmbedRequest,
+    EngineInfo,
+    EngineResult,
+    GenerateRequest,
+    InvalidModelFile,
+    ModelSpec,
+    StopScanner,
+    UnsupportedFormat,
+)
 
 from .embed import Embedder
 from .prompt import Prompter

@@ -7,8 +7,7 @@ from __future__ import annotations
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from impetusd.plugin.engine import GenerateRequest
-from impetusd.protocol.errors import InvalidParams
+from impetusd.plugin_api import GenerateRequest, InvalidParams
 
 
 class Prompter:

@@ -7,8 +7,7 @@ from typing import Any, Iterable
 
 import llama_cpp
 
-from impetusd.plugin.engine import GenerateRequest
-from impetusd.protocol.errors import InvalidParams
+from impetusd.plugin_api import GenerateRequest, InvalidParams
 
 
 class Sampler:

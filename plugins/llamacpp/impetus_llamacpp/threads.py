@@ -16,7 +16,7 @@ import time
 
 import psutil
 
-from impetusd.protocol.errors import InvalidParams
+from impetusd.plugin_api import InvalidParams
 
 THREADS_ENV = "IMPETUS_LLAMACPP_THREADS"
 MIN_WINDOW_S = 0.5  # shorter windows say too little; keep the last choice

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from impetusd.plugin import machine
-from impetusd.plugin.engine import BackendSpec, Engine, ModelSpec
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import CacheTier, CacheTierContext, PluginRegistry
+from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 CAPABILITIES = frozenset(
     {
@@ -28,7 +25,7 @@ def memory_weights(spec: ModelSpec, env: Mapping[str, str]) -> int | None:
     """Float32 weights (4 bytes a parameter) when the worker will widen them: on a
     CPU whose workers get OpenBLAS preloaded, up to FLOAT32_MAX_BYTES (cpu.py);
     otherwise None (the files' size)."""
-    if machine.has_metal() or "openblas" not in env.get("LD_PRELOAD", "") or spec.metadata.get("kind") == "embedding":
+    if has_metal() or "openblas" not in env.get("LD_PRELOAD", "") or spec.metadata.get("kind") == "embedding":
         return None
     params = spec.metadata.get("parameters")
     if isinstance(params, int) and 0 < params * 4 <= FLOAT32_MAX_BYTES:
@@ -78,7 +75,7 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
 @hookimpl
 def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str | None:
     """On Apple Silicon MLX runs on the GPU through Metal: the backend of choice there."""
-    if machine.has_metal() and any(b.name == "mlx" for b in backends):
+    if has_metal() and any(b.name == "mlx" for b in backends):
         return "mlx"
     return None
 

@@ -18,7 +18,7 @@ import msgspec
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 
-from impetusd.plugin.engine import EngineResult, GenerateRequest
+from impetusd.plugin_api import EngineResult, GenerateRequest
 
 from .prompt_cache import PromptCaches
 from .stops import StopScanner

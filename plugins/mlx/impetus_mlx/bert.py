@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import msgspec
 
-from impetusd.protocol.errors import InvalidModelFile, UnsupportedFormat
+from impetusd.plugin_api import InvalidModelFile, UnsupportedFormat
 
 ACTIVATIONS = {"gelu": nn.gelu, "gelu_new": nn.gelu_approx, "gelu_pytorch_tanh": nn.gelu_approx, "relu": nn.relu}
 

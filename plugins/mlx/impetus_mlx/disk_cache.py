@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 from mlx_lm.models.cache import KVCache, load_prompt_cache, save_prompt_cache, trim_prompt_cache
 
-from impetusd.plugin.registries import CacheTierContext
+from impetusd.plugin_api import CacheTierContext
 
 from .prompt_cache import cache_tokens
 

@@ -20,8 +20,17 @@ from typing import Any, Callable
 import mlx.core as mx
 import msgspec
 
-from impetusd.plugin.engine import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.protocol.errors import InvalidModelFile, UnsupportedFormat, UnsupportedParameter
+from impetusd.plugin_api import (
+    EmbedOutput,
+    EmbedRequest,
+    EngineInfo,
+    EngineResult,
+    GenerateRequest,
+    InvalidModelFile,
+    ModelSpec,
+    UnsupportedFormat,
+    UnsupportedParameter,
+)
 
 from .bert import BertModel, build
 

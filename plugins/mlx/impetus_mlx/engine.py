@@ -11,9 +11,18 @@ from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-from impetusd.plugin.engine import EmbedOutput, EmbedRequest, EngineInfo, EngineResult, GenerateRequest, ModelSpec
-from impetusd.protocol.errors import ContextLengthExceeded, InvalidParams, UnsupportedFormat
-from impetusd.plugin.registries import PromptCacheTier
+from impetusd.plugin_api import (
+    ContextLengthExceeded,
+    EmbedOutput,
+    EmbedRequest,
+    EngineInfo,
+    EngineResult,
+    GenerateRequest,
+    InvalidParams,
+    ModelSpec,
+    PromptCacheTier,
+    UnsupportedFormat,
+)
 
 from . import folder_model, gguf_model
 from .batching import BatchScheduler
@@ -50,7 +59,7 @@ class MLXEngine:
         self.batch = BatchScheduler(self, self.prefill_step)
         self.cache_variant = variant  # "f32" when the weights were widened; prompt caches are per variant
 
-    # --- continuous batching (impetusd.plugin.engine.BatchEngine) and tuning ------------
+    # --- continuous batching (BatchEngine) and tuning (TunableEngine) ------------
     def submit(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
         self.batch.submit(req, on_text, should_stop, on_done)
 

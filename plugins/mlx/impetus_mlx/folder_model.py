@@ -19,7 +19,7 @@ import mlx.nn as nn
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from mlx_lm.utils import load_model, load_tokenizer
 
-from impetusd.protocol.errors import InvalidModelFile, UnsupportedFormat
+from impetusd.plugin_api import InvalidModelFile, UnsupportedFormat
 
 FORMATS = frozenset({"mlx", "safetensors"})
 

@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models import llama
 
-from impetusd.protocol.errors import InvalidModelFile, UnsupportedFormat
+from impetusd.plugin_api import InvalidModelFile, UnsupportedFormat
 
 SUPPORTED_ARCHITECTURES = {"llama"}
 GROUP_SIZE = 32

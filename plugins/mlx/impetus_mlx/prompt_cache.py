@@ -12,7 +12,7 @@ from typing import Any
 
 from mlx_lm.models.cache import LRUPromptCache
 
-from impetusd.plugin.registries import CacheTierContext, PromptCacheTier
+from impetusd.plugin_api import CacheTierContext, PromptCacheTier
 
 log = logging.getLogger("impetus_mlx")
 

@@ -1,5 +1,5 @@
 """The stop-sequence scanner now lives in the daemon package, shared by every backend."""
 
-from impetusd.plugin.stops import StopScanner
+from impetusd.plugin_api import StopScanner
 
 __all__ = ["StopScanner"]

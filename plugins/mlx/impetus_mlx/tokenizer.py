@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from impetusd.protocol.errors import UnsupportedFormat
+from impetusd.plugin_api import UnsupportedFormat
 
 # Pre-tokenizer regexes by ``tokenizer.ggml.pre`` (the split rules of the
 # original tokenizers; byte-level BPE applies after the split).

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import ModelFormat, PluginRegistry
+from impetusd.plugin_api import ModelFormat, PluginRegistry, hookimpl
 
 
 def _detect_onnx(path: Path) -> bool:

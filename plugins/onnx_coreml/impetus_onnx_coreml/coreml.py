@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from impetusd.protocol.errors import InvalidModelFile
+from impetusd.plugin_api import InvalidModelFile
 
 from .protowire import LEN, VARINT, Field, WireError, parse, read_top_level
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import psutil
 
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
+from impetusd.plugin_api import HardwareMonitor, PluginRegistry, hookimpl
 
 from .sampler import CpuSampler
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from impetusd.protocol.errors import ConversionFailed
+from impetusd.plugin_api import ConversionFailed
 
 from .folder import CONFIG, GENERATION_CONFIG, MODULE_DIR, SENTENCE_TRANSFORMERS_FILES, TOKENIZER_FILES
 from .pickles import pickle_files

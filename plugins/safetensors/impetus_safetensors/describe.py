@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from impetusd.protocol.errors import InvalidModelFile
+from impetusd.plugin_api import InvalidModelFile
 
 from .folder import Folder
 from .reader import SafetensorsHeader, TensorInfo

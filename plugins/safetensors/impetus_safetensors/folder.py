@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from impetusd.protocol.errors import InvalidModelFile
+from impetusd.plugin_api import InvalidModelFile
 
 from .reader import SafetensorsHeader, read_header
 

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from impetusd.protocol.errors import PickleRefused
+from impetusd.plugin_api import PickleRefused
 
 from .folder import qualifies
 

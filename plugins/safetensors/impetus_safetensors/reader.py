@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from impetusd.protocol.errors import InvalidModelFile
+from impetusd.plugin_api import InvalidModelFile
 
 MAX_HEADER = 100 << 20  # bytes of header JSON
 MAX_TENSORS = 1 << 17  # per file
