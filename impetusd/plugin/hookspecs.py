@@ -2,6 +2,8 @@
 
 Registration hooks receive a typed registry and return nothing; call
 ``registry.add(item)`` once per item. Decision hooks are ``firstresult``.
+Plugins import ``hookimpl`` and the types below from ``impetusd.plugin_api``;
+docs/plugins.md describes each hook, and tests/test_hooks.py tests each.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ hookspec = pluggy.HookspecMarker("impetus")
 hookimpl = pluggy.HookimplMarker("impetus")
 
 # ---------------------------------------------------------------------------
-# Registration: called once when a plugin manager is built (daemon and worker).
+# Registration: called once when a plugin manager is built (daemon, each worker,
+# impetusctl doctor).
 # ---------------------------------------------------------------------------
 
 
@@ -38,8 +41,9 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
 @hookspec
 def impetus_register_cache_tiers(registry: PluginRegistry[CacheTier]) -> None:
     """Add prompt/KV cache tiers: ``CacheTier(name, factory, backends, order)``; the
-    worker of a model on one of ``backends`` calls ``factory(CacheTierContext)`` and
-    hands the ``PromptCacheTier`` it returns (or None) to its engine."""
+    worker of a model on one of ``backends`` whose engine is a ``CacheTierEngine``
+    calls ``factory(CacheTierContext)`` and hands the ``PromptCacheTier`` it returns
+    to its engine (None: the tier declines)."""
 
 
 @hookspec
@@ -60,12 +64,15 @@ def impetus_register_methods(registry: PluginRegistry[MethodSpec]) -> None:
 
 @hookspec(firstresult=True)
 def impetus_resolve_model(ref: str, config: Config) -> ModelSpec | None:
-    """Turn a name, alias, path or repo id into a ModelSpec, or None to pass."""
+    """Turn a name, alias, path or repo id into a ModelSpec, or None to pass. Asked
+    in the daemon for a ref neither loaded nor registered; an empty ``format`` is
+    left to the format plugins to detect. Raise ModelNotFound to refuse."""
 
 
 @hookspec(firstresult=True)
 def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str | None:
-    """Choose the backend (by name) for a model among those that can run its format."""
+    """Choose the backend (by name) for a model among those that can run its format,
+    when neither the request nor the config names one; a name not offered is ignored."""
 
 
 # ---------------------------------------------------------------------------
@@ -75,15 +82,17 @@ def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str 
 
 @hookspec
 def impetus_startup(daemon: Daemon) -> None:
-    """The daemon is listening. May return an awaitable."""
+    """The daemon is listening. May return an awaitable; an exception stops the daemon."""
 
 
 @hookspec
 def impetus_shutdown(daemon: Daemon) -> None:
-    """The daemon is stopping; workers are still running. May return an awaitable."""
+    """The daemon is stopping: requests have drained, workers are still running.
+    May return an awaitable."""
 
 
 @hookspec
 def impetus_event(event: Event) -> None:
-    """Observe a typed event (model loaded/unloaded, request finished, ...)."""
+    """Observe a typed event (model loaded/unloaded, request finished, ...). Called
+    on the daemon's event loop: keep it quick; an exception is logged and ignored."""
 
