@@ -120,10 +120,10 @@ class Peer:
         """``$/cancel {id}`` for an outgoing call."""
         return self.codec.encode_notification(CANCEL, {"id": rid})
 
-    def fail_all(self, error: ImpetusError) -> None:
-        """The other side is gone: every pending call ends with ``error``."""
+    def fail_all(self, error: Callable[[], ImpetusError]) -> None:
+        """The other side is gone: every pending call ends with an ``error()`` of its own."""
         for pending in list(self.pending.values()):
-            pending.settle(None, error)
+            pending.settle(None, error())
 
     # --- answers to incoming requests -----------------------------------------
     def response(self, rid: RequestId, result: Any) -> bytes:
