@@ -160,12 +160,10 @@ class Peer:
     # --- routing ----------------------------------------------------------------
     def receive(self, line: bytes) -> Any:
         """Route one line; returns what the handler returned (maybe an awaitable)."""
-        if line.lstrip()[:1] == b"[":
-            return self._dispatch(self.codec.decode(line))
         try:
             msg = self._message.decode(line)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return self._dispatch(self.codec.decode(line))  # the codec words the error
+            return self._dispatch(self.codec.decode(line))  # a batch, or the error, worded by the codec
         method = msg.method
         if method is None:
             pending = self.pending.get(msg.id) if msg.is_response else None  # type: ignore[arg-type]
