@@ -13,20 +13,16 @@ import msgspec
 from anyio.abc import SocketStream
 
 from impetusd.protocol.api import Chunk
-from impetusd.protocol.errors import ImpetusError
 from impetusd.protocol.framing import LineReader
+from impetusd.protocol.peer import Peer, Pending
 
-from .client import DaemonUnavailable, WireMessage
+from .client import DaemonUnavailable
 
 T = TypeVar("T")
 
 MAX_LINE = 64 * 1024 * 1024
 REQUEST_ID = 1
-
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(WireMessage)
-_chunk = msgspec.json.Decoder(Chunk)
+CHAT_CHUNK = "chat.chunk"
 
 
 class Exchange:
@@ -35,22 +31,33 @@ class Exchange:
     def __init__(self, stream: SocketStream) -> None:
         self._stream = stream
         self._reader = LineReader(stream, MAX_LINE)
+        self._peer = Peer(_ignore, on_notification=_ignore, routes={CHAT_CHUNK: Chunk})
+        self._pending: Pending | None = None
+        self._delta: str | None = None
+
+    def request(self, method: str, params: Any) -> bytes:
+        """The request's bytes; its ``chat.chunk`` notifications come back through ``next``."""
+        self._pending, data = self._peer.request(method, params, on_note=self._on_chunk, rid=REQUEST_ID)
+        return data
+
+    def _on_chunk(self, chunk: Chunk) -> None:
+        self._delta = chunk.delta
 
     async def next(self) -> str | msgspec.Raw:
         """The next streamed text piece, or the final result (raises the typed
         error the daemon answered with)."""
+        pending = self._pending
+        assert pending is not None
         while True:
             line = await self._reader.receive_line()
             if line is None:
                 raise DaemonUnavailable("the daemon closed the connection before answering")
-            msg = _decoder.decode(line)
-            if msg.id is None and msg.method == "chat.chunk":
-                return _chunk.decode(bytes(msg.params)).delta
-            if msg.id != REQUEST_ID:
-                continue
-            if msg.error is not None:
-                raise ImpetusError.from_wire(msg.error)
-            return msg.result
+            self._peer.receive(line)
+            if self._delta is not None:
+                delta, self._delta = self._delta, None
+                return delta
+            if pending.done:
+                return pending.outcome()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -66,15 +73,13 @@ class AsyncDaemon:
             stream = await anyio.connect_unix(self.path)
         except OSError as exc:
             raise DaemonUnavailable(f"no daemon answers on {self.path}") from exc
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": REQUEST_ID, "method": method}
-        if params is not None:
-            msg["params"] = params
+        exchange = Exchange(stream)
         try:
-            await stream.send(_encoder.encode(msg) + b"\n")
+            await stream.send(exchange.request(method, params))
         except (OSError, anyio.BrokenResourceError) as exc:
             await stream.aclose()
             raise DaemonUnavailable(f"the daemon on {self.path} closed the connection") from exc
-        return Exchange(stream)
+        return exchange
 
     async def call(self, method: str, params: Any = None, type: type[T] = dict) -> T:  # type: ignore[assignment]  # noqa: A002
         exchange = await self.open(method, params)
@@ -82,6 +87,10 @@ class AsyncDaemon:
             while True:
                 item = await exchange.next()
                 if isinstance(item, msgspec.Raw):
-                    return msgspec.json.decode(bytes(item), type=type)
+                    return msgspec.json.decode(item, type=type)
         finally:
             await exchange.aclose()
+
+
+def _ignore(item: object) -> None:
+    """Anything but this exchange's answer and chunks is dropped."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import socket
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import msgspec
 
-from impetusd.protocol.errors import ImpetusError
+from impetusd.protocol.messages import Message, RequestId
+from impetusd.protocol.peer import Incoming, Peer
 
 T = TypeVar("T")
 
@@ -18,25 +18,13 @@ class DaemonUnavailable(ConnectionError):
     """Nothing answers on the socket."""
 
 
-class WireMessage(msgspec.Struct):
-    """Any message from the daemon: a response, or a notification."""
-
-    jsonrpc: str = "2.0"
-    id: int | str | None = None
-    method: str | None = None
-    params: msgspec.Raw = msgspec.Raw(b"null")
-    result: msgspec.Raw = msgspec.Raw(b"null")
-    error: dict[str, Any] | None = None
-
-
 class Client:
     """One connection. ``call`` for plain methods; ``stream`` to receive notifications."""
 
-    def __init__(self, path: str | Path, timeout: float | None = None) -> None:
+    def __init__(self, path: str | Path, timeout: float | None = None, *, ids: Callable[[], int] | None = None) -> None:
         self.path = str(path)
-        self._ids = itertools.count(1)
-        self._enc = msgspec.json.Encoder()
-        self._dec = msgspec.json.Decoder(WireMessage)
+        self.peer = Peer(_ignore, on_notification=self._on_notification, ids=ids)
+        self._on_note: Callable[[str, msgspec.Raw], None] | None = None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
@@ -45,7 +33,7 @@ class Client:
             self._sock.close()
             raise DaemonUnavailable(f"no daemon answers on {self.path}") from exc
         self._file = self._sock.makefile("rb")
-        self.last_id: int | None = None
+        self.last_id: RequestId | None = None
 
     def close(self) -> None:
         self._file.close()
@@ -57,45 +45,48 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, method: str, params: Any = None, *, notify: bool = False) -> int | None:
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            msg["params"] = params
-        rid = None
-        if not notify:
-            rid = msg["id"] = next(self._ids)
-            self.last_id = rid
-        self._sock.sendall(self._enc.encode(msg) + b"\n")
-        return rid
+    def send(self, method: str, params: Any = None, *, notify: bool = False) -> RequestId:
+        """Send a request (returns its id) or, with ``notify``, a notification (None)."""
+        if notify:
+            self._sock.sendall(self.peer.notification(method, params))
+            return None
+        pending, data = self.peer.request(method, params)
+        self.last_id = pending.id
+        self._sock.sendall(data)
+        return pending.id
 
-    def cancel(self, rid: int) -> None:
-        self.send("$/cancel", {"id": rid}, notify=True)
+    def cancel(self, rid: RequestId) -> None:
+        self._sock.sendall(self.peer.cancellation(rid))
 
-    def _read(self) -> WireMessage:
-        line = self._file.readline()
-        if not line:
-            raise DaemonUnavailable("the daemon closed the connection")
-        return self._dec.decode(line)
+    def wait(self, rid: RequestId, on_notification: Callable[[str, msgspec.Raw], None] | None = None) -> msgspec.Raw:
+        """Read until request ``rid`` is answered, handing notifications to ``on_notification``."""
+        pending = self.peer.pending.get(rid)
+        if pending is None:
+            raise KeyError(f"no request {rid!r} is waiting for an answer")
+        self._on_note = on_notification
+        try:
+            while not pending.done:
+                line = self._file.readline()
+                if not line:
+                    raise DaemonUnavailable("the daemon closed the connection")
+                self.peer.receive(line)
+        finally:
+            self._on_note = None
+        self.peer.forget(pending)
+        return pending.outcome()
 
-    def wait(self, rid: int, on_notification: Callable[[str, msgspec.Raw], None] | None = None) -> msgspec.Raw:
-        while True:
-            msg = self._read()
-            if msg.method is not None and msg.id is None:
-                if on_notification is not None:
-                    on_notification(msg.method, msg.params)
-                continue
-            if msg.id != rid:
-                continue
-            if msg.error is not None:
-                raise ImpetusError.from_wire(msg.error)
-            return msg.result
+    def _on_notification(self, msg: Message) -> None:
+        if self._on_note is not None:
+            self._on_note(msg.method, msg.params)  # type: ignore[arg-type]
 
     def call(self, method: str, params: Any = None, type: type[T] = dict) -> T:  # type: ignore[assignment]  # noqa: A002
         rid = self.send(method, params)
-        assert rid is not None
-        return msgspec.json.decode(bytes(self.wait(rid)), type=type)
+        return msgspec.json.decode(self.wait(rid), type=type)
 
     def stream(self, method: str, params: Any, on_notification: Callable[[str, msgspec.Raw], None], type: type[T] = dict) -> T:  # type: ignore[assignment]  # noqa: A002
         rid = self.send(method, params)
-        assert rid is not None
-        return msgspec.json.decode(bytes(self.wait(rid, on_notification)), type=type)
+        return msgspec.json.decode(self.wait(rid, on_notification), type=type)
+
+
+def _ignore(item: Incoming) -> None:
+    """The daemon sends a client answers and notifications; anything else is dropped."""

@@ -15,7 +15,6 @@ import pluggy
 
 from impetusd.transport.activation import inherited_socket
 from impetusd.config import Config
-from impetusd.protocol.errors import ShuttingDown
 from impetusd.observe.events import Event, EventBus
 from impetusd.observe.metrics import MetricsRecorder
 from impetusd.residency.manager import ModelManager
@@ -26,7 +25,7 @@ from impetusd.plugin.manager import await_maybe, build_registries, make_plugin_m
 from impetusd.protocol.messages import Codec
 from impetusd.plugin.registries import Registries
 from impetusd.dispatch.dispatcher import Dispatcher, RequestContext
-from impetusd.transport.server import Connection, prepare_socket_path, serve_unix
+from impetusd.transport.server import Server, prepare_socket_path
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +45,25 @@ class Daemon:
         self.thermal = ThermalWatch(self)
         self.started_at = time.time()
         self.stopping = False
-        self.connections = 0
-        self.in_flight: set[RequestContext] = set()
-        self._idle = anyio.Event()
+        self.server = Server(
+            config.socket,
+            codec=self.codec,
+            handle=self.dispatcher.handle,
+            stopping=lambda: self.stopping,
+            max_connections=config.max_connections,
+            max_line_bytes=config.max_line_bytes,
+            max_buffer_bytes=config.max_client_buffer_bytes,
+        )
         self.stop_requested = anyio.Event()
-        self.accept_scope: anyio.CancelScope | None = None
         self.activated: socket.socket | None = None  # a listening socket from systemd/launchd
 
-    # --- bookkeeping used by the server ---------------------------------------
-    def track(self, ctx: RequestContext) -> None:
-        self.in_flight.add(ctx)
+    @property
+    def connections(self) -> int:
+        return self.server.connections
 
-    def untrack(self, ctx: RequestContext) -> None:
-        ctx.finish()
-        self.in_flight.discard(ctx)
-        if not self.in_flight:
-            self._idle.set()
-            self._idle = anyio.Event()
-
-    async def serve_connection(self, conn: Connection) -> None:
-        """Serve one accepted connection (the accept loop has counted it).
-
-        A bug reached through one connection ends that connection, not the daemon."""
-        try:
-            await conn.serve()
-        except Exception:
-            log.exception("a connection failed; closed it")
-            with anyio.CancelScope(shield=True):
-                await conn.stream.aclose()
-        finally:
-            self.connections -= 1
+    @property
+    def in_flight(self) -> set[RequestContext]:
+        return self.server.in_flight
 
     def emit(self, event: Event) -> None:
         self.events.publish(event)
@@ -86,18 +74,6 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_requested.set()
-
-    async def drain(self) -> None:
-        """Let in-flight requests finish within the grace period, then abort the rest."""
-        self.stopping = True
-        with anyio.move_on_after(self.config.shutdown_grace_s):
-            while self.in_flight:
-                await self._idle.wait()
-        for ctx in list(self.in_flight):
-            ctx.abort(ShuttingDown("the daemon is shutting down; the request was cancelled"))
-        with anyio.move_on_after(2):
-            while self.in_flight:
-                await self._idle.wait()
 
     @property
     def uptime(self) -> float:
@@ -121,7 +97,7 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
         async with anyio.create_task_group() as root:
             daemon.models.tg = root
             root.start_soon(_watch_signals, daemon)
-            await root.start(serve_unix, daemon)
+            await root.start(daemon.server.serve, activated)
             root.start_soon(daemon.models.reap_loop)
             root.start_soon(daemon.thermal.run)
             daemon.models.spares.start_all()  # only with spare_worker = true
@@ -133,11 +109,10 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             await daemon.stop_requested.wait()
             log.info("stopping: no new connections; draining for up to %.0f s", config.shutdown_grace_s)
             daemon.stopping = True
-            assert daemon.accept_scope is not None
-            daemon.accept_scope.cancel()
+            daemon.server.stop_accepting()
             if activated is None:  # an activated socket belongs to the service manager
                 config.socket.unlink(missing_ok=True)
-            await daemon.drain()
+            await daemon.server.drain(config.shutdown_grace_s)
             for result in daemon.pm.hook.impetus_shutdown(daemon=daemon):
                 await await_maybe(result)
             daemon.pulls.cancel_all()  # transfers stop at their next chunk; partials stay

@@ -1,6 +1,7 @@
 """Method dispatch: decode params per method, run the handler, map errors.
 
-Knows nothing of sockets: a ``Peer`` is anything that can ``send`` bytes.
+Knows nothing of sockets: a request's connection is anything with a ``Peer``
+(the protocol's bookkeeping and encoding) that can ``send`` bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import anyio
 import msgspec
 
-from impetusd.protocol.api import CancelParams
 from impetusd.protocol.errors import (
     ImpetusError,
     InternalError,
@@ -22,7 +22,8 @@ from impetusd.protocol.errors import (
     ShuttingDown,
 )
 from impetusd.plugin.manager import await_maybe
-from impetusd.protocol.messages import Codec, Request, RequestId
+from impetusd.protocol.messages import Message, Request, RequestId
+from impetusd.protocol.peer import Peer
 
 if TYPE_CHECKING:
     from impetusd.daemon import Daemon
@@ -31,22 +32,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Peer(Protocol):
-    codec: Codec
+class Sender(Protocol):
+    """A request's connection: its peer, and a way to queue bytes for the client."""
+
+    peer: Peer
 
     async def send(self, data: bytes) -> None: ...
 
 
 class RequestContext:
-    """One in-flight request: its id, its peer, and how to cancel it.
+    """One in-flight request: its id, its connection, and how to cancel it.
 
     Handlers that stop cleanly on their own (generation) set ``cooperative``;
     ``$/cancel`` then only sets ``cancel_requested`` and the handler finishes
     with whatever it has. Other handlers are cancelled outright.
     """
 
-    def __init__(self, peer: Peer, req_id: RequestId, method: str) -> None:
-        self.peer = peer
+    def __init__(self, conn: Sender, req_id: RequestId, method: str) -> None:
+        self.conn = conn
         self.id = req_id
         self.method = method
         self.received = time.monotonic()
@@ -73,7 +76,7 @@ class RequestContext:
 
     async def notify(self, method: str, params: Any) -> None:
         try:
-            await self.peer.send(self.peer.codec.encode_notification(method, params))
+            await self.conn.send(self.conn.peer.notification(method, params))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             self.cancel_requested.set()  # the client is gone: stop producing
 
@@ -84,15 +87,6 @@ class Dispatcher:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
-        self._cancel = msgspec.json.Decoder(CancelParams)
-
-    def decode_cancel(self, raw: msgspec.Raw) -> int | str:
-        try:
-            return self._cancel.decode(bytes(raw)).id
-        except RecursionError:
-            raise InvalidParams("Invalid params for $/cancel: nested too deeply") from None
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise InvalidParams(f"Invalid params for $/cancel: {exc}") from None
 
     def decoder(self, spec: MethodSpec) -> msgspec.json.Decoder[Any]:
         dec = self._decoders.get(spec.params)
@@ -115,16 +109,15 @@ class Dispatcher:
         except RecursionError:
             raise InvalidParams(f"Invalid params for {spec.name}: nested too deeply") from None
 
-    async def call(self, ctx: RequestContext, req: Request) -> Any:
+    async def call(self, ctx: RequestContext, req: Request | Message) -> Any:
         spec = self.daemon.registries.methods.get(req.method)
         if spec is None:
             raise MethodNotFound(f"Method not found: {req.method}", method=req.method)
         params = self.decode_params(spec, req.params)
         return await await_maybe(spec.handler(self.daemon, params, ctx))
 
-    async def handle(self, peer: Peer, req: Request, ctx: RequestContext) -> bytes | None:
+    async def handle(self, peer: Peer, req: Request | Message, ctx: RequestContext) -> bytes | None:
         """Run one request to its encoded answer. Never raises ImpetusError."""
-        codec = peer.codec
         result: Any = None
         error: ImpetusError | None = None
         with ctx.scope:
@@ -141,12 +134,12 @@ class Dispatcher:
             return None
         rid = req.id
         if error is not None:
-            return codec.encode_error(rid, error)  # type: ignore[arg-type]
+            return peer.error_response(rid, error)  # type: ignore[arg-type]
         try:
-            return codec.encode_result(rid, result)  # type: ignore[arg-type]
+            return peer.response(rid, result)  # type: ignore[arg-type]
         except (TypeError, msgspec.EncodeError):
             log.exception("cannot encode the result of %s", req.method)
-            return codec.encode_error(rid, InternalError(f"internal error in {req.method}"))  # type: ignore[arg-type]
+            return peer.error_response(rid, InternalError(f"internal error in {req.method}"))  # type: ignore[arg-type]
 
 
 def field_of(message: str) -> str | None:

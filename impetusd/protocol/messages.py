@@ -11,6 +11,8 @@ from impetusd.protocol.errors import ImpetusError, InvalidRequest, ParseError
 
 RequestId = int | str | None
 
+CANCEL = "$/cancel"  # notification ``{id}``: stop the request with that id
+
 
 class Request(msgspec.Struct, frozen=True, omit_defaults=True):
     """A request (with ``id``) or a notification (without)."""
@@ -23,6 +25,28 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
     @property
     def is_notification(self) -> bool:
         return self.id is UNSET
+
+
+class Message(msgspec.Struct, frozen=True):
+    """Any one message a peer receives: a request, a notification or a response.
+
+    A request or notification has ``method``; a response has ``result`` or ``error``.
+    """
+
+    jsonrpc: Literal["2.0"]
+    method: str | None = None
+    params: msgspec.Raw = msgspec.Raw(b"null")
+    id: RequestId | UnsetType = UNSET
+    result: msgspec.Raw | UnsetType = UNSET
+    error: dict[str, Any] | None = None
+
+    @property
+    def is_notification(self) -> bool:
+        return self.id is UNSET
+
+    @property
+    def is_response(self) -> bool:
+        return self.method is None and self.id is not UNSET and (self.result is not UNSET or self.error is not None)
 
 
 class Codec:

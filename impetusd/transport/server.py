@@ -1,4 +1,9 @@
-"""The Unix-socket server: one task per connection, one task per request."""
+"""The Unix-socket server: the listener, its connections and their requests.
+
+``Server`` receives what it uses (the socket path, limits, the codec, the
+request handler, a stopping predicate), counts connections, refuses them past
+the limit, and drains the requests in flight when the daemon shuts down.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +15,17 @@ import socket
 import struct
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import anyio
-from anyio.abc import SocketStream, TaskGroup
+from anyio.abc import SocketStream
 
-from impetusd.protocol.errors import ImpetusError, MessageTooLarge, Overloaded, ShuttingDown
-from impetusd.transport.memtrim import release_freed_memory
-from impetusd.transport.outbox import Outbox
-from impetusd.protocol.framing import LineReader
-from impetusd.protocol.messages import Request
 from impetusd.dispatch.dispatcher import RequestContext
-
-if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+from impetusd.protocol.errors import Overloaded, ShuttingDown
+from impetusd.protocol.messages import Codec
+from impetusd.transport.connection import Connection, Handler, Requests
 
 log = logging.getLogger(__name__)
-
-BIG_LINE = 1024 * 1024
 
 
 class DaemonAlreadyRunning(RuntimeError):
@@ -88,218 +86,114 @@ def peer_uid(stream: SocketStream) -> int | None:
     return None
 
 
-class Connection:
-    """A client connection: reads requests, tracks them, and queues replies in a
-    bounded ``Outbox`` written by one task."""
+class Server:
+    """Listens on the socket, serves each connection in a task of its own, and
+    keeps every request in flight until it ends or ``drain`` aborts it."""
 
-    def __init__(self, daemon: Daemon, stream: SocketStream) -> None:
-        self.daemon = daemon
-        self.stream = stream
-        self.codec = daemon.codec
-        self.outbox = Outbox(stream, daemon.config.max_client_buffer_bytes, self._overflowed)
-        self.in_flight: dict[Any, RequestContext] = {}
-        self.closed = False
+    def __init__(
+        self,
+        path: Path,
+        *,
+        codec: Codec,
+        handle: Handler,
+        stopping: Callable[[], bool],
+        max_connections: int,
+        max_line_bytes: int,
+        max_buffer_bytes: int,
+    ) -> None:
+        self.path = path
+        self.codec = codec
+        self._handle = handle
+        self._stopping = stopping
+        self.max_connections = max_connections
+        self._max_line = max_line_bytes
+        self._max_buffer = max_buffer_bytes
+        self.connections = 0
+        self.requests = Requests()
+        self._accept_scope: anyio.CancelScope | None = None
 
-    async def send(self, data: bytes) -> None:
-        """Queue ``data`` for the client; never waits for the client to read."""
-        if self.closed:
-            raise anyio.ClosedResourceError
-        self.outbox.put(data)
+    @property
+    def in_flight(self) -> set[RequestContext]:
+        return self.requests.running
 
-    def _overflowed(self, size: int) -> None:
-        log.warning("dropping a client that stopped reading (%d bytes waiting; limit %d)", size, self.daemon.config.max_client_buffer_bytes)
-        self._drop()
+    async def serve(self, activated: socket.socket | None = None, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen until ``stop_accepting``; then keep serving the open connections.
 
-    def _drop(self) -> None:
-        """Stop serving this client: cancel its requests, end the reader."""
-        self.closed = True
-        for ctx in list(self.in_flight.values()):
-            ctx.cancel()
-        sock: socket.socket = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        ``activated``: a listening socket from the service manager (systemd, launchd)."""
+        if activated is not None:
+            listener: anyio.abc.SocketListener = await anyio.abc.SocketListener.from_socket(activated)
+            log.info("adopted the service manager's socket %s", self.path)
+            if self.path.exists() and self.path.stat().st_mode & 0o077:
+                log.warning("the inherited socket %s was readable by others; set to 0600", self.path)
+                os.chmod(self.path, 0o600)
+        else:
+            listener = await anyio.create_unix_listener(self.path, mode=0o600)
+        log.info("listening on %s", self.path)
+        async with anyio.create_task_group() as conns:
+            with anyio.CancelScope() as self._accept_scope:
+                task_status.started()
+                async with listener:
+                    while True:
+                        self._admit(conns, await listener.accept())
+            # Not accepting any more; open connections live until the daemon ends them.
+            await anyio.sleep_forever()
+
+    def stop_accepting(self) -> None:
+        assert self._accept_scope is not None
+        self._accept_scope.cancel()
+
+    async def drain(self, grace: float) -> None:
+        """Let in-flight requests finish within ``grace`` seconds, then abort the rest."""
+        with anyio.move_on_after(grace):
+            await self.requests.wait_idle()
+        for ctx in list(self.requests.running):
+            ctx.abort(ShuttingDown("the daemon is shutting down; the request was cancelled"))
+        with anyio.move_on_after(2):
+            await self.requests.wait_idle()
+
+    def _admit(self, conns: anyio.abc.TaskGroup, stream: SocketStream) -> None:
         try:
-            sock.shutdown(socket.SHUT_RDWR)  # the reader sees end of stream
+            uid = peer_uid(stream)
         except OSError:
-            pass
-
-    async def _reply(self, data: bytes | None) -> None:
-        if data is None:
+            uid = None
+        if uid is not None and uid != os.getuid():
+            log.warning("refused a connection from uid %s", uid)
+            conns.start_soon(stream.aclose)
             return
-        try:
-            await self.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass  # the client left; its requests were cancelled
+        if self.connections >= self.max_connections:
+            conns.start_soon(self._refuse_overloaded, stream)
+            return
+        self.connections += 1  # counted here, so a burst of accepts cannot overshoot
+        conn = Connection(
+            stream,
+            codec=self.codec,
+            handle=self._handle,
+            requests=self.requests,
+            stopping=self._stopping,
+            max_line_bytes=self._max_line,
+            max_buffer_bytes=self._max_buffer,
+        )
+        conns.start_soon(self._serve_connection, conn)
 
-    async def serve(self) -> None:
-        reader = LineReader(self.stream, self.daemon.config.max_line_bytes)
-        async with anyio.create_task_group() as writer:
-            writer.start_soon(self.outbox.run)
+    async def _serve_connection(self, conn: Connection) -> None:
+        """A bug reached through one connection ends that connection, not the daemon."""
+        try:
+            await conn.serve()
+        except Exception:
+            log.exception("a connection failed; closed it")
+            with anyio.CancelScope(shield=True):
+                await conn.stream.aclose()
+        finally:
+            self.connections -= 1
+
+    async def _refuse_overloaded(self, stream: SocketStream) -> None:
+        """One Overloaded error line, then close (without reading the client's requests)."""
+        limit = self.max_connections
+        log.warning("refused a connection: %d connections open (limit %d)", self.connections, limit)
+        err = Overloaded(f"too many connections ({limit}); try again later", limit=limit, reason="connections")
+        with anyio.move_on_after(1.0):
             try:
-                async with anyio.create_task_group() as tg:
-                    try:
-                        while True:
-                            try:
-                                line = await reader.receive_line()
-                            except MessageTooLarge as exc:
-                                await self._reply(self.codec.encode_error(None, exc))
-                                await self._linger()
-                                break
-                            if line is None:
-                                break
-                            if not line.strip():
-                                continue
-                            await self._on_line(tg, line)
-                            # A buffered burst of lines must not monopolise the loop:
-                            # let other connections (and this one's writer) run between lines.
-                            await anyio.lowlevel.checkpoint()
-                    finally:
-                        self.closed = True
-                        for ctx in list(self.in_flight.values()):
-                            ctx.cancel()  # client gone: stop its work
-            finally:
-                # Replies already queued still go out (to a client that half-closed, or
-                # the answers of a shutdown), for a bounded time.
-                self.outbox.close()
-                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                    await self.outbox.wait_empty()
-                self.outbox.stop()
-        await self.stream.aclose()
-        if reader.largest > BIG_LINE:
-            del reader
-            release_freed_memory()  # the line buffer was large; give the memory back
-
-    async def _linger(self) -> None:
-        """Half-close and discard what the client is still sending (briefly), so
-        the error is read before the connection closes instead of being lost to a reset."""
-        try:
-            with anyio.move_on_after(1.0):
-                await self.outbox.wait_empty()  # the error goes out first
-            await self.stream.send_eof()
-            with anyio.move_on_after(1.0):
-                discarded = 0
-                while discarded < 64 * 1024 * 1024:
-                    discarded += len(await self.stream.receive(65536))
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-
-    async def _on_line(self, tg: TaskGroup, line: bytes) -> None:
-        decoded = self.codec.decode(line)
-        if isinstance(decoded, list):
-            tg.start_soon(self._batch, decoded)
-        else:
-            await self._start_one(tg, decoded, None)
-
-    async def _start_one(self, tg: TaskGroup, item: Request | ImpetusError, sink: list[bytes] | None) -> None:
-        if isinstance(item, ImpetusError):
-            rid = item.fields.pop("_id", None)
-            data = self.codec.encode_error(rid, item)
-            if sink is not None:
-                sink.append(data)
-            else:
-                await self._reply(data)
-            return
-        if item.method == "$/cancel":
-            self._cancel(item)
-            return
-        if self.daemon.stopping and not item.method.startswith("daemon."):
-            if not item.is_notification:
-                data = self.codec.encode_error(item.id, ShuttingDown("the daemon is shutting down"))  # type: ignore[arg-type]
-                await (self._reply(data) if sink is None else _append(sink, data))
-            return
-        ctx = RequestContext(self, item.id if not item.is_notification else None, item.method)
-        key = object() if item.is_notification or item.id in self.in_flight else item.id
-        self.in_flight[key] = ctx
-        self.daemon.track(ctx)
-
-        async def run() -> None:
-            try:
-                data = await self.daemon.dispatcher.handle(self, item, ctx)
-                if sink is not None:
-                    if data is not None:
-                        sink.append(data)
-                else:
-                    await self._reply(data)
-            finally:
-                self.in_flight.pop(key, None)
-                self.daemon.untrack(ctx)
-
-        if sink is None:
-            tg.start_soon(run)
-        else:
-            await run()
-
-    async def _batch(self, items: list[Request | ImpetusError]) -> None:
-        sink: list[bytes] = []
-        async with anyio.create_task_group() as tg:
-            for item in items:
-                tg.start_soon(self._start_one, tg, item, sink)
-        if sink:
-            await self._reply(self.codec.encode_batch(sink))
-
-    def _cancel(self, req: Request) -> None:
-        try:
-            target = self.daemon.dispatcher.decode_cancel(req.params)
-        except ImpetusError:
-            return  # a notification gets no answer, even a bad one
-        ctx = self.in_flight.get(target)
-        if ctx is not None:
-            ctx.cancel()
-
-
-async def _refuse_overloaded(daemon: Daemon, stream: SocketStream) -> None:
-    """One Overloaded error line, then close (without reading the client's requests)."""
-    limit = daemon.config.max_connections
-    log.warning("refused a connection: %d connections open (limit %d)", daemon.connections, limit)
-    err = Overloaded(f"too many connections ({limit}); try again later", limit=limit, reason="connections")
-    with anyio.move_on_after(1.0):
-        try:
-            await stream.send(daemon.codec.encode_error(None, err))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-    await stream.aclose()
-
-
-async def _append(sink: list[bytes], data: bytes) -> None:
-    sink.append(data)
-
-
-async def serve_unix(daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Listen until ``daemon.stop_accepting`` is set."""
-    path = daemon.config.socket
-    if daemon.activated is not None:  # socket activation: systemd or launchd made it
-        listener: anyio.abc.SocketListener = await anyio.abc.SocketListener.from_socket(daemon.activated)
-        log.info("adopted the service manager's socket %s", path)
-        if path.exists() and path.stat().st_mode & 0o077:
-            log.warning("the inherited socket %s was readable by others; set to 0600", path)
-            os.chmod(path, 0o600)
-    else:
-        listener = await anyio.create_unix_listener(path, mode=0o600)
-    own_uid = os.getuid()
-    log.info("listening on %s", path)
-    async with anyio.create_task_group() as conns:
-
-        async def accept_loop() -> None:
-            async with listener:
-                while True:
-                    stream = await listener.accept()
-                    try:
-                        uid = peer_uid(stream)
-                    except OSError:
-                        uid = None
-                    if uid is not None and uid != own_uid:
-                        log.warning("refused a connection from uid %s", uid)
-                        await stream.aclose()
-                        continue
-                    if daemon.connections >= daemon.config.max_connections:
-                        conns.start_soon(_refuse_overloaded, daemon, stream)
-                        continue
-                    daemon.connections += 1  # counted here, so a burst of accepts cannot overshoot
-                    conn = Connection(daemon, stream)
-                    conns.start_soon(daemon.serve_connection, conn)
-
-        with anyio.CancelScope() as accept_scope:
-            daemon.accept_scope = accept_scope
-            task_status.started()
-            await accept_loop()
-        # Not accepting any more; open connections live until the daemon ends them.
-        await anyio.sleep_forever()
-
+                await stream.send(self.codec.encode_error(None, err))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+        await stream.aclose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import signal
@@ -19,29 +18,37 @@ from impetusd.plugin.engine import EmbedRequest, EngineInfo, GenerateRequest, Mo
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from impetusd.workers.oom import MemoryWatch
 from impetusd.protocol.framing import LineReader
-from impetusd.protocol.messages import Codec
-from impetusd.workers.messages import CacheSettings, CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
+from impetusd.protocol.messages import Message
+from impetusd.protocol.peer import Incoming, Peer
+from impetusd.workers.messages import (
+    CHUNK,
+    EMBED,
+    GENERATE,
+    SHUTDOWN,
+    START,
+    TUNE,
+    WARM_UP,
+    CacheSettings,
+    EmbedDone,
+    GenerateDone,
+    GenerateParams,
+    StartParams,
+    TextChunk,
+    Tuning,
+)
 
 log = logging.getLogger(__name__)
 
 WORKER_MAX_LINE = 64 * 1024 * 1024
 
 
-class _Reply(msgspec.Struct):
-    jsonrpc: str
-    id: int | None = None
-    method: str | None = None
-    params: msgspec.Raw = msgspec.Raw(b"null")
-    result: msgspec.Raw = msgspec.Raw(b"null")
-    error: dict[str, Any] | None = None
+def _texts(on_text: Callable[[str], Awaitable[None]]) -> Callable[[TextChunk], Awaitable[None]]:
+    """A generate call's handler for its routed ``chunk`` notifications."""
 
+    def on_note(chunk: TextChunk) -> Awaitable[None]:
+        return on_text(chunk.text)
 
-class _Pending:
-    def __init__(self, on_text: Callable[[str], Awaitable[None]] | None) -> None:
-        self.on_text = on_text
-        self.done = anyio.Event()
-        self.result: msgspec.Raw | None = None
-        self.error: ImpetusError | None = None
+    return on_note
 
 
 def describe_exit(code: int | None) -> str:
@@ -74,12 +81,8 @@ class WorkerHandle:
         self.backend = backend
         self.process = process
         self.pid = process.pid
-        self.codec = Codec()
-        self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
+        self.peer = Peer(self._on_message, on_notification=self._on_notification, routes={CHUNK: TextChunk})
         self._send_lock = anyio.Lock()
-        self._reply_decoder = msgspec.json.Decoder(_Reply)
-        self._chunk_decoder = msgspec.json.Decoder(TextChunk)
         self._done_decoder = msgspec.json.Decoder(GenerateDone)
         self.exited = anyio.Event()
         self.exit_reason: str | None = None
@@ -120,7 +123,7 @@ class WorkerHandle:
         )
         try:
             with anyio.fail_after(timeout):
-                raw = await handle._call("worker.start", start)
+                raw = await handle._call(START, start)
         except TimeoutError:
             await handle.stop()
             raise ModelLoadFailed(f"{spec.name}: the worker did not load the model within {timeout:.0f} s", model=spec.name) from None
@@ -145,24 +148,22 @@ class WorkerHandle:
             await self.process.stdin.send(data)
 
     async def _call(self, method: str, params: Any, on_text: Callable[[str], Awaitable[None]] | None = None, rid: int | None = None) -> msgspec.Raw:
-        rid = next(self._ids) if rid is None else rid
-        if not self._pending:
+        if not self.peer.pending:
             self.last_output = time.monotonic()  # a busy spell starts now
-        pending = self._pending[rid] = _Pending(on_text)
+        done = anyio.Event()
+        on_note = None if on_text is None else _texts(on_text)
+        pending, data = self.peer.request(method, params, on_note=on_note, wake=done.set, rid=rid)
         try:
             if not self.alive:
                 raise WorkerCrashed(f"worker for {self.spec.name} is not running ({self.exit_reason})", model=self.spec.name, cause=self.exit_reason)
             try:
-                await self._send(self.codec.encode_request(rid, method, params))
+                await self._send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 await self.exited.wait()
-            await pending.done.wait()
+            await done.wait()
         finally:
-            self._pending.pop(rid, None)
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+            self.peer.forget(pending)
+        return pending.outcome()
 
     async def generate(
         self,
@@ -172,20 +173,20 @@ class WorkerHandle:
     ) -> GenerateDone:
         """Run one generation; setting ``cancel_requested`` makes the worker stop
         at the next token and answer with finish reason ``cancelled``."""
-        rid = next(self._ids)
+        rid = self.peer.next_id()
         async with anyio.create_task_group() as tg:
 
             async def forward_cancel() -> None:
                 await cancel_requested.wait()
                 try:
-                    await self._send(self.codec.encode_notification("$/cancel", CancelTarget(id=rid)))
+                    await self._send(self.peer.cancellation(rid))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     pass
 
             tg.start_soon(forward_cancel)
             failure: ImpetusError | None = None
             try:
-                raw = await self._call("generate", GenerateParams(request=request), on_text, rid=rid)
+                raw = await self._call(GENERATE, GenerateParams(request=request), on_text, rid=rid)
             except ImpetusError as exc:  # raised outside the group, not wrapped in one
                 failure = exc
             finally:
@@ -195,7 +196,7 @@ class WorkerHandle:
         return self._done_decoder.decode(bytes(raw))
 
     async def embed(self, request: EmbedRequest) -> EmbedDone:
-        raw = await self._call("embed", request)
+        raw = await self._call(EMBED, request)
         return msgspec.json.decode(bytes(raw), type=EmbedDone)
 
     async def notify(self, method: str, params: Any) -> bool:
@@ -203,7 +204,7 @@ class WorkerHandle:
         if not self.alive:
             return False
         try:
-            await self._send(self.codec.encode_notification(method, params))
+            await self._send(self.peer.notification(method, params))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return False
         return True
@@ -211,12 +212,12 @@ class WorkerHandle:
     async def tune(self, tuning: Tuning) -> bool:
         """``worker.tune``: the worker's reader thread hands it to the engine at once."""
         self.tuning = tuning
-        return await self.notify("worker.tune", tuning)
+        return await self.notify(TUNE, tuning)
 
     async def warm_up(self) -> bool:
         """Run the postponed warm-up (queued behind any request already waiting)."""
         self.warm_up_pending = False
-        return await self.notify("worker.warm_up", None)
+        return await self.notify(WARM_UP, None)
 
     async def _read_loop(self) -> None:
         assert self.process.stdout is not None
@@ -238,9 +239,7 @@ class WorkerHandle:
                     hint = self.memory.hint(code)
                     self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "")
                 self.exited.set()
-                for rid, pending in list(self._pending.items()):
-                    pending.error = self._death_error()
-                    pending.done.set()
+                self.peer.fail_all(self._death_error)
                 if self.on_exit is not None:
                     self.on_exit(self)
 
@@ -267,40 +266,35 @@ class WorkerHandle:
                 await self.exited.wait()
             if self.alive:
                 self.memory.sample()
-            if self.alive and self._pending and time.monotonic() - self.last_output > timeout:
+            if self.alive and self.peer.pending and time.monotonic() - self.last_output > timeout:
                 log.error("worker %s for %s sent nothing for %.1f s with %d request(s) active: killing it",
-                          self.pid, self.spec.name, timeout, len(self._pending))
+                          self.pid, self.spec.name, timeout, len(self.peer.pending))
                 self.hung = True
                 self.exit_reason = f"hung: no output for {timeout:g} s"
                 self.process.kill()
                 return
 
     async def _on_line(self, line: bytes) -> None:
-        self.last_output = time.monotonic()
-        msg = self._reply_decoder.decode(line)
-        if msg.method == "chunk":
-            chunk = self._chunk_decoder.decode(bytes(msg.params))
-            pending = self._pending.get(chunk.id)
-            if pending is not None and pending.on_text is not None:
-                await pending.on_text(chunk.text)
-            return
-        if msg.id is None:
-            return
-        pending = self._pending.get(msg.id)
-        if pending is None:
-            return
-        if msg.error is not None:
-            pending.error = ImpetusError.from_wire(msg.error)
-        else:
-            pending.result = msg.result
-        pending.done.set()
+        self.last_output = time.monotonic()  # heartbeats count: they only reset this
+        routed = self.peer.receive(line)  # answers settle calls; chunks go to their call's on_text
+        if routed is not None:
+            await routed
+
+    def _on_message(self, item: Incoming) -> None:
+        """The worker sends answers and notifications, never requests."""
+        if isinstance(item, ImpetusError) and item.fields.get("_id") is not None:
+            return  # the answer to a call nobody waits for any more
+        log.warning("worker %s sent something the daemon does not take: %s", self.pid, item)
+
+    def _on_notification(self, msg: Message) -> None:
+        """``heartbeat`` (and anything else unrouted) needs nothing beyond ``last_output``."""
 
     async def stop(self, grace: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``grace``."""
         if self.alive:
             self.exit_reason = self.exit_reason or "stopped"
             try:
-                await self._send(self.codec.encode_notification("worker.shutdown", None))
+                await self._send(self.peer.notification(SHUTDOWN, None))
                 assert self.process.stdin is not None
                 await self.process.stdin.aclose()
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

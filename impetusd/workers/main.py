@@ -1,8 +1,10 @@
 """Worker entry point (``python -m impetusd.workers``).
 
 The main thread owns the engine (ML libraries often want one thread); a reader
-thread takes requests from stdin, records cancellations at once, and queues the
-rest. End of stdin means the daemon is gone: the worker exits immediately.
+thread feeds stdin to the worker's ``Peer``, which records cancellations at once;
+``worker.tune`` and ``worker.shutdown`` act at once too, the rest queue for the
+main thread's method table. End of stdin means the daemon is gone: the worker
+exits immediately.
 """
 
 from __future__ import annotations
@@ -14,24 +16,42 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import msgspec
 
 from impetusd.protocol.errors import ImpetusError, InternalError, NoBackend, PluginError
 from impetusd.plugin.manager import build_registries, make_plugin_manager
-from impetusd.protocol.messages import Codec, Request
+from impetusd.protocol.messages import Message
+from impetusd.protocol.peer import Incoming, Peer
 from impetusd.plugin.engine import BatchEngine, EmbedRequest, EngineResult
 from impetusd.workers.failures import backend_failure
-from impetusd.workers.messages import CancelTarget, EmbedDone, GenerateDone, GenerateParams, StartParams, TextChunk, Tuning
+from impetusd.workers.messages import (
+    CHUNK,
+    EMBED,
+    GENERATE,
+    HEARTBEAT,
+    SHUTDOWN,
+    START,
+    TUNE,
+    WARM_UP,
+    EmbedDone,
+    GenerateDone,
+    GenerateParams,
+    StartParams,
+    TextChunk,
+    Tuning,
+)
 from impetusd.workers.tiers import attach_cache_tiers
 
 log = logging.getLogger("impetusd.workers")
 
 
 class Channel:
-    def __init__(self, out: BinaryIO) -> None:
-        self.codec = Codec()
+    """The worker's side of the pipe: its ``Peer`` and a locked, flushed stdout."""
+
+    def __init__(self, out: BinaryIO, peer: Peer) -> None:
+        self.peer = peer
         self._out = out
         self._lock = threading.Lock()
         self.last_write = time.monotonic()
@@ -45,16 +65,16 @@ class Channel:
     def heartbeat(self, every: float = 1.0) -> None:
         """Tell the daemon we are alive (it kills workers that stay silent on a request)."""
         if time.monotonic() - self.last_write > every:
-            self.notify("heartbeat", None)
+            self.notify(HEARTBEAT, None)
 
     def result(self, rid: Any, result: Any) -> None:
-        self.write(self.codec.encode_result(rid, result))
+        self.write(self.peer.response(rid, result))
 
     def error(self, rid: Any, err: ImpetusError) -> None:
-        self.write(self.codec.encode_error(rid, err))
+        self.write(self.peer.error_response(rid, err))
 
     def notify(self, method: str, params: Any) -> None:
-        self.write(self.codec.encode_notification(method, params))
+        self.write(self.peer.notification(method, params))
 
 
 def _private_stdout() -> BinaryIO:
@@ -74,14 +94,19 @@ def main() -> None:
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    chan = Channel(_private_stdout())
+    received: list[Incoming] = []
+    peer = Peer(received.append, on_notification=received.append)
+    chan = Channel(_private_stdout(), peer)
     stdin = os.fdopen(os.dup(0), "rb", buffering=0)
-    reader = msgspec.json.Decoder(Request)
     _preload(os.environ.pop("IMPETUS_WORKER_PRELOAD", ""))
     first = stdin.readline()
     if not first:
         return
-    req = reader.decode(first)
+    peer.receive(first)
+    req = received[0] if received else None
+    if not isinstance(req, Message) or req.method != START or req.is_notification:
+        log.error("the daemon's first message was not %s: %s", START, req)
+        return
     try:
         start = msgspec.json.decode(bytes(req.params), type=StartParams)
         engine = _start_engine(start)
@@ -148,63 +173,92 @@ def _start_engine(start: StartParams) -> Any:
     return engine
 
 
+class Job:
+    """A request or notification from the daemon, queued for the engine's thread."""
+
+    __slots__ = ("msg", "queued_at", "key", "cancelled")
+
+    def __init__(self, msg: Message, queued_at: float) -> None:
+        self.msg = msg
+        self.queued_at = queued_at
+        self.key: object = None  # in the peer's incoming requests (requests only)
+        self.cancelled = False  # set by the reader thread on ``$/cancel``; read between tokens
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    @property
+    def answers(self) -> bool:
+        return not self.msg.is_notification
+
+
 class Serve:
     def __init__(self, chan: Channel, engine: Any, stdin: BinaryIO) -> None:
         self.chan = chan
+        self.peer = chan.peer
         self.engine = engine
         self.stdin = stdin
-        self.jobs: queue.Queue[tuple[Request, float]] = queue.Queue()
-        self.cancelled: set[Any] = set()
-        self.lock = threading.Lock()
-        self.decoder = msgspec.json.Decoder(Request)
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.stopping = False
         self.gen_decoder = msgspec.json.Decoder(GenerateParams)
-        self.cancel_decoder = msgspec.json.Decoder(CancelTarget)
         self.embed_decoder = msgspec.json.Decoder(EmbedRequest)
         self.tune_decoder = msgspec.json.Decoder(Tuning)
+        # The reader thread does these at once (``$/cancel`` the peer does itself).
+        self.immediate: dict[str, Callable[[Message], None]] = {TUNE: self._tune, SHUTDOWN: self._shutdown}
+        # The engine's thread does these in order; a request's return value is its answer.
+        self.methods: dict[str, Callable[[Job, float], Any]] = {GENERATE: self._generate, EMBED: self._embed, WARM_UP: self._warm_up}
+        self.peer.dispatcher = self.peer.on_notification = self.receive
 
     def read_loop(self) -> None:
         for line in self.stdin:
-            try:
-                req = self.decoder.decode(line)
-            except msgspec.DecodeError:
-                log.error("undecodable line from daemon")
-                continue
-            if req.method == "$/cancel":
-                with self.lock:
-                    self.cancelled.add(self.cancel_decoder.decode(bytes(req.params)).id)
-            elif req.method == "worker.shutdown":
+            self.peer.receive(line)
+            if self.stopping:
                 break
-            elif req.method == "worker.tune":
-                try:
-                    tune(self.engine, self.tune_decoder.decode(bytes(req.params)))
-                except Exception:  # the reader thread must keep reading
-                    log.exception("worker.tune failed")
-            else:
-                self.jobs.put((req, time.monotonic()))
         os._exit(0)  # daemon gone or asked us to stop: the OS reclaims everything
+
+    def receive(self, item: Incoming) -> None:
+        """The reader thread's dispatcher: act at once, or queue for the engine."""
+        if not isinstance(item, Message):
+            log.error("undecodable line from daemon: %s", item)
+            return
+        act = self.immediate.get(item.method)  # type: ignore[arg-type]
+        if act is not None:
+            act(item)
+            return
+        job = Job(item, time.monotonic())
+        if job.answers:
+            job.key = self.peer.track(item.id, job)
+        self.jobs.put(job)
+
+    def _shutdown(self, msg: Message) -> None:
+        self.stopping = True
+
+    def _tune(self, msg: Message) -> None:
+        try:
+            tune(self.engine, self.tune_decoder.decode(msg.params))
+        except Exception:  # the reader thread must keep reading
+            log.exception("worker.tune failed")
 
     def run(self) -> None:
         threading.Thread(target=self.read_loop, name="stdin", daemon=True).start()
         if isinstance(self.engine, BatchEngine):
             self.run_batched(self.engine)
         while True:
-            req, queued_at = self.jobs.get()
-            self.handle(req, queued_at)
+            self.handle(self.jobs.get())
 
     def run_batched(self, engine: BatchEngine) -> None:
         """Take every request that has arrived, then let the engine take one step;
         block only when it has nothing to do."""
         while True:
             try:
-                job = self.jobs.get(block=not engine.busy())
+                job: Job | None = self.jobs.get(block=not engine.busy())
             except queue.Empty:
                 job = None
             while job is not None:
-                req, queued_at = job
-                if req.method == "generate":
-                    self.submit(engine, req, queued_at)
+                if job.msg.method == GENERATE:
+                    self.submit(engine, job)
                 else:
-                    self.handle(req, queued_at)
+                    self.handle(job)
                 try:
                     job = self.jobs.get_nowait()
                 except queue.Empty:
@@ -212,19 +266,19 @@ class Serve:
             if engine.busy():
                 engine.step()
 
-    def submit(self, engine: BatchEngine, req: Request, queued_at: float) -> None:
-        rid = req.id
-        arrived_ms = (time.monotonic() - queued_at) * 1000
+    def submit(self, engine: BatchEngine, job: Job) -> None:
+        rid = job.msg.id
+        arrived_ms = (time.monotonic() - job.queued_at) * 1000
         try:
-            params = self.gen_decoder.decode(bytes(req.params))
+            params = self.gen_decoder.decode(job.msg.params)
         except msgspec.DecodeError as exc:
+            self._over(job)
             self.chan.error(rid, InternalError(f"bad generate params: {exc}"))
             return
-        on_text, should_stop = self._callbacks(rid)
+        on_text, should_stop = self._callbacks(job)
 
         def on_done(outcome: EngineResult | Exception) -> None:
-            with self.lock:
-                self.cancelled.discard(rid)
+            self._over(job)
             if isinstance(outcome, Exception):
                 self.chan.error(rid, backend_failure(outcome, "generate"))
             else:  # the engine reports how long the request waited to join the batch
@@ -235,49 +289,59 @@ class Serve:
         except Exception as exc:  # refused before it started (bad params, context length)
             on_done(exc)
 
-    def _callbacks(self, rid: Any) -> tuple[Any, Any]:
+    def _callbacks(self, job: Job) -> tuple[Any, Any]:
+        rid = job.msg.id
+        notify = self.chan.notify
+
         def on_text(text: str) -> None:
             if text:
-                self.chan.notify("chunk", TextChunk(id=rid, text=text))  # type: ignore[arg-type]
+                notify(CHUNK, TextChunk(id=rid, text=text))  # type: ignore[arg-type]
 
         def should_stop() -> bool:  # engines call this between tokens and prefill chunks
             self.chan.heartbeat()
-            return rid in self.cancelled
+            return job.cancelled
 
         return on_text, should_stop
 
-    def handle(self, req: Request, queued_at: float) -> None:
-        rid = req.id
-        queued_ms = (time.monotonic() - queued_at) * 1000
-        if req.method == "generate":
-            run = self._generate
-        elif req.method == "embed":
-            run = self._embed
-        elif req.method == "worker.warm_up":  # a notification, run between requests
-            try:
-                warm_up(self.engine)
-            except Exception:
-                log.exception("the postponed warm-up failed")
-            return
-        else:
-            self.chan.error(rid, InternalError(f"worker has no method {req.method}"))
-            return
+    def handle(self, job: Job) -> None:
+        msg = job.msg
+        queued_ms = (time.monotonic() - job.queued_at) * 1000
         try:
-            self.chan.result(rid, run(req, queued_ms))
+            run = self.methods.get(msg.method)  # type: ignore[arg-type]
+            if run is None:
+                raise InternalError(f"worker has no method {msg.method}")
+            result = run(job, queued_ms)
+            if job.answers:
+                self.chan.result(msg.id, result)
         except msgspec.DecodeError as exc:
-            self.chan.error(rid, InternalError(f"bad {req.method} params: {exc}"))
+            self._failed(msg, InternalError(f"bad {msg.method} params: {exc}"))
         except Exception as exc:  # typed: ImpetusError as is, allocation failures as InsufficientMemory
-            self.chan.error(rid, backend_failure(exc, req.method))
+            self._failed(msg, backend_failure(exc, msg.method or ""))
         finally:
-            with self.lock:
-                self.cancelled.discard(rid)
+            self._over(job)
 
-    def _generate(self, req: Request, queued_ms: float) -> GenerateDone:
-        rid = req.id
-        params = self.gen_decoder.decode(bytes(req.params))
-        on_text, should_stop = self._callbacks(rid)
+    def _over(self, job: Job) -> None:
+        if job.answers:
+            self.peer.untrack(job.key)
+
+    def _failed(self, msg: Message, error: ImpetusError) -> None:
+        if msg.is_notification:
+            log.error("%s failed: %s", msg.method, error)
+        else:
+            self.chan.error(msg.id, error)
+
+    def _generate(self, job: Job, queued_ms: float) -> GenerateDone:
+        params = self.gen_decoder.decode(job.msg.params)
+        on_text, should_stop = self._callbacks(job)
         return GenerateDone(result=self.engine.generate(params.request, on_text, should_stop), queued_ms=queued_ms)
 
-    def _embed(self, req: Request, queued_ms: float) -> EmbedDone:
-        params = self.embed_decoder.decode(bytes(req.params))
+    def _embed(self, job: Job, queued_ms: float) -> EmbedDone:
+        params = self.embed_decoder.decode(job.msg.params)
         return EmbedDone(output=self.engine.embed(params), queued_ms=queued_ms)
+
+    def _warm_up(self, job: Job, queued_ms: float) -> None:
+        """The postponed warm-up (a notification), run between requests."""
+        try:
+            warm_up(self.engine)
+        except Exception:
+            log.exception("the postponed warm-up failed")

@@ -1,10 +1,29 @@
-"""Messages on the daemon ↔ worker pipe (same NDJSON JSON-RPC framing as clients)."""
+"""Messages on the daemon ↔ worker pipe (same NDJSON JSON-RPC framing as clients).
+
+The daemon calls ``worker.start`` (StartParams → EngineInfo) once, then
+``generate`` (GenerateParams → GenerateDone) and ``embed`` (EmbedRequest →
+EmbedDone); it notifies ``worker.tune`` (Tuning), ``worker.warm_up`` and
+``worker.shutdown``, and ``$/cancel {id}`` (the protocol's own). The worker
+notifies ``chunk`` (TextChunk, routed to its generate call) and ``heartbeat``.
+"""
 
 from __future__ import annotations
 
 import msgspec
 
 from impetusd.plugin.engine import EmbedOutput, EngineResult, GenerateRequest, ModelSpec
+
+# daemon → worker: requests
+START = "worker.start"
+GENERATE = "generate"
+EMBED = "embed"
+# daemon → worker: notifications
+TUNE = "worker.tune"
+WARM_UP = "worker.warm_up"
+SHUTDOWN = "worker.shutdown"
+# worker → daemon: notifications
+CHUNK = "chunk"
+HEARTBEAT = "heartbeat"
 
 
 class Tuning(msgspec.Struct, frozen=True):
@@ -55,6 +74,3 @@ class TextChunk(msgspec.Struct, frozen=True):
     id: int
     text: str
 
-
-class CancelTarget(msgspec.Struct, frozen=True):
-    id: int
