@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))  # the test plugins, for in-process plugin managers
 
 from helpers import DaemonProcess  # noqa: E402
 
