@@ -1,4 +1,7 @@
-"""The Daemon object: built by a factory, handed to hooks, run by ``run_daemon``."""
+"""The Daemon object: built by a factory, handed to hooks, run by ``run_daemon``.
+
+The composition root: the only module that builds the services and wires them
+together; each service receives what it uses, RPC handlers a ``Services``."""
 
 from __future__ import annotations
 
@@ -18,13 +21,16 @@ from impetusd.config import Config
 from impetusd.observe.events import Event, EventBus
 from impetusd.observe.metrics import MetricsRecorder
 from impetusd.residency.manager import ModelManager
+from impetusd.residency.spares import Spares
 from impetusd.store.pull import Pulls
 from impetusd.residency.thermal import ThermalWatch
 from impetusd.store.registry import ModelStore
-from impetusd.plugin.manager import await_maybe, build_registries, make_plugin_manager
+from impetusd.plugin.manager import await_maybe, build_registries, make_plugin_manager, plugin_summary
 from impetusd.protocol.messages import Codec
 from impetusd.plugin.registries import Registries
-from impetusd.dispatch.dispatcher import Dispatcher, RequestContext
+from impetusd.dispatch.context import RequestContext
+from impetusd.dispatch.dispatcher import Dispatcher
+from impetusd.dispatch.services import Services
 from impetusd.transport.server import Server, prepare_socket_path
 
 log = logging.getLogger(__name__)
@@ -36,13 +42,18 @@ class Daemon:
         self.pm = pm
         self.registries = registries
         self.codec = Codec()
-        self.dispatcher = Dispatcher(self)
         self.metrics = MetricsRecorder()
         self.events = EventBus()
         self.store = ModelStore(config.home / "registry.db")
-        self.models = ModelManager(self)
-        self.pulls = Pulls(self)
-        self.thermal = ThermalWatch(self)
+        self.thermal = ThermalWatch(config, registries.monitors, self.emit)
+        self.spares = Spares(config, registries.backends, lambda: self.stopping)
+        self.residency = ModelManager(config, self.store, registries, pm.hook, self.emit, self.metrics, self.thermal, self.spares)
+        self.pulls = Pulls(config, self.store, registries.formats, self.emit, lambda name: name in self.residency.resident)
+        self.services = Services(
+            config=config, registries=registries, plugins=lambda: plugin_summary(pm), store=self.store, pulls=self.pulls,
+            residency=self.residency, thermal=self.thermal, events=self.events, metrics=self.metrics, emit=self.emit, lifecycle=self,
+        )
+        self.dispatcher = Dispatcher(self.services)
         self.started_at = time.time()
         self.stopping = False
         self.server = Server(
@@ -95,12 +106,12 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
     daemon.activated = activated
     try:
         async with anyio.create_task_group() as root:
-            daemon.models.tg = root
             root.start_soon(_watch_signals, daemon)
+            await root.start(daemon.residency.run)  # the workers' task group and the keep-alive reaper
+            await root.start(daemon.spares.run)  # only with spare_worker = true
+            await root.start(daemon.pulls.run)
+            await root.start(daemon.thermal.run, daemon.residency.retune)
             await root.start(daemon.server.serve, activated)
-            root.start_soon(daemon.models.reap_loop)
-            root.start_soon(daemon.thermal.run)
-            daemon.models.spares.start_all()  # only with spare_worker = true
             for result in daemon.pm.hook.impetus_startup(daemon=daemon):
                 await await_maybe(result)
             log.info("impetusd ready (pid %s)", os.getpid())
@@ -116,7 +127,7 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             for result in daemon.pm.hook.impetus_shutdown(daemon=daemon):
                 await await_maybe(result)
             daemon.pulls.cancel_all()  # transfers stop at their next chunk; partials stay
-            await daemon.models.stop_all()
+            await daemon.residency.stop_all()
             root.cancel_scope.cancel()
     finally:
         if activated is None:

@@ -26,6 +26,7 @@ from impetusd.plugin.engine import (
     GenerateRequest,
     ModelSpec,
     TunableEngine,
+    Tuning,
     WarmUpEngine,
 )
 from impetusd.plugin.hookspecs import hookimpl
@@ -78,6 +79,7 @@ __all__ = [
     # optional engine capabilities
     "BatchEngine",
     "TunableEngine",
+    "Tuning",
     "WarmUpEngine",
     "CacheTierEngine",
     "Embedder",

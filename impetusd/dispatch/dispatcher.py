@@ -7,8 +7,7 @@ Knows nothing of sockets: a request's connection is anything with a ``Peer``
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -23,69 +22,20 @@ from impetusd.protocol.errors import (
 )
 from impetusd.plugin.manager import await_maybe
 from impetusd.protocol.messages import Message, Request, RequestId
-from impetusd.protocol.peer import Peer
+from impetusd.dispatch.context import RequestContext
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.dispatch.services import Services
     from impetusd.plugin.registries import MethodSpec
 
 log = logging.getLogger(__name__)
 
 
-class Sender(Protocol):
-    """A request's connection: its peer, and a way to queue bytes for the client."""
-
-    peer: Peer
-
-    async def send(self, data: bytes) -> None: ...
-
-
-class RequestContext:
-    """One in-flight request: its id, its connection, and how to cancel it.
-
-    Handlers that stop cleanly on their own (generation) set ``cooperative``;
-    ``$/cancel`` then only sets ``cancel_requested`` and the handler finishes
-    with whatever it has. Other handlers are cancelled outright.
-    """
-
-    def __init__(self, conn: Sender, req_id: RequestId, method: str) -> None:
-        self.conn = conn
-        self.id = req_id
-        self.method = method
-        self.received = time.monotonic()
-        self.cancel_requested = anyio.Event()
-        self.cooperative = False
-        self.scope = anyio.CancelScope()
-        self.abort_error: ImpetusError | None = None
-        self.finalizers: list[Callable[[], None]] = []  # run when the request is over
-
-    def finish(self) -> None:
-        while self.finalizers:
-            self.finalizers.pop()()
-
-    def cancel(self) -> None:
-        self.cancel_requested.set()
-        if not self.cooperative:
-            self.abort(RequestCancelled("request cancelled", id=self.id))
-
-    def abort(self, error: ImpetusError) -> None:
-        """Stop the handler now; the client gets ``error``."""
-        if self.abort_error is None:
-            self.abort_error = error
-        self.scope.cancel()
-
-    async def notify(self, method: str, params: Any) -> None:
-        try:
-            await self.conn.send(self.conn.peer.notification(method, params))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            self.cancel_requested.set()  # the client is gone: stop producing
-
-
 class Dispatcher:
     """Maps a decoded Request to an encoded response (or None for notifications)."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, services: Services) -> None:
+        self.services = services
         self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
     def decoder(self, spec: MethodSpec) -> msgspec.json.Decoder[Any]:
@@ -110,11 +60,11 @@ class Dispatcher:
             raise InvalidParams(f"Invalid params for {spec.name}: nested too deeply") from None
 
     async def call(self, ctx: RequestContext, req: Request | Message) -> Any:
-        spec = self.daemon.registries.methods.get(req.method)
+        spec = self.services.registries.methods.get(req.method)
         if spec is None:
             raise MethodNotFound(f"Method not found: {req.method}", method=req.method)
         params = self.decode_params(spec, req.params)
-        return await await_maybe(spec.handler(self.daemon, params, ctx))
+        return await await_maybe(spec.handler(self.services, params, ctx))
 
     async def handle(self, peer: Peer, req: Request | Message, ctx: RequestContext) -> bytes | None:
         """Run one request to its encoded answer. Never raises ImpetusError."""

@@ -9,39 +9,35 @@ from impetusd.protocol.api import EmbedParams, EmbedResult, Timings, Usage
 from impetusd.plugin.engine import EmbedRequest
 from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 from impetusd.observe.metrics import record_outcome
-from impetusd.dispatch.dispatcher import RequestContext
+from impetusd.dispatch.context import RequestContext
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.dispatch.services import Services
 
 MAX_INPUTS = 256
 
 
-async def embed(daemon: Daemon, params: EmbedParams, ctx: RequestContext) -> EmbedResult:
+async def embed(services: Services, params: EmbedParams, ctx: RequestContext) -> EmbedResult:
     texts = [params.input] if isinstance(params.input, str) else list(params.input)
-    with record_outcome(daemon, "embed") as outcome:
+    with record_outcome(services.metrics, "embed") as outcome:
         if not texts:
             raise InvalidParams("Invalid params: input must not be empty", field="input")
         if len(texts) > MAX_INPUTS:
             raise InvalidParams(f"Invalid params: input may hold at most {MAX_INPUTS} texts", field="input")
-        resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
-        outcome.model = resident.spec.name
-        backend = resident.backend
-        if "embed" not in backend.capabilities:
-            raise UnsupportedParameter(
-                f"model {resident.spec.name!r} runs on backend {backend.name!r}, which cannot make embeddings",
-                param="embed",
-                backend=backend.name,
-            )
-        resident.in_flight += 1
-        resident.requests += 1
-        sent = time.monotonic()
-        try:
-            done = await resident.worker.embed(EmbedRequest(texts=texts))
-        finally:
-            await daemon.models.release(resident)
+        async with services.residency.lease(params.model, keep_alive=params.keep_alive) as lease:
+            resident, load_ms = lease.resident, lease.load_ms
+            outcome.model = resident.spec.name
+            backend = resident.backend
+            if "embed" not in backend.capabilities:
+                raise UnsupportedParameter(
+                    f"model {resident.spec.name!r} runs on backend {backend.name!r}, which cannot make embeddings",
+                    param="embed",
+                    backend=backend.name,
+                )
+            sent = time.monotonic()
+            done = await lease.embed(EmbedRequest(texts=texts))
         out = done.output
-        daemon.metrics.tokens(resident.spec.name, out.prompt_tokens, 0, 0)
+        services.metrics.tokens(resident.spec.name, out.prompt_tokens, 0, 0)
         resident.stats.record(out.prompt_tokens, 0, None)
         queued_ms = (sent - ctx.received) * 1000 - load_ms + done.queued_ms
         timings = Timings(

@@ -9,15 +9,14 @@ import msgspec
 
 from impetusd.protocol.api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, RecentRequest, Timings, Usage
 from impetusd.plugin.engine import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
-from impetusd.config import parse_keep_alive
 from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 from impetusd.observe.events import Event
-from impetusd.residency.retry import generate_with_retry
 from impetusd.observe.metrics import Outcome, record_outcome
-from impetusd.dispatch.dispatcher import RequestContext
+from impetusd.dispatch.context import RequestContext
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.dispatch.services import Services
+    from impetusd.residency.manager import ModelManager
 
 
 def _check_values(params: ChatParams | CompleteParams) -> None:
@@ -68,11 +67,11 @@ def _check_capabilities(params: ChatParams | CompleteParams, backend: BackendSpe
             )
 
 
-def _check_kind(daemon: Daemon, params: ChatParams | CompleteParams) -> None:
+def _check_kind(residency: ModelManager, params: ChatParams | CompleteParams) -> None:
     """An embedding-only model (format metadata ``kind: embedding``) cannot generate:
     refused before it is loaded, whatever its backend can do for other models."""
     kind = "chat" if isinstance(params, ChatParams) else "complete"
-    spec = daemon.models.resolve(params.model)
+    spec = residency.resolve(params.model)
     if spec.metadata.get("kind") == "embedding":
         raise UnsupportedParameter(
             f"model {spec.name!r} is an embedding model: it cannot do {kind}; use embed", param=kind, model=spec.name
@@ -98,41 +97,34 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
     return GenerateRequest(kind="complete", prompt=params.prompt, **common)  # type: ignore[arg-type]
 
 
-async def generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
+async def generate(services: Services, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
     method = "chat" if isinstance(params, ChatParams) else "complete"
-    with record_outcome(daemon, method) as outcome:
-        result = await _generate(daemon, params, ctx, outcome)
+    with record_outcome(services.metrics, method) as outcome:
+        result = await _generate(services, params, ctx, outcome)
         outcome.value = result.finish_reason
         return result
 
 
-async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
+async def _generate(services: Services, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
     _check_values(params)
-    _check_kind(daemon, params)
-    daemon.models.admit(params.model, ctx)  # Overloaded when too many wait for this model
-    resident, load_ms, _ = await daemon.models.ensure_loaded(params.model, keep_alive=params.keep_alive)
-    outcome.model = resident.spec.name
-    _check_capabilities(params, resident.backend)
-    request = build_request(params, daemon.config.default_max_tokens, daemon.config.default_temperature)
-    ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
+    _check_kind(services.residency, params)
+    # the model's queue counts this request: Overloaded when too many wait for it
+    async with services.residency.lease(params.model, keep_alive=params.keep_alive, queued=ctx) as lease:
+        outcome.model = lease.resident.spec.name
+        _check_capabilities(params, lease.resident.backend)
+        request = build_request(params, services.config.default_max_tokens, services.config.default_temperature)
+        ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
+        first_text: list[float] = []
 
-    first_text: list[float] = []
+        async def on_text(text: str) -> None:
+            if not first_text:
+                first_text.append(time.monotonic())
+            if params.stream:
+                await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text))
 
-    async def on_text(text: str) -> None:
-        if not first_text:
-            first_text.append(time.monotonic())
-        if params.stream:
-            await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text))
-
-    resident.in_flight += 1
-    resident.requests += 1
-    if params.keep_alive is not None:
-        resident.keep_alive = parse_keep_alive(params.keep_alive, daemon.config.keep_alive_s)
-    sent = time.monotonic()
-    try:
-        done = await generate_with_retry(daemon, resident, request, on_text, ctx.cancel_requested)
-    finally:
-        await daemon.models.release(resident)
+        sent = time.monotonic()
+        done = await lease.generate(request, on_text, ctx.cancel_requested)
+    resident, load_ms = lease.resident, lease.load_ms
     finished = time.monotonic()
     res = done.result
     # The backend's own TTFT when it measures one; else when its first text reached the daemon.
@@ -148,15 +140,15 @@ async def _generate(daemon: Daemon, params: ChatParams | CompleteParams, ctx: Re
         batch_size=res.batch_size,
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
-    daemon.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    services.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     resident.stats.record(usage.prompt_tokens, usage.completion_tokens, res.decode_tps)
-    daemon.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
-    daemon.metrics.finished(RecentRequest(
+    services.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
+    services.metrics.finished(RecentRequest(
         time=time.time(), model=resident.spec.name, method="chat" if isinstance(params, ChatParams) else "complete",
         outcome=res.finish_reason, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         ttft_ms=timings.ttft_ms, decode_tps=timings.decode_tps, total_ms=timings.total_ms,
     ))
-    daemon.emit(Event(kind="request.finished", model=resident.spec.name, data={
+    services.emit(Event(kind="request.finished", model=resident.spec.name, data={
         "finish_reason": res.finish_reason, "usage": msgspec.to_builtins(usage), "timings": msgspec.to_builtins(timings),
     }))
     common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)

@@ -32,75 +32,64 @@ from impetusd.protocol.api import (
 from impetusd.dispatch.embed import embed
 from impetusd.dispatch.generate import generate
 from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.manager import plugin_summary
 from impetusd.plugin.registries import MethodSpec, PluginRegistry
-from impetusd.dispatch.dispatcher import RequestContext
-from impetusd.dispatch.observe import OBSERVE_METHODS
+from impetusd.dispatch.context import RequestContext
+from impetusd.dispatch.observe import OBSERVE_METHODS, hardware_facts
 from impetusd.dispatch.store import STORE_METHODS
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.dispatch.services import Services
 
 
-def hardware_facts(daemon: Daemon) -> dict[str, Any]:
-    """Every monitor's snapshot. Blocking (monitors measure and run tools): call
-    it through ``anyio.to_thread.run_sync``."""
-    facts: dict[str, Any] = {}
-    for monitor in daemon.registries.monitors.values():
-        try:
-            facts[monitor.name] = monitor.snapshot()
-        except Exception as exc:  # a monitor's failure is reported, not fatal
-            facts[monitor.name] = {"error": f"{type(exc).__name__}: {exc}"}
-    return facts
-
-
-async def daemon_info(daemon: Daemon, params: Empty, ctx: RequestContext) -> DaemonInfo:
-    hardware = await anyio.to_thread.run_sync(hardware_facts, daemon)
+async def daemon_info(services: Services, params: Empty, ctx: RequestContext) -> DaemonInfo:
+    hardware = await anyio.to_thread.run_sync(hardware_facts, services.registries.monitors)
+    registries, lifecycle = services.registries, services.lifecycle
     return DaemonInfo(
         name="impetusd",
         version=__version__,
         pid=os.getpid(),
-        socket=str(daemon.config.socket),
-        home=str(daemon.config.home),
-        started_at=daemon.started_at,
-        uptime_s=round(daemon.uptime, 3),
-        methods=daemon.registries.methods.names(),
-        plugins=[PluginInfo(name=n, hooks=h) for n, h in plugin_summary(daemon.pm)],
-        formats=daemon.registries.formats.names(),
-        backends=daemon.registries.backends.names(),
+        socket=str(services.config.socket),
+        home=str(services.config.home),
+        started_at=lifecycle.started_at,
+        uptime_s=round(lifecycle.uptime, 3),
+        methods=registries.methods.names(),
+        plugins=[PluginInfo(name=n, hooks=h) for n, h in services.plugins()],
+        formats=registries.formats.names(),
+        backends=registries.backends.names(),
         hardware=hardware,
     )
 
 
-def daemon_health(daemon: Daemon, params: Empty, ctx: RequestContext) -> Health:
-    failures = daemon.models.failures()
+def daemon_health(services: Services, params: Empty, ctx: RequestContext) -> Health:
+    failures = services.residency.failures()
     degraded = any(f.state == "failed" for f in failures)
+    lifecycle = services.lifecycle
     return Health(
-        status="shutting_down" if daemon.stopping else ("degraded" if degraded else "ok"),
-        uptime_s=round(daemon.uptime, 3),
-        connections=daemon.connections,
-        in_flight=sum(1 for c in daemon.in_flight if not c.method.startswith("daemon.")),
-        loaded_models=len(daemon.models.resident),
+        status="shutting_down" if lifecycle.stopping else ("degraded" if degraded else "ok"),
+        uptime_s=round(lifecycle.uptime, 3),
+        connections=lifecycle.connections,
+        in_flight=sum(1 for c in lifecycle.in_flight if not c.method.startswith("daemon.")),
+        loaded_models=len(services.residency.resident),
         failures=failures,
-        thermal=daemon.thermal.state(),
+        thermal=services.thermal.state(),
     )
 
 
-def daemon_metrics(daemon: Daemon, params: Empty, ctx: RequestContext) -> Metrics:
-    health = daemon_health(daemon, params, ctx)
+def daemon_metrics(services: Services, params: Empty, ctx: RequestContext) -> Metrics:
+    health = daemon_health(services, params, ctx)
     return Metrics(
         uptime_s=health.uptime_s,
         connections=health.connections,
         in_flight=health.in_flight,
-        requests=daemon.metrics.request_counts(),
-        models=daemon.metrics.model_stats(),
-        loaded=[r.describe() for r in daemon.models.resident.values()],
-        recent=list(daemon.metrics.recent),
+        requests=services.metrics.request_counts(),
+        models=services.metrics.model_stats(),
+        loaded=[r.describe() for r in services.residency.resident.values()],
+        recent=list(services.metrics.recent),
     )
 
 
-def daemon_describe(daemon: Daemon, params: Empty, ctx: RequestContext) -> Describe:
-    specs = daemon.registries.methods.values()
+def daemon_describe(services: Services, params: Empty, ctx: RequestContext) -> Describe:
+    specs = services.registries.methods.values()
     types = [t for s in specs for t in (s.params, s.result)]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/{name}")
     methods: dict[str, Any] = {}
@@ -114,39 +103,40 @@ def daemon_describe(daemon: Daemon, params: Empty, ctx: RequestContext) -> Descr
     return Describe(methods=methods, components=components)
 
 
-def daemon_shutdown(daemon: Daemon, params: Empty, ctx: RequestContext) -> ShutdownResult:
-    daemon.request_stop()
+def daemon_shutdown(services: Services, params: Empty, ctx: RequestContext) -> ShutdownResult:
+    services.lifecycle.request_stop()
     return ShutdownResult(stopping=True)
 
 
-def models_list(daemon: Daemon, params: Empty, ctx: RequestContext) -> ModelList:
-    return ModelList(models=daemon.models.list_models())
+def models_list(services: Services, params: Empty, ctx: RequestContext) -> ModelList:
+    return ModelList(models=services.residency.list_models())
 
 
-async def models_load(daemon: Daemon, params: LoadParams, ctx: RequestContext) -> LoadResult:
-    resident, _, already = await daemon.models.ensure_loaded(
+async def models_load(services: Services, params: LoadParams, ctx: RequestContext) -> LoadResult:
+    resident, _, already = await services.residency.ensure_loaded(
         params.model, backend=params.backend, keep_alive=params.keep_alive, force=True  # an explicit load resets a failed model
     )
     return LoadResult(model=resident.describe(), already_loaded=already)
 
 
-async def models_unload(daemon: Daemon, params: UnloadParams, ctx: RequestContext) -> UnloadResult:
-    resident = await daemon.models.unload(params.model)
+async def models_unload(services: Services, params: UnloadParams, ctx: RequestContext) -> UnloadResult:
+    resident = await services.residency.unload(params.model)
     return UnloadResult(name=resident.spec.name, pid=resident.worker.pid)
 
 
-def models_loaded(daemon: Daemon, params: Empty, ctx: RequestContext) -> LoadedList:
+def models_loaded(services: Services, params: Empty, ctx: RequestContext) -> LoadedList:
+    residency = services.residency
     return LoadedList(
-        models=[r.describe() for r in daemon.models.resident.values()], failed=daemon.models.failed(), memory=daemon.models.memory()
+        models=[r.describe() for r in residency.resident.values()], failed=residency.failed(), memory=residency.memory()
     )
 
 
-async def chat(daemon: Daemon, params: ChatParams, ctx: RequestContext) -> GenerationResult:
-    return await generate(daemon, params, ctx)
+async def chat(services: Services, params: ChatParams, ctx: RequestContext) -> GenerationResult:
+    return await generate(services, params, ctx)
 
 
-async def complete(daemon: Daemon, params: CompleteParams, ctx: RequestContext) -> GenerationResult:
-    return await generate(daemon, params, ctx)
+async def complete(services: Services, params: CompleteParams, ctx: RequestContext) -> GenerationResult:
+    return await generate(services, params, ctx)
 
 
 METHODS = (

@@ -13,11 +13,11 @@ import psutil
 from impetusd.protocol.api import ThermalState
 from impetusd.protocol.errors import InvalidParams
 from impetusd.observe.events import TOPICS, Event
-from impetusd.plugin.registries import MethodSpec
-from impetusd.dispatch.dispatcher import RequestContext
+from impetusd.plugin.registries import HardwareMonitor, MethodSpec, PluginRegistry
+from impetusd.dispatch.context import RequestContext
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.dispatch.services import Services
 
 MEMORY_PRESSURE_PERCENT = 90.0
 
@@ -51,36 +51,46 @@ class SubscribeResult(msgspec.Struct, frozen=True):
     dropped: int
 
 
-async def snapshot(daemon: Daemon) -> HardwareSnapshot:
-    from impetusd.dispatch.methods import hardware_facts
+def hardware_facts(monitors: PluginRegistry[HardwareMonitor]) -> dict[str, Any]:
+    """Every monitor's snapshot. Blocking (monitors measure and run tools): call
+    it through ``anyio.to_thread.run_sync``."""
+    facts: dict[str, Any] = {}
+    for monitor in monitors.values():
+        try:
+            facts[monitor.name] = monitor.snapshot()
+        except Exception as exc:  # a monitor's failure is reported, not fatal
+            facts[monitor.name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return facts
 
-    monitors = await anyio.to_thread.run_sync(hardware_facts, daemon)
+
+async def snapshot(services: Services) -> HardwareSnapshot:
+    monitors = await anyio.to_thread.run_sync(hardware_facts, services.registries.monitors)
     workers: dict[str, int | None] = {}
-    for name, resident in daemon.models.resident.items():
+    for name, resident in services.residency.resident.items():
         try:
             workers[name] = psutil.Process(resident.worker.pid).memory_info().rss
         except psutil.Error:
             workers[name] = None
-    return HardwareSnapshot(time=time.time(), monitors=monitors, workers=workers, thermal=daemon.thermal.state())
+    return HardwareSnapshot(time=time.time(), monitors=monitors, workers=workers, thermal=services.thermal.state())
 
 
-async def hardware_snapshot(daemon: Daemon, params: SnapshotParams, ctx: RequestContext) -> HardwareSnapshot:
-    return await snapshot(daemon)
+async def hardware_snapshot(services: Services, params: SnapshotParams, ctx: RequestContext) -> HardwareSnapshot:
+    return await snapshot(services)
 
 
-async def events_subscribe(daemon: Daemon, params: SubscribeParams, ctx: RequestContext) -> SubscribeResult:
+async def events_subscribe(services: Services, params: SubscribeParams, ctx: RequestContext) -> SubscribeResult:
     unknown = sorted(set(params.topics) - set(TOPICS))
     if unknown:
         raise InvalidParams(f"Invalid params: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})", field="topics")
     if not 0.1 <= params.interval_s <= 3600:
         raise InvalidParams("Invalid params: interval_s must be between 0.1 and 3600", field="interval_s")
     ctx.cooperative = True  # $/cancel ends the stream with a result
-    sub = daemon.events.subscribe(set(params.topics))
+    sub = services.events.subscribe(set(params.topics))
     delivered = 0
     try:
         async with anyio.create_task_group() as tg:
             if "hardware" in sub.topics or "memory" in sub.topics:
-                tg.start_soon(_sample, daemon, params.interval_s, sub.topics)
+                tg.start_soon(_sample, services, params.interval_s, sub.topics)
 
             async def stop_on_cancel() -> None:
                 await ctx.cancel_requested.wait()
@@ -92,20 +102,20 @@ async def events_subscribe(daemon: Daemon, params: SubscribeParams, ctx: Request
                     await ctx.notify("events.event", EventNote(id=ctx.id, event=event, dropped=sub.dropped))
                     delivered += 1
     finally:
-        daemon.events.unsubscribe(sub)
+        services.events.unsubscribe(sub)
     return SubscribeResult(delivered=delivered, dropped=sub.dropped)
 
 
-async def _sample(daemon: Daemon, interval: float, topics: set[str]) -> None:
+async def _sample(services: Services, interval: float, topics: set[str]) -> None:
     pressured = False
     while True:
-        snap = await snapshot(daemon)
+        snap = await snapshot(services)
         if "hardware" in topics:
-            daemon.emit(Event(kind="hardware.sample", data=msgspec.to_builtins(snap)))
+            services.emit(Event(kind="hardware.sample", data=msgspec.to_builtins(snap)))
         percent = psutil.virtual_memory().percent
         if "memory" in topics and (percent >= MEMORY_PRESSURE_PERCENT) != pressured:
             pressured = not pressured
-            daemon.emit(Event(kind="memory.pressure", data={"percent": percent, "pressured": pressured}))
+            services.emit(Event(kind="memory.pressure", data={"percent": percent, "pressured": pressured}))
         await anyio.sleep(interval)
 
 

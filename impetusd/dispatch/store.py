@@ -25,20 +25,26 @@ from impetusd.protocol.api import (
 )
 from impetusd.protocol.errors import InvalidParams, ModelExists, ModelInUse
 from impetusd.plugin.registries import MethodSpec
-from impetusd.dispatch.dispatcher import RequestContext
+from impetusd.dispatch.context import RequestContext
 from impetusd.store import cache
 from impetusd.store.convert import convert_into_store, remove_converted
+from impetusd.store.detect import detect_format
 from impetusd.store.pull import content_digest
 from impetusd.store.registry import ModelFile, Registered, Source
 from impetusd.store.transfer import sha256_of
 from impetusd.store.views import model_info
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.dispatch.services import Services
 
 
-async def models_pull(daemon: Daemon, params: PullParams, ctx: RequestContext) -> PullResult:
-    return await daemon.pulls.pull(params, ctx)
+async def models_pull(services: Services, params: PullParams, ctx: RequestContext) -> PullResult:
+    ctx.cooperative = True  # $/cancel stops waiting (and the transfer, when nobody else waits)
+    return await services.pulls.pull(params, ctx)
+
+
+def _info(services: Services, model: Registered) -> ModelInfo:
+    return model_info(model, loaded=model.name in services.residency.resident)
 
 
 def _model_files(path: Path, metadata: dict) -> list[Path]:
@@ -50,29 +56,29 @@ def _model_files(path: Path, metadata: dict) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-async def models_import(daemon: Daemon, params: ImportParams, ctx: RequestContext) -> ModelInfo:
+async def models_import(services: Services, params: ImportParams, ctx: RequestContext) -> ModelInfo:
     path = Path(params.path).expanduser().resolve()
     if not path.exists():
         raise InvalidParams(f"{path} does not exist", field="path")
     if params.allow_pickle:
         raise InvalidParams("Invalid params: pickles are never loaded; convert_pickle converts one once to safetensors", field="allow_pickle")
     name = params.name or (path.stem if path.is_file() else path.name)
-    if daemon.store.get(name) is not None:
+    if services.store.get(name) is not None:
         raise ModelExists(f"a model named {name!r} is already registered; choose another with --name", model=name)
     source = Source(kind="local", path=str(path))
     if params.convert_pickle:
         source = Source(kind="converted", path=str(path))
-        path = await convert_into_store(daemon, path, name)
+        path = await convert_into_store(services.registries.formats, services.config.home, path, name)
     try:
-        return await _register(daemon, path, name, source)
+        return await _register(services, path, name, source)
     except BaseException:
         if params.convert_pickle:
             shutil.rmtree(path, ignore_errors=True)
         raise
 
 
-async def _register(daemon: Daemon, path: Path, name: str, source: Source) -> ModelInfo:
-    fmt, metadata = daemon.models.detect(path)
+async def _register(services: Services, path: Path, name: str, source: Source) -> ModelInfo:
+    fmt, metadata = detect_format(services.registries.formats, path)
     files = []
     for file in _model_files(path, metadata):
         digest = await anyio.to_thread.run_sync(sha256_of, file)
@@ -81,31 +87,32 @@ async def _register(daemon: Daemon, path: Path, name: str, source: Source) -> Mo
         name=name, format=fmt, path=str(path), source=source, metadata=metadata,
         size_bytes=sum(f.size for f in files), digest=content_digest(files), created_at=time.time(), files=files,
     )
-    daemon.store.add(model)
-    return model_info(daemon, model)
+    services.store.add(model)
+    return _info(services, model)
 
 
-def models_show(daemon: Daemon, params: NameParams, ctx: RequestContext) -> ModelInfo:
-    return model_info(daemon, daemon.store.require(params.model))
+def models_show(services: Services, params: NameParams, ctx: RequestContext) -> ModelInfo:
+    return _info(services, services.store.require(params.model))
 
 
-async def models_remove(daemon: Daemon, params: RemoveParams, ctx: RequestContext) -> RemoveResult:
-    model = daemon.store.require(params.model)
+async def models_remove(services: Services, params: RemoveParams, ctx: RequestContext) -> RemoveResult:
+    store = services.store
+    model = store.require(params.model)
     unloaded = False
-    if model.name in daemon.models.resident:
+    if model.name in services.residency.resident:
         if not params.force:
             raise ModelInUse(f"{model.name} is loaded; unload it first or use --force", model=model.name)
-        await daemon.models.unload(model.name)
+        await services.residency.unload(model.name)
         unloaded = True
-    daemon.store.remove(model.name)
+    store.remove(model.name)
     freed, freed_bytes = [], 0
-    if model.source.kind == "converted" and not any(daemon.store.users_of(f.location) for f in model.files):
-        freed, freed_bytes = remove_converted(daemon, Path(model.path))
+    if model.source.kind == "converted" and not any(store.users_of(f.location) for f in model.files):
+        freed, freed_bytes = remove_converted(services.config.home, Path(model.path))
     if model.source.kind == "hub":  # only ever delete inside the Hub cache, never a user's own files
         root = cache.repo_folder(model.source.repo or "")
         for f in model.files:
             link = Path(f.location)
-            if daemon.store.users_of(f.location) or root not in link.parents:
+            if store.users_of(f.location) or root not in link.parents:
                 continue
             target = link.resolve()
             link.unlink(missing_ok=True)
@@ -122,8 +129,8 @@ def _still_linked(root: Path, blob: Path) -> bool:
     return snapshots.exists() and any(p.is_symlink() and p.resolve() == blob for p in snapshots.rglob("*"))
 
 
-def models_copy(daemon: Daemon, params: CopyParams, ctx: RequestContext) -> ModelInfo:
-    return model_info(daemon, daemon.store.copy(params.source, params.destination))
+def models_copy(services: Services, params: CopyParams, ctx: RequestContext) -> ModelInfo:
+    return _info(services, services.store.copy(params.source, params.destination))
 
 
 def _check(model: Registered) -> ModelCheck:
@@ -143,8 +150,8 @@ def _check(model: Registered) -> ModelCheck:
     return ModelCheck(name=model.name, ok=all(c.ok for c in checks), files=checks)
 
 
-async def models_verify(daemon: Daemon, params: VerifyParams, ctx: RequestContext) -> VerifyResult:
-    models = [daemon.store.require(params.model)] if params.model else daemon.store.all()
+async def models_verify(services: Services, params: VerifyParams, ctx: RequestContext) -> VerifyResult:
+    models = [services.store.require(params.model)] if params.model else services.store.all()
     results = [await anyio.to_thread.run_sync(_check, m) for m in models]
     return VerifyResult(ok=all(r.ok for r in results), models=results)
 

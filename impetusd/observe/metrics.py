@@ -1,6 +1,6 @@
 """Counters and histograms the daemon keeps about its own work.
 
-Plain numbers in memory, read through ``daemon.metrics``; the HTTP shim turns
+Plain numbers in memory, read through ``daemon.metrics`` and ``/metrics``; the HTTP shim turns
 them into Prometheus text. Labels are bounded: a model label is always a name
 the daemon resolved, never a string a client made up.
 """
@@ -11,13 +11,10 @@ import bisect
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from impetusd.protocol.api import Histogram, ModelStats, RecentRequest, RequestCount
 from impetusd.protocol.errors import ImpetusError
-
-if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
 
 UNRESOLVED = "(unresolved)"  # the model label of requests that failed before a model was found
 
@@ -130,7 +127,7 @@ class Outcome:
 
 
 @contextmanager
-def record_outcome(daemon: Daemon, method: str) -> Iterator[Outcome]:
+def record_outcome(metrics: MetricsRecorder, method: str) -> Iterator[Outcome]:
     """Count one request by model, method and outcome: its finish reason, or the
     name of the typed error it ended with."""
     outcome = Outcome()
@@ -146,4 +143,4 @@ def record_outcome(daemon: Daemon, method: str) -> Iterator[Outcome]:
         outcome.value = "cancelled"
         raise
     finally:
-        daemon.metrics.request(outcome.model, method, outcome.value)
+        metrics.request(outcome.model, method, outcome.value)

@@ -12,10 +12,6 @@ import msgspec
 
 from impetusd.protocol.api import FinishReason, Message
 
-if TYPE_CHECKING:
-    from impetusd.plugin.registries import PromptCacheTier
-    from impetusd.workers.messages import Tuning
-
 # Capability names are the request fields they allow (plus "chat", "complete", "embed").
 SAMPLING_CAPABILITIES = frozenset(
     {
@@ -23,6 +19,33 @@ SAMPLING_CAPABILITIES = frozenset(
         "presence_penalty", "frequency_penalty", "logit_bias",
     }
 )
+
+
+class PromptCacheTier(Protocol):
+    """One tier instance in a worker: KV caches of earlier prompts, found by the
+    longest common token prefix. Cache objects are the backend's own."""
+
+    def match(self, tokens: list[int]) -> int:
+        """How many leading ``tokens`` this tier can serve (cheap; nothing loaded)."""
+        ...
+
+    def fetch(self, tokens: list[int]) -> tuple[Any, int] | None:
+        """A private copy of the cache for the longest stored prefix of ``tokens``
+        and its length, or None."""
+        ...
+
+    def store(self, tokens: list[int], cache: Any) -> None:
+        """Keep ``cache`` (holding exactly ``tokens``), within the tier's budget."""
+        ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class Tuning(msgspec.Struct, frozen=True):
+    """Notification ``worker.tune``: scheduling settings (None = the engine's default)."""
+
+    max_batch: int | None = None
+    prefill_chunk: int | None = None
 
 
 class ModelSpec(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from impetusd.plugin.engine import BackendSpec, ModelSpec
     from impetusd.config import Config
-    from impetusd.daemon import Daemon
+    from typing import Any as Daemon  # impetusd.daemon.Daemon, which sits above the plugin layer
     from impetusd.observe.events import Event
     from impetusd.plugin.registries import CacheTier, HardwareMonitor, MethodSpec, ModelFormat, PluginRegistry
 

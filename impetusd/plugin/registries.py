@@ -7,7 +7,7 @@ from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
 
 import msgspec
 
-from impetusd.plugin.engine import BackendSpec
+from impetusd.plugin.engine import BackendSpec, PromptCacheTier
 from impetusd.protocol.errors import PluginError
 
 
@@ -46,26 +46,6 @@ class CacheTierContext(msgspec.Struct, frozen=True, kw_only=True):
     variant: str = ""  # the engine's numeric setup (e.g. "f32"): caches of other variants never match
 
 
-class PromptCacheTier(Protocol):
-    """One tier instance in a worker: KV caches of earlier prompts, found by the
-    longest common token prefix. Cache objects are the backend's own."""
-
-    def match(self, tokens: list[int]) -> int:
-        """How many leading ``tokens`` this tier can serve (cheap; nothing loaded)."""
-        ...
-
-    def fetch(self, tokens: list[int]) -> tuple[Any, int] | None:
-        """A private copy of the cache for the longest stored prefix of ``tokens``
-        and its length, or None."""
-        ...
-
-    def store(self, tokens: list[int], cache: Any) -> None:
-        """Keep ``cache`` (holding exactly ``tokens``), within the tier's budget."""
-        ...
-
-    def stats(self) -> dict[str, int]: ...
-
-
 class CacheTier(msgspec.Struct, frozen=True):
     """A prompt-cache tier, registered by a plugin. ``factory`` runs inside the
     worker of a model whose backend is in ``backends``; tiers are asked in
@@ -79,7 +59,8 @@ class CacheTier(msgspec.Struct, frozen=True):
 
 
 class MethodSpec(msgspec.Struct, frozen=True):
-    """An RPC method. ``handler(daemon, params, ctx)`` may be sync or async."""
+    """An RPC method. ``handler(services, params, ctx)`` may be sync or async; ``services`` is
+    the daemon's ``dispatch.services.Services`` (config, store, residency, events, ...)."""
 
     name: str
     params: type

@@ -10,15 +10,16 @@ from impetusd.plugin.engine import ModelSpec
 from impetusd.workers.messages import CacheSettings
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.config import Config
+    from impetusd.store.registry import ModelStore
 
 
-def cache_key(daemon: Daemon, spec: ModelSpec) -> str:
+def cache_key(store: ModelStore, spec: ModelSpec) -> str:
     """The registry's sha256 digest for a registered model; otherwise one derived
     from the files' paths, sizes and modification times (hashing a multi-GB file
     at every load would cost more than the cache saves), so changed weights never
     meet caches of the old ones."""
-    registered = daemon.store.get(spec.name)
+    registered = store.get(spec.name)
     if registered is not None and registered.path == spec.path and registered.digest:
         return registered.digest
     path = Path(spec.path)
@@ -30,9 +31,8 @@ def cache_key(daemon: Daemon, spec: ModelSpec) -> str:
     return "id-" + h.hexdigest()
 
 
-def cache_settings(daemon: Daemon, spec: ModelSpec) -> CacheSettings:
-    cfg = daemon.config
-    digest = cache_key(daemon, spec)
+def cache_settings(cfg: Config, store: ModelStore, spec: ModelSpec) -> CacheSettings:
+    digest = cache_key(store, spec)
     directory = None
     if cfg.prompt_cache_disk_bytes > 0:
         directory = str(cfg.home / "cache" / "prompts" / digest)

@@ -1,14 +1,16 @@
-"""Residency: resolve models, start and stop their workers, keep-alive, the memory budget."""
+"""Residency: resolve models, lease them to requests, start and stop their workers,
+keep-alive, the memory budget."""
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from impetusd.protocol.api import MemoryBudget, ModelEntry, ModelFailure
 from impetusd.plugin.engine import BackendSpec, ModelSpec
@@ -20,38 +22,75 @@ from impetusd.config import parse_keep_alive
 from impetusd.residency.crashes import CrashHistory
 from impetusd.protocol.errors import (
     ImpetusError,
-    InvalidModelFile,
     ModelFailed,
     ModelLoadFailed,
     ModelNotFound,
     ModelNotLoaded,
     NoBackend,
     Overloaded,
-    UnsupportedFormat,
+    ShuttingDown,
 )
 from impetusd.observe.events import Event
+from impetusd.residency.lease import Lease, Queued
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.residency.spares import Spares
+from impetusd.residency.thermal import ThermalWatch
+from impetusd.store.detect import detect_format
+from impetusd.store.registry import ModelStore
 from impetusd.workers.handle import WorkerHandle
+from impetusd.plugin.engine import Tuning
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
-    from impetusd.dispatch.dispatcher import RequestContext
+    import pluggy
+
+    from impetusd.config import Config
+    from impetusd.observe.metrics import MetricsRecorder
+    from impetusd.plugin.registries import Registries
 
 log = logging.getLogger(__name__)
 
 
 class ModelManager:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """Which models are in memory. Runs as a service (``tg.start(models.run)``):
+    its task group holds the workers' tasks and the keep-alive reaper."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: ModelStore,
+        registries: Registries,
+        hook: pluggy.HookRelay,
+        emit: Callable[[Event], None],
+        metrics: MetricsRecorder,
+        thermal: ThermalWatch,
+        spares: Spares,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.registries = registries
+        self.hook = hook  # impetus_resolve_model, impetus_select_backend
+        self.emit = emit
+        self.metrics = metrics
+        self.thermal = thermal
+        self.spares = spares
         self.resident: dict[str, Resident] = {}
         self._locks: dict[str, anyio.Lock] = {}
-        self.tg: TaskGroup | None = None
+        self._workers: TaskGroup | None = None  # while ``run`` runs
         self.changed = anyio.Event()
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
-        self.ledger = MemoryLedger(daemon.config)
-        self.spares = Spares(daemon)
+        self.ledger = MemoryLedger(config)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold the workers' task group and unload models whose keep-alive ran
+        out, until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._workers = tg
+            task_status.started()
+            try:
+                await self._reap()
+            finally:
+                self._workers = None
 
     def memory(self) -> MemoryBudget:
         return self.ledger.describe(self.resident)
@@ -60,7 +99,7 @@ class ModelManager:
     def history(self, name: str) -> CrashHistory:
         history = self.crashes.get(name)
         if history is None:
-            cfg = self.daemon.config
+            cfg = self.config
             history = self.crashes[name] = CrashHistory(
                 cfg.crash_limit, cfg.crash_window_s, cfg.restart_backoff_s, cfg.restart_backoff_max_s
             )
@@ -90,13 +129,13 @@ class ModelManager:
     def resolve(self, ref: str) -> ModelSpec:
         if ref in self.resident:
             return self.resident[ref].spec
-        registered = self.daemon.store.get(ref)
+        registered = self.store.get(ref)
         if registered is not None:
             return ModelSpec(
                 name=registered.name, path=registered.path, format=registered.format,
                 source=registered.source.describe(), metadata=registered.metadata,
             )
-        spec = self.daemon.pm.hook.impetus_resolve_model(ref=ref, config=self.daemon.config)
+        spec = self.hook.impetus_resolve_model(ref=ref, config=self.config)
         if spec is None:
             raise ModelNotFound(f"model {ref!r} not found (not a registered model, an alias, a loaded model or an existing path)", model=ref)
         current = self.resident.get(spec.name)
@@ -109,28 +148,12 @@ class ModelManager:
 
     def detect(self, path: Path) -> tuple[str, dict[str, Any]]:
         """The format plugin that recognises ``path``, and what it reads from it."""
-        for fmt in self.daemon.registries.formats.values():
-            try:
-                matched = fmt.detect(path)
-            except OSError as exc:
-                raise InvalidModelFile(f"{path}: {exc}", path=str(path)) from exc
-            if matched:
-                try:
-                    meta = fmt.inspect(path)
-                except ImpetusError:
-                    raise
-                except Exception as exc:  # a malformed file is the file's fault
-                    raise InvalidModelFile(f"{path}: not a valid {fmt.name} file ({exc})", path=str(path), format=fmt.name) from exc
-                return fmt.name, meta
-        raise UnsupportedFormat(
-            f"{path}: no installed model-format plugin recognises it (have: {', '.join(self.daemon.registries.formats.names()) or 'none'})",
-            path=str(path),
-        )
+        return detect_format(self.registries.formats, path)
 
     def choose_backend(self, spec: ModelSpec, wanted: str | None) -> BackendSpec:
-        backends = self.daemon.registries.backends
+        backends = self.registries.backends
         capable = [b for b in backends.values() if spec.format in b.formats]
-        wanted = wanted or self.daemon.config.backend.get(spec.format)
+        wanted = wanted or self.config.backend.get(spec.format)
         if wanted:
             chosen = backends.get(wanted)
             if chosen is None:
@@ -139,16 +162,32 @@ class ModelManager:
                 raise NoBackend(f"backend {wanted!r} cannot run {spec.format} models", backend=wanted, format=spec.format)
             return chosen
         if not capable:
-            fmt = self.daemon.registries.formats.get(spec.format)
+            fmt = self.registries.formats.get(spec.format)
             hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else (" (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else "")
             raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
-        name = self.daemon.pm.hook.impetus_select_backend(spec=spec, backends=capable)
+        name = self.hook.impetus_select_backend(spec=spec, backends=capable)
         chosen = backends.get(name) if name else None
         return chosen if chosen in capable else capable[0]
 
-    # --- admission ------------------------------------------------------------------
-    def admit(self, ref: str, ctx: RequestContext) -> None:
-        """Count a generation request against its model until ``ctx`` is over.
+    # --- leases -----------------------------------------------------------------------
+    @asynccontextmanager
+    async def lease(self, ref: str, *, keep_alive: float | str | None, queued: Queued | None = None) -> AsyncIterator[Lease]:
+        """Hold ``ref``'s model for one request: admit it against the model's
+        queue (when ``queued`` is given: ``Overloaded`` beyond the limit), load the
+        model if needed, and when the lease ends restart its keep-alive (0:
+        unload it now). The request counts as in flight while it uses the worker."""
+        if queued is not None:
+            self._admit(ref, queued)
+        resident, load_ms, _ = await self.ensure_loaded(ref, keep_alive=keep_alive)
+        lease = Lease(resident, load_ms, self.unload_idle)
+        try:
+            yield lease
+        finally:
+            if lease.counted:
+                await self._release(resident)
+
+    def _admit(self, ref: str, request: Queued) -> None:
+        """Count a generation request against its model until the request is over.
 
         A worker runs up to its backend's ``max_batch`` requests together (one
         for backends that do not batch); beyond ``max_queued_per_model``
@@ -156,7 +195,7 @@ class ModelManager:
         """
         spec = self.resolve(ref)
         name = spec.name
-        limit = self.daemon.config.max_queued_per_model
+        limit = self.config.max_queued_per_model
         running = self._batch_capacity(spec)
         count = self.admitted.get(name, 0)
         if count >= limit + running:
@@ -173,7 +212,7 @@ class ModelManager:
             else:
                 del self.admitted[name]
 
-        ctx.finalizers.append(leave)
+        request.finalizers.append(leave)
 
     def _batch_capacity(self, spec: ModelSpec) -> int:
         """How many requests the model's worker runs at once: its backend's batch size."""
@@ -196,7 +235,7 @@ class ModelManager:
         the start waits out the backoff. Returns ``(resident, load_ms_caused, already_loaded)``.
         """
         spec = self.resolve(ref)
-        ka = parse_keep_alive(keep_alive, self.daemon.config.keep_alive_s)
+        ka = parse_keep_alive(keep_alive, self.config.keep_alive_s)
         if force and spec.name in self.crashes:
             self.crashes[spec.name].reset()
         if spec.name not in self.resident:
@@ -225,18 +264,17 @@ class ModelManager:
                 if wait > 0:
                     log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
                     await anyio.sleep(wait)
-            cfg = self.daemon.config
+            cfg = self.config
             env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context, weights)
             await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
-            self.daemon.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
-            assert self.tg is not None
-            thermal = self.daemon.thermal
+            self.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
+            thermal = self.thermal
             tuning = thermal.tuning()
             try:
                 worker = await WorkerHandle.start(
-                    self.tg,
+                    self._task_group(),
                     spec,
                     chosen.name,
                     plugins=list(cfg.plugins),
@@ -244,7 +282,7 @@ class ModelManager:
                     timeout=cfg.worker_start_timeout_s,
                     hung_timeout=cfg.hung_timeout_s,
                     env=env,
-                    cache=cache_settings(self.daemon, spec),
+                    cache=cache_settings(cfg, self.store, spec),
                     process=self.spares.take(chosen),
                     tuning=tuning if thermal.throttled else None,
                     warm_up=not thermal.throttled,  # postponed while the machine is hot
@@ -252,13 +290,13 @@ class ModelManager:
             except ImpetusError as exc:
                 if isinstance(exc, ModelLoadFailed):  # the worker died or stalled while loading
                     self.history(spec.name).record(str(exc.fields.get("cause", exc.message)))
-                self.daemon.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
+                self.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
                 raise
             finally:
                 self.ledger.release(spec.name)
                 self.spares.refill(chosen)
             load_ms = (time.monotonic() - started) * 1000
-            self.daemon.metrics.worker_started(spec.name)
+            self.metrics.worker_started(spec.name)
             resident = Resident(spec, chosen, worker, load_ms, ka, need)
             self.ledger.learn(worker)
             worker.on_exit = self._on_worker_exit
@@ -267,11 +305,17 @@ class ModelManager:
             if thermal.tuning() != tuning:  # the thermal state changed while it started
                 await worker.tune(thermal.tuning())
             log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
-            self.daemon.emit(Event(kind="model.loaded", model=spec.name, data={
+            self.emit(Event(kind="model.loaded", model=spec.name, data={
                 "backend": chosen.name, "pid": worker.pid, "load_ms": load_ms, "warmup_ms": resident.warmup_ms,
                 "estimate_bytes": need.total_bytes,
             }))
             return resident, load_ms, False
+
+    def _task_group(self) -> TaskGroup:
+        """Where workers' tasks run: the manager's own, while it runs."""
+        if self._workers is None:
+            raise ShuttingDown("the daemon is shutting down; no model is loaded")
+        return self._workers
 
     def find(self, ref: str) -> Resident:
         if ref in self.resident:
@@ -305,7 +349,7 @@ class ModelManager:
         data: dict[str, Any] = {"reason": why, "pid": resident.worker.pid}
         if to_load:
             data["for"] = to_load
-        self.daemon.emit(Event(kind="model.unloaded", model=resident.spec.name, data=data))
+        self.emit(Event(kind="model.unloaded", model=resident.spec.name, data=data))
 
     def _on_worker_exit(self, worker: WorkerHandle) -> None:
         resident = self.resident.get(worker.spec.name)
@@ -313,10 +357,10 @@ class ModelManager:
             del self.resident[worker.spec.name]
             history = self.history(worker.spec.name)
             history.record(worker.exit_reason or "unknown", hung=worker.hung)
-            self.daemon.metrics.worker_crashed(worker.spec.name)
+            self.metrics.worker_crashed(worker.spec.name)
             self._changed()
             log.warning("worker for %s exited: %s (%s)", worker.spec.name, worker.exit_reason, history.reason())
-            self.daemon.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
+            self.emit(Event(kind="model.failed", model=worker.spec.name, data={"cause": worker.exit_reason}))
 
     async def stop_all(self) -> None:
         await self.spares.stop_all()
@@ -328,7 +372,22 @@ class ModelManager:
         self.changed.set()
         self.changed = anyio.Event()
 
-    async def reap_loop(self) -> None:
+    async def retune(self, tuning: Tuning, restored: bool) -> tuple[list[str], list[str]]:
+        """Tell every worker the thermal ``tuning``; once ``restored``, run the
+        warm-ups postponed while the machine was hot. The models told, and warmed up."""
+        workers = list(self.resident.values())
+        told = [r.spec.name for r in workers if await r.worker.tune(tuning)]
+        warmed: list[str] = []
+        if restored:
+            for r in workers:
+                if r.worker.warm_up_pending and r.worker.alive:
+                    if r.requests == 0:  # a request since the load already did the warming
+                        await r.worker.warm_up()
+                        warmed.append(r.spec.name)
+                    r.worker.warm_up_pending = False
+        return told, warmed
+
+    async def _reap(self) -> None:
         """Unload models whose keep-alive ran out."""
         while True:
             soonest = 60.0
@@ -343,7 +402,7 @@ class ModelManager:
             with anyio.move_on_after(soonest):
                 await self.changed.wait()
 
-    async def release(self, resident: Resident) -> None:
+    async def _release(self, resident: Resident) -> None:
         """A request finished: keep-alive restarts; 0 means unload now."""
         resident.in_flight -= 1
         resident.last_used = time.monotonic()
@@ -356,7 +415,7 @@ class ModelManager:
     def list_models(self) -> list[ModelEntry]:
         entries: list[ModelEntry] = []
         seen: set[str] = set()
-        for model in self.daemon.store.all():
+        for model in self.store.all():
             entries.append(
                 ModelEntry(
                     name=model.name, path=model.path, format=model.format, size_bytes=model.size_bytes,

@@ -12,38 +12,54 @@ against the memory budget.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import anyio
-from anyio.abc import Process
+from anyio.abc import Process, TaskGroup, TaskStatus
 
 from impetusd.plugin.manager import BUILTIN_MODULES
 from impetusd.workers.blas import worker_env
 from impetusd.workers.handle import spawn_worker
 
 if TYPE_CHECKING:
+    from impetusd.config import Config
     from impetusd.plugin.engine import BackendSpec
-    from impetusd.daemon import Daemon
+    from impetusd.plugin.registries import PluginRegistry
 
 log = logging.getLogger(__name__)
 
 
 class Spares:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """The spare workers, started in this service's own task group
+    (``tg.start(spares.run)``); ``stopping`` says when no more are wanted."""
+
+    def __init__(self, config: Config, backends: PluginRegistry[BackendSpec], stopping: Callable[[], bool]) -> None:
+        self.config = config
+        self.backends = backends
+        self.stopping = stopping
         self.waiting: dict[str, Process] = {}
         self._starting: set[str] = set()
+        self._tg: TaskGroup | None = None
 
     def enabled_for(self, backend: BackendSpec) -> bool:
-        return self.daemon.config.spare_worker and bool(backend.preload)
+        return self.config.spare_worker and bool(backend.preload)
 
-    def start_all(self) -> None:
-        for backend in self.daemon.registries.backends.values():
-            self.refill(backend)
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start one spare per backend that wants one (only with ``spare_worker = true``),
+        then hold their task group until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for backend in self.backends.values():
+                self.refill(backend)
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
 
     def refill(self, backend: BackendSpec) -> None:
-        tg = self.daemon.models.tg
-        if tg is None or self.daemon.stopping or not self.enabled_for(backend):
+        tg = self._tg
+        if tg is None or self.stopping() or not self.enabled_for(backend):
             return
         if backend.name in self.waiting or backend.name in self._starting:
             return
@@ -54,9 +70,9 @@ class Spares:
         try:
             modules = (*BUILTIN_MODULES, *backend.preload)  # the worker's plugin manager imports the built-ins too
             env = {
-                "IMPETUS_LOG_LEVEL": self.daemon.config.log_level,
+                "IMPETUS_LOG_LEVEL": self.config.log_level,
                 "IMPETUS_WORKER_PRELOAD": ",".join(modules),
-                **worker_env(self.daemon.config.worker_blas),  # LD_PRELOAD only works from the start
+                **worker_env(self.config.worker_blas),  # LD_PRELOAD only works from the start
             }
             self.waiting[backend.name] = await spawn_worker(env)
         except OSError as exc:

@@ -13,21 +13,27 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import anyio
 
 from impetusd.protocol.api import ThermalState
 from impetusd.observe.events import Event
-from impetusd.plugin.registries import HardwareMonitor
-from impetusd.workers.messages import Tuning
+from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
+from impetusd.plugin.engine import Tuning
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from anyio.abc import TaskStatus
+
+    from impetusd.config import Config
 
 log = logging.getLogger(__name__)
 
 LEVELS = ("nominal", "fair", "serious", "critical")
+
+# Tell every loaded worker the tuning (and, once restored, run postponed warm-ups):
+# the models told and the models warmed up. ``ModelManager.retune``.
+Retune = Callable[[Tuning, bool], Awaitable[tuple[list[str], list[str]]]]
 
 
 def worst(levels: dict[str, str | None]) -> tuple[str, str | None]:
@@ -53,8 +59,13 @@ def read_levels(monitors: list[HardwareMonitor]) -> dict[str, str | None]:
 
 
 class ThermalWatch:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """The machine's thermal level and whether the daemon backs off; run with
+    ``tg.start(thermal.run, retune)``."""
+
+    def __init__(self, config: Config, monitors: PluginRegistry[HardwareMonitor], emit: Callable[[Event], None]) -> None:
+        self.config = config
+        self.monitors = monitors
+        self.emit = emit
         self.level = "unknown"
         self.source: str | None = None
         self.since: float | None = None
@@ -62,7 +73,7 @@ class ThermalWatch:
 
     def tuning(self) -> Tuning:
         """What workers should run with now."""
-        cfg = self.daemon.config
+        cfg = self.config
         return Tuning(max_batch=cfg.thermal_max_batch, prefill_chunk=cfg.thermal_prefill_chunk) if self.throttled else Tuning()
 
     def state(self) -> ThermalState:
@@ -72,40 +83,33 @@ class ThermalWatch:
             max_batch=t.max_batch, prefill_chunk=t.prefill_chunk,
         )
 
-    async def run(self) -> None:
-        monitors = [m for m in self.daemon.registries.monitors.values() if m.thermal is not None]
+    async def run(self, retune: Retune, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll the monitors until cancelled, retuning the workers when the backoff starts or ends."""
+        monitors = [m for m in self.monitors.values() if m.thermal is not None]
+        task_status.started()
         if not monitors:
             log.info("no hardware monitor reports a thermal level; thermal backoff is off")
             return
         while True:
             levels = await anyio.to_thread.run_sync(read_levels, monitors)
-            await self.update(*worst(levels))
-            await anyio.sleep(self.daemon.config.thermal_poll_s)
+            await self.update(*worst(levels), retune)
+            await anyio.sleep(self.config.thermal_poll_s)
 
-    async def update(self, level: str, source: str | None) -> None:
+    async def update(self, level: str, source: str | None, retune: Retune) -> None:
         if level != self.level:
             previous, self.level, self.source, self.since = self.level, level, source, time.time()
             log.info("thermal pressure %s -> %s (%s)", previous, level, source)
-            self.daemon.emit(Event(kind="thermal.changed", data={"level": level, "previous": previous, "source": source}))
-        threshold = LEVELS.index(self.daemon.config.thermal_backoff_level)
+            self.emit(Event(kind="thermal.changed", data={"level": level, "previous": previous, "source": source}))
+        threshold = LEVELS.index(self.config.thermal_backoff_level)
         hot = level in LEVELS and LEVELS.index(level) >= threshold
         if hot == self.throttled:
             return
         self.throttled = hot
         tuning = self.tuning()
-        workers = list(self.daemon.models.resident.values())
-        told = [r.spec.name for r in workers if await r.worker.tune(tuning)]
-        warmed: list[str] = []
-        if not hot:
-            for r in workers:
-                if r.worker.warm_up_pending and r.worker.alive:
-                    if r.requests == 0:  # a request since the load already did the warming
-                        await r.worker.warm_up()
-                        warmed.append(r.spec.name)
-                    r.worker.warm_up_pending = False
+        told, warmed = await retune(tuning, not hot)
         kind = "thermal.backoff" if hot else "thermal.restored"
         log.warning("%s at %s pressure: max_batch=%s prefill_chunk=%s for %d worker(s)", kind, level, tuning.max_batch, tuning.prefill_chunk, len(told))
-        self.daemon.emit(Event(kind=kind, data={
+        self.emit(Event(kind=kind, data={
             "level": level, "source": source, "max_batch": tuning.max_batch,
             "prefill_chunk": tuning.prefill_chunk, "models": told, "warmed_up": warmed,
         }))

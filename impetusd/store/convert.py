@@ -12,21 +12,21 @@ import anyio
 from impetusd.protocol.errors import InvalidParams
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from impetusd.plugin.registries import ModelFormat, PluginRegistry
 
 
-def converted_root(daemon: Daemon) -> Path:
-    return daemon.config.home / "converted"
+def converted_root(home: Path) -> Path:
+    return home / "converted"
 
 
-async def convert_into_store(daemon: Daemon, path: Path, name: str) -> Path:
+async def convert_into_store(formats: PluginRegistry[ModelFormat], home: Path, path: Path, name: str) -> Path:
     """Run the converter of the format that claims ``path``; the new folder's path."""
-    converters = [f for f in daemon.registries.formats.values() if f.convert is not None and f.detect(path)]
+    converters = [f for f in formats.values() if f.convert is not None and f.detect(path)]
     if not converters:
         raise InvalidParams(f"Invalid params: {path} is not a PyTorch pickle checkpoint; convert_pickle converts only those", field="convert_pickle")
     if "/" in name or name in (".", "..") or name.startswith("."):
         raise InvalidParams(f"Invalid params: {name!r} cannot name a folder in the store", field="name")
-    root = converted_root(daemon)
+    root = converted_root(home)
     root.mkdir(parents=True, exist_ok=True)
     dest = root / name
     work = root / f".{name}.partial"
@@ -45,9 +45,9 @@ async def convert_into_store(daemon: Daemon, path: Path, name: str) -> Path:
     return dest
 
 
-def remove_converted(daemon: Daemon, folder: Path) -> tuple[list[str], int]:
+def remove_converted(home: Path, folder: Path) -> tuple[list[str], int]:
     """Delete a converted copy (only ever inside the store's ``converted`` folder)."""
-    root = converted_root(daemon).resolve()
+    root = converted_root(home).resolve()
     folder = folder.resolve()
     if root not in folder.parents or not folder.is_dir():
         return [], 0

@@ -8,22 +8,25 @@ import random
 import shutil
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import anyio
 
 from impetusd.protocol.api import FileProgress, PullParams, PullProgress, PullResult
-from impetusd.protocol.errors import ChecksumMismatch, DiskFull, DownloadFailed, ImpetusError, NoMatchingFiles
+from impetusd.protocol.errors import ChecksumMismatch, DiskFull, DownloadFailed, ImpetusError, NoMatchingFiles, ShuttingDown
 from impetusd.observe.events import Event
-from impetusd.dispatch.dispatcher import RequestContext
 from impetusd.store import cache, files, hub, names
+from impetusd.store.detect import detect_format
 from impetusd.store.hub import Transient
-from impetusd.store.registry import ModelFile, Registered, Source
+from impetusd.store.registry import ModelFile, ModelStore, Registered, Source
 from impetusd.store.views import model_info
 from impetusd.store.transfer import Cancelled, fetch, sha256_of
 
 if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
+    from anyio.abc import TaskGroup, TaskStatus
+
+    from impetusd.config import Config
+    from impetusd.plugin.registries import ModelFormat, PluginRegistry
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +62,64 @@ class Job:
         return (done - d0) / (now - t0) if now > t0 else 0.0
 
 
+class Waiter(Protocol):
+    """A request waiting on a pull (dispatch's RequestContext): its id, its
+    ``$/cancel``, and the notifications it is sent."""
+
+    id: int | str | None
+    cancel_requested: anyio.Event
+
+    async def notify(self, method: str, params: Any) -> None: ...
+
+
 class Pulls:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """The pulls under way: one job per model, run in this service's own task
+    group (started with ``tg.start(pulls.run)``) so a transfer outlives the
+    request that began it."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: ModelStore,
+        formats: PluginRegistry[ModelFormat],
+        emit: Callable[[Event], None],
+        loaded: Callable[[str], bool],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.formats = formats
+        self.emit = emit
+        self.loaded = loaded  # whether a model is loaded now, for ModelInfo
         self.jobs: dict[str, Job] = {}
-        self.slots = anyio.Semaphore(max(1, daemon.config.max_concurrent_pulls))
+        self.slots = anyio.Semaphore(max(1, config.max_concurrent_pulls))
+        self._tg: TaskGroup | None = None
         self.blob_locks: dict[str, anyio.Lock] = {}  # two models sharing a file: one transfer, the other waits
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold the jobs' task group until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
 
     def cancel_all(self) -> None:
         for job in self.jobs.values():
             job.cancel.set()
 
-    async def pull(self, params: PullParams, ctx: RequestContext) -> PullResult:
+    async def pull(self, params: PullParams, ctx: Waiter) -> PullResult:
         ref = names.parse(params.model)
-        existing = self.daemon.store.get(ref.name)
+        existing = self.store.get(ref.name)
         if existing is not None and not params.force:
-            return PullResult(status="already_registered", model=model_info(self.daemon, existing), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0)
+            return PullResult(status="already_registered", model=model_info(existing, loaded=self.loaded(existing.name)), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0)
         job = self.jobs.get(ref.name)
         if job is None:
+            if self._tg is None:
+                raise ShuttingDown("the daemon is shutting down; pulls are not taken")
             job = self.jobs[ref.name] = Job(ref)
-            assert self.daemon.models.tg is not None
-            self.daemon.models.tg.start_soon(self._run, job, params.force)
-        ctx.cooperative = True
+            self._tg.start_soon(self._run, job, params.force)
         job.waiting += 1
         try:
             while not job.done.is_set():
@@ -101,7 +140,7 @@ class Pulls:
         await self._report(job, ctx)  # the last word: every byte accounted for
         return job.result
 
-    async def _report(self, job: Job, ctx: RequestContext) -> None:
+    async def _report(self, job: Job, ctx: Waiter) -> None:
         await ctx.notify(
             "models.progress",
             PullProgress(id=ctx.id, model=job.ref.name, status=job.status, done=job.completed, total=job.total, rate_bps=round(job.rate(), 1), files=list(job.files)),  # type: ignore[arg-type]
@@ -167,7 +206,7 @@ class Pulls:
                     elif blob.exists():  # another pull fetched it meanwhile
                         p.done, p.state = f.size, "cached"
                         continue
-                    await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel, self.daemon.config.pull_timeout_s), f.name, progress=p)
+                    await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel, self.config.pull_timeout_s), f.name, progress=p)
                 downloaded += f.size
         job.status = "verifying"
         stored = []
@@ -181,24 +220,24 @@ class Pulls:
         cache.record_ref(ref.repo, remote.revision, remote.commit)
         job.status = "registering"
         primary = cache.snapshot(ref.repo, remote.commit, chosen.primary)
-        fmt, metadata = self.daemon.models.detect(primary)
+        fmt, metadata = detect_format(self.formats, primary)
         model = Registered(
             name=ref.name, format=fmt, path=str(primary),
             source=Source(kind="hub", repo=ref.repo, revision=remote.revision, commit=remote.commit),
             metadata=metadata, size_bytes=sum(f.size for f in stored), digest=content_digest(stored),
             created_at=time.time(), files=stored,
         )
-        self.daemon.store.add(model, replace=True)
-        self.daemon.emit(Event(kind="model.pulled", model=ref.name, data={"bytes": downloaded}))
+        self.store.add(model, replace=True)
+        self.emit(Event(kind="model.pulled", model=ref.name, data={"bytes": downloaded}))
         return PullResult(
-            status="pulled", model=model_info(self.daemon, model), downloaded_bytes=downloaded,
+            status="pulled", model=model_info(model, loaded=self.loaded(model.name)), downloaded_bytes=downloaded,
             reused_bytes=model.size_bytes - downloaded, elapsed_s=round(time.monotonic() - job.started, 3),
         )
 
     async def _retry(self, job: Job, work, what: str, progress: FileProgress | None = None):  # type: ignore[no-untyped-def]
         """Run blocking ``work`` in a thread; retry Transient failures with
         exponential backoff and full jitter, resuming from what is on disk."""
-        cfg = self.daemon.config
+        cfg = self.config
         for attempt in range(1, cfg.pull_attempts + 1):
             try:
                 return await anyio.to_thread.run_sync(work, abandon_on_cancel=False)

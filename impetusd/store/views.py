@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from impetusd.protocol.api import ModelInfo, StoredFile
 from impetusd.store.registry import Registered
 
-if TYPE_CHECKING:
-    from impetusd.daemon import Daemon
 
-
-def model_info(daemon: Daemon, model: Registered) -> ModelInfo:
+def model_info(model: Registered, *, loaded: bool) -> ModelInfo:
     return ModelInfo(
         name=model.name,
         format=model.format,
@@ -23,7 +18,7 @@ def model_info(daemon: Daemon, model: Registered) -> ModelInfo:
         size_bytes=model.size_bytes,
         digest=model.digest,
         created_at=model.created_at,
-        loaded=model.name in daemon.models.resident,
+        loaded=loaded,
         files=[StoredFile(name=f.name, location=f.location, size=f.size, sha256=f.sha256) for f in model.files],
         metadata=model.metadata,
     )

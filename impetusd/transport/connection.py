@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import SocketStream, TaskGroup
 
-from impetusd.dispatch.dispatcher import RequestContext
+from impetusd.dispatch.context import RequestContext
 from impetusd.protocol.errors import ImpetusError, MessageTooLarge, ShuttingDown
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.messages import CANCEL, Codec, Message, Request

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import anyio
 from anyio.abc import SocketStream
 
-from impetusd.dispatch.dispatcher import RequestContext
+from impetusd.dispatch.context import RequestContext
 from impetusd.protocol.errors import Overloaded, ShuttingDown
 from impetusd.protocol.messages import Codec
 from impetusd.transport.connection import Connection, Handler, Requests

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from impetusd.plugin.engine import EmbedOutput, EngineResult, GenerateRequest, ModelSpec
+from impetusd.plugin.engine import EmbedOutput, EngineResult, GenerateRequest, ModelSpec, Tuning
 
 # daemon → worker: requests
 START = "worker.start"
@@ -24,13 +24,6 @@ SHUTDOWN = "worker.shutdown"
 # worker → daemon: notifications
 CHUNK = "chunk"
 HEARTBEAT = "heartbeat"
-
-
-class Tuning(msgspec.Struct, frozen=True):
-    """Notification ``worker.tune``: scheduling settings (None = the engine's default)."""
-
-    max_batch: int | None = None
-    prefill_chunk: int | None = None
 
 
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
