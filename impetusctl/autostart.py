@@ -22,9 +22,7 @@ def connect(config: Config, autostart: bool, timeout: float = 60.0) -> Client:
         return Client(config.socket)
     except DaemonUnavailable:
         if not autostart:
-            raise DaemonUnavailable(
-                f"no daemon answers on {config.socket}; start it with 'impetusd' (or drop --no-autostart)"
-            ) from None
+            raise DaemonUnavailable(f"no daemon answers on {config.socket}; start it with 'impetusd' (or drop --no-autostart)") from None
     return start_daemon(config, timeout)
 
 

@@ -8,14 +8,14 @@ from typing import Any
 import click
 import msgspec
 
-from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.config import Config, load_config
+from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.protocol.errors import ImpetusError
 
 from . import embed_cmd, render, store_cmds
-from .service import commands as service_commands
 from .autostart import connect
 from .client import Client, DaemonUnavailable
+from .service import commands as service_commands
 
 
 class State(msgspec.Struct):
@@ -71,7 +71,7 @@ def status(state: State) -> None:
 
 def _show(state: State, method: str, result_type: type, table: Any) -> None:
     with state.client() as client:
-        result = client.call(method, type=result_type)
+        result: Any = client.call(method, type=result_type)
     render.json_out(result) if state.json else table(result)
 
 

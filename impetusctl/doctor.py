@@ -8,14 +8,15 @@ import shutil
 import stat
 import subprocess
 import sys
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 import psutil
 
+from impetusd.config import Config
 from impetusd.protocol.api import Health
 from impetusd.store.catalog import CATALOG
-from impetusd.config import Config
 
 from .client import Client, DaemonUnavailable
 
@@ -69,8 +70,9 @@ def cpu_blas(config: Config) -> Check:
     env = worker_env(config.worker_blas, {})
     if env:
         return Check("cpu blas", "pass", f"workers preload {env['IMPETUS_WORKER_BLAS']}")
-    return Check("cpu blas", "warn", "OpenBLAS is not installed: MLX on the CPU runs several times slower",
-                 "apt-get install libopenblas0-pthread (Debian/Ubuntu)")
+    return Check(
+        "cpu blas", "warn", "OpenBLAS is not installed: MLX on the CPU runs several times slower", "apt-get install libopenblas0-pthread (Debian/Ubuntu)"
+    )
 
 
 def memory(config: Config) -> Check:
@@ -159,7 +161,12 @@ def thermal(config: Config) -> Check:
     if level == "unknown":
         return Check("thermal", "pass", "no hardware monitor reports thermal pressure here (no thermal zones or sensor limits); no thermal backoff")
     if level in ("serious", "critical"):
-        return Check("thermal", "warn", f"thermal pressure is {level} ({source}): impetusd runs smaller batches and prefill chunks until it cools", "improve cooling or lower the load")
+        return Check(
+            "thermal",
+            "warn",
+            f"thermal pressure is {level} ({source}): impetusd runs smaller batches and prefill chunks until it cools",
+            "improve cooling or lower the load",
+        )
     return Check("thermal", "pass", f"thermal pressure {level} ({source})")
 
 
@@ -184,7 +191,18 @@ def memory_limit(config: Config) -> Check:
 
 
 CHECKS: tuple[Callable[[Config], Check], ...] = (
-    python_version, accelerator, mlx, cpu_blas, memory, memory_limit, disk, thermal, socket_permissions, daemon, service, default_model,
+    python_version,
+    accelerator,
+    mlx,
+    cpu_blas,
+    memory,
+    memory_limit,
+    disk,
+    thermal,
+    socket_permissions,
+    daemon,
+    service,
+    default_model,
 )
 
 

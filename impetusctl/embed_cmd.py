@@ -25,7 +25,7 @@ def abbreviated(vector: list[float]) -> str:
 
 
 def show(result: EmbedResult, texts: list[str]) -> None:
-    for text, vector in zip(texts, result.embeddings):
+    for text, vector in zip(texts, result.embeddings, strict=True):
         label = text if len(text) <= 40 else text[:37] + "..."
         norm = math.sqrt(sum(v * v for v in vector))
         click.echo(f"{label!r}: {len(vector)} dims, norm {norm:.3f} {abbreviated(vector)}")

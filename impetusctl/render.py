@@ -29,9 +29,9 @@ def size(n: int | None) -> str:
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def status(info: DaemonInfo, health: Health) -> None:
@@ -46,10 +46,7 @@ def status(info: DaemonInfo, health: Health) -> None:
 
 
 def models(result: ModelList) -> None:
-    rows = [
-        [m.name, m.format or "-", size(m.size_bytes), "loaded" if m.loaded else ("yes" if m.available else "no"), m.source]
-        for m in result.models
-    ]
+    rows = [[m.name, m.format or "-", size(m.size_bytes), "loaded" if m.loaded else ("yes" if m.available else "no"), m.source] for m in result.models]
     table(["NAME", "FORMAT", "SIZE", "LOCAL", "SOURCE"], rows)
 
 
@@ -65,10 +62,21 @@ def loaded(result: LoadedList) -> None:
         estimate = size(m.estimate.total_bytes) if m.estimate else "-"
         load = f"{m.load_ms / 1000:.1f} s" + (f" ({m.warmup_ms / 1000:.2f} warm-up)" if m.warmup_ms is not None else "")
         rate = "-" if m.decode_tps is None else f"{m.decode_tps:.1f}"
-        rows.append([
-            m.name, m.backend, str(m.pid), size(m.rss_bytes), estimate, str(m.in_flight), str(m.requests),
-            f"{m.prompt_tokens}/{m.completion_tokens}", rate, load, until,
-        ])
+        rows.append(
+            [
+                m.name,
+                m.backend,
+                str(m.pid),
+                size(m.rss_bytes),
+                estimate,
+                str(m.in_flight),
+                str(m.requests),
+                f"{m.prompt_tokens}/{m.completion_tokens}",
+                rate,
+                load,
+                until,
+            ]
+        )
     table(["NAME", "BACKEND", "PID", "MEMORY", "ESTIMATE", "ACTIVE", "REQUESTS", "TOKENS IN/OUT", "TOK/S", "LOADED IN", "UNLOADS IN"], rows)
     if result.memory is not None:
         mem = result.memory

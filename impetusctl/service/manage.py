@@ -122,11 +122,15 @@ def status(config: Config) -> ServiceStatus:
         return ServiceStatus(platform=plat, manager="launchd", installed=installed, files=[str(p) for p in files], running=running, detail=detail)
     done = _run(["systemctl", "--user", "is-active", f"{UNIT}.service", f"{UNIT}.socket"], check=False) if shutil.which("systemctl") else None
     if done is None:
-        return ServiceStatus(platform=plat, manager="systemd", installed=installed, files=[str(p) for p in files], running=None, detail="systemctl not available")
+        return ServiceStatus(
+            platform=plat, manager="systemd", installed=installed, files=[str(p) for p in files], running=None, detail="systemctl not available"
+        )
     states = done.stdout.split()
     ok = done.returncode == 0 or bool(states)
     detail = f"service {states[0]}, socket {states[1]}" if len(states) == 2 else (done.stderr.strip() or "unknown")
-    return ServiceStatus(platform=plat, manager="systemd", installed=installed, files=[str(p) for p in files], running=(states[:1] == ["active"]) if ok else None, detail=detail)
+    return ServiceStatus(
+        platform=plat, manager="systemd", installed=installed, files=[str(p) for p in files], running=(states[:1] == ["active"]) if ok else None, detail=detail
+    )
 
 
 def logs_command(config: Config, follow: bool) -> list[str]:

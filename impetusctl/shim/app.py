@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypedDict, TypeVar
 
 import anyio
 import msgspec
@@ -15,9 +16,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from impetusd.dispatch.dispatcher import field_of
 from impetusd.protocol.api import ChatParams, CompleteParams, DaemonInfo, EmbedResult, GenerationResult, Health, Metrics, ModelList
 from impetusd.protocol.errors import ImpetusError
-from impetusd.dispatch.dispatcher import field_of
 
 from ..aclient import AsyncDaemon, Exchange
 from ..client import DaemonUnavailable
@@ -161,7 +162,11 @@ class Shim:
         result = await until_disconnect(request, lambda: self.daemon.call("embed", params, type=EmbedResult))
         width = len(result.embeddings[0]) if result.embeddings else 0
         if body.dimensions is not None and body.dimensions != width:
-            raise InvalidRequest(f"this model's embeddings have {width} dimensions; dimensions={body.dimensions} cannot be honoured", param="dimensions", code="unsupported_parameter")
+            raise InvalidRequest(
+                f"this model's embeddings have {width} dimensions; dimensions={body.dimensions} cannot be honoured",
+                param="dimensions",
+                code="unsupported_parameter",
+            )
         return json_response(out.embedding_list(result, body.encoding_format))
 
     # --- generation -----------------------------------------------------------------
@@ -230,15 +235,28 @@ async def _guarded(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
+class _Head(TypedDict):
+    """The fields every chunk of one streamed completion repeats."""
+
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str
+
+
 async def _chat_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
     usage: Any = None if include_usage else out.NOT_GIVEN
-    head = dict(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
+    head = _Head(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
     yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(role="assistant", content=""))], usage=usage, **head))
     async for item in _stream(exchange, first):
         if isinstance(item, GenerationResult):
             head["model"] = item.model
             ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
-            yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(), finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head))
+            yield sse(
+                out.ChatCompletionChunk(
+                    choices=[out.ChunkChoice(index=0, delta=out.Delta(), finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head
+                )
+            )
             if include_usage:
                 yield sse(out.ChatCompletionChunk(choices=[], usage=out.usage_of(item.usage), **head))
             continue  # the result is the last item
@@ -247,12 +265,14 @@ async def _chat_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, c
 
 async def _text_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
     usage: Any = None if include_usage else out.NOT_GIVEN
-    head = dict(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
+    head = _Head(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
     async for item in _stream(exchange, first):
         if isinstance(item, GenerationResult):
             head["model"] = item.model
             ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
-            yield sse(out.TextCompletion(choices=[out.TextChoice(index=0, text="", finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head))
+            yield sse(
+                out.TextCompletion(choices=[out.TextChoice(index=0, text="", finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head)
+            )
             if include_usage:
                 yield sse(out.TextCompletion(choices=[], usage=out.usage_of(item.usage), **head))
             continue  # the result is the last item

@@ -3,7 +3,7 @@ HTTP counters in Prometheus text format, rendered by prometheus_client."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -18,13 +18,15 @@ class HttpMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "impetus_http_requests", "HTTP requests answered by the OpenAI-compatible shim.",
-            ["route", "method", "status"], registry=self.registry,
+            "impetus_http_requests",
+            "HTTP requests answered by the OpenAI-compatible shim.",
+            ["route", "method", "status"],
+            registry=self.registry,
         )
 
 
 def _buckets(h: Histogram) -> list[tuple[str, float]]:
-    return [*((repr(b), float(c)) for b, c in zip(h.bounds, h.counts)), ("+Inf", float(h.count))]
+    return [*((repr(b), float(c)) for b, c in zip(h.bounds, h.counts, strict=True)), ("+Inf", float(h.count))]
 
 
 class DaemonCollector(Collector):
@@ -49,7 +51,9 @@ class DaemonCollector(Collector):
             gauge.add_metric([], float(value))
             yield gauge
 
-        requests = CounterMetricFamily("impetus_requests", "Requests by model, method and outcome (finish reason or error name).", labels=["model", "method", "outcome"])
+        requests = CounterMetricFamily(
+            "impetus_requests", "Requests by model, method and outcome (finish reason or error name).", labels=["model", "method", "outcome"]
+        )
         for r in m.requests:
             requests.add_metric([r.model, r.method, r.outcome], float(r.count))
         yield requests

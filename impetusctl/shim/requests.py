@@ -7,7 +7,7 @@ value; fields OpenAI does not define are refused too. Nothing is dropped quietly
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -143,7 +143,13 @@ def _common(body: _Sampling, max_tokens: int | None) -> dict[str, Any]:
     )
 
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+_ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 
 
 def _message(i: int, m: ChatMessage) -> Message:
@@ -160,7 +166,7 @@ def _message(i: int, m: ChatMessage) -> Message:
     if m.content is None:
         raise InvalidRequest(f"{where}.content is required", param=f"{where}.content")
     if isinstance(m.content, str):
-        return Message(role=role, content=m.content)  # type: ignore[arg-type]
+        return Message(role=role, content=m.content)
     texts = []
     for j, part in enumerate(m.content):
         kind = part.get("type")
@@ -171,7 +177,7 @@ def _message(i: int, m: ChatMessage) -> Message:
                 code="unsupported_parameter" if kind != "text" else None,
             )
         texts.append(part["text"])
-    return Message(role=role, content="".join(texts))  # type: ignore[arg-type]
+    return Message(role=role, content="".join(texts))
 
 
 def chat_params(body: ChatCompletionRequest) -> ChatParams:
@@ -201,4 +207,4 @@ def embed_params(body: EmbeddingRequest) -> EmbedParams:
     texts = body.input
     if isinstance(texts, list) and any(not isinstance(t, str) for t in texts):
         raise InvalidRequest("input must be text; token arrays are not supported yet", param="input", code="unsupported_parameter")
-    return EmbedParams(model=body.model, input=texts, keep_alive=body.keep_alive)  # type: ignore[arg-type]
+    return EmbedParams(model=body.model, input=texts, keep_alive=body.keep_alive)

@@ -60,9 +60,11 @@ class ApiKeyMiddleware:
         why = "missing API key: send 'Authorization: Bearer KEY'" if not given else "incorrect API key"
         err = OpenAIError(401, why, code="invalid_api_key", type="invalid_request_error")
         body = msgspec.json.encode(err.body())
-        await send({
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"www-authenticate", b"Bearer")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"www-authenticate", b"Bearer")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

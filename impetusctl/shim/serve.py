@@ -6,7 +6,8 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
