@@ -16,21 +16,21 @@ from typing import Any
 import anyio
 import pluggy
 
-from impetusd.transport.activation import inherited_socket
 from impetusd.config import Config
-from impetusd.observe.events import Event, EventBus
-from impetusd.observe.metrics import MetricsRecorder
-from impetusd.residency.manager import ModelManager
-from impetusd.residency.spares import Spares
-from impetusd.store.pull import Pulls
-from impetusd.residency.thermal import ThermalWatch
-from impetusd.store.registry import ModelStore
-from impetusd.plugin.manager import await_maybe, build_registries, make_plugin_manager, plugin_summary
-from impetusd.protocol.messages import Codec
-from impetusd.plugin.registries import Registries
 from impetusd.dispatch.context import RequestContext
 from impetusd.dispatch.dispatcher import Dispatcher
 from impetusd.dispatch.services import Services
+from impetusd.observe.events import Event, EventBus
+from impetusd.observe.metrics import MetricsRecorder
+from impetusd.plugin.manager import await_maybe, build_registries, make_plugin_manager, plugin_summary
+from impetusd.plugin.registries import Registries
+from impetusd.protocol.messages import Codec
+from impetusd.residency.manager import ModelManager
+from impetusd.residency.spares import Spares
+from impetusd.residency.thermal import ThermalWatch
+from impetusd.store.pull import Pulls
+from impetusd.store.registry import ModelStore
+from impetusd.transport.activation import inherited_socket
 from impetusd.transport.server import Server, prepare_socket_path
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,17 @@ class Daemon:
         self.residency = ModelManager(config, self.store, registries, pm.hook, self.emit, self.metrics, self.thermal, self.spares)
         self.pulls = Pulls(config, self.store, registries.formats, self.emit, lambda name: name in self.residency.resident)
         self.services = Services(
-            config=config, registries=registries, plugins=lambda: plugin_summary(pm), store=self.store, pulls=self.pulls,
-            residency=self.residency, thermal=self.thermal, events=self.events, metrics=self.metrics, emit=self.emit, lifecycle=self,
+            config=config,
+            registries=registries,
+            plugins=lambda: plugin_summary(pm),
+            store=self.store,
+            pulls=self.pulls,
+            residency=self.residency,
+            thermal=self.thermal,
+            events=self.events,
+            metrics=self.metrics,
+            emit=self.emit,
+            lifecycle=self,
         )
         self.dispatcher = Dispatcher(self.services)
         self.started_at = time.time()

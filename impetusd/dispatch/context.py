@@ -4,7 +4,8 @@ connection, its cancel scope, and what runs when it is over."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import anyio
 

@@ -9,24 +9,23 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import msgspec
 
+from impetusd.dispatch.context import RequestContext
+from impetusd.plugin.manager import await_maybe
 from impetusd.protocol.errors import (
     ImpetusError,
     InternalError,
     InvalidParams,
     MethodNotFound,
-    RequestCancelled,
     ShuttingDown,
 )
-from impetusd.plugin.manager import await_maybe
-from impetusd.protocol.messages import Message, Request, RequestId
-from impetusd.dispatch.context import RequestContext
+from impetusd.protocol.messages import Message, Request
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
     from impetusd.plugin.registries import MethodSpec
+    from impetusd.protocol.peer import Peer
 
 log = logging.getLogger(__name__)
 

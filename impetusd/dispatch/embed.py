@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from impetusd.protocol.api import EmbedParams, EmbedResult, Timings, Usage
-from impetusd.plugin.engine import EmbedRequest
-from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
-from impetusd.observe.metrics import record_outcome
 from impetusd.dispatch.context import RequestContext
+from impetusd.observe.metrics import record_outcome
+from impetusd.plugin.engine import EmbedRequest
+from impetusd.protocol.api import EmbedParams, EmbedResult, Timings, Usage
+from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from impetusd.protocol.api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, RecentRequest, Timings, Usage
-from impetusd.plugin.engine import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
-from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
+from impetusd.dispatch.context import RequestContext
 from impetusd.observe.events import Event
 from impetusd.observe.metrics import Outcome, record_outcome
-from impetusd.dispatch.context import RequestContext
+from impetusd.plugin.engine import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
+from impetusd.protocol.api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, RecentRequest, Timings, Usage
+from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
@@ -73,9 +73,7 @@ def _check_kind(residency: ModelManager, params: ChatParams | CompleteParams) ->
     kind = "chat" if isinstance(params, ChatParams) else "complete"
     spec = residency.resolve(params.model)
     if spec.metadata.get("kind") == "embedding":
-        raise UnsupportedParameter(
-            f"model {spec.name!r} is an embedding model: it cannot do {kind}; use embed", param=kind, model=spec.name
-        )
+        raise UnsupportedParameter(f"model {spec.name!r} is an embedding model: it cannot do {kind}; use embed", param=kind, model=spec.name)
 
 
 def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, default_temperature: float) -> GenerateRequest:
@@ -143,14 +141,30 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
     services.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     resident.stats.record(usage.prompt_tokens, usage.completion_tokens, res.decode_tps)
     services.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
-    services.metrics.finished(RecentRequest(
-        time=time.time(), model=resident.spec.name, method="chat" if isinstance(params, ChatParams) else "complete",
-        outcome=res.finish_reason, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-        ttft_ms=timings.ttft_ms, decode_tps=timings.decode_tps, total_ms=timings.total_ms,
-    ))
-    services.emit(Event(kind="request.finished", model=resident.spec.name, data={
-        "finish_reason": res.finish_reason, "usage": msgspec.to_builtins(usage), "timings": msgspec.to_builtins(timings),
-    }))
+    services.metrics.finished(
+        RecentRequest(
+            time=time.time(),
+            model=resident.spec.name,
+            method="chat" if isinstance(params, ChatParams) else "complete",
+            outcome=res.finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            ttft_ms=timings.ttft_ms,
+            decode_tps=timings.decode_tps,
+            total_ms=timings.total_ms,
+        )
+    )
+    services.emit(
+        Event(
+            kind="request.finished",
+            model=resident.spec.name,
+            data={
+                "finish_reason": res.finish_reason,
+                "usage": msgspec.to_builtins(usage),
+                "timings": msgspec.to_builtins(timings),
+            },
+        )
+    )
     common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)
     if isinstance(params, ChatParams):
         return GenerationResult(message=Message(role="assistant", content=res.text), **common)  # type: ignore[arg-type]

@@ -9,6 +9,13 @@ import anyio
 import msgspec
 
 from impetusd import __version__
+from impetusd.dispatch.context import RequestContext
+from impetusd.dispatch.embed import embed
+from impetusd.dispatch.generate import generate
+from impetusd.dispatch.observe import OBSERVE_METHODS, hardware_facts
+from impetusd.dispatch.store import STORE_METHODS
+from impetusd.plugin.hookspecs import hookimpl
+from impetusd.plugin.registries import MethodSpec, PluginRegistry
 from impetusd.protocol.api import (
     ChatParams,
     CompleteParams,
@@ -29,13 +36,6 @@ from impetusd.protocol.api import (
     UnloadParams,
     UnloadResult,
 )
-from impetusd.dispatch.embed import embed
-from impetusd.dispatch.generate import generate
-from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.registries import MethodSpec, PluginRegistry
-from impetusd.dispatch.context import RequestContext
-from impetusd.dispatch.observe import OBSERVE_METHODS, hardware_facts
-from impetusd.dispatch.store import STORE_METHODS
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
@@ -114,7 +114,10 @@ def models_list(services: Services, params: Empty, ctx: RequestContext) -> Model
 
 async def models_load(services: Services, params: LoadParams, ctx: RequestContext) -> LoadResult:
     resident, _, already = await services.residency.ensure_loaded(
-        params.model, backend=params.backend, keep_alive=params.keep_alive, force=True  # an explicit load resets a failed model
+        params.model,
+        backend=params.backend,
+        keep_alive=params.keep_alive,
+        force=True,  # an explicit load resets a failed model
     )
     return LoadResult(model=resident.describe(), already_loaded=already)
 
@@ -126,9 +129,7 @@ async def models_unload(services: Services, params: UnloadParams, ctx: RequestCo
 
 def models_loaded(services: Services, params: Empty, ctx: RequestContext) -> LoadedList:
     residency = services.residency
-    return LoadedList(
-        models=[r.describe() for r in residency.resident.values()], failed=residency.failed(), memory=residency.memory()
-    )
+    return LoadedList(models=[r.describe() for r in residency.resident.values()], failed=residency.failed(), memory=residency.memory())
 
 
 async def chat(services: Services, params: ChatParams, ctx: RequestContext) -> GenerationResult:
@@ -142,7 +143,9 @@ async def complete(services: Services, params: CompleteParams, ctx: RequestConte
 METHODS = (
     MethodSpec("daemon.info", Empty, DaemonInfo, daemon_info, "Version, socket, plugins, formats, backends, hardware facts."),
     MethodSpec("daemon.health", Empty, Health, daemon_health, "Liveness and load: connections, requests in flight, models loaded, models failing."),
-    MethodSpec("daemon.metrics", Empty, Metrics, daemon_metrics, "Counters since start: requests by model and outcome, tokens, latency histograms, worker restarts."),
+    MethodSpec(
+        "daemon.metrics", Empty, Metrics, daemon_metrics, "Counters since start: requests by model and outcome, tokens, latency histograms, worker restarts."
+    ),
     MethodSpec("daemon.describe", Empty, Describe, daemon_describe, "JSON Schema of every method's params and result."),
     MethodSpec("daemon.shutdown", Empty, ShutdownResult, daemon_shutdown, "Stop the daemon gracefully (as SIGTERM does)."),
     MethodSpec("models.list", Empty, ModelList, models_list, "Models known to this machine: catalog aliases and loaded models."),

@@ -10,11 +10,11 @@ import anyio
 import msgspec
 import psutil
 
-from impetusd.protocol.api import ThermalState
-from impetusd.protocol.errors import InvalidParams
+from impetusd.dispatch.context import RequestContext
 from impetusd.observe.events import TOPICS, Event
 from impetusd.plugin.registries import HardwareMonitor, MethodSpec, PluginRegistry
-from impetusd.dispatch.context import RequestContext
+from impetusd.protocol.api import ThermalState
+from impetusd.protocol.errors import InvalidParams
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
@@ -120,6 +120,15 @@ async def _sample(services: Services, interval: float, topics: set[str]) -> None
 
 
 OBSERVE_METHODS = (
-    MethodSpec("hardware.snapshot", SnapshotParams, HardwareSnapshot, hardware_snapshot, "Facts and samples from every hardware monitor, and each worker's memory."),
-    MethodSpec("events.subscribe", SubscribeParams, SubscribeResult, events_subscribe, "Stream events (topics: model, request, hardware, memory, thermal) as events.event notifications until $/cancel.", stream=True),
+    MethodSpec(
+        "hardware.snapshot", SnapshotParams, HardwareSnapshot, hardware_snapshot, "Facts and samples from every hardware monitor, and each worker's memory."
+    ),
+    MethodSpec(
+        "events.subscribe",
+        SubscribeParams,
+        SubscribeResult,
+        events_subscribe,
+        "Stream events (topics: model, request, hardware, memory, thermal) as events.event notifications until $/cancel.",
+        stream=True,
+    ),
 )

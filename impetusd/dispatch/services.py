@@ -6,8 +6,9 @@ and the dispatcher passes it to every handler; handlers use only what is here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Collection, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from impetusd.config import Config

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from impetusd.dispatch.context import RequestContext
+from impetusd.plugin.registries import MethodSpec
 from impetusd.protocol.api import (
     CopyParams,
     FileCheck,
@@ -24,8 +26,6 @@ from impetusd.protocol.api import (
     VerifyResult,
 )
 from impetusd.protocol.errors import InvalidParams, ModelExists, ModelInUse
-from impetusd.plugin.registries import MethodSpec
-from impetusd.dispatch.context import RequestContext
 from impetusd.store import cache
 from impetusd.store.convert import convert_into_store, remove_converted
 from impetusd.store.detect import detect_format
@@ -82,10 +82,19 @@ async def _register(services: Services, path: Path, name: str, source: Source) -
     files = []
     for file in _model_files(path, metadata):
         digest = await anyio.to_thread.run_sync(sha256_of, file)
-        files.append(ModelFile(name=file.relative_to(path).as_posix() if path.is_dir() else file.name, location=str(file), size=file.stat().st_size, sha256=digest))
+        files.append(
+            ModelFile(name=file.relative_to(path).as_posix() if path.is_dir() else file.name, location=str(file), size=file.stat().st_size, sha256=digest)
+        )
     model = Registered(
-        name=name, format=fmt, path=str(path), source=source, metadata=metadata,
-        size_bytes=sum(f.size for f in files), digest=content_digest(files), created_at=time.time(), files=files,
+        name=name,
+        format=fmt,
+        path=str(path),
+        source=source,
+        metadata=metadata,
+        size_bytes=sum(f.size for f in files),
+        digest=content_digest(files),
+        created_at=time.time(),
+        files=files,
     )
     services.store.add(model)
     return _info(services, model)
@@ -157,7 +166,14 @@ async def models_verify(services: Services, params: VerifyParams, ctx: RequestCo
 
 
 STORE_METHODS = (
-    MethodSpec("models.pull", PullParams, PullResult, models_pull, "Download a model from the Hub (alias, org/repo, org/repo:QUANT or :REVISION), verify and register it; sends models.progress notifications.", stream=True),
+    MethodSpec(
+        "models.pull",
+        PullParams,
+        PullResult,
+        models_pull,
+        "Download a model from the Hub (alias, org/repo, org/repo:QUANT or :REVISION), verify and register it; sends models.progress notifications.",
+        stream=True,
+    ),
     MethodSpec("models.import", ImportParams, ModelInfo, models_import, "Register a local GGUF file or model folder under a name."),
     MethodSpec("models.show", NameParams, ModelInfo, models_show, "Everything known about a registered model: format, metadata, files, digests, source."),
     MethodSpec("models.remove", RemoveParams, RemoveResult, models_remove, "Forget a registered model; frees Hub-cache files no other model uses."),

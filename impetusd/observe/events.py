@@ -16,9 +16,17 @@ import anyio
 import msgspec
 
 EventKind = Literal[
-    "model.loading", "model.loaded", "model.unloaded", "model.failed", "model.pulled",
-    "request.finished", "hardware.sample", "memory.pressure",
-    "thermal.changed", "thermal.backoff", "thermal.restored",
+    "model.loading",
+    "model.loaded",
+    "model.unloaded",
+    "model.failed",
+    "model.pulled",
+    "request.finished",
+    "hardware.sample",
+    "memory.pressure",
+    "thermal.changed",
+    "thermal.backoff",
+    "thermal.restored",
 ]
 TOPICS = ("model", "request", "hardware", "memory", "thermal")  # a topic is the kind's first part
 QUEUE_LIMIT = 1024

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter, deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from impetusd.protocol.api import Histogram, ModelStats, RecentRequest, RequestCount
 from impetusd.protocol.errors import ImpetusError

@@ -6,7 +6,8 @@ The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -15,8 +16,16 @@ from impetusd.protocol.api import FinishReason, Message
 # Capability names are the request fields they allow (plus "chat", "complete", "embed").
 SAMPLING_CAPABILITIES = frozenset(
     {
-        "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
-        "presence_penalty", "frequency_penalty", "logit_bias",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
     }
 )
 

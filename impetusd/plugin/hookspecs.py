@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from impetusd.plugin.engine import BackendSpec, ModelSpec
-    from impetusd.config import Config
     from typing import Any as Daemon  # impetusd.daemon.Daemon, which sits above the plugin layer
+
+    from impetusd.config import Config
     from impetusd.observe.events import Event
+    from impetusd.plugin.engine import BackendSpec, ModelSpec
     from impetusd.plugin.registries import CacheTier, HardwareMonitor, MethodSpec, ModelFormat, PluginRegistry
 
 hookspec = pluggy.HookspecMarker("impetus")
@@ -95,4 +96,3 @@ def impetus_shutdown(daemon: Daemon) -> None:
 def impetus_event(event: Event) -> None:
     """Observe a typed event (model loaded/unloaded, request finished, ...). Called
     on the daemon's event loop: keep it quick; an exception is logged and ignored."""
-

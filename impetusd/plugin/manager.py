@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pluggy
 
 from impetusd.plugin import hookspecs
-from impetusd.protocol.errors import PluginError
 from impetusd.plugin.registries import Registries
+from impetusd.protocol.errors import PluginError
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -81,7 +82,7 @@ class PluginRegistry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def add(self, item: T) -> None:
-        name = getattr(item, "name")
+        name = item.name
         if name in self._items:
             raise PluginError(f"{self.kind} {name!r} is registered twice", kind=self.kind, item=name)
         self._items[name] = item

@@ -26,8 +26,6 @@ class LineReader:
             return line
         except anyio.DelimiterNotFound:
             self.largest = self._max
-            raise MessageTooLarge(
-                f"message exceeds the {self._max}-byte line limit", limit=self._max
-            ) from None
+            raise MessageTooLarge(f"message exceeds the {self._max}-byte line limit", limit=self._max) from None
         except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return None

@@ -18,12 +18,11 @@ from typing import Any, Literal
 import msgspec
 import psutil
 
-from impetusd.protocol.api import MemoryEstimate
 from impetusd.plugin.engine import ModelSpec
+from impetusd.protocol.api import MemoryEstimate
 
 MIB = 1024 * 1024
 UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge number
-
 
 
 class Budget(msgspec.Struct, frozen=True):

@@ -4,7 +4,8 @@ request may ask of the model's worker while it holds it."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -45,9 +46,7 @@ class Lease:
             self.resident.in_flight += 1
             self.resident.requests += 1
 
-    async def generate(
-        self, request: GenerateRequest, on_text: Callable[[str], Awaitable[None]], cancel_requested: anyio.Event
-    ) -> GenerateDone:
+    async def generate(self, request: GenerateRequest, on_text: Callable[[str], Awaitable[None]], cancel_requested: anyio.Event) -> GenerateDone:
         """``worker.generate``; on ``InsufficientMemory`` before any text was sent,
         unload the other models that are idle and try once more."""
         self._count()

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from impetusd.protocol.api import MemoryBudget, ModelEntry, ModelFailure
-from impetusd.plugin.engine import BackendSpec, ModelSpec
-from impetusd.residency.budget import estimate
-from impetusd.workers.blas import worker_env
-from impetusd.residency.cachedir import cache_settings
-from impetusd.store.catalog import CATALOG
 from impetusd.config import parse_keep_alive
-from impetusd.residency.crashes import CrashHistory
+from impetusd.observe.events import Event
+from impetusd.plugin.engine import BackendSpec, ModelSpec, Tuning
+from impetusd.protocol.api import MemoryBudget, ModelEntry, ModelFailure
 from impetusd.protocol.errors import (
     ImpetusError,
     ModelFailed,
@@ -30,15 +27,18 @@ from impetusd.protocol.errors import (
     Overloaded,
     ShuttingDown,
 )
-from impetusd.observe.events import Event
+from impetusd.residency.budget import estimate
+from impetusd.residency.cachedir import cache_settings
+from impetusd.residency.crashes import CrashHistory
 from impetusd.residency.lease import Lease, Queued
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.residency.spares import Spares
 from impetusd.residency.thermal import ThermalWatch
+from impetusd.store.catalog import CATALOG
 from impetusd.store.detect import detect_format
 from impetusd.store.registry import ModelStore
+from impetusd.workers.blas import worker_env
 from impetusd.workers.handle import WorkerHandle
-from impetusd.plugin.engine import Tuning
 
 if TYPE_CHECKING:
     import pluggy
@@ -100,9 +100,7 @@ class ModelManager:
         history = self.crashes.get(name)
         if history is None:
             cfg = self.config
-            history = self.crashes[name] = CrashHistory(
-                cfg.crash_limit, cfg.crash_window_s, cfg.restart_backoff_s, cfg.restart_backoff_max_s
-            )
+            history = self.crashes[name] = CrashHistory(cfg.crash_limit, cfg.crash_window_s, cfg.restart_backoff_s, cfg.restart_backoff_max_s)
         return history
 
     def failures(self) -> list[ModelFailure]:
@@ -117,8 +115,7 @@ class ModelManager:
         if history is not None and history.is_open():
             retry = history.retry_after()
             raise ModelFailed(
-                f"{name} is failed: {history.reason()}; requests are refused for {retry:.0f} s"
-                f" (or force a restart with models.load)",
+                f"{name} is failed: {history.reason()}; requests are refused for {retry:.0f} s (or force a restart with models.load)",
                 model=name,
                 reason=history.reason(),
                 cause=history.last_cause,
@@ -132,8 +129,11 @@ class ModelManager:
         registered = self.store.get(ref)
         if registered is not None:
             return ModelSpec(
-                name=registered.name, path=registered.path, format=registered.format,
-                source=registered.source.describe(), metadata=registered.metadata,
+                name=registered.name,
+                path=registered.path,
+                format=registered.format,
+                source=registered.source.describe(),
+                metadata=registered.metadata,
             )
         spec = self.hook.impetus_resolve_model(ref=ref, config=self.config)
         if spec is None:
@@ -163,7 +163,11 @@ class ModelManager:
             return chosen
         if not capable:
             fmt = self.registries.formats.get(spec.format)
-            hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else (" (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else "")
+            hint = (
+                f": {fmt.backend_hint}"
+                if fmt is not None and fmt.backend_hint
+                else (" (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else "")
+            )
             raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
         name = self.hook.impetus_select_backend(spec=spec, backends=capable)
         chosen = backends.get(name) if name else None
@@ -201,7 +205,9 @@ class ModelManager:
         if count >= limit + running:
             raise Overloaded(
                 f"{name} has {count - running} request(s) queued (limit {limit}); try again later",
-                model=name, limit=limit, reason="queue",
+                model=name,
+                limit=limit,
+                reason="queue",
             )
         self.admitted[name] = count + 1
 
@@ -246,9 +252,9 @@ class ModelManager:
             if current is not None and current.worker.alive and backend and backend != current.backend.name:
                 if current.in_flight:  # switching would cut its requests short
                     raise NoBackend(
-                        f"{spec.name} is running {current.in_flight} request(s) on {current.backend.name};"
-                        f" load it on {backend} when they have finished",
-                        backend=backend, loaded_on=current.backend.name,
+                        f"{spec.name} is running {current.in_flight} request(s) on {current.backend.name}; load it on {backend} when they have finished",
+                        backend=backend,
+                        loaded_on=current.backend.name,
                     )
                 self.choose_backend(spec, backend)  # an unknown or unable backend is refused before the unload
                 await self._stop(current, f"unloaded to switch to {backend}")
@@ -305,10 +311,19 @@ class ModelManager:
             if thermal.tuning() != tuning:  # the thermal state changed while it started
                 await worker.tune(thermal.tuning())
             log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
-            self.emit(Event(kind="model.loaded", model=spec.name, data={
-                "backend": chosen.name, "pid": worker.pid, "load_ms": load_ms, "warmup_ms": resident.warmup_ms,
-                "estimate_bytes": need.total_bytes,
-            }))
+            self.emit(
+                Event(
+                    kind="model.loaded",
+                    model=spec.name,
+                    data={
+                        "backend": chosen.name,
+                        "pid": worker.pid,
+                        "load_ms": load_ms,
+                        "warmup_ms": resident.warmup_ms,
+                        "estimate_bytes": need.total_bytes,
+                    },
+                )
+            )
             return resident, load_ms, False
 
     def _task_group(self) -> TaskGroup:
@@ -418,8 +433,14 @@ class ModelManager:
         for model in self.store.all():
             entries.append(
                 ModelEntry(
-                    name=model.name, path=model.path, format=model.format, size_bytes=model.size_bytes,
-                    available=True, loaded=model.name in self.resident, source=model.source.describe(), metadata=model.metadata,
+                    name=model.name,
+                    path=model.path,
+                    format=model.format,
+                    size_bytes=model.size_bytes,
+                    available=True,
+                    loaded=model.name in self.resident,
+                    source=model.source.describe(),
+                    metadata=model.metadata,
                 )
             )
             seen.add(model.name)
@@ -431,8 +452,13 @@ class ModelManager:
             fmt = "gguf" if item.file.endswith(".gguf") else ("safetensors" if item.folder else None)
             entries.append(
                 ModelEntry(
-                    name=alias, path=str(path) if path else None, format=fmt, size_bytes=size,
-                    available=path is not None, loaded=alias in self.resident, source=item.repo,
+                    name=alias,
+                    path=str(path) if path else None,
+                    format=fmt,
+                    size_bytes=size,
+                    available=path is not None,
+                    loaded=alias in self.resident,
+                    source=item.repo,
                 )
             )
             seen.add(alias)
@@ -442,9 +468,14 @@ class ModelManager:
             p = Path(resident.spec.path)
             entries.append(
                 ModelEntry(
-                    name=name, path=str(p), format=resident.spec.format,
+                    name=name,
+                    path=str(p),
+                    format=resident.spec.format,
                     size_bytes=p.stat().st_size if p.is_file() else None,
-                    available=True, loaded=True, source=resident.spec.source, metadata=resident.spec.metadata,
+                    available=True,
+                    loaded=True,
+                    source=resident.spec.source,
+                    metadata=resident.spec.metadata,
                 )
             )
         return entries

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 
-from impetusd.protocol.api import LoadedModel, MemoryBudget, MemoryEstimate
 from impetusd.plugin.engine import BackendSpec, ModelSpec
-from impetusd.residency.budget import Budget, machine_budget, worker_rss
+from impetusd.protocol.api import LoadedModel, MemoryBudget, MemoryEstimate
 from impetusd.protocol.errors import InsufficientMemory
+from impetusd.residency.budget import Budget, machine_budget, worker_rss
 from impetusd.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:
@@ -186,9 +187,7 @@ class MemoryLedger:
     def release(self, name: str) -> None:
         self.reserved.pop(name, None)
 
-    async def reserve(
-        self, spec: ModelSpec, need: MemoryEstimate, resident: Mapping[str, Resident], stop: Callable[[Resident], Awaitable[None]]
-    ) -> list[str]:
+    async def reserve(self, spec: ModelSpec, need: MemoryEstimate, resident: Mapping[str, Resident], stop: Callable[[Resident], Awaitable[None]]) -> list[str]:
         """Reserve ``need`` for ``spec``'s load, stopping idle models least
         recently used first when it does not fit; ``InsufficientMemory`` when it
         cannot (then nothing is stopped). The caller calls ``release`` after the load."""
@@ -198,9 +197,15 @@ class MemoryLedger:
         def refuse(why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
             return InsufficientMemory(
                 f"{spec.name} needs about {need.total_bytes / mb:.0f} MB and {why}",
-                model=spec.name, needed_bytes=need.total_bytes, available_bytes=available, budget_bytes=budget.bytes,
-                budget_source=budget.source, busy=busy, loading=sorted(self.reserved) if not never else [],
-                never_fits=never, estimate=msgspec.to_builtins(need),
+                model=spec.name,
+                needed_bytes=need.total_bytes,
+                available_bytes=available,
+                budget_bytes=budget.bytes,
+                budget_source=budget.source,
+                busy=busy,
+                loading=sorted(self.reserved) if not never else [],
+                never_fits=never,
+                estimate=msgspec.to_builtins(need),
             )
 
         if need.total_bytes > budget.bytes:
@@ -215,7 +220,9 @@ class MemoryLedger:
                     raise refuse(
                         f"only {room.available_bytes / mb:.0f} MB of the {budget.bytes / mb:.0f} MB budget"
                         f" would be free after unloading every idle model{busy}",
-                        room.available_bytes, room.busy, False,
+                        room.available_bytes,
+                        room.busy,
+                        False,
                     )
                 if not room.evict:
                     break

@@ -12,7 +12,8 @@ against the memory budget.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import Process, TaskGroup, TaskStatus

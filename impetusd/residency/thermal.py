@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
-from impetusd.protocol.api import ThermalState
 from impetusd.observe.events import Event
-from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
 from impetusd.plugin.engine import Tuning
+from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
+from impetusd.protocol.api import ThermalState
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -79,8 +80,12 @@ class ThermalWatch:
     def state(self) -> ThermalState:
         t = self.tuning()
         return ThermalState(
-            level=self.level, source=self.source, throttled=self.throttled, since=self.since,
-            max_batch=t.max_batch, prefill_chunk=t.prefill_chunk,
+            level=self.level,
+            source=self.source,
+            throttled=self.throttled,
+            since=self.since,
+            max_batch=t.max_batch,
+            prefill_chunk=t.prefill_chunk,
         )
 
     async def run(self, retune: Retune, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -109,7 +114,16 @@ class ThermalWatch:
         told, warmed = await retune(tuning, not hot)
         kind = "thermal.backoff" if hot else "thermal.restored"
         log.warning("%s at %s pressure: max_batch=%s prefill_chunk=%s for %d worker(s)", kind, level, tuning.max_batch, tuning.prefill_chunk, len(told))
-        self.emit(Event(kind=kind, data={
-            "level": level, "source": source, "max_batch": tuning.max_batch,
-            "prefill_chunk": tuning.prefill_chunk, "models": told, "warmed_up": warmed,
-        }))
+        self.emit(
+            Event(
+                kind=kind,
+                data={
+                    "level": level,
+                    "source": source,
+                    "max_batch": tuning.max_batch,
+                    "prefill_chunk": tuning.prefill_chunk,
+                    "models": told,
+                    "warmed_up": warmed,
+                },
+            )
+        )

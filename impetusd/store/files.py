@@ -11,10 +11,22 @@ from impetusd.protocol.errors import NoMatchingFiles, PickleRefused
 
 # What an mlx-lm or transformers folder needs besides its weights.
 FOLDER_FILES = {
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json", "merges.txt",
-    "chat_template.jinja", "chat_template.json", "model.safetensors.index.json",
-    "vocab.txt", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "model.safetensors.index.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
 }
 _MODULE_CONFIG = re.compile(r"^\d+_\w+/config\.json$")  # sentence-transformers modules (1_Pooling/config.json)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

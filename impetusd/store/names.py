@@ -6,8 +6,8 @@ import re
 
 import msgspec
 
-from impetusd.store.catalog import CATALOG
 from impetusd.protocol.errors import InvalidParams
+from impetusd.store.catalog import CATALOG
 
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/")
@@ -34,7 +34,7 @@ def parse(ref: str) -> PullRef:
         return PullRef(name=entry.alias, repo=entry.repo, files=None if entry.folder else [entry.file])
     for prefix in _PREFIXES:
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     base, _, suffix = text.partition(":")
     base, _, revision = base.partition("@")
     if not _REPO.match(base) or (":" in suffix) or (suffix == "" and text.endswith(":")):

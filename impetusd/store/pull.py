@@ -3,24 +3,26 @@ cancellable), verify, register. One job per model however many clients ask."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import shutil
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from impetusd.observe.events import Event
 from impetusd.protocol.api import FileProgress, PullParams, PullProgress, PullResult
 from impetusd.protocol.errors import ChecksumMismatch, DiskFull, DownloadFailed, ImpetusError, NoMatchingFiles, ShuttingDown
-from impetusd.observe.events import Event
 from impetusd.store import cache, files, hub, names
 from impetusd.store.detect import detect_format
 from impetusd.store.hub import Transient
 from impetusd.store.registry import ModelFile, ModelStore, Registered, Source
-from impetusd.store.views import model_info
 from impetusd.store.transfer import Cancelled, fetch, sha256_of
+from impetusd.store.views import model_info
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -113,7 +115,9 @@ class Pulls:
         ref = names.parse(params.model)
         existing = self.store.get(ref.name)
         if existing is not None and not params.force:
-            return PullResult(status="already_registered", model=model_info(existing, loaded=self.loaded(existing.name)), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0)
+            return PullResult(
+                status="already_registered", model=model_info(existing, loaded=self.loaded(existing.name)), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0
+            )
         job = self.jobs.get(ref.name)
         if job is None:
             if self._tg is None:
@@ -133,7 +137,9 @@ class Pulls:
             if ctx.cancel_requested.is_set() and job.waiting == 0 and not job.done.is_set():
                 job.cancel.set()  # nobody wants it any more: stop the transfer, keep the partials
         if not job.done.is_set() or (job.result is None and job.error is None):
-            return PullResult(status="cancelled", model=None, downloaded_bytes=job.completed, reused_bytes=0, elapsed_s=round(time.monotonic() - job.started, 3))
+            return PullResult(
+                status="cancelled", model=None, downloaded_bytes=job.completed, reused_bytes=0, elapsed_s=round(time.monotonic() - job.started, 3)
+            )
         if job.error is not None:
             raise job.error
         assert job.result is not None
@@ -143,7 +149,9 @@ class Pulls:
     async def _report(self, job: Job, ctx: Waiter) -> None:
         await ctx.notify(
             "models.progress",
-            PullProgress(id=ctx.id, model=job.ref.name, status=job.status, done=job.completed, total=job.total, rate_bps=round(job.rate(), 1), files=list(job.files)),  # type: ignore[arg-type]
+            PullProgress(
+                id=ctx.id, model=job.ref.name, status=job.status, done=job.completed, total=job.total, rate_bps=round(job.rate(), 1), files=list(job.files)
+            ),  # type: ignore[arg-type]
         )
 
     async def _run(self, job: Job, force: bool) -> None:
@@ -176,7 +184,7 @@ class Pulls:
         chosen = files.choose(ref.repo, remote.files, selector, ref.files)
         job.files = [FileProgress(name=f.name, total=f.size) for f in chosen.files]
         missing = []
-        for f, p in zip(chosen.files, job.files):
+        for f, p in zip(chosen.files, job.files, strict=True):
             if cache.blob(ref.repo, f.etag).exists() and not force:
                 p.done, p.state = f.size, "cached"
             else:
@@ -188,7 +196,9 @@ class Pulls:
         if need + DISK_MARGIN > free:
             raise DiskFull(
                 f"pulling {ref.name} needs {need / 1e9:.2f} GB more in {root}, and {free / 1e9:.2f} GB is free",
-                needed_bytes=need, free_bytes=free, path=str(root),
+                needed_bytes=need,
+                free_bytes=free,
+                path=str(root),
             )
         job.status = "queued"
         downloaded = 0
@@ -206,11 +216,13 @@ class Pulls:
                     elif blob.exists():  # another pull fetched it meanwhile
                         p.done, p.state = f.size, "cached"
                         continue
-                    await self._retry(job, lambda: fetch(ref.repo, url, headers, f, blob, part, p, job.cancel, self.config.pull_timeout_s), f.name, progress=p)
+                    await self._retry(
+                        job, functools.partial(fetch, ref.repo, url, headers, f, blob, part, p, job.cancel, self.config.pull_timeout_s), f.name, progress=p
+                    )
                 downloaded += f.size
         job.status = "verifying"
         stored = []
-        for f, p in zip(chosen.files, job.files):
+        for f, p in zip(chosen.files, job.files, strict=True):
             location = cache.link(ref.repo, remote.commit, f.name, f.etag)
             blob = cache.blob(ref.repo, f.etag)
             digest = f.sha256 if p.state == "done" and f.sha256 else await anyio.to_thread.run_sync(sha256_of, blob, job.cancel)
@@ -222,16 +234,24 @@ class Pulls:
         primary = cache.snapshot(ref.repo, remote.commit, chosen.primary)
         fmt, metadata = detect_format(self.formats, primary)
         model = Registered(
-            name=ref.name, format=fmt, path=str(primary),
+            name=ref.name,
+            format=fmt,
+            path=str(primary),
             source=Source(kind="hub", repo=ref.repo, revision=remote.revision, commit=remote.commit),
-            metadata=metadata, size_bytes=sum(f.size for f in stored), digest=content_digest(stored),
-            created_at=time.time(), files=stored,
+            metadata=metadata,
+            size_bytes=sum(f.size for f in stored),
+            digest=content_digest(stored),
+            created_at=time.time(),
+            files=stored,
         )
         self.store.add(model, replace=True)
         self.emit(Event(kind="model.pulled", model=ref.name, data={"bytes": downloaded}))
         return PullResult(
-            status="pulled", model=model_info(model, loaded=self.loaded(model.name)), downloaded_bytes=downloaded,
-            reused_bytes=model.size_bytes - downloaded, elapsed_s=round(time.monotonic() - job.started, 3),
+            status="pulled",
+            model=model_info(model, loaded=self.loaded(model.name)),
+            downloaded_bytes=downloaded,
+            reused_bytes=model.size_bytes - downloaded,
+            elapsed_s=round(time.monotonic() - job.started, 3),
         )
 
     async def _retry(self, job: Job, work, what: str, progress: FileProgress | None = None):  # type: ignore[no-untyped-def]

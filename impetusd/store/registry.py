@@ -101,8 +101,14 @@ class ModelStore:
     def _row(self, row: tuple[Any, ...]) -> Registered:
         name, fmt, path, source, metadata, size, digest, created = row
         return Registered(
-            name=name, format=fmt, path=path, source=msgspec.json.decode(source, type=Source),
-            metadata=msgspec.json.decode(metadata), size_bytes=size, digest=digest, created_at=created,
+            name=name,
+            format=fmt,
+            path=path,
+            source=msgspec.json.decode(source, type=Source),
+            metadata=msgspec.json.decode(metadata),
+            size_bytes=size,
+            digest=digest,
+            created_at=created,
             files=self._files(name),
         )
 
@@ -129,7 +135,16 @@ class ModelStore:
                     self._db.execute("DELETE FROM models WHERE name = ?", (model.name,))
                 self._db.execute(
                     "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (model.name, model.format, model.path, self._enc.encode(model.source), self._enc.encode(model.metadata), model.size_bytes, model.digest, model.created_at),
+                    (
+                        model.name,
+                        model.format,
+                        model.path,
+                        self._enc.encode(model.source),
+                        self._enc.encode(model.metadata),
+                        model.size_bytes,
+                        model.digest,
+                        model.created_at,
+                    ),
                 )
                 self._db.executemany(
                     "INSERT INTO files VALUES (?, ?, ?, ?, ?)",

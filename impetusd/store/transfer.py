@@ -19,8 +19,8 @@ import httpx
 
 from impetusd.protocol.api import FileProgress
 from impetusd.protocol.errors import ChecksumMismatch, DownloadFailed, GatedRepo, Unauthorized
-from impetusd.store.hub import Transient
 from impetusd.store.files import RemoteFile
+from impetusd.store.hub import Transient
 
 CHUNK = 1 << 20
 

@@ -12,7 +12,7 @@ import ctypes
 import ctypes.util
 import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 @functools.cache

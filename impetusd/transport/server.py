@@ -14,8 +14,9 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 from anyio.abc import SocketStream

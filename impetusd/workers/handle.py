@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import msgspec
@@ -16,7 +17,6 @@ from anyio.abc import Process, TaskGroup
 
 from impetusd.plugin.engine import EmbedRequest, EngineInfo, GenerateRequest, ModelSpec
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
-from impetusd.workers.oom import MemoryWatch
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.messages import Message
 from impetusd.protocol.peer import Incoming, Peer
@@ -36,6 +36,7 @@ from impetusd.workers.messages import (
     TextChunk,
     Tuning,
 )
+from impetusd.workers.oom import MemoryWatch
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,7 @@ class WorkerHandle:
         handle.tuning = tuning or Tuning()
         handle.warm_up_pending = not warm_up
         tg.start_soon(handle._read_loop)
-        start = StartParams(
-            spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up, cache=cache
-        )
+        start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up, cache=cache)
         try:
             with anyio.fail_after(timeout):
                 raw = await handle._call(START, start)
@@ -267,8 +266,9 @@ class WorkerHandle:
             if self.alive:
                 self.memory.sample()
             if self.alive and self.peer.pending and time.monotonic() - self.last_output > timeout:
-                log.error("worker %s for %s sent nothing for %.1f s with %d request(s) active: killing it",
-                          self.pid, self.spec.name, timeout, len(self.peer.pending))
+                log.error(
+                    "worker %s for %s sent nothing for %.1f s with %d request(s) active: killing it", self.pid, self.spec.name, timeout, len(self.peer.pending)
+                )
                 self.hung = True
                 self.exit_reason = f"hung: no output for {timeout:g} s"
                 self.process.kill()

@@ -16,15 +16,16 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import msgspec
 
-from impetusd.protocol.errors import ImpetusError, InternalError, NoBackend, PluginError
+from impetusd.plugin.engine import BatchEngine, EmbedRequest, EngineResult
 from impetusd.plugin.manager import build_registries, make_plugin_manager
+from impetusd.protocol.errors import ImpetusError, InternalError, NoBackend, PluginError
 from impetusd.protocol.messages import Message
 from impetusd.protocol.peer import Incoming, Peer
-from impetusd.plugin.engine import BatchEngine, EmbedRequest, EngineResult
 from impetusd.workers.failures import backend_failure
 from impetusd.workers.messages import (
     CHUNK,

@@ -66,4 +66,3 @@ class TextChunk(msgspec.Struct, frozen=True):
 
     id: int
     text: str
-

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from impetusd.plugin.engine import ModelSpec
-from impetusd.store.catalog import CATALOG
 from impetusd.config import Config
-from impetusd.protocol.errors import ModelNotFound
+from impetusd.plugin.engine import ModelSpec
 from impetusd.plugin.hookspecs import hookimpl
+from impetusd.protocol.errors import ModelNotFound
+from impetusd.store.catalog import CATALOG
 
 
 @hookimpl(trylast=True)

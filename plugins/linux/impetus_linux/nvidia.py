@@ -27,13 +27,15 @@ def parse_query(text: str) -> list[dict[str, Any]]:
             continue
         name, total, used, temp, util = (c.strip() for c in row)
         mib = [_number(total), _number(used)]
-        gpus.append({
-            "name": name,
-            "memory_total_bytes": None if mib[0] is None else int(mib[0] * 1024 * 1024),
-            "memory_used_bytes": None if mib[1] is None else int(mib[1] * 1024 * 1024),
-            "temp_c": _number(temp),
-            "utilization_percent": _number(util),
-        })
+        gpus.append(
+            {
+                "name": name,
+                "memory_total_bytes": None if mib[0] is None else int(mib[0] * 1024 * 1024),
+                "memory_used_bytes": None if mib[1] is None else int(mib[1] * 1024 * 1024),
+                "temp_c": _number(temp),
+                "utilization_percent": _number(util),
+            }
+        )
     return gpus
 
 

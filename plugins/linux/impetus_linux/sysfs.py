@@ -94,12 +94,14 @@ def thermal_zones(root: Path = Path("/")) -> list[dict[str, Any]]:
     zones = []
     for zone in sorted((root / "sys/class/thermal").glob("thermal_zone*"), key=lambda p: _natural(p.name)):
         milli = _int(zone / "temp")
-        zones.append({
-            "zone": zone.name,
-            "type": _read(zone / "type"),
-            "temp_c": None if milli is None else milli / 1000,
-            "trips": _trips(zone),
-        })
+        zones.append(
+            {
+                "zone": zone.name,
+                "type": _read(zone / "type"),
+                "temp_c": None if milli is None else milli / 1000,
+                "trips": _trips(zone),
+            }
+        )
     return zones
 
 
@@ -115,13 +117,15 @@ def hwmon_sensors(root: Path = Path("/")) -> list[dict[str, Any]]:
             if milli is None:
                 continue
             marks = {k: _int(chip / f"{prefix}_{k}") for k in ("max", "crit")}
-            sensors.append({
-                "chip": name,
-                "sensor": prefix,
-                "label": _read(chip / f"{prefix}_label"),
-                "temp_c": milli / 1000,
-                **{f"{k}_c": v / 1000 for k, v in marks.items() if v is not None and v > 0},
-            })
+            sensors.append(
+                {
+                    "chip": name,
+                    "sensor": prefix,
+                    "label": _read(chip / f"{prefix}_label"),
+                    "temp_c": milli / 1000,
+                    **{f"{k}_c": v / 1000 for k, v in marks.items() if v is not None and v > 0},
+                }
+            )
     return sensors
 
 

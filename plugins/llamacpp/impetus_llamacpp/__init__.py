@@ -8,9 +8,19 @@ NAME = "llamacpp"
 
 CAPABILITIES = frozenset(
     {
-        "chat", "complete", "embed",
-        "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
-        "presence_penalty", "frequency_penalty", "logit_bias",
+        "chat",
+        "complete",
+        "embed",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
     }
 )
 

@@ -22,8 +22,15 @@ class Embedder:
 
     def __init__(self, path: str, threads: int, context: int = EMBED_CONTEXT) -> None:
         self.llm = Llama(
-            model_path=path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-            n_ctx=context, n_batch=context, n_ubatch=context, n_threads=threads, n_threads_batch=threads, verbose=False,
+            model_path=path,
+            embedding=True,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            n_ctx=context,
+            n_batch=context,
+            n_ubatch=context,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
         )
         self.context = context
         self.n_embd = self.llm.n_embd()

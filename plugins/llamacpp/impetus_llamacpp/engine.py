@@ -8,7 +8,8 @@ import codecs
 import ctypes
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import llama_cpp
 from llama_cpp import Llama
@@ -76,7 +77,12 @@ class LlamaCppEngine:
         threads = ThreadPolicy()
         try:
             llm = Llama(
-                model_path=spec.path, n_ctx=n_ctx, n_batch=512, n_threads=threads.last, n_threads_batch=threads.last, verbose=False,
+                model_path=spec.path,
+                n_ctx=n_ctx,
+                n_batch=512,
+                n_threads=threads.last,
+                n_threads_batch=threads.last,
+                verbose=False,
             )
         except ValueError as exc:  # "Failed to load model from file": llama.cpp refused it
             raise InvalidModelFile(f"{spec.path}: llama.cpp cannot load this GGUF ({exc})", path=spec.path) from exc
@@ -168,8 +174,14 @@ class LlamaCppEngine:
             sampler.close()
 
     def _run(
-        self, req: GenerateRequest, ids: list[int], max_tokens: int, sampler: Sampler, started: float,
-        on_text: Callable[[str], None], should_stop: Callable[[], bool],
+        self,
+        req: GenerateRequest,
+        ids: list[int],
+        max_tokens: int,
+        sampler: Sampler,
+        started: float,
+        on_text: Callable[[str], None],
+        should_stop: Callable[[], bool],
     ) -> EngineResult:
         llm = self.llm
         cached = self.reuse_prefix(ids)

@@ -3,7 +3,6 @@ model's own template (``tokenizer.chat_template`` in the GGUF), in a Jinja2 sand
 
 from __future__ import annotations
 
-
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -17,9 +16,7 @@ class Prompter:
         self.add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
         self.bos = self._text(llm.token_bos())
         template = meta.get("tokenizer.chat_template")
-        self.formatter = (
-            Jinja2ChatFormatter(template, eos_token=self._text(llm.token_eos()), bos_token=self.bos) if template else None
-        )
+        self.formatter = Jinja2ChatFormatter(template, eos_token=self._text(llm.token_eos()), bos_token=self.bos) if template else None
 
     def _text(self, token: int) -> str:
         return self.llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""

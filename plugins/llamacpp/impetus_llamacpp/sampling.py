@@ -3,7 +3,8 @@ with llama.cpp's own samplers (logit bias, penalties, top-k/p, min-p, temperatur
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import llama_cpp
 
@@ -25,9 +26,7 @@ class Sampler:
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
         if req.logit_bias:
-            biases = (llama_cpp.llama_logit_bias * len(req.logit_bias))(
-                *(llama_cpp.llama_logit_bias(token=t, bias=b) for t, b in req.logit_bias.items())
-            )
+            biases = (llama_cpp.llama_logit_bias * len(req.logit_bias))(*(llama_cpp.llama_logit_bias(token=t, bias=b) for t, b in req.logit_bias.items()))
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(req.logit_bias), biases))
         if self.penalised:
             # OpenAI's formula (count * frequency + presence), over everything seen so far.

@@ -6,15 +6,26 @@ sentence-embedding encoder folders (BERT) for ``embed``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 CAPABILITIES = frozenset(
     {
-        "chat", "complete", "embed",
-        "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
-        "presence_penalty", "frequency_penalty", "logit_bias",
+        "chat",
+        "complete",
+        "embed",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
     }
 )
 MAX_BATCH = 8  # impetus_mlx.batching.DEFAULT_MAX_BATCH, without importing mlx in the daemon
@@ -82,11 +93,21 @@ def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str 
 
 @hookimpl
 def impetus_register_cache_tiers(registry: PluginRegistry[CacheTier]) -> None:
-    registry.add(CacheTier(
-        name="mlx-memory", factory=_memory_tier, backends=frozenset({"mlx"}), order=0,
-        description="KV caches of earlier prompts in memory (LRU bounded by bytes), longest common prefix",
-    ))
-    registry.add(CacheTier(
-        name="mlx-disk", factory=_disk_tier, backends=frozenset({"mlx"}), order=10,
-        description="prefix KV caches under $IMPETUS_HOME/cache/prompts/<model digest>, HMAC-checked, bounded",
-    ))
+    registry.add(
+        CacheTier(
+            name="mlx-memory",
+            factory=_memory_tier,
+            backends=frozenset({"mlx"}),
+            order=0,
+            description="KV caches of earlier prompts in memory (LRU bounded by bytes), longest common prefix",
+        )
+    )
+    registry.add(
+        CacheTier(
+            name="mlx-disk",
+            factory=_disk_tier,
+            backends=frozenset({"mlx"}),
+            order=10,
+            description="prefix KV caches under $IMPETUS_HOME/cache/prompts/<model digest>, HMAC-checked, bounded",
+        )
+    )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from mlx_lm.generate import BatchGenerator
@@ -39,7 +40,9 @@ def runs_alone(req: GenerateRequest) -> bool:
 class Job:
     """One request from submission to its result."""
 
-    def __init__(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
+    def __init__(
+        self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]
+    ) -> None:
         self.req = req
         self.on_text = on_text
         self.should_stop = should_stop
@@ -95,7 +98,9 @@ class BatchScheduler:
         return gen
 
     # --- the BatchEngine protocol -------------------------------------------
-    def submit(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
+    def submit(
+        self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]
+    ) -> None:
         job = Job(req, on_text, should_stop, on_done)
         job.ids = self.engine.prompt_ids(req)  # raises ContextLengthExceeded / InvalidParams at once
         self.engine.logits_processors(req, 0)  # validates logit_bias before it queues
@@ -140,7 +145,7 @@ class BatchScheduler:
                 self._finish_removed(job, "stop")
             elif r.finish_reason == "length":
                 self._finish(job, "length", r.prompt_cache, r.all_tokens)
-        for uid, job in list(self.running.items()):
+        for job in list(self.running.values()):
             if job.should_stop():
                 self._finish_removed(job, "cancelled")
 
@@ -238,19 +243,21 @@ class BatchScheduler:
         prefilled = len(job.ids) - job.cached
         ttft = (job.first - joined) if job.first is not None else None
         decode = (job.last - job.first) if job.first is not None and job.last is not None else 0.0
-        job.on_done(EngineResult(
-            text=job.scanner.text,
-            finish_reason=reason,  # type: ignore[arg-type]
-            prompt_tokens=len(job.ids),
-            completion_tokens=job.tokens,
-            cached_tokens=job.cached,
-            ttft_ms=None if ttft is None else ttft * 1000,
-            prefill_tps=prefilled / ttft if ttft and prefilled > 0 else None,
-            decode_tps=(job.tokens - 1) / decode if job.tokens > 1 and decode > 0 else None,
-            batch_size=job.batch_size or None,
-            batch_limit=self.max_batch,
-            queued_ms=(joined - job.submitted) * 1000,
-        ))
+        job.on_done(
+            EngineResult(
+                text=job.scanner.text,
+                finish_reason=reason,  # type: ignore[arg-type]
+                prompt_tokens=len(job.ids),
+                completion_tokens=job.tokens,
+                cached_tokens=job.cached,
+                ttft_ms=None if ttft is None else ttft * 1000,
+                prefill_tps=prefilled / ttft if ttft and prefilled > 0 else None,
+                decode_tps=(job.tokens - 1) / decode if job.tokens > 1 and decode > 0 else None,
+                batch_size=job.batch_size or None,
+                batch_limit=self.max_batch,
+                queued_ms=(joined - job.submitted) * 1000,
+            )
+        )
 
     def _fail_all(self, exc: Exception) -> None:
         jobs = [j for j in self.running.values() if j.uid is not None]

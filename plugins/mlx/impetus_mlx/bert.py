@@ -142,7 +142,7 @@ class BertModel(nn.Module):
     def __call__(self, ids: mx.array, types: mx.array, attention_mask: mx.array) -> mx.array:
         """Final hidden states ``[batch, length, hidden]``; ``attention_mask`` is 1 for
         real tokens and 0 for padding (padding is never attended to)."""
-        keep = (attention_mask[:, None, None, :] > 0)
+        keep = attention_mask[:, None, None, :] > 0
         mask = mx.where(keep, 0.0, -mx.inf).astype(mx.float32)
         x = self.embeddings(ids, types)
         for layer in self.encoder.layer:

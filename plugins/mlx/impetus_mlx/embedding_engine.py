@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlx.core as mx
 import msgspec
@@ -47,8 +48,16 @@ class Pooling(msgspec.Struct, frozen=True):
     pooling_mode_mean_sqrt_len_tokens: bool = False
 
     def mode(self, where: str) -> str:
-        modes = [name for name, on in (("cls", self.pooling_mode_cls_token), ("mean", self.pooling_mode_mean_tokens),
-                                       ("max", self.pooling_mode_max_tokens), ("mean_sqrt_len", self.pooling_mode_mean_sqrt_len_tokens)) if on]
+        modes = [
+            name
+            for name, on in (
+                ("cls", self.pooling_mode_cls_token),
+                ("mean", self.pooling_mode_mean_tokens),
+                ("max", self.pooling_mode_max_tokens),
+                ("mean_sqrt_len", self.pooling_mode_mean_sqrt_len_tokens),
+            )
+            if on
+        ]
         if len(modes) != 1:
             raise UnsupportedFormat(f"{where}: pooling {modes or 'none'} is not supported (exactly one mode)", path=where)
         return modes[0]
@@ -154,15 +163,16 @@ class EmbeddingEngine:
         return engine
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.pipeline.max_seq_length,
-                          details={**self.details, "device": str(mx.default_device())})
+        return EngineInfo(
+            backend="mlx", load_ms=self.load_ms, context_length=self.pipeline.max_seq_length, details={**self.details, "device": str(mx.default_device())}
+        )
 
     def embed(self, req: EmbedRequest) -> EmbedOutput:
         order = sorted(range(len(req.texts)), key=lambda i: len(req.texts[i]))
         vectors: list[list[float]] = [[] for _ in req.texts]
         total = 0
         for start in range(0, len(order), BATCH):
-            batch = order[start:start + BATCH]
+            batch = order[start : start + BATCH]
             encodings = self.tokenizer.encode_batch([req.texts[i] for i in batch])
             ids = mx.array([e.ids for e in encodings])
             types = mx.array([e.type_ids for e in encodings])
@@ -171,7 +181,7 @@ class EmbeddingEngine:
             if self.pipeline.normalize:
                 pooled = pooled / mx.maximum(mx.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             rows = pooled.tolist()
-            for i, row in zip(batch, rows):
+            for i, row in zip(batch, rows, strict=True):
                 vectors[i] = row
             total += sum(sum(e.attention_mask) for e in encodings)
         return EmbedOutput(vectors=vectors, prompt_tokens=total)

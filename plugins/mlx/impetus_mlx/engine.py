@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import mlx.core as mx
 from mlx_lm import stream_generate
@@ -48,7 +49,9 @@ def prefill_chunk(variant: str = "") -> int:
 
 
 class MLXEngine:
-    def __init__(self, model: Any, tokenizer: TokenizerWrapper, add_bos: bool, context_length: int, load_ms: float, details: dict[str, Any], variant: str = "") -> None:
+    def __init__(
+        self, model: Any, tokenizer: TokenizerWrapper, add_bos: bool, context_length: int, load_ms: float, details: dict[str, Any], variant: str = ""
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.add_bos = add_bos
@@ -60,7 +63,9 @@ class MLXEngine:
         self.cache_variant = variant  # "f32" when the weights were widened; prompt caches are per variant
 
     # --- continuous batching (BatchEngine) and tuning (TunableEngine) ------------
-    def submit(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
+    def submit(
+        self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]
+    ) -> None:
         self.batch.submit(req, on_text, should_stop, on_done)
 
     def busy(self) -> bool:
@@ -107,9 +112,17 @@ class MLXEngine:
             pass
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="mlx", load_ms=self.load_ms, context_length=self.context_length, details={
-            **self.details, "device": str(mx.default_device()), "max_batch": self.batch.max_batch, "prefill_chunk": self.prefill_step,
-        })
+        return EngineInfo(
+            backend="mlx",
+            load_ms=self.load_ms,
+            context_length=self.context_length,
+            details={
+                **self.details,
+                "device": str(mx.default_device()),
+                "max_batch": self.batch.max_batch,
+                "prefill_chunk": self.prefill_step,
+            },
+        )
 
     def encode(self, req: GenerateRequest) -> list[int]:
         tok = self.tokenizer
@@ -201,8 +214,15 @@ class MLXEngine:
                 raise _PrefillStopped
 
         stream = stream_generate(
-            self.model, self.tokenizer, ids[cached:], max_tokens=max_tokens, sampler=sampler, logits_processors=processors,
-            prefill_step_size=self.prefill_step, prompt_progress_callback=between_prefill_chunks, prompt_cache=cache,
+            self.model,
+            self.tokenizer,
+            ids[cached:],
+            max_tokens=max_tokens,
+            sampler=sampler,
+            logits_processors=processors,
+            prefill_step_size=self.prefill_step,
+            prompt_progress_callback=between_prefill_chunks,
+            prompt_cache=cache,
         )
         try:
             for resp in stream:

@@ -81,7 +81,7 @@ class PromptCaches:
         if best is None:
             return None, 0
         cache, n = best
-        for name, tier in self.tiers[:found_in]:
+        for _name, tier in self.tiers[:found_in]:
             tier.store(tokens[:n], copy.deepcopy(cache))
         return cache, n
 

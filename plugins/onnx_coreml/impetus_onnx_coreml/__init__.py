@@ -43,13 +43,21 @@ def coreml_hint(platform: str) -> str:
 
 @hookimpl
 def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
-    registry.add(ModelFormat(
-        name="onnx", detect=_detect_onnx, inspect=_inspect_onnx,
-        description="ONNX models (.onnx files, or folders of them): described, not run",
-        backend_hint="Impetus describes ONNX models but has no backend for them on this machine (an ONNX Runtime backend plugin would run them)",
-    ))
-    registry.add(ModelFormat(
-        name="coreml", detect=_detect_coreml, inspect=_inspect_coreml,
-        description="Core ML models (.mlpackage, .mlmodel, .mlmodelc): described, not run",
-        backend_hint=coreml_hint(sys.platform),
-    ))
+    registry.add(
+        ModelFormat(
+            name="onnx",
+            detect=_detect_onnx,
+            inspect=_inspect_onnx,
+            description="ONNX models (.onnx files, or folders of them): described, not run",
+            backend_hint="Impetus describes ONNX models but has no backend for them on this machine (an ONNX Runtime backend plugin would run them)",
+        )
+    )
+    registry.add(
+        ModelFormat(
+            name="coreml",
+            detect=_detect_coreml,
+            inspect=_inspect_coreml,
+            description="Core ML models (.mlpackage, .mlmodel, .mlmodelc): described, not run",
+            backend_hint=coreml_hint(sys.platform),
+        )
+    )

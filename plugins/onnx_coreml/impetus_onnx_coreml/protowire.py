@@ -66,13 +66,13 @@ def parse(data: bytes) -> list[Field]:
             length, pos = varint(data, pos)
             if pos + length > len(data):
                 raise WireError(f"field {number} runs past the end of its message")
-            fields.append(Field(number, wire, data[pos:pos + length], pos, length))
+            fields.append(Field(number, wire, data[pos : pos + length], pos, length))
             pos += length
         elif wire in (I64, I32):
             size = 8 if wire == I64 else 4
             if pos + size > len(data):
                 raise WireError(f"field {number} runs past the end of its message")
-            fields.append(Field(number, wire, int.from_bytes(data[pos:pos + size], "little"), pos, size))
+            fields.append(Field(number, wire, int.from_bytes(data[pos : pos + size], "little"), pos, size))
             pos += size
         else:
             raise WireError(f"field {number} has wire type {wire}, which no current message uses")
@@ -113,7 +113,7 @@ def read_top_level(fh: BinaryIO, wanted: dict[int, int]) -> list[Field]:
             step = 8 if wire == I64 else 4
             if pos + used + step > size:
                 raise WireError(f"field {number} at byte {pos} runs past the end of the file")
-            fields.append(Field(number, wire, int.from_bytes(head[used:used + step], "little"), pos + used, step))
+            fields.append(Field(number, wire, int.from_bytes(head[used : used + step], "little"), pos + used, step))
             pos += used + step
         else:
             raise WireError(f"field {number} at byte {pos} has wire type {wire}, which no current message uses")

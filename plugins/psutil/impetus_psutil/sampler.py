@@ -53,7 +53,9 @@ class CpuSampler:
             per_core = psutil.cpu_percent(interval=window, percpu=True)
             sample = CpuSample(
                 percent=round(sum(per_core) / len(per_core), 1) if per_core else 0.0,
-                per_core=per_core, window_s=window, at=time.time(),
+                per_core=per_core,
+                window_s=window,
+                at=time.time(),
             )
             with self._have:
                 self._latest = sample

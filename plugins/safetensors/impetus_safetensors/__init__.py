@@ -62,10 +62,23 @@ def _convert_pickle(path: Path, dest: Path) -> None:
 
 @hookimpl
 def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
-    registry.add(ModelFormat(name="safetensors", detect=detect_safetensors, inspect=inspect_safetensors,
-                             description="Hugging Face transformers folders: config.json, *.safetensors, tokenizer files"))
-    registry.add(ModelFormat(name="mlx", detect=detect_mlx, inspect=inspect_mlx,
-                             description="mlx-lm folders (as mlx_lm.convert writes them), quantized or not"))
-    registry.add(ModelFormat(name="pytorch-pickle", detect=_detect_pickle, inspect=_refuse_pickle, convert=_convert_pickle,
-                             description="refused with PickleRefused (pickles run code when loaded); "
-                                         "converted to safetensors on request (import --convert-pickle)"))
+    registry.add(
+        ModelFormat(
+            name="safetensors",
+            detect=detect_safetensors,
+            inspect=inspect_safetensors,
+            description="Hugging Face transformers folders: config.json, *.safetensors, tokenizer files",
+        )
+    )
+    registry.add(
+        ModelFormat(name="mlx", detect=detect_mlx, inspect=inspect_mlx, description="mlx-lm folders (as mlx_lm.convert writes them), quantized or not")
+    )
+    registry.add(
+        ModelFormat(
+            name="pytorch-pickle",
+            detect=_detect_pickle,
+            inspect=_refuse_pickle,
+            convert=_convert_pickle,
+            description="refused with PickleRefused (pickles run code when loaded); converted to safetensors on request (import --convert-pickle)",
+        )
+    )

@@ -42,7 +42,10 @@ def convert(path: Path, dest: Path) -> None:
     try:
         done = subprocess.run(
             [interpreter, str(SCRIPT), *map(str, files), str(dest / "model.safetensors")],
-            capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConversionFailed(f"{path}: could not run the conversion with {interpreter}: {exc}", path=str(path), reason="failed") from None

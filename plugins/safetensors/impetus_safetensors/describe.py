@@ -142,7 +142,7 @@ def _count_mlx(tensors: dict[str, tuple[str, TensorInfo]], folder: Folder) -> tu
 def _all_tensors(folder: Folder, names: list[str]) -> tuple[dict[str, tuple[str, TensorInfo]], list[SafetensorsHeader]]:
     tensors: dict[str, tuple[str, TensorInfo]] = {}
     headers = [folder.header(n) for n in names]
-    for shard, header in zip(names, headers):
+    for shard, header in zip(names, headers, strict=True):
         for tname, info in header.tensors.items():
             if tname in tensors:
                 raise InvalidModelFile(f"{folder.path / shard}: tensor {tname!r} is also in {tensors[tname][0]}", path=str(folder.path / shard))
