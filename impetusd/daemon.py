@@ -41,6 +41,7 @@ class Daemon:
         self.config = config
         self.pm = pm
         self.registries = registries
+        self.stopping = False
         self.codec = Codec()
         self.metrics = MetricsRecorder()
         self.events = EventBus()
@@ -64,7 +65,6 @@ class Daemon:
         )
         self.dispatcher = Dispatcher(self.services)
         self.started_at = time.time()
-        self.stopping = False
         self.server = Server(
             config.socket,
             codec=self.codec,

@@ -9,7 +9,7 @@ import sys
 import anyio
 import click
 
-from impetusd.config import load_config
+from impetusd.config import Config, load_config
 from impetusd.protocol.errors import ImpetusError
 from impetusd.transport.server import DaemonAlreadyRunning
 
@@ -40,7 +40,7 @@ def main(socket_path: str | None, home: str | None, log_level: str | None) -> No
         raise click.ClickException(str(exc)) from None
 
 
-async def _run(config) -> None:  # type: ignore[no-untyped-def]
+async def _run(config: Config) -> None:
     from impetusd.daemon import run_daemon
 
     await run_daemon(config)

@@ -59,7 +59,7 @@ class Dispatcher:
             raise InvalidParams(f"Invalid params for {spec.name}: nested too deeply") from None
 
     async def call(self, ctx: RequestContext, req: Request | Message) -> Any:
-        spec = self.services.registries.methods.get(req.method)
+        spec = self.services.registries.methods.get(req.method or "")
         if spec is None:
             raise MethodNotFound(f"Method not found: {req.method}", method=req.method)
         params = self.decode_params(spec, req.params)

@@ -114,7 +114,8 @@ async def models_remove(services: Services, params: RemoveParams, ctx: RequestCo
         await services.residency.unload(model.name)
         unloaded = True
     store.remove(model.name)
-    freed, freed_bytes = [], 0
+    freed: list[str] = []
+    freed_bytes = 0
     if model.source.kind == "converted" and not any(store.users_of(f.location) for f in model.files):
         freed, freed_bytes = remove_converted(services.config.home, Path(model.path))
     if model.source.kind == "hub":  # only ever delete inside the Hub cache, never a user's own files

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -71,7 +71,14 @@ class MethodSpec(msgspec.Struct, frozen=True):
     stream: bool = False  # sends notifications before its result
 
 
-T = TypeVar("T")
+class Named(Protocol):
+    """What every registered spec has: a unique name."""
+
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=Named)
 
 
 class PluginRegistry(Generic[T]):
@@ -82,7 +89,7 @@ class PluginRegistry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def add(self, item: T) -> None:
-        name = item.name
+        name: str = item.name  # every registered spec has a name
         if name in self._items:
             raise PluginError(f"{self.kind} {name!r} is registered twice", kind=self.kind, item=name)
         self._items[name] = item

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import anyio
-from anyio.abc import ByteStream
+from anyio.abc import ByteReceiveStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from impetusd.protocol.errors import MessageTooLarge
@@ -13,7 +13,7 @@ class LineReader:
     """Reads one line at a time; a line longer than ``max_bytes`` is refused
     as soon as the cap is passed, before it is buffered whole."""
 
-    def __init__(self, stream: ByteStream, max_bytes: int) -> None:
+    def __init__(self, stream: ByteReceiveStream, max_bytes: int) -> None:
         self._buffered = BufferedByteReceiveStream(stream)
         self._max = max_bytes
         self.largest = 0  # bytes of the longest line (or refused prefix) seen

@@ -68,7 +68,8 @@ def machine_budget(fraction: float, working_set: int | None = None) -> Budget:
     accelerator's recommended working set when a backend has reported one."""
     total = psutil.virtual_memory().total
     limit = cgroup_memory_limit()
-    base, source = (limit, "cgroup") if limit is not None and limit < total else (total, "ram")
+    source: Literal["cgroup", "ram"] = "cgroup" if limit is not None and limit < total else "ram"
+    base = limit if limit is not None and source == "cgroup" else total
     budget = int(base * fraction)
     if working_set is not None and 0 < working_set < budget:
         return Budget(bytes=working_set, source="working-set")
@@ -103,7 +104,8 @@ def kv_cache_bytes(meta: dict[str, Any], context: int) -> int:
         return 0
     heads = _int(meta, "head_count")
     kv_heads = _int(meta, "head_count_kv") or heads
-    head_dim = _int(meta, "head_dim") or (_int(meta, "embedding_length") // heads if heads and _int(meta, "embedding_length") else None)
+    embedding = _int(meta, "embedding_length")
+    head_dim = _int(meta, "head_dim") or (embedding // heads if heads and embedding else None)
     width = kv_heads * head_dim if kv_heads and head_dim else (_int(meta, "embedding_length") or 0)
     dtype_bytes = 4 if meta.get("quantization") == "F32" else 2
     return layers * width * context * 2 * dtype_bytes

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from impetusd.observe.events import Event
+from impetusd.observe.events import Event, EventKind
 from impetusd.plugin.engine import Tuning
 from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
 from impetusd.protocol.api import ThermalState
@@ -112,7 +112,7 @@ class ThermalWatch:
         self.throttled = hot
         tuning = self.tuning()
         told, warmed = await retune(tuning, not hot)
-        kind = "thermal.backoff" if hot else "thermal.restored"
+        kind: EventKind = "thermal.backoff" if hot else "thermal.restored"
         log.warning("%s at %s pressure: max_batch=%s prefill_chunk=%s for %d worker(s)", kind, level, tuning.max_batch, tuning.prefill_chunk, len(told))
         self.emit(
             Event(

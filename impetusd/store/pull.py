@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import anyio
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from impetusd.plugin.registries import ModelFormat, PluginRegistry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BACKOFF_CAP_S = 60.0
 DISK_MARGIN = 64 * 1024 * 1024
@@ -39,7 +40,7 @@ DISK_MARGIN = 64 * 1024 * 1024
 class Job:
     def __init__(self, ref: names.PullRef) -> None:
         self.ref = ref
-        self.status = "resolving"
+        self.status: Literal["resolving", "queued", "downloading", "verifying", "registering"] = "resolving"
         self.files: list[FileProgress] = []
         self.cancel = threading.Event()
         self.done = anyio.Event()
@@ -151,7 +152,7 @@ class Pulls:
             "models.progress",
             PullProgress(
                 id=ctx.id, model=job.ref.name, status=job.status, done=job.completed, total=job.total, rate_bps=round(job.rate(), 1), files=list(job.files)
-            ),  # type: ignore[arg-type]
+            ),
         )
 
     async def _run(self, job: Job, force: bool) -> None:
@@ -254,7 +255,7 @@ class Pulls:
             elapsed_s=round(time.monotonic() - job.started, 3),
         )
 
-    async def _retry(self, job: Job, work, what: str, progress: FileProgress | None = None):  # type: ignore[no-untyped-def]
+    async def _retry(self, job: Job, work: Callable[[], T], what: str, progress: FileProgress | None = None) -> T:
         """Run blocking ``work`` in a thread; retry Transient failures with
         exponential backoff and full jitter, resuming from what is on disk."""
         cfg = self.config

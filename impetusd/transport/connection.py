@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import SocketStream, TaskGroup
+from msgspec import UnsetType
 
 from impetusd.dispatch.context import RequestContext
 from impetusd.protocol.errors import ImpetusError, MessageTooLarge, ShuttingDown
@@ -184,7 +185,7 @@ class Connection:
                 else:
                     sink.append(data)
             return
-        ctx = RequestContext(self, item.id if not item.is_notification else None, method)
+        ctx = RequestContext(self, None if isinstance(item.id, UnsetType) else item.id, method)
         key = self.peer.track(item.id, ctx)
         self._requests.add(ctx)
 

@@ -18,7 +18,7 @@ from anyio.abc import Process, TaskGroup
 from impetusd.plugin.engine import EmbedRequest, EngineInfo, GenerateRequest, ModelSpec
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from impetusd.protocol.framing import LineReader
-from impetusd.protocol.messages import Message
+from impetusd.protocol.messages import Message, RequestId
 from impetusd.protocol.peer import Incoming, Peer
 from impetusd.workers.messages import (
     CHUNK,
@@ -146,7 +146,7 @@ class WorkerHandle:
         async with self._send_lock:
             await self.process.stdin.send(data)
 
-    async def _call(self, method: str, params: Any, on_text: Callable[[str], Awaitable[None]] | None = None, rid: int | None = None) -> msgspec.Raw:
+    async def _call(self, method: str, params: Any, on_text: Callable[[str], Awaitable[None]] | None = None, rid: RequestId | None = None) -> msgspec.Raw:
         if not self.peer.pending:
             self.last_output = time.monotonic()  # a busy spell starts now
         done = anyio.Event()

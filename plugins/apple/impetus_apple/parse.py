@@ -44,7 +44,7 @@ def cpu(values: dict[str, str]) -> dict[str, Any]:
         n += 1
     performance = efficiency = None
     for lv in levels:
-        kind = (lv["name"] or "").lower()
+        kind = str(lv["name"] or "").lower()
         if kind == "performance" or (not kind and len(levels) == 2 and lv["level"] == 0):
             performance = lv["cores"]
         elif kind == "efficiency" or (not kind and len(levels) == 2 and lv["level"] == 1):
@@ -75,8 +75,8 @@ def displays(text: str) -> dict[str, Any]:
             return {"gpu": gpu.get("sppci_model") or None, "gpu_cores": int(cores) if cores.isdigit() else None}
         return {"gpu": None, "gpu_cores": None}
     model = re.search(r"^\s*Chipset Model:\s*(.+?)\s*$", text, re.M)
-    cores = re.search(r"^\s*Total Number of Cores:\s*(\d+)\s*$", text, re.M)
-    return {"gpu": model.group(1) if model else None, "gpu_cores": int(cores.group(1)) if cores else None}
+    count = re.search(r"^\s*Total Number of Cores:\s*(\d+)\s*$", text, re.M)
+    return {"gpu": model.group(1) if model else None, "gpu_cores": int(count.group(1)) if count else None}
 
 
 def machine(sysctl_text: str, displays_text: str) -> dict[str, Any]:

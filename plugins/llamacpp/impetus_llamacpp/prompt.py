@@ -3,6 +3,8 @@ model's own template (``tokenizer.chat_template`` in the GGUF), in a Jinja2 sand
 
 from __future__ import annotations
 
+from typing import Any
+
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -29,7 +31,7 @@ class Prompter:
             if not ids:
                 raise InvalidParams("Invalid params: prompt is empty", field="prompt")
             return ids
-        messages = [{"role": m.role, "content": m.content} for m in req.messages or []]
+        messages: list[Any] = [{"role": m.role, "content": m.content} for m in req.messages or []]  # llama_cpp's TypedDicts per role
         if self.formatter is None:  # no template: a plain transcript, as the MLX backend does
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
             return self.tokenize(text, bos=self.add_bos)

@@ -180,7 +180,7 @@ class EmbeddingEngine:
             pooled = pool(self.model(ids, types, mask), mask, self.pipeline.pooling)
             if self.pipeline.normalize:
                 pooled = pooled / mx.maximum(mx.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            rows = pooled.tolist()
+            rows: list[list[float]] = pooled.tolist()  # type: ignore[assignment]  # mlx types tolist() as any nesting
             for i, row in zip(batch, rows, strict=True):
                 vectors[i] = row
             total += sum(sum(e.attention_mask) for e in encodings)

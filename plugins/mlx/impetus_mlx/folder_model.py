@@ -64,7 +64,8 @@ def load(path: str) -> tuple[nn.Module, TokenizerWrapper, bool, dict[str, Any]]:
         tokenizer = load_tokenizer(folder, eos_token_ids=_eos_ids(folder, config))
     except (OSError, ValueError) as exc:
         raise InvalidModelFile(f"{folder}: no usable tokenizer ({exc})", path=str(folder)) from exc
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else {}
 
     def value(key: str, default: Any = None) -> Any:
         return config.get(key, text.get(key, default))

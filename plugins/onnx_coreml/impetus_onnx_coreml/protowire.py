@@ -51,7 +51,8 @@ def varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def parse(data: bytes) -> list[Field]:
     """Every field of a small message held in memory (nested fields are read whole)."""
-    fields, pos = [], 0
+    fields: list[Field] = []
+    pos = 0
     while pos < len(data):
         if len(fields) >= MAX_FIELDS:
             raise WireError(f"more than {MAX_FIELDS} fields")
@@ -94,8 +95,8 @@ def read_top_level(fh: BinaryIO, wanted: dict[int, int]) -> list[Field]:
         if number == 0:
             raise WireError(f"field number 0 at byte {pos}")
         if wire == VARINT:
-            value, used = varint(head, used)
-            fields.append(Field(number, wire, value, pos + used, 0))
+            number_value, used = varint(head, used)
+            fields.append(Field(number, wire, number_value, pos + used, 0))
             pos += used
         elif wire == LEN:
             length, used = varint(head, used)
