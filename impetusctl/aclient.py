@@ -6,7 +6,7 @@ is all it takes for the daemon to cancel that request and nothing else.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import anyio
 import msgspec
@@ -81,7 +81,13 @@ class AsyncDaemon:
             raise DaemonUnavailable(f"the daemon on {self.path} closed the connection") from exc
         return exchange
 
-    async def call(self, method: str, params: Any = None, type: type[T] = dict) -> T:  # type: ignore[assignment]  # noqa: A002
+    @overload
+    async def call(self, method: str, params: Any = None) -> dict[str, Any]: ...
+    @overload
+    async def call(self, method: str, params: Any = None, *, type: type[T]) -> T: ...  # noqa: A002
+    @overload
+    async def call(self, method: str, params: Any, type: type[T]) -> T: ...  # noqa: A002
+    async def call(self, method: str, params: Any = None, type: Any = dict) -> Any:  # noqa: A002
         exchange = await self.open(method, params)
         try:
             while True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -77,14 +77,26 @@ class Client:
         return pending.outcome()
 
     def _on_notification(self, msg: Message) -> None:
-        if self._on_note is not None:
-            self._on_note(msg.method, msg.params)  # type: ignore[arg-type]
+        if self._on_note is not None and msg.method is not None:
+            self._on_note(msg.method, msg.params)
 
-    def call(self, method: str, params: Any = None, type: type[T] = dict) -> T:  # type: ignore[assignment]  # noqa: A002
+    @overload
+    def call(self, method: str, params: Any = None) -> dict[str, Any]: ...
+    @overload
+    def call(self, method: str, params: Any = None, *, type: type[T]) -> T: ...  # noqa: A002
+    @overload
+    def call(self, method: str, params: Any, type: type[T]) -> T: ...  # noqa: A002
+    def call(self, method: str, params: Any = None, type: Any = dict) -> Any:  # noqa: A002
+        """The method's result, decoded as ``type`` (a dict when not given)."""
         rid = self.send(method, params)
         return msgspec.json.decode(self.wait(rid), type=type)
 
-    def stream(self, method: str, params: Any, on_notification: Callable[[str, msgspec.Raw], None], type: type[T] = dict) -> T:  # type: ignore[assignment]  # noqa: A002
+    @overload
+    def stream(self, method: str, params: Any, on_notification: Callable[[str, msgspec.Raw], None]) -> dict[str, Any]: ...
+    @overload
+    def stream(self, method: str, params: Any, on_notification: Callable[[str, msgspec.Raw], None], type: type[T]) -> T: ...  # noqa: A002
+    def stream(self, method: str, params: Any, on_notification: Callable[[str, msgspec.Raw], None], type: Any = dict) -> Any:  # noqa: A002
+        """Like ``call``, handing the request's notifications to ``on_notification``."""
         rid = self.send(method, params)
         return msgspec.json.decode(self.wait(rid, on_notification), type=type)
 

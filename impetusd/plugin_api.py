@@ -41,6 +41,7 @@ from impetusd.plugin.registries import (
     PromptCacheTier,
 )
 from impetusd.plugin.stops import StopScanner
+from impetusd.protocol.api import FinishReason
 from impetusd.protocol.errors import (
     ContextLengthExceeded,
     ConversionFailed,
@@ -72,6 +73,7 @@ __all__ = [
     "ModelSpec",
     "GenerateRequest",
     "EngineResult",
+    "FinishReason",
     "EngineInfo",
     "EmbedRequest",
     "EmbedOutput",

@@ -81,14 +81,14 @@ class Dispatcher:
             error = ctx.abort_error or ShuttingDown("the daemon is shutting down")
         if req.is_notification:
             return None
-        rid = req.id
+        rid = req.reply_id
         if error is not None:
-            return peer.error_response(rid, error)  # type: ignore[arg-type]
+            return peer.error_response(rid, error)
         try:
-            return peer.response(rid, result)  # type: ignore[arg-type]
+            return peer.response(rid, result)
         except (TypeError, msgspec.EncodeError):
             log.exception("cannot encode the result of %s", req.method)
-            return peer.error_response(rid, InternalError(f"internal error in {req.method}"))  # type: ignore[arg-type]
+            return peer.error_response(rid, InternalError(f"internal error in {req.method}"))
 
 
 def field_of(message: str) -> str | None:

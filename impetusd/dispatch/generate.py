@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import msgspec
 
@@ -76,9 +76,24 @@ def _check_kind(residency: ModelManager, params: ChatParams | CompleteParams) ->
         raise UnsupportedParameter(f"model {spec.name!r} is an embedding model: it cannot do {kind}; use embed", param=kind, model=spec.name)
 
 
+class _Options(TypedDict):
+    """The GenerateRequest fields chat and complete share."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    stop: list[str]
+    seed: int | None
+    presence_penalty: float
+    frequency_penalty: float
+    logit_bias: dict[int, float]
+
+
 def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, default_temperature: float) -> GenerateRequest:
     stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
-    common = dict(
+    common = _Options(
         max_tokens=params.max_tokens or default_max_tokens,
         temperature=default_temperature if params.temperature is None else params.temperature,
         top_p=1.0 if params.top_p is None else params.top_p,
@@ -91,8 +106,8 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
         logit_bias=dict(params.logit_bias or {}),
     )
     if isinstance(params, ChatParams):
-        return GenerateRequest(kind="chat", messages=list(params.messages), **common)  # type: ignore[arg-type]
-    return GenerateRequest(kind="complete", prompt=params.prompt, **common)  # type: ignore[arg-type]
+        return GenerateRequest(kind="chat", messages=list(params.messages), **common)
+    return GenerateRequest(kind="complete", prompt=params.prompt, **common)
 
 
 async def generate(services: Services, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
@@ -165,7 +180,14 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
             },
         )
     )
-    common = dict(model=resident.spec.name, backend=resident.backend.name, finish_reason=res.finish_reason, usage=usage, timings=timings)
-    if isinstance(params, ChatParams):
-        return GenerationResult(message=Message(role="assistant", content=res.text), **common)  # type: ignore[arg-type]
-    return GenerationResult(text=res.text, **common)  # type: ignore[arg-type]
+    message = Message(role="assistant", content=res.text) if isinstance(params, ChatParams) else None
+    text = None if isinstance(params, ChatParams) else res.text
+    return GenerationResult(
+        model=resident.spec.name,
+        backend=resident.backend.name,
+        finish_reason=res.finish_reason,
+        usage=usage,
+        timings=timings,
+        message=message,
+        text=text,
+    )

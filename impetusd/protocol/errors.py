@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 class ImpetusError(Exception):
     """Base of all wire errors. Subclasses set ``code``; ``fields`` become ``data``."""
 
-    code: ClassVar[int] = -32603
+    code: int = -32603  # each class's own; an instance decoded from an unknown name keeps the wire's
     registry: ClassVar[dict[str, type[ImpetusError]]] = {}
 
     def __init__(self, message: str, **fields: Any) -> None:
@@ -39,7 +39,7 @@ class ImpetusError(Exception):
         cls = ImpetusError.registry.get(str(data.pop("name", "")), ImpetusError)
         exc = cls(str(err.get("message", "")), **data)
         if cls is ImpetusError:
-            exc.code = int(err.get("code", -32603))  # type: ignore[misc]
+            exc.code = int(err.get("code", -32603))
         return exc
 
 

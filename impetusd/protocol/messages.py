@@ -26,6 +26,11 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
     def is_notification(self) -> bool:
         return self.id is UNSET
 
+    @property
+    def reply_id(self) -> RequestId:
+        """The id to answer with (a notification has none: None)."""
+        return request_id(self.id)
+
 
 class Message(msgspec.Struct, frozen=True):
     """Any one message a peer receives: a request, a notification or a response.
@@ -43,6 +48,16 @@ class Message(msgspec.Struct, frozen=True):
     @property
     def is_notification(self) -> bool:
         return self.id is UNSET
+
+    @property
+    def reply_id(self) -> RequestId:
+        """The id to answer with, or of the call this response answers (None when absent)."""
+        return request_id(self.id)
+
+    @property
+    def raw_result(self) -> msgspec.Raw | None:
+        """A response's result, or None when it carries none (an error)."""
+        return None if isinstance(self.result, UnsetType) else self.result
 
     @property
     def is_response(self) -> bool:
@@ -108,6 +123,11 @@ class Codec:
 
     def encode_batch(self, parts: list[bytes]) -> bytes:
         return b"[" + b",".join(p.rstrip(b"\n") for p in parts) + b"]\n"
+
+
+def request_id(rid: RequestId | UnsetType) -> RequestId:
+    """A decoded ``id`` as one to encode: an absent one (UNSET) is None."""
+    return None if isinstance(rid, UnsetType) else rid
 
 
 def _salvage_id(obj: Any) -> RequestId:

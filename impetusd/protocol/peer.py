@@ -166,11 +166,11 @@ class Peer:
             return self._dispatch(self.codec.decode(line))  # a batch, or the error, worded by the codec
         method = msg.method
         if method is None:
-            pending = self.pending.get(msg.id) if msg.is_response else None  # type: ignore[arg-type]
+            pending = self.pending.get(msg.reply_id) if msg.is_response else None
             if pending is None:  # not a request, nor the answer to one of ours
                 return self._dispatch(self.codec.decode(line))
             error = ImpetusError.from_wire(msg.error) if msg.error is not None else None
-            pending.settle(msg.result if error is None else None, error)  # type: ignore[arg-type]
+            pending.settle(msg.raw_result if error is None else None, error)
             return None
         if method == CANCEL:
             self.cancel_incoming(msg.params)

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import SocketStream, TaskGroup
-from msgspec import UnsetType
 
 from impetusd.dispatch.context import RequestContext
 from impetusd.protocol.errors import ImpetusError, MessageTooLarge, ShuttingDown
@@ -179,13 +178,13 @@ class Connection:
             return
         if self._stopping() and not method.startswith("daemon."):
             if not item.is_notification:
-                data = self.peer.error_response(item.id, ShuttingDown("the daemon is shutting down"))  # type: ignore[arg-type]
+                data = self.peer.error_response(item.reply_id, ShuttingDown("the daemon is shutting down"))
                 if sink is None:
                     await self._reply(data)
                 else:
                     sink.append(data)
             return
-        ctx = RequestContext(self, None if isinstance(item.id, UnsetType) else item.id, method)
+        ctx = RequestContext(self, item.reply_id, method)
         key = self.peer.track(item.id, ctx)
         self._requests.add(ctx)
 

@@ -222,7 +222,7 @@ class Serve:
         if not isinstance(item, Message):
             log.error("undecodable line from daemon: %s", item)
             return
-        act = self.immediate.get(item.method)  # type: ignore[arg-type]
+        act = self.immediate.get(item.method) if item.method is not None else None
         if act is not None:
             act(item)
             return
@@ -291,12 +291,12 @@ class Serve:
             on_done(exc)
 
     def _callbacks(self, job: Job) -> tuple[Any, Any]:
-        rid = job.msg.id
+        rid = job.msg.reply_id
         notify = self.chan.notify
 
         def on_text(text: str) -> None:
             if text:
-                notify(CHUNK, TextChunk(id=rid, text=text))  # type: ignore[arg-type]
+                notify(CHUNK, TextChunk(id=rid, text=text))
 
         def should_stop() -> bool:  # engines call this between tokens and prefill chunks
             self.chan.heartbeat()
@@ -308,7 +308,7 @@ class Serve:
         msg = job.msg
         queued_ms = (time.monotonic() - job.queued_at) * 1000
         try:
-            run = self.methods.get(msg.method)  # type: ignore[arg-type]
+            run = self.methods.get(msg.method) if msg.method is not None else None
             if run is None:
                 raise InternalError(f"worker has no method {msg.method}")
             result = run(job, queued_ms)

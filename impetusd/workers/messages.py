@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from impetusd.plugin.engine import EmbedOutput, EngineResult, GenerateRequest, ModelSpec, Tuning
+from impetusd.protocol.messages import RequestId
 
 # daemon → worker: requests
 START = "worker.start"
@@ -64,5 +65,5 @@ class EmbedDone(msgspec.Struct, frozen=True):
 class TextChunk(msgspec.Struct, frozen=True):
     """Notification ``chunk``: a piece of decoded text for request ``id``."""
 
-    id: int
+    id: RequestId  # the generate request's, as the daemon sent it (the daemon numbers its calls)
     text: str

@@ -20,6 +20,7 @@ from impetusd.plugin_api import (
     EmbedRequest,
     EngineInfo,
     EngineResult,
+    FinishReason,
     GenerateRequest,
     InvalidModelFile,
     ModelSpec,
@@ -193,7 +194,7 @@ class LlamaCppEngine:
             llm.eval(ids[i : i + PREFILL_CHUNK])
         scanner = StopScanner(req.stop)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        finish = "length"
+        finish: FinishReason = "length"
         tokens = 0
         first = last = 0.0
         while tokens < max_tokens:
@@ -225,7 +226,7 @@ class LlamaCppEngine:
         prefilled = len(ids) - cached
         return EngineResult(
             text=scanner.text,
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
             prompt_tokens=len(ids),
             completion_tokens=tokens,
             cached_tokens=cached,

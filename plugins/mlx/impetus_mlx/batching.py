@@ -19,7 +19,7 @@ import msgspec
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 
-from impetusd.plugin_api import EngineResult, GenerateRequest
+from impetusd.plugin_api import EngineResult, FinishReason, GenerateRequest
 
 from .prompt_cache import PromptCaches
 from .stops import StopScanner
@@ -213,7 +213,7 @@ class BatchScheduler:
             return
         job.on_done(msgspec.structs.replace(result, batch_size=1, batch_limit=self.max_batch, queued_ms=(job.joined - job.submitted) * 1000))
 
-    def _finish_removed(self, job: Job, reason: str) -> None:
+    def _finish_removed(self, job: Job, reason: FinishReason) -> None:
         """End a job the generator has not finished itself (stop string, cancel)."""
         assert self.gen is not None and job.uid is not None
         try:
@@ -225,7 +225,7 @@ class BatchScheduler:
         cache, tokens = caches.get(job.uid, (None, None))
         self._finish(job, reason, cache, tokens)
 
-    def _finish(self, job: Job, reason: str, cache: Any, tokens: list[int] | None) -> None:
+    def _finish(self, job: Job, reason: FinishReason, cache: Any, tokens: list[int] | None) -> None:
         assert job.uid is not None
         self.running.pop(job.uid, None)
         if cache is not None and tokens:
@@ -235,7 +235,7 @@ class BatchScheduler:
                 log.exception("could not keep the prompt cache")
         self._result(job, reason)
 
-    def _result(self, job: Job, reason: str) -> None:
+    def _result(self, job: Job, reason: FinishReason) -> None:
         rest = job.scanner.flush()
         if rest:
             job.on_text(rest)
@@ -246,7 +246,7 @@ class BatchScheduler:
         job.on_done(
             EngineResult(
                 text=job.scanner.text,
-                finish_reason=reason,  # type: ignore[arg-type]
+                finish_reason=reason,
                 prompt_tokens=len(job.ids),
                 completion_tokens=job.tokens,
                 cached_tokens=job.cached,

@@ -139,7 +139,7 @@ class EmbeddingEngine:
             raise UnsupportedFormat(f"{folder}: the MLX backend embeds with BERT encoders only (this is {config.get('model_type')!r})", path=str(folder))
         weights: dict[str, mx.array] = {}
         for file in sorted(folder.glob("model*.safetensors")):
-            weights.update(mx.load(str(file)))  # type: ignore[arg-type]
+            weights.update(mx.load(str(file)))  # type: ignore[arg-type]  # mlx annotates load() as array | dict | tuple, not per format
         model = build(config, weights, str(folder))
         pipeline = read_pipeline(folder, model.config.max_position_embeddings)
         tok_path = folder / "tokenizer.json"

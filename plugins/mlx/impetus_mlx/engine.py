@@ -18,6 +18,7 @@ from impetusd.plugin_api import (
     EmbedRequest,
     EngineInfo,
     EngineResult,
+    FinishReason,
     GenerateRequest,
     InvalidParams,
     ModelSpec,
@@ -204,7 +205,7 @@ class MLXEngine:
         sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
         processors = self.logits_processors(req, len(ids) + max_tokens)
         scanner = StopScanner(req.stop)
-        finish = "length"
+        finish: FinishReason = "length"
         ttft_ms = None
         last = None
         tokens = 0
@@ -253,7 +254,7 @@ class MLXEngine:
             self.batch.caches.store(list(ids), cache)
         return EngineResult(
             text=scanner.text,
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
             prompt_tokens=len(ids),
             completion_tokens=tokens,
             cached_tokens=cached,

@@ -43,7 +43,7 @@ def scalar(meta: dict[str, Any], key: str, default: Any = None) -> Any:
 
 def read(path: str) -> tuple[dict[str, mx.array], dict[str, Any]]:
     try:
-        return mx.load(path, return_metadata=True)  # type: ignore[return-value]
+        return mx.load(path, return_metadata=True)  # type: ignore[return-value]  # mlx annotates load() as array | dict | tuple, not per return_metadata
     except Exception as exc:  # mlx raises ValueError/RuntimeError for unsupported tensor types
         raise UnsupportedFormat(f"{path}: MLX cannot read this GGUF ({exc})", path=path) from exc
 

@@ -83,10 +83,10 @@ def _description(raw: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"inputs": [], "outputs": []}
     for f in parse(raw):
         if f.number in (INPUT, OUTPUT) and f.wire == LEN:
-            names = [_text(g) for g in parse(f.value) if g.number == 1]  # type: ignore[arg-type]
+            names = [_text(g) for g in parse(f.payload) if g.number == 1]
             out["inputs" if f.number == INPUT else "outputs"].extend(names[:1])
         elif f.number == METADATA and f.wire == LEN:
-            for g in parse(f.value):  # type: ignore[arg-type]
+            for g in parse(f.payload):
                 if g.number in METADATA_KEYS and g.wire == LEN:
                     out[METADATA_KEYS[g.number]] = _text(g)
     return out
@@ -101,7 +101,7 @@ def read_spec(file: Path) -> dict[str, Any]:
             if f.number == SPEC_VERSION and f.wire == VARINT:
                 info["specification_version"] = f.value
             elif f.number == DESCRIPTION and f.wire == LEN:
-                info.update(_description(f.value))  # type: ignore[arg-type]
+                info.update(_description(f.payload))
             elif f.number == IS_UPDATABLE and f.wire == VARINT:
                 info["updatable"] = bool(f.value)
             elif f.number >= 200:

@@ -63,12 +63,12 @@ def read_model(file: Path) -> dict[str, Any]:
             elif f.number == GRAPH:
                 graph_bytes = f.length
             elif f.number == OPSET_IMPORT:
-                entry = {g.number: g for g in parse(f.value)}  # type: ignore[arg-type]
+                entry = {g.number: g for g in parse(f.payload)}
                 domain = _text(entry[1]) if 1 in entry and entry[1].wire == LEN else ""
                 version = entry[2].value if 2 in entry and entry[2].wire == VARINT else None
                 info["opset"][domain or "ai.onnx"] = version
             elif f.number == METADATA_PROPS and len(info["metadata_props"]) < MAX_PROPS:
-                entry = {g.number: g for g in parse(f.value)}  # type: ignore[arg-type]
+                entry = {g.number: g for g in parse(f.payload)}
                 if 1 in entry and entry[1].wire == LEN:
                     info["metadata_props"][_text(entry[1])] = _text(entry[2]) if 2 in entry and entry[2].wire == LEN else ""
     except WireError as exc:

@@ -34,6 +34,13 @@ class Field:
         self.offset = offset  # where a LEN field's payload starts in the buffer or file
         self.length = length  # a LEN field's payload size
 
+    @property
+    def payload(self) -> bytes:
+        """The bytes of a LEN field that was read (a nested message or a string)."""
+        if not isinstance(self.value, bytes):
+            raise WireError(f"field {self.number} holds no bytes")
+        return self.value
+
 
 def varint(data: bytes, pos: int) -> tuple[int, int]:
     """The varint at ``pos`` in ``data`` and the position after it."""
