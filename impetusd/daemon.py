@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from impetusd.transport.activation import inherited_socket
 from impetusd.transport.server import Server, prepare_socket_path
 
 log = logging.getLogger(__name__)
+
+EXIT_SLACK_S = 10.0  # past shutdown_grace_s: the most the rest of a shutdown may take
 
 
 class Daemon:
@@ -127,6 +130,7 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
             if ready is not None:
                 ready(daemon)
             await daemon.stop_requested.wait()
+            _exit_deadline(config.shutdown_grace_s + EXIT_SLACK_S)
             log.info("stopping: no new connections; draining for up to %.0f s", config.shutdown_grace_s)
             daemon.stopping = True
             daemon.server.stop_accepting()
@@ -144,6 +148,22 @@ async def run_daemon(config: Config, *, ready: Any = None) -> None:
         daemon.store.close()
         lock.close()
     log.info("impetusd stopped")
+
+
+def _exit_deadline(seconds: float) -> None:
+    """The last resort: whatever a hook, a worker or a thread is doing, the
+    process ends ``seconds`` after the stop began (the socket is already gone;
+    the kernel frees the lock)."""
+
+    def expire() -> None:
+        log.error("shutdown did not finish within %.0f s; exiting anyway", seconds)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 async def _watch_signals(daemon: Daemon) -> None:

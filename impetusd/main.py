@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 import anyio
 import click
@@ -38,6 +39,18 @@ def main(socket_path: str | None, home: str | None, log_level: str | None) -> No
         raise click.ClickException(str(exc)) from None
     except (ValueError, PermissionError, ImpetusError) as exc:
         raise click.ClickException(str(exc)) from None
+    _leave_lingering_threads()
+
+
+def _leave_lingering_threads() -> None:
+    """A thread abandoned at shutdown (a network read the pull gave up on) would
+    keep the interpreter alive after the daemon stopped: exit without it."""
+    lingering = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if lingering:
+        logging.getLogger("impetusd").warning("exiting with %d abandoned thread(s) still running: %s", len(lingering), ", ".join(lingering))
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 async def _run(config: Config) -> None:

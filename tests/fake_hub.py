@@ -62,6 +62,7 @@ class Faults:
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self.stall_seconds = 0
+        self.released = threading.Event()
 
     def drop_after(self, pattern: str, nbytes: int, times: int = 1) -> None:
         self._add(_Fault(pattern, "drop", nbytes, times))
@@ -76,6 +77,14 @@ class Faults:
         """Send ``after`` bytes of the body, then nothing for ``seconds``, then hang up."""
         self._add(_Fault(pattern, "stall", after, times))
         self.stall_seconds = seconds
+
+    def hold(self, pattern: str, after: int) -> threading.Event:
+        """Send ``after`` bytes of the body, then nothing until the returned event
+        is set (by the test), then hang up: a transfer paused for as long as the
+        test needs, whatever the machine's load."""
+        self._add(_Fault(pattern, "hold", after, 1))
+        self.released = threading.Event()
+        return self.released
 
     def corrupt(self, pattern: str, offset: int, times: int = 1) -> None:
         self._add(_Fault(pattern, "corrupt", offset, times))
@@ -138,6 +147,8 @@ class FakeHub:
         self.faults = Faults()
         self.requests: list[Logged] = []
         self.require_token: str | None = None
+        self.hang = False  # accept every request and never answer (until stop)
+        self._stopped = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
@@ -152,6 +163,8 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
+        self.faults.released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -223,6 +236,10 @@ class FakeHub:
         start = int(rng.split("=", 1)[1].split("-", 1)[0]) if rng and rng.startswith("bytes=") else None
         log = Logged(h.command, path, start, 0)
         self.requests.append(log)
+        if self.hang:
+            self._stopped.wait()
+            h.close_connection = True
+            return
         if m := _INFO.match(path):
             self._info(h, m["repo"], m["rev"] or "main", log)
         elif m := _RESOLVE.match(path):
@@ -303,8 +320,9 @@ class FakeHub:
             return
         drop = self.faults.take(name, "drop")
         stall = self.faults.take(name, "stall")
+        hold = self.faults.take(name, "hold")
         slow = self.faults.take(name, "slow")
-        cut = drop or stall
+        cut = drop or stall or hold
         limit = len(chunk) if cut is None else min(len(chunk), cut.value)
         step = 64 * 1024
         began = time.monotonic()
@@ -322,6 +340,8 @@ class FakeHub:
             return
         if stall is not None:
             time.sleep(self.faults.stall_seconds)
+        if hold is not None:
+            self.faults.released.wait(120)
         if cut is not None:
             h.close_connection = True
             h.connection.shutdown(2)  # mid-body: the client sees the connection end early

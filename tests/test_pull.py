@@ -272,17 +272,63 @@ def test_folder_repo_pulls_only_what_the_model_needs(hub: FakeHub, hub_daemon: D
 def test_ctrl_c_in_impetusctl_pull_stops_and_pull_resumes(hub: FakeHub, hub_daemon: DaemonProcess, tmp_path: Path) -> None:
     payload = gguf_bytes(tmp_path, "F32", hidden=256) + os.urandom(6 * 1024 * 1024)
     hub.add_repo("test/interrupted-GGUF", {"interrupted-F32.gguf": payload})
-    hub.faults.slow("interrupted-F32.gguf", 2 * 1024 * 1024)
+    held = 2 * 1024 * 1024
+    release = hub.faults.hold("interrupted-F32.gguf", held)  # the transfer waits for us, however busy the machine
     puller = subprocess.Popen([sys.executable, "-m", "impetusctl", "--no-autostart", "pull", "test/interrupted-GGUF"], env=hub_daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_until(lambda: _partial_size(hub_daemon, "test/interrupted-GGUF") > 1024 * 1024, 30)
+    assert wait_until(lambda: _partial_size(hub_daemon, "test/interrupted-GGUF") == held, 60)
     puller.send_signal(signal.SIGINT)
-    _, err = puller.communicate(timeout=30)
+    _, err = puller.communicate(timeout=60)
     assert puller.returncode == 130 and "run the same command to resume" in err
-    kept = _partial_size(hub_daemon, "test/interrupted-GGUF")
-    assert kept > 1024 * 1024
-    hub.faults.clear()
+    release.set()  # the held connection hangs up; the cancelled job ends without another byte
+    assert _partial_size(hub_daemon, "test/interrupted-GGUF") == held
     ctl(hub_daemon, "pull", "test/interrupted-GGUF")
-    assert file_gets(hub, "interrupted-F32.gguf")[-1].range_start == kept
+    assert file_gets(hub, "interrupted-F32.gguf")[-1].range_start == held
+    shown = json.loads(ctl(hub_daemon, "--json", "show", "test/interrupted-GGUF").stdout)
+    assert shown["files"][0]["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_sigterm_mid_pull_on_a_hub_that_never_answers_exits_and_frees_the_lock(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The Hub metadata call hangs (the server accepts and never answers); SIGTERM
+    still ends the daemon within its grace plus a few seconds, and a new daemon
+    takes the same socket."""
+    root = tmp_path_factory.mktemp("hang")
+    d = DaemonProcess(root, "shutdown_grace_s = 1.0\n", HF_ENDPOINT=hub.url, HF_HOME=str(root / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+    d.env.pop("HF_TOKEN", None)
+    d.start()
+    hub.hang = True
+    try:
+        with d.connect() as conn:
+            conn.send("models.pull", {"model": "someorg/nonexistent-repo"})
+            assert wait_until(lambda: any("nonexistent-repo" in r.path for r in hub.requests), 30)
+            time.sleep(0.3)
+            d.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            started = time.monotonic()
+            try:
+                d.proc.wait(1.0 + 8.0)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"impetusd still alive {time.monotonic() - started:.0f} s after SIGTERM: {d.log.read_text()[-2000:]}")
+        hub.hang = False
+        again = DaemonProcess(root, HF_ENDPOINT=hub.url, HF_HOME=str(root / "hf")).start()  # the lock is free
+        again.stop()
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+
+
+def test_a_hub_that_never_answers_fails_the_pull_in_time(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("hang2")
+    d = DaemonProcess(root, "pull_timeout_s = 0.5\npull_attempts = 2\npull_backoff_s = 0.05\n", HF_ENDPOINT=hub.url, HF_HOME=str(root / "hf"))
+    d.env.pop("HF_TOKEN", None)
+    d.start()
+    hub.hang = True
+    try:
+        started = time.monotonic()
+        done = ctl(d, "pull", "someorg/nonexistent-repo", check=False, timeout=60)
+        assert done.returncode == 1 and "[DownloadFailed]" in done.stderr, done.stderr
+        assert time.monotonic() - started < 20
+    finally:
+        hub.hang = False
+        d.stop()
 
 
 def test_run_pulls_a_hub_model_that_is_not_here(hub: FakeHub, hub_daemon: DaemonProcess, tmp_path: Path) -> None:

@@ -51,12 +51,13 @@ def _token() -> str | None:
     return get_token()  # HF_TOKEN, or the token saved by `hf auth login`
 
 
-def describe(repo: str, revision: str | None, endpoint: str | None = None) -> RemoteRepo:
-    """The commit a revision points to and every file with its size and hashes."""
+def describe(repo: str, revision: str | None, timeout: float, endpoint: str | None = None) -> RemoteRepo:
+    """The commit a revision points to and every file with its size and hashes.
+    ``timeout`` bounds each network wait (connecting, each read)."""
     from huggingface_hub import HfApi
 
     try:
-        info: Any = HfApi(endpoint=endpoint).model_info(repo, revision=revision, files_metadata=True, token=_token())
+        info: Any = HfApi(endpoint=endpoint).model_info(repo, revision=revision, files_metadata=True, token=_token(), timeout=timeout)
     except Exception as exc:
         raise typed(exc, repo, revision) from exc
     files = [

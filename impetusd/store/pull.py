@@ -120,6 +120,9 @@ class Pulls:
                 status="already_registered", model=model_info(existing, loaded=self.loaded(existing.name)), downloaded_bytes=0, reused_bytes=0, elapsed_s=0.0
             )
         job = self.jobs.get(ref.name)
+        if job is not None and job.cancel.is_set():  # being cancelled: let it end, then start afresh
+            await job.done.wait()
+            job = self.jobs.get(ref.name)
         if job is None:
             if self._tg is None:
                 raise ShuttingDown("the daemon is shutting down; pulls are not taken")
@@ -174,13 +177,14 @@ class Pulls:
 
     async def _pull(self, job: Job, force: bool) -> PullResult:
         ref = job.ref
-        remote = await self._retry(job, lambda: hub.describe(ref.repo, ref.revision), "listing")
+        timeout = self.config.pull_timeout_s
+        remote = await self._retry(job, lambda: hub.describe(ref.repo, ref.revision, timeout), "listing")
         selector = ref.suffix
         if selector and not files.selects_files(remote.files, selector):
             # not a quantization in this repo: it names a revision
             if ref.revision:
                 raise NoMatchingFiles(f"{ref.repo}@{ref.revision} has no GGUF matching {selector!r}", repo=ref.repo)
-            remote = await self._retry(job, lambda: hub.describe(ref.repo, selector), "listing")
+            remote = await self._retry(job, lambda: hub.describe(ref.repo, selector, timeout), "listing")
             selector = None
         chosen = files.choose(ref.repo, remote.files, selector, ref.files)
         job.files = [FileProgress(name=f.name, total=f.size) for f in chosen.files]
@@ -261,7 +265,13 @@ class Pulls:
         cfg = self.config
         for attempt in range(1, cfg.pull_attempts + 1):
             try:
-                return await anyio.to_thread.run_sync(work, abandon_on_cancel=False)
+                # Abandoned when this task is cancelled (only at shutdown): the
+                # thread is told to stop at its next chunk, and a thread stuck in
+                # a network read must not hold the daemon (its timeout ends it).
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            except anyio.get_cancelled_exc_class():
+                job.cancel.set()
+                raise
             except (Transient, ChecksumMismatch) as exc:
                 if attempt == cfg.pull_attempts:
                     if isinstance(exc, ChecksumMismatch):
