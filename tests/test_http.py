@@ -294,6 +294,47 @@ def test_cors_only_for_origins_given(shim: ShimProcess, keyed_shim: ShimProcess)
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_cross_site_requests_are_refused(shim: ShimProcess, keyed_shim: ShimProcess, client: openai.OpenAI) -> None:
+    """What any web page can make a browser send (a "simple" request: text/plain,
+    no preflight) must not run a generation or pin a model."""
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "keep_alive": -1})
+    def served() -> float:
+        return sum(v for (name, labels), v in metrics(shim.base).items() if name == "impetus_requests_total" and ("model", MODEL) in labels)
+
+    before = served()
+    evil = httpx.post(f"{shim.url}/chat/completions", content=body, headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+    assert evil.status_code == 403 and evil.json()["error"]["code"] == "cross_origin_request", evil.text
+    as_json = httpx.post(f"{shim.url}/chat/completions", content=body, headers={"Origin": "http://evil.example", "Content-Type": "application/json"})
+    assert as_json.status_code == 403
+    null = httpx.post(f"{shim.url}/embeddings", json={"model": MODEL, "input": "x"}, headers={"Origin": "null"})
+    assert null.status_code == 403
+    plain = httpx.post(f"{shim.url}/chat/completions", content=body, headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415 and plain.json()["error"]["code"] == "unsupported_media_type", plain.text
+    form = httpx.post(f"{shim.url}/completions", data={"model": MODEL, "prompt": "x"})
+    assert form.status_code == 415
+    assert served() == before  # nothing reached the daemon
+    # what may: the shim's own origin, an --allow-origin one, JSON without an Origin, and GETs
+    own = httpx.post(f"{shim.url}/embeddings", json={"model": MODEL, "input": "x"}, headers={"Origin": shim.base})
+    assert own.status_code == 200, own.text
+    allowed = httpx.post(
+        f"{keyed_shim.url}/embeddings",
+        json={"model": MODEL, "input": "x"},
+        headers={"Origin": "http://app.example", "Authorization": "Bearer s3cret", "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://app.example"
+    assert httpx.get(f"{shim.url}/models", headers={"Origin": "http://evil.example"}).status_code == 200
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+    assert reply.choices[0].finish_reason in ("length", "stop")
+
+
+def test_bearer_scheme_is_case_insensitive(keyed_shim: ShimProcess) -> None:
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        got = httpx.get(f"{keyed_shim.url}/models", headers={"Authorization": f"{scheme} s3cret"})
+        assert got.status_code == 200, (scheme, got.text)
+    assert httpx.get(f"{keyed_shim.url}/models", headers={"Authorization": "Basic s3cret"}).status_code == 401
+    assert httpx.get(f"{keyed_shim.url}/models", headers={"Authorization": "bearer wrong"}).status_code == 401
+
+
 def test_exposing_beyond_loopback_needs_a_key(shared_daemon: DaemonProcess) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "impetusctl", "--no-autostart", "http", "--host", "0.0.0.0", "--port", "0"],

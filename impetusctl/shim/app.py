@@ -26,7 +26,7 @@ from . import responses as out
 from .errors import InvalidRequest, OpenAIError, from_daemon, unavailable
 from .metrics import HttpMetrics, render
 from .requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, chat_params, complete_params, embed_params
-from .security import ApiKeyMiddleware
+from .security import ApiKeyMiddleware, CrossSiteMiddleware
 
 T = TypeVar("T")
 
@@ -335,6 +335,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware.append(
             Middleware(CORSMiddleware, allow_origins=settings.allow_origins, allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"])
         )
+    middleware.append(Middleware(CrossSiteMiddleware, allow_origins=settings.allow_origins))
     if settings.api_key:
         middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key))
     middleware.append(Middleware(CountRequests, http=shim.http))
