@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -215,4 +216,6 @@ def parse_keep_alive(value: float | str | None, default: float) -> float | None:
             raise InvalidParams(f"keep_alive: cannot parse {value!r} (use seconds or e.g. '5m')", field="keep_alive") from None
     else:
         seconds = float(value)
+    if not math.isfinite(seconds):  # NaN compares false with everything: it would mean forever
+        raise InvalidParams(f"keep_alive: {value!r} is not a finite number of seconds (use -1 to stay loaded)", field="keep_alive")
     return None if seconds < 0 else seconds

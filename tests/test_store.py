@@ -103,3 +103,84 @@ def test_import_folders_registers_only_the_model_files(daemon: DaemonProcess, tm
     assert "hf-llama: ok" in ctl(daemon, "verify", "hf-llama").stdout
     loaded = ctl(daemon, "load", "hf-llama", "--keep-alive", "0")
     assert loaded.returncode == 0 and "on mlx" in loaded.stdout  # the MLX backend runs folders
+
+
+def test_catalog_alias_names_cannot_be_taken(daemon: DaemonProcess, echo_model: Path) -> None:
+    """A copy or an import under a name an alias resolves would make that alias
+    answer with another model (embed all-minilm-l6-v2 from SmolLM2's states)."""
+    ctl(daemon, "import", str(echo_model), "--name", "talker")
+    with daemon.connect() as conn:
+        for alias in ("all-minilm-l6-v2", "SmolLM2-135M"):
+            copied = conn.call("models.copy", {"source": "talker", "destination": alias})
+            assert copied["error"]["data"]["name"] == "ModelExists", copied
+            assert "alias" in copied["error"]["message"]
+            imported = conn.call("models.import", {"path": str(echo_model), "name": alias})
+            assert imported["error"]["data"]["name"] == "ModelExists", imported
+            assert conn.call("models.show", {"model": alias})["error"]["data"]["name"] == "ModelNotFound"
+    local = [m["name"] for m in json.loads(ctl(daemon, "--json", "ls").stdout)["models"] if m["source"].startswith("local:")]
+    assert local == ["talker"]
+
+
+BAD_NAMES = ["/tmp/abs", "../../evil", "a/../b", "a\x00b", "x" * 100_000, "-dash", "sp ace", "a//b", "trailing/", "naïve", "a\nb"]
+
+
+def test_registered_names_are_restricted(daemon: DaemonProcess, echo_model: Path, tmp_path: Path) -> None:
+    with daemon.connect() as conn:
+        for bad in BAD_NAMES:
+            got = conn.call("models.import", {"path": str(echo_model), "name": bad})
+            assert got["error"]["data"]["name"] == "InvalidParams" and got["error"]["data"]["field"] == "name", (bad[:40], got)
+        assert "result" in conn.call("models.import", {"path": str(echo_model), "name": "org/my.model_v2:Q4_K_M"})
+        for bad in BAD_NAMES:
+            got = conn.call("models.copy", {"source": "org/my.model_v2:Q4_K_M", "destination": bad})
+            assert got["error"]["data"]["name"] == "InvalidParams" and got["error"]["data"]["field"] == "destination", (bad[:40], got)
+        for bad in ("../../evil", "a/..", "org/" + "r" * 300):
+            got = conn.call("models.pull", {"model": bad})
+            assert got["error"]["data"]["name"] == "InvalidParams", (bad[:40], got)
+        # without --name the file's name is made into a valid one
+        odd = tmp_path / "my model (1).echo"
+        odd.write_bytes(echo_model.read_bytes())
+        assert conn.call("models.import", {"path": str(odd)})["result"]["name"] == "my-model-1"
+    local = sorted(m["name"] for m in json.loads(ctl(daemon, "--json", "ls").stdout)["models"] if m["source"].startswith("local:"))
+    assert local == ["my-model-1", "org/my.model_v2:Q4_K_M"]
+
+
+def test_keep_alive_must_be_finite(daemon: DaemonProcess, echo_model: Path) -> None:
+    ctl(daemon, "import", str(echo_model), "--name", "talker")
+    with daemon.connect() as conn:
+        for value in ["nan", "NaN", " nan ", "inf", "-inf", "infs", "1e400", "nanm"]:
+            got = conn.call("models.load", {"model": "talker", "keep_alive": value})
+            assert "error" in got and got["error"]["data"]["name"] == "InvalidParams", (value, got)
+            assert got["error"]["data"].get("field") == "keep_alive" and "keep_alive" in got["error"]["message"], got
+        conn.send_line(b'{"jsonrpc":"2.0","id":"big","method":"models.load","params":{"model":"talker","keep_alive":1e400}}')
+        _, got = conn.until_response("big")
+        assert "error" in got and got["error"]["data"]["name"] in ("InvalidParams", "ParseError"), got
+        assert conn.call("models.loaded")["result"]["models"] == []  # nothing was pinned
+        assert "result" in conn.call("models.load", {"model": "talker", "keep_alive": "5m"})
+
+
+def test_home_and_everything_in_it_is_private_under_umask_022(tmp_path: Path, echo_model: Path) -> None:
+    import os
+    import stat
+
+    root = tmp_path / "priv"
+    root.mkdir()
+    d = DaemonProcess(root, IMPETUS_PLUGINS="impetus_echo")
+    old = os.umask(0o022)
+    try:
+        d.start()
+    finally:
+        os.umask(old)
+    try:
+        ctl(d, "import", str(echo_model), "--name", "talker")  # writes the registry (and its WAL)
+        with d.connect() as conn:
+            assert "result" in conn.call("models.load", {"model": "talker", "keep_alive": 0})
+        seen = []
+        for path in [d.home, *d.home.rglob("*")]:
+            if path.is_symlink():
+                continue
+            mode = stat.S_IMODE(path.stat().st_mode)
+            seen.append(path.name)
+            assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+        assert {"registry.db", "registry.db-wal"} <= set(seen), seen
+    finally:
+        d.stop()

@@ -29,6 +29,7 @@ from impetusd.protocol.errors import InvalidParams, ModelExists, ModelInUse
 from impetusd.store import cache
 from impetusd.store.convert import convert_into_store, remove_converted
 from impetusd.store.detect import detect_format
+from impetusd.store.names import check_name, check_not_alias, default_name
 from impetusd.store.pull import content_digest
 from impetusd.store.registry import ModelFile, Registered, Source
 from impetusd.store.transfer import sha256_of
@@ -62,7 +63,8 @@ async def models_import(services: Services, params: ImportParams, ctx: RequestCo
         raise InvalidParams(f"{path} does not exist", field="path")
     if params.allow_pickle:
         raise InvalidParams("Invalid params: pickles are never loaded; convert_pickle converts one once to safetensors", field="allow_pickle")
-    name = params.name or (path.stem if path.is_file() else path.name)
+    name = check_name(params.name) if params.name is not None else default_name(path.stem if path.is_file() else path.name)
+    check_not_alias(name)
     if services.store.get(name) is not None:
         raise ModelExists(f"a model named {name!r} is already registered; choose another with --name", model=name)
     source = Source(kind="local", path=str(path))
@@ -140,6 +142,7 @@ def _still_linked(root: Path, blob: Path) -> bool:
 
 
 def models_copy(services: Services, params: CopyParams, ctx: RequestContext) -> ModelInfo:
+    check_not_alias(check_name(params.destination, field="destination"))
     return _info(services, services.store.copy(params.source, params.destination))
 
 
