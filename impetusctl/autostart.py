@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from impetusd.config import Config
+from impetusd.config import Config, make_private_home
 
 from .client import Client, DaemonUnavailable
 
@@ -28,8 +28,9 @@ def connect(config: Config, autostart: bool, timeout: float = 60.0) -> Client:
 
 def start_daemon(config: Config, timeout: float) -> Client:
     log = log_path(config)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    make_private_home(config.home)
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "impetusd", "--socket", str(config.socket), "--home", str(config.home)],
             stdin=subprocess.DEVNULL,

@@ -135,6 +135,18 @@ def default_home(env: Mapping[str, str]) -> Path:
     return Path(env.get("IMPETUS_HOME") or Path.home() / ".impetus").expanduser()
 
 
+PRIVATE_UMASK = 0o077  # what the daemon (and its workers) create: 0700 folders, 0600 files
+
+
+def make_private_home(home: Path) -> None:
+    """Create the state directory 0700, and tighten it if it is ours and looser:
+    it holds the registry, logs, converted models and caches of one user."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = home.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(home, 0o700)
+
+
 def default_socket(home: Path, env: Mapping[str, str]) -> Path:
     if env.get("IMPETUS_SOCKET"):
         return Path(env["IMPETUS_SOCKET"]).expanduser()

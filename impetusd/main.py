@@ -10,7 +10,7 @@ import threading
 import anyio
 import click
 
-from impetusd.config import Config, load_config
+from impetusd.config import PRIVATE_UMASK, Config, load_config, make_private_home
 from impetusd.protocol.errors import ImpetusError
 from impetusd.transport.server import DaemonAlreadyRunning
 
@@ -31,7 +31,8 @@ def main(socket_path: str | None, home: str | None, log_level: str | None) -> No
         format="%(asctime)s impetusd[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    config.home.mkdir(parents=True, exist_ok=True)
+    os.umask(PRIVATE_UMASK)  # every file and folder the daemon and its workers write is the user's alone
+    make_private_home(config.home)
     os.environ["IMPETUS_HOME"] = str(config.home)  # the home in use, for plugins (disk free) and workers
     try:
         anyio.run(_run, config)

@@ -9,6 +9,7 @@ records where, how big, and their sha256.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -85,6 +86,9 @@ class ModelStore:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        for made in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if made.exists() and made.stat().st_mode & 0o077:  # made before the daemon kept its files private
+                os.chmod(made, 0o600)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
