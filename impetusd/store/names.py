@@ -12,10 +12,7 @@ from impetusd.store.catalog import CATALOG
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", re.ASCII)
 NAME_MAX = 200
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]*", re.ASCII)
-NAME_RULE = (
-    f"1 to {NAME_MAX} characters from A-Z a-z 0-9 . _ : @ / -, starting with a letter or digit, "
-    "with no empty, '.' or '..' part between slashes"
-)
+NAME_RULE = f"1 to {NAME_MAX} characters from A-Z a-z 0-9 . _ : @ / -, starting with a letter or digit, with no empty, '.' or '..' part between slashes"
 
 
 def check_name(name: str, field: str = "name") -> str:
@@ -44,6 +41,8 @@ def default_name(stem: str) -> str:
     if not made:
         raise InvalidParams(f"cannot make a model name from {stem[:60]!r}: give one with --name", field="name")
     return made
+
+
 _PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/")
 
 
