@@ -101,3 +101,41 @@ def _echo(tmp_path: Path) -> Path:
     path = tmp_path / "m.echo"
     path.write_text("0")
     return path
+
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+def _fake_launchd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drain_s: float, settle_s: float) -> Path:
+    """Install for macOS against tests/fakes/launchctl (launchd's timing, see there)."""
+    from impetusctl.service import manage
+
+    state = tmp_path / "launchd"
+    monkeypatch.setattr(manage, "platform", lambda: "darwin")  # the launchd branch; launchctl itself is the fake
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LAUNCHD_STATE", str(state))
+    monkeypatch.setenv("FAKE_LAUNCHD_DRAIN_S", str(drain_s))
+    monkeypatch.setenv("FAKE_LAUNCHD_SETTLE_S", str(settle_s))
+    return state
+
+
+@pytest.mark.parametrize(("drain_s", "settle_s"), [(2.0, 0.0), (0.5, 1.5)])
+def test_reinstall_after_a_plist_change_leaves_the_agent_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drain_s: float, settle_s: float) -> None:
+    from impetusctl.service import manage
+    from impetusd.config import load_config
+
+    state = _fake_launchd(tmp_path, monkeypatch, drain_s, settle_s)
+    config = load_config(home=tmp_path / "home", socket=tmp_path / "run" / "d.sock", env={})
+    plist = tmp_path / "Library" / "LaunchAgents" / f"{render.LABEL}.plist"
+    assert manage.install(config) == [str(plist)]
+    assert json.loads((state / "state.json").read_text())["loaded"] == {render.LABEL: str(plist)}
+    monkeypatch.setenv("IMPETUS_HOME", str(tmp_path / "home2"))  # an upgrade that changes the plist
+    started = time.monotonic()
+    assert manage.install(config) == [str(plist)]
+    assert time.monotonic() - started >= drain_s  # it waited for the old job to go
+    assert json.loads((state / "state.json").read_text())["loaded"] == {render.LABEL: str(plist)}  # loaded again
+    assert b"home2" in plist.read_bytes()
+    assert manage.install(config) == []  # unchanged: left running, nothing booted out
+    calls = [line.split(" ", 1)[1] for line in (state / "calls.log").read_text().splitlines()]
+    assert calls.count(f"bootout gui/{os.getuid()}/{render.LABEL}") == 1
