@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from helpers import DaemonProcess
+from helpers import DaemonProcess, short_socket
 
 
 def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def test_doctor_with_a_running_daemon(shared_daemon: DaemonProcess) -> None:
 
 
 def test_doctor_reports_a_loose_socket_directory_and_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    run = tmp_path / "run"
+    run = short_socket().parent
     run.mkdir()
     os.chmod(run, 0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPETUS_")}

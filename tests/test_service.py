@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PLUGIN_PATH, RawConnection, pid_alive, wait_until
+from helpers import PLUGIN_PATH, RawConnection, pid_alive, short_socket, wait_until
 
 from impetusctl.service import render
 
@@ -56,7 +56,7 @@ def test_installed_units_pass_systemd_analyze(tmp_path: Path) -> None:
     units = tmp_path / ".config" / "systemd" / "user"
     service = (units / "impetusd.service").read_text()
     assert f"ExecStart={Path(sys.executable).with_name('impetusd')}" in service
-    runtime = tmp_path / "xdg"
+    runtime = short_socket().parent  # %t: the socket's directory, short as on a real system
     runtime.mkdir(mode=0o700)
     done = subprocess.run(
         ["systemd-analyze", "--user", "verify", str(units / "impetusd.socket"), str(units / "impetusd.service")],
@@ -69,9 +69,8 @@ def test_installed_units_pass_systemd_analyze(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is not installed (.ci/run installs it)")
 def test_daemon_adopts_an_inherited_socket(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    sock = run / "d.sock"
+    sock = short_socket()
+    sock.parent.mkdir(mode=0o700)
     passed = {"IMPETUS_HOME": str(tmp_path / "home"), "PYTHONPATH": PLUGIN_PATH, "IMPETUS_PLUGINS": "impetus_echo"}
     log = open(tmp_path / "log", "wb")  # noqa: SIM115
     # systemd's own tool: it listens, and on the first connection execs impetusd with

@@ -111,16 +111,16 @@ def admit_peer(outcome: tuple[str, bytes] | OSError | None, me: int) -> tuple[bo
 
     Fail closed: a peer whose uid cannot be read is refused like another user's."""
     if outcome is None:
-        return False, "cannot read a peer's credentials on this platform"
+        return False, "(no way to read a peer's credentials on this platform)"
     if isinstance(outcome, OSError):
-        return False, f"cannot read the peer's credentials: {outcome}"
+        return False, f"(cannot read the peer's credentials: {outcome})"
     layout, raw = outcome
     try:
         uid = uid_from_ucred(raw) if layout == "ucred" else uid_from_xucred(raw)
     except (struct.error, ValueError) as exc:
-        return False, f"unreadable peer credentials ({layout}, {len(raw)} bytes): {exc}"
+        return False, f"(unreadable peer credentials, {layout} of {len(raw)} bytes: {exc})"
     if uid != me:
-        return False, f"connection from uid {uid}"
+        return False, f"from uid {uid}"
     return True, ""
 
 
@@ -193,7 +193,7 @@ class Server:
         sock: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
         admitted, why = admit_peer(read_peer_credentials(sock), os.getuid())
         if not admitted:
-            log.warning("refused a connection: %s", why)
+            log.warning("refused a connection %s", why)
             conns.start_soon(stream.aclose)
             return
         if self.connections >= self.max_connections:
