@@ -41,7 +41,10 @@ def prepare_socket_path(path: Path, activated: bool = False) -> Any:
     """
     limit = 104 if sys.platform == "darwin" else 108
     if len(os.fsencode(str(path))) >= limit:
-        raise ValueError(f"socket path is {len(str(path))} bytes; the limit here is {limit - 1}: {path}")
+        raise ValueError(
+            f"socket path is {len(os.fsencode(str(path)))} bytes, over the {limit - 1} a Unix socket path may have here (sun_path): {path};"
+            " choose a shorter one with IMPETUS_SOCKET or --socket"
+        )
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = directory.stat()
