@@ -19,6 +19,7 @@ import socket
 import sys
 
 from impetusd.protocol.errors import NotReady
+from impetusd.transport.server import admit_peer, read_peer_credentials
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +114,17 @@ def refuse_waiting(message: str) -> int:
         except OSError:  # BlockingIOError: no one else is waiting
             return answered
         with conn:
+            admitted, why = admit_peer(read_peer_credentials(conn), os.getuid())
+            if not admitted:  # another user learns nothing, as from a running daemon
+                log.warning("refused a connection %s", why)
+                continue
             conn.settimeout(0.5)
             try:
                 conn.sendall(line)
                 conn.shutdown(socket.SHUT_WR)
-                while conn.recv(65536):  # read what the client sent, so closing is not a reset
-                    pass
+                for _ in range(16):  # read what the client sent (a little), so closing is not a reset
+                    if not conn.recv(65536):
+                        break
             except OSError:
                 pass
         answered += 1
