@@ -16,7 +16,7 @@ from impetusd.protocol.api import Chunk
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.peer import Peer, Pending
 
-from .client import DaemonUnavailable
+from .client import DaemonUnavailable, first_reply_timeout, no_answer, probe, refusal
 
 T = TypeVar("T")
 
@@ -28,8 +28,10 @@ CHAT_CHUNK = "chat.chunk"
 class Exchange:
     """One request on its own connection: text pieces, then the raw result."""
 
-    def __init__(self, stream: SocketStream) -> None:
+    def __init__(self, stream: SocketStream, path: str = "", first_reply: float | None = None) -> None:
         self._stream = stream
+        self._path = path
+        self._first_reply = first_reply  # None: no bound
         self._reader = LineReader(stream, MAX_LINE)
         self._peer = Peer(_ignore, on_notification=_ignore, routes={CHAT_CHUNK: Chunk})
         self._pending: Pending | None = None
@@ -48,16 +50,30 @@ class Exchange:
         error the daemon answered with)."""
         pending = self._pending
         assert pending is not None
+        last = None
         while True:
-            line = await self._reader.receive_line()
+            line = await self._receive_line()
             if line is None:
-                raise DaemonUnavailable("the daemon closed the connection before answering")
+                raise refusal(last) or DaemonUnavailable("the daemon closed the connection before answering")
             self._peer.receive(line)
+            last = line
             if self._delta is not None:
                 delta, self._delta = self._delta, None
                 return delta
             if pending.done:
                 return pending.outcome()
+
+    async def _receive_line(self) -> bytes | None:
+        """The next line; the first one within the bound unless a health probe on a
+        connection of its own finds the daemon there (busy, e.g. loading a model)."""
+        bound, self._first_reply = self._first_reply, None
+        if bound is None:
+            return await self._reader.receive_line()
+        with anyio.move_on_after(bound):
+            return await self._reader.receive_line()
+        if not await anyio.to_thread.run_sync(probe, self._path, bound / 2):
+            raise no_answer(self._path, bound * 1.5)
+        return await self._reader.receive_line()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -65,15 +81,16 @@ class Exchange:
 
 
 class AsyncDaemon:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, first_reply: float | None = None) -> None:
         self.path = path
+        self.first_reply = first_reply_timeout() if first_reply is None else first_reply
 
     async def open(self, method: str, params: Any = None) -> Exchange:
         try:
             stream = await anyio.connect_unix(self.path)
         except OSError as exc:
             raise DaemonUnavailable(f"no daemon answers on {self.path}") from exc
-        exchange = Exchange(stream)
+        exchange = Exchange(stream, self.path, self.first_reply)
         try:
             await stream.send(exchange.request(method, params))
         except (OSError, anyio.BrokenResourceError) as exc:

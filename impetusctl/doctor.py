@@ -40,7 +40,7 @@ def python_version(config: Config) -> Check:
 def accelerator(config: Config) -> Check:
     machine = platform.machine()
     if sys.platform == "darwin" and machine == "arm64":
-        return Check("accelerator", "pass", f"Apple Silicon ({machine}): Metal")
+        return Check("accelerator", "pass", f"Apple Silicon ({machine}): Metal (MLX on the GPU; the llama.cpp backend on the CPU)")
     if shutil.which("nvidia-smi"):
         return Check("accelerator", "pass", f"{sys.platform} {machine}: NVIDIA GPU (CUDA)")
     return Check("accelerator", "warn", f"{sys.platform} {machine}: CPU only; models run, slowly", "small models (e.g. smollm2-135m) work well on CPU")
@@ -170,6 +170,41 @@ def thermal(config: Config) -> Check:
     return Check("thermal", "pass", f"thermal pressure {level} ({source})")
 
 
+def backends(config: Config) -> Check:
+    """Which backend runs each kind of model here, and on which device: the daemon's
+    own choice (impetusd.residency.choice), with this config's ``backend`` settings."""
+    from impetusd.plugin.engine import ModelSpec
+    from impetusd.plugin.machine import has_metal
+    from impetusd.plugin.manager import build_registries, make_plugin_manager
+    from impetusd.protocol.errors import NoBackend
+    from impetusd.residency.choice import choose_backend, placement
+
+    pm = make_plugin_manager(config.plugins, config.disabled_plugins)
+    registries = build_registries(pm)
+    parts, slow = [], []
+    for fmt in ("gguf", "mlx", "safetensors"):
+        try:
+            chosen = choose_backend(registries, pm.hook, config.backend, ModelSpec(name=fmt, path="", format=fmt), None)
+        except NoBackend:
+            parts.append(f"{fmt}: no backend")
+            continue
+        where = placement(chosen)
+        parts.append(f"{fmt}: {chosen.name} on the {where}")
+        if has_metal() and where == "CPU":
+            slow.append(fmt)
+    unified = "; GPU and CPU share the unified memory the budget counts" if has_metal() else ""
+    detail = ", ".join(parts) + unified
+    if slow:
+        return Check(
+            "backends",
+            "warn",
+            detail,
+            f"{', '.join(slow)} models run on the CPU here (llama.cpp offloads no layers to Metal yet):"
+            " let MLX run them (drop their entry in config.toml's backend, or enable the mlx plugin)",
+        )
+    return Check("backends", "pass", detail)
+
+
 def memory_limit(config: Config) -> Check:
     """The cgroup memory limit the daemon and its workers run under (Linux)."""
     linux = next((m for m in _monitors(config) if m.name == "linux"), None)
@@ -195,6 +230,7 @@ CHECKS: tuple[Callable[[Config], Check], ...] = (
     accelerator,
     mlx,
     cpu_blas,
+    backends,
     memory,
     memory_limit,
     disk,

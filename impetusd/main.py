@@ -6,13 +6,34 @@ import logging
 import os
 import sys
 import threading
+from typing import NoReturn
 
 import anyio
 import click
 
 from impetusd.config import PRIVATE_UMASK, Config, load_config, make_private_home
 from impetusd.protocol.errors import ImpetusError
+from impetusd.transport.activation import refuse_waiting
 from impetusd.transport.server import DaemonAlreadyRunning
+
+# Errors a restart cannot fix (a bad config.toml, a socket path too long, another
+# daemon on the socket) exit with this status: EX_CONFIG, which the systemd unit's
+# RestartPreventExitStatus names. launchd's KeepAlive cannot name a status, so its
+# plist sets IMPETUS_CANNOT_START_STATUS=0: with SuccessfulExit false, exit 0 is not
+# restarted (docs/macos.md).
+CANNOT_START = 78
+
+
+def _cannot_start(message: str) -> NoReturn:
+    click.echo(f"impetusd: cannot start: {message}", err=True)
+    answered = refuse_waiting(message)
+    if answered:
+        click.echo(f"impetusd: told {answered} waiting client(s) why", err=True)
+    try:
+        status = int(os.environ.get("IMPETUS_CANNOT_START_STATUS", CANNOT_START))
+    except ValueError:
+        status = CANNOT_START
+    sys.exit(status)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +46,7 @@ def main(socket_path: str | None, home: str | None, log_level: str | None) -> No
     try:
         config = load_config(home=home, socket=socket_path, log_level=log_level)
     except ImpetusError as exc:
-        raise click.ClickException(str(exc)) from None
+        _cannot_start(str(exc))
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s impetusd[%(process)d] %(levelname)s %(name)s: %(message)s",
@@ -36,10 +57,8 @@ def main(socket_path: str | None, home: str | None, log_level: str | None) -> No
     os.environ["IMPETUS_HOME"] = str(config.home)  # the home in use, for plugins (disk free) and workers
     try:
         anyio.run(_run, config)
-    except DaemonAlreadyRunning as exc:
-        raise click.ClickException(str(exc)) from None
-    except (ValueError, PermissionError, ImpetusError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (DaemonAlreadyRunning, ValueError, PermissionError, ImpetusError) as exc:
+        _cannot_start(str(exc))
     _leave_lingering_threads()
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,21 @@ def reference_python() -> Path:
     return REFERENCE_PYTHON
 
 
+SHORT_ROOT = "/tmp"  # short on every platform (macOS's TMPDIR is ~50 bytes before pytest adds its own)
+SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108  # sizeof(sockaddr_un.sun_path), the NUL included
+
+
+def short_socket(name: str = "d.sock") -> Path:
+    """A socket path well inside ``sun_path`` wherever pytest's tmp_path is: a fresh
+    short directory (removed when the tests end) holding a not-yet-made ``run/``
+    directory, which the daemon creates 0700 as it does its own."""
+    root = tempfile.mkdtemp(prefix="imp", dir=SHORT_ROOT)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    path = Path(root) / "run" / name
+    assert len(os.fsencode(path)) < SUN_PATH_MAX, path
+    return path
+
+
 def daemon_env(home: Path, sock: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPETUS_")}
     env.update(IMPETUS_HOME=str(home), IMPETUS_SOCKET=str(sock), PYTHONPATH=os.pathsep.join(filter(None, [PLUGIN_PATH, env.get("PYTHONPATH", "")])))
@@ -39,7 +57,7 @@ class DaemonProcess:
     def __init__(self, root: Path, config: str = "", **env: str) -> None:
         self.root = root
         self.home = root / "home"
-        self.socket = root / "run" / "d.sock"
+        self.socket = short_socket()  # not under root: pytest's tmp paths are too long for sun_path on macOS
         self.env = daemon_env(self.home, self.socket, **env)
         self.log = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -78,6 +78,19 @@ def test_thermal_pressure_and_speed_limit() -> None:
     assert parse.speed_limit(fixture("pmset-thermlog-intel-throttled.txt")) == 28
 
 
+def test_thermal_pressure_reports_apples_name_beside_impetus_level() -> None:
+    # OSThermalNotification.h: kOSThermalPressureLevelNominal, Moderate, Heavy, Trapping, Sleeping
+    reports = [parse.pressure_report(f"com.apple.system.thermalpressurelevel {n}\n") for n in range(5)]
+    assert [(r["value"], r["apple"], r["level"]) for r in reports if r] == [
+        (0, "nominal", "nominal"),
+        (1, "moderate", "fair"),
+        (2, "heavy", "serious"),  # the default thermal_backoff_level starts at Apple's "heavy"
+        (3, "trapping", "critical"),
+        (4, "sleeping", "critical"),
+    ]
+    assert parse.pressure_report("com.apple.system.thermalpressurelevel 9") is None and parse.pressure_report("") is None
+
+
 @pytest.mark.skipif(sys.platform == "darwin" and platform.machine() == "arm64", reason="this is an Apple Silicon Mac")
 def test_registers_but_is_unavailable_elsewhere() -> None:
     from impetusd.plugin.manager import build_registries, make_plugin_manager

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import daemon_env, pid_alive, wait_until
+from helpers import daemon_env, pid_alive, short_socket, wait_until
 
 
 class CLI:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = daemon_env(root / "home", root / "run" / "d.sock")
+        self.env = daemon_env(root / "home", short_socket())
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:  # noqa: A002
         return subprocess.run([sys.executable, "-m", "impetusctl", *args], env=self.env, capture_output=True, text=True, input=input, timeout=timeout)

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from helpers import DaemonProcess
+from helpers import DaemonProcess, short_socket
 
 
 def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def test_doctor_with_a_running_daemon(shared_daemon: DaemonProcess) -> None:
 
 
 def test_doctor_reports_a_loose_socket_directory_and_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    run = tmp_path / "run"
+    run = short_socket().parent
     run.mkdir()
     os.chmod(run, 0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPETUS_")}
@@ -40,3 +40,19 @@ def test_doctor_reports_a_loose_socket_directory_and_fails(tmp_path) -> None:  #
     assert done.returncode == 1
     assert "[FAIL] socket" in done.stdout and f"chmod 700 {run}" in done.stdout
     assert "[warn] daemon: no daemon answers" in done.stdout
+
+
+def test_doctor_says_which_backend_runs_where(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from impetusctl.doctor import backends
+    from impetusd.config import load_config
+    from impetusd.plugin.machine import device_for
+
+    here = backends(load_config(home=tmp_path / "a", env={}))
+    assert here.status == "pass" and "gguf: llamacpp on the CPU" in here.detail and "mlx: mlx on the CPU" in here.detail
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "config.toml").write_text('backend = { gguf = "mlx" }\n')
+    assert "gguf: mlx on the CPU" in backends(load_config(home=tmp_path / "b", env={})).detail  # the daemon's own choice
+    # On Apple Silicon: MLX offloads to Metal, llama.cpp (devices {"cpu"}) does not.
+    assert device_for(frozenset({"metal", "cpu", "cuda"}), metal=True) == "metal"
+    assert device_for(frozenset({"cpu"}), metal=True) == "cpu"
+    assert device_for(frozenset({"metal", "cpu"}), metal=False) == "cpu"

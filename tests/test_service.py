@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PLUGIN_PATH, RawConnection, pid_alive, wait_until
+from helpers import PLUGIN_PATH, RawConnection, pid_alive, short_socket, wait_until
 
 from impetusctl.service import render
 
@@ -56,7 +56,7 @@ def test_installed_units_pass_systemd_analyze(tmp_path: Path) -> None:
     units = tmp_path / ".config" / "systemd" / "user"
     service = (units / "impetusd.service").read_text()
     assert f"ExecStart={Path(sys.executable).with_name('impetusd')}" in service
-    runtime = tmp_path / "xdg"
+    runtime = short_socket().parent  # %t: the socket's directory, short as on a real system
     runtime.mkdir(mode=0o700)
     done = subprocess.run(
         ["systemd-analyze", "--user", "verify", str(units / "impetusd.socket"), str(units / "impetusd.service")],
@@ -69,9 +69,8 @@ def test_installed_units_pass_systemd_analyze(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is not installed (.ci/run installs it)")
 def test_daemon_adopts_an_inherited_socket(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    sock = run / "d.sock"
+    sock = short_socket()
+    sock.parent.mkdir(mode=0o700)
     passed = {"IMPETUS_HOME": str(tmp_path / "home"), "PYTHONPATH": PLUGIN_PATH, "IMPETUS_PLUGINS": "impetus_echo"}
     log = open(tmp_path / "log", "wb")  # noqa: SIM115
     # systemd's own tool: it listens, and on the first connection execs impetusd with
@@ -101,3 +100,41 @@ def _echo(tmp_path: Path) -> Path:
     path = tmp_path / "m.echo"
     path.write_text("0")
     return path
+
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+def _fake_launchd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drain_s: float, settle_s: float) -> Path:
+    """Install for macOS against tests/fakes/launchctl (launchd's timing, see there)."""
+    from impetusctl.service import manage
+
+    state = tmp_path / "launchd"
+    monkeypatch.setattr(manage, "platform", lambda: "darwin")  # the launchd branch; launchctl itself is the fake
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LAUNCHD_STATE", str(state))
+    monkeypatch.setenv("FAKE_LAUNCHD_DRAIN_S", str(drain_s))
+    monkeypatch.setenv("FAKE_LAUNCHD_SETTLE_S", str(settle_s))
+    return state
+
+
+@pytest.mark.parametrize(("drain_s", "settle_s"), [(2.0, 0.0), (0.5, 1.5)])
+def test_reinstall_after_a_plist_change_leaves_the_agent_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drain_s: float, settle_s: float) -> None:
+    from impetusctl.service import manage
+    from impetusd.config import load_config
+
+    state = _fake_launchd(tmp_path, monkeypatch, drain_s, settle_s)
+    config = load_config(home=tmp_path / "home", socket=tmp_path / "run" / "d.sock", env={})
+    plist = tmp_path / "Library" / "LaunchAgents" / f"{render.LABEL}.plist"
+    assert manage.install(config) == [str(plist)]
+    assert json.loads((state / "state.json").read_text())["loaded"] == {render.LABEL: str(plist)}
+    monkeypatch.setenv("IMPETUS_HOME", str(tmp_path / "home2"))  # an upgrade that changes the plist
+    started = time.monotonic()
+    assert manage.install(config) == [str(plist)]
+    assert time.monotonic() - started >= drain_s  # it waited for the old job to go
+    assert json.loads((state / "state.json").read_text())["loaded"] == {render.LABEL: str(plist)}  # loaded again
+    assert b"home2" in plist.read_bytes()
+    assert manage.install(config) == []  # unchanged: left running, nothing booted out
+    calls = [line.split(" ", 1)[1] for line in (state / "calls.log").read_text().splitlines()]
+    assert calls.count(f"bootout gui/{os.getuid()}/{render.LABEL}") == 1

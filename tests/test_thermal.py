@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import DaemonProcess, RawConnection
+from helpers import DaemonProcess, RawConnection, short_socket
 
 CONFIG = "thermal_poll_s = 0.2\nthermal_max_batch = 1\nthermal_prefill_chunk = 64\n"
 
@@ -119,7 +119,7 @@ def test_doctor_reports_the_thermal_state_and_the_memory_limit(tmp_path: Path) -
 
     heat = tmp_path / "thermal"
     heat.write_text("critical")
-    env = daemon_env(tmp_path / "home", tmp_path / "run" / "d.sock", IMPETUS_PLUGINS="impetus_thermal_script", IMPETUS_TEST_THERMAL=str(heat))
+    env = daemon_env(tmp_path / "home", short_socket(), IMPETUS_PLUGINS="impetus_thermal_script", IMPETUS_TEST_THERMAL=str(heat))
     done = subprocess.run([sys.executable, "-m", "impetusctl", "--json", "--no-autostart", "doctor"], env=env, capture_output=True, text=True, timeout=180)
     checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
     assert checks["thermal"]["status"] == "warn" and "critical (scripted)" in checks["thermal"]["detail"]

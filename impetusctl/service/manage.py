@@ -4,9 +4,11 @@ changes nothing the second time; uninstalling what is not installed is fine."""
 from __future__ import annotations
 
 import os
+import plistlib
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -59,6 +61,42 @@ def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]
     return done
 
 
+BOOTSTRAP_EIO = 5  # "Bootstrap failed: 5: Input/output error": the label is (still) loaded, or the plist is refused
+GONE_MARGIN_S = 10.0  # beyond the plist's ExitTimeOut, for launchd's own bookkeeping
+BOOTSTRAP_RETRY_S = 15.0
+
+
+def _launchd_present(service: str) -> bool:
+    return _run(["launchctl", "print", service], check=False).returncode == 0
+
+
+def _launchd_load(target: str, plist: str, *, reload: bool, exit_timeout: float) -> None:
+    """Load the agent; with ``reload``, boot the running one out first.
+
+    ``launchctl bootout`` returns before launchd has removed the job: the old
+    daemon drains after SIGTERM (up to ExitTimeOut), and a ``bootstrap`` meanwhile
+    fails with exit 5, which would leave the agent unloaded. So wait until
+    ``print`` no longer finds the job, then bootstrap, retrying exit 5 a while."""
+    service = f"{target}/{LABEL}"
+    if _launchd_present(service):
+        if not reload:
+            return
+        _run(["launchctl", "bootout", service], check=False)
+        deadline = time.monotonic() + exit_timeout + GONE_MARGIN_S
+        while _launchd_present(service):
+            if time.monotonic() >= deadline:
+                raise ServiceError(f"launchd still has {service} {exit_timeout + GONE_MARGIN_S:.0f} s after 'launchctl bootout'; try again, or log out and in")
+            time.sleep(0.2)
+    deadline = time.monotonic() + BOOTSTRAP_RETRY_S
+    while True:
+        done = _run(["launchctl", "bootstrap", target, plist], check=False)
+        if done.returncode == 0:
+            return
+        if done.returncode != BOOTSTRAP_EIO or time.monotonic() >= deadline:
+            raise ServiceError(f"'launchctl bootstrap {target} {plist}' failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()}")
+        time.sleep(0.5)
+
+
 def install(config: Config, start: bool = True) -> list[str]:
     """Write the files (only if they differ) and start the service. Returns what changed."""
     plat = platform()
@@ -78,14 +116,9 @@ def install(config: Config, start: bool = True) -> list[str]:
     if not start:
         return changed
     if plat == "darwin":
-        target = f"gui/{os.getuid()}"
-        plist = str(next(iter(files_for(plat, paths, Path.home()))))
-        loaded = _run(["launchctl", "print", f"{target}/{LABEL}"], check=False).returncode == 0
-        if loaded and changed:
-            _run(["launchctl", "bootout", f"{target}/{LABEL}"], check=False)
-            loaded = False
-        if not loaded:
-            _run(["launchctl", "bootstrap", target, plist])
+        plist_path, plist = next(iter(files_for(plat, paths, Path.home()).items()))
+        exit_timeout = float(plistlib.loads(plist).get("ExitTimeOut", 20))
+        _launchd_load(f"gui/{os.getuid()}", str(plist_path), reload=bool(changed), exit_timeout=exit_timeout)
     else:
         _run(["systemctl", "--user", "daemon-reload"])
         _run(["systemctl", "--user", "enable", "--now", f"{UNIT}.socket"])

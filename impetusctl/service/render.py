@@ -24,7 +24,9 @@ class Paths(msgspec.Struct, frozen=True):
 
 
 def launchd_plist(paths: Paths) -> bytes:
-    env = {"PYTHONUNBUFFERED": "1"}
+    # Exit 0 when a restart cannot help (bad config, socket path too long, another
+    # daemon): KeepAlive cannot name an exit status, and exit 0 is not restarted.
+    env = {"PYTHONUNBUFFERED": "1", "IMPETUS_CANNOT_START_STATUS": "0"}
     if paths.home:
         env["IMPETUS_HOME"] = paths.home
     plist = {
@@ -32,6 +34,7 @@ def launchd_plist(paths: Paths) -> bytes:
         "ProgramArguments": [paths.impetusd],
         "RunAtLoad": True,
         # Restarted after a crash, not after a clean exit (impetusctl service stop, daemon.shutdown).
+        # Errors a restart cannot fix exit 0 (IMPETUS_CANNOT_START_STATUS below).
         "KeepAlive": {"SuccessfulExit": False},
         "ThrottleInterval": 10,
         "ExitTimeOut": 30,  # SIGTERM drains for up to 20 s
@@ -78,6 +81,8 @@ ExecStart={paths.impetusd}
 {env}Environment=PYTHONUNBUFFERED=1
 Restart=on-failure
 RestartSec=2
+# 78: impetusd cannot start (bad config, socket path too long, another daemon); a restart cannot help.
+RestartPreventExitStatus=78
 # SIGTERM drains in-flight requests for up to 20 s; workers are its children.
 TimeoutStopSec=30
 KillMode=mixed

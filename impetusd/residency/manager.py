@@ -29,6 +29,7 @@ from impetusd.protocol.errors import (
 )
 from impetusd.residency.budget import estimate
 from impetusd.residency.cachedir import cache_settings
+from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
 from impetusd.residency.lease import Lease, Queued
 from impetusd.residency.resident import MemoryLedger, Resident
@@ -151,27 +152,7 @@ class ModelManager:
         return detect_format(self.registries.formats, path)
 
     def choose_backend(self, spec: ModelSpec, wanted: str | None) -> BackendSpec:
-        backends = self.registries.backends
-        capable = [b for b in backends.values() if spec.format in b.formats]
-        wanted = wanted or self.config.backend.get(spec.format)
-        if wanted:
-            chosen = backends.get(wanted)
-            if chosen is None:
-                raise NoBackend(f"backend {wanted!r} is not installed (have: {', '.join(backends.names()) or 'none'})", backend=wanted)
-            if chosen not in capable:
-                raise NoBackend(f"backend {wanted!r} cannot run {spec.format} models", backend=wanted, format=spec.format)
-            return chosen
-        if not capable:
-            fmt = self.registries.formats.get(spec.format)
-            hint = (
-                f": {fmt.backend_hint}"
-                if fmt is not None and fmt.backend_hint
-                else (" (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else "")
-            )
-            raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
-        name = self.hook.impetus_select_backend(spec=spec, backends=capable)
-        chosen = backends.get(name) if name else None
-        return chosen if chosen in capable else capable[0]
+        return choose_backend(self.registries, self.hook, self.config.backend, spec, wanted)
 
     # --- leases -----------------------------------------------------------------------
     @asynccontextmanager

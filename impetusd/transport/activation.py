@@ -11,10 +11,15 @@ replace or remove it.
 from __future__ import annotations
 
 import ctypes
+import errno
+import json
 import logging
 import os
 import socket
 import sys
+
+from impetusd.protocol.errors import NotReady
+from impetusd.transport.server import admit_peer, read_peer_credentials
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +66,15 @@ def from_launchd() -> socket.socket | None:
     func.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_int)), ctypes.POINTER(ctypes.c_size_t)]
     func.restype = ctypes.c_int
     err = func(LAUNCHD_SOCKET_NAME.encode(), ctypes.byref(fds), ctypes.byref(count))
-    if err != 0 or count.value == 0:
+    if err in (errno.ESRCH, errno.ENOENT):
         return None  # ESRCH: not started by launchd; ENOENT: no such socket in the plist
+    if err != 0:
+        # Started by launchd with a socket we cannot have: listening on a path of our
+        # own instead would leave launchd's socket (the one clients use) unserved.
+        log.error("launch_activate_socket(%r) failed: %s (errno %d)", LAUNCHD_SOCKET_NAME, os.strerror(err), err)
+        return None
+    if count.value == 0:
+        return None
     try:
         first = fds[0]
         for i in range(1, count.value):
@@ -72,6 +84,47 @@ def from_launchd() -> socket.socket | None:
     return _check(socket.socket(fileno=first))
 
 
+_adopted: list[socket.socket] = []  # each manager hands its socket out once (launchd: EALREADY after)
+
+
 def inherited_socket() -> socket.socket | None:
-    """The listening socket we were started with, if any."""
-    return from_systemd() or from_launchd()
+    """The listening socket we were started with, if any (the same one on every call)."""
+    if _adopted and _adopted[0].fileno() != -1:
+        return _adopted[0]
+    sock = from_systemd() or from_launchd()
+    if sock is not None:
+        _adopted[:] = [sock]
+    return sock
+
+
+def refuse_waiting(message: str) -> int:
+    """The daemon cannot start: answer every connection waiting in the inherited
+    socket's backlog with a ``NotReady`` error naming why, and close it. Otherwise the
+    clients wait in the backlog, and launchd, seeing the socket still readable,
+    would start the daemon again for them. Returns how many were answered."""
+    sock = inherited_socket()
+    if sock is None:
+        return 0
+    line = json.dumps({"jsonrpc": "2.0", "id": None, "error": NotReady(f"impetusd cannot start: {message}").to_wire()}).encode() + b"\n"
+    sock.setblocking(False)
+    answered = 0
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:  # BlockingIOError: no one else is waiting
+            return answered
+        with conn:
+            admitted, why = admit_peer(read_peer_credentials(conn), os.getuid())
+            if not admitted:  # another user learns nothing, as from a running daemon
+                log.warning("refused a connection %s", why)
+                continue
+            conn.settimeout(0.5)
+            try:
+                conn.sendall(line)
+                conn.shutdown(socket.SHUT_WR)
+                for _ in range(16):  # read what the client sent (a little), so closing is not a reset
+                    if not conn.recv(65536):
+                        break
+            except OSError:
+                pass
+        answered += 1

@@ -41,7 +41,10 @@ def prepare_socket_path(path: Path, activated: bool = False) -> Any:
     """
     limit = 104 if sys.platform == "darwin" else 108
     if len(os.fsencode(str(path))) >= limit:
-        raise ValueError(f"socket path is {len(str(path))} bytes; the limit here is {limit - 1}: {path}")
+        raise ValueError(
+            f"socket path is {len(os.fsencode(str(path)))} bytes, over the {limit - 1} a Unix socket path may have here (sun_path): {path};"
+            " choose a shorter one with IMPETUS_SOCKET or --socket"
+        )
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = directory.stat()
@@ -72,19 +75,56 @@ def prepare_socket_path(path: Path, activated: bool = False) -> Any:
     return lock
 
 
-def peer_uid(stream: SocketStream) -> int | None:
-    sock: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-    if hasattr(socket, "SO_PEERCRED"):
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", raw)[1]
-    getpeereid = getattr(os, "getpeereid", None)  # not in CPython; macOS path below
-    if getpeereid:
-        return getpeereid(sock.fileno())[0]
-    if sys.platform == "darwin":
-        local_peercred = 0x001  # LOCAL_PEERCRED, SOL_LOCAL = 0
-        raw = sock.getsockopt(0, local_peercred, struct.calcsize("iih16i"))
-        return struct.unpack_from("iih", raw)[1]
+# struct ucred (Linux SO_PEERCRED): pid_t pid; uid_t uid; gid_t gid. uid_t and gid_t are unsigned.
+UCRED = struct.Struct("iII")
+# struct xucred (macOS LOCAL_PEERCRED, <sys/ucred.h>): u_int cr_version; uid_t cr_uid;
+# short cr_ngroups; gid_t cr_groups[NGROUPS=16] (native alignment pads the short to 4 bytes).
+XUCRED = struct.Struct("IIh16I")
+XUCRED_VERSION = 0
+SOL_LOCAL = 0
+LOCAL_PEERCRED = 0x001
+
+
+def uid_from_ucred(raw: bytes) -> int:
+    return int(UCRED.unpack_from(raw)[1])
+
+
+def uid_from_xucred(raw: bytes) -> int:
+    version, uid = XUCRED.unpack_from(raw)[:2]
+    if version != XUCRED_VERSION:
+        raise ValueError(f"struct xucred version {version}, expected {XUCRED_VERSION}")
+    return int(uid)
+
+
+def read_peer_credentials(sock: socket.socket) -> tuple[str, bytes] | OSError | None:
+    """The raw credentials of the peer (layout name, bytes), the error reading them,
+    or None where this platform has no way to read them."""
+    try:
+        if hasattr(socket, "SO_PEERCRED"):
+            return "ucred", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+        if sys.platform == "darwin":
+            return "xucred", sock.getsockopt(SOL_LOCAL, LOCAL_PEERCRED, XUCRED.size)
+    except OSError as exc:
+        return exc
     return None
+
+
+def admit_peer(outcome: tuple[str, bytes] | OSError | None, me: int) -> tuple[bool, str]:
+    """Whether a connection is served, given what reading its credentials gave.
+
+    Fail closed: a peer whose uid cannot be read is refused like another user's."""
+    if outcome is None:
+        return False, "(no way to read a peer's credentials on this platform)"
+    if isinstance(outcome, OSError):
+        return False, f"(cannot read the peer's credentials: {outcome})"
+    layout, raw = outcome
+    try:
+        uid = uid_from_ucred(raw) if layout == "ucred" else uid_from_xucred(raw)
+    except (struct.error, ValueError) as exc:
+        return False, f"(unreadable peer credentials, {layout} of {len(raw)} bytes: {exc})"
+    if uid != me:
+        return False, f"from uid {uid}"
+    return True, ""
 
 
 class Server:
@@ -153,12 +193,10 @@ class Server:
             await self.requests.wait_idle()
 
     def _admit(self, conns: anyio.abc.TaskGroup, stream: SocketStream) -> None:
-        try:
-            uid = peer_uid(stream)
-        except OSError:
-            uid = None
-        if uid is not None and uid != os.getuid():
-            log.warning("refused a connection from uid %s", uid)
+        sock: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        admitted, why = admit_peer(read_peer_credentials(sock), os.getuid())
+        if not admitted:
+            log.warning("refused a connection %s", why)
             conns.start_soon(stream.aclose)
             return
         if self.connections >= self.max_connections:

@@ -67,10 +67,12 @@ class AppleMonitor:
     def snapshot(self) -> dict[str, Any]:
         if not available():
             return {"available": False, "reason": f"not Apple Silicon ({sys.platform} {platform.machine()})"}
+        reading = parse.pressure_report(run(["notifyutil", "-g", "com.apple.system.thermalpressurelevel"]) or "")
         return {
             "available": True,
             **self.facts(),
-            "thermal_state": self.thermal() or "unknown",
+            "thermal_state": reading["level"] if reading else "unknown",
+            "thermal_pressure": reading,  # Apple's own name beside Impetus's level: {"level", "apple", "value"}
             "cpu_speed_limit_percent": parse.speed_limit(run(["pmset", "-g", "therm"]) or ""),
         }
 

@@ -8,8 +8,12 @@ import json
 import re
 from typing import Any
 
-# OSThermalNotification.h: the value posted under com.apple.system.thermalpressurelevel,
-# mapped to ProcessInfo.ThermalState's names (trapping and sleeping are both critical).
+# OSThermalNotification.h: the value posted under com.apple.system.thermalpressurelevel
+# (kOSThermalPressureLevelNominal, Moderate, Heavy, Trapping, Sleeping), by Apple's names ...
+APPLE_PRESSURE_NAMES = {0: "nominal", 1: "moderate", 2: "heavy", 3: "trapping", 4: "sleeping"}
+# ... and Impetus's levels, shared by every platform and the config's thermal_backoff_level
+# (ProcessInfo.ThermalState's names): Apple's moderate is "fair", heavy is "serious",
+# trapping and sleeping are both "critical" (docs/design.md, Thermal-aware scheduling).
 PRESSURE_LEVELS = {0: "nominal", 1: "fair", 2: "serious", 3: "critical", 4: "critical"}
 
 
@@ -89,12 +93,28 @@ def machine(sysctl_text: str, displays_text: str) -> dict[str, Any]:
     return facts
 
 
-def pressure(text: str) -> str | None:
-    """``notifyutil -g com.apple.system.thermalpressurelevel`` (``NAME VALUE``)."""
+def pressure_value(text: str) -> int | None:
+    """``notifyutil -g com.apple.system.thermalpressurelevel`` (``NAME VALUE``): the value,
+    if macOS defines it."""
     parts = text.split()
     if len(parts) == 2 and parts[0] == "com.apple.system.thermalpressurelevel" and parts[1].isdigit():
-        return PRESSURE_LEVELS.get(int(parts[1]))
+        value = int(parts[1])
+        return value if value in APPLE_PRESSURE_NAMES else None
     return None
+
+
+def pressure(text: str) -> str | None:
+    """Impetus's level for ``notifyutil``'s output."""
+    value = pressure_value(text)
+    return None if value is None else PRESSURE_LEVELS[value]
+
+
+def pressure_report(text: str) -> dict[str, Any] | None:
+    """The level by both names, as snapshots show it: Impetus's, Apple's, and the value."""
+    value = pressure_value(text)
+    if value is None:
+        return None
+    return {"level": PRESSURE_LEVELS[value], "apple": APPLE_PRESSURE_NAMES[value], "value": value}
 
 
 def speed_limit(text: str) -> int | None:

@@ -39,8 +39,8 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             formats=frozenset({"gguf"}),
             capabilities=CAPABILITIES,
             start=start,
-            devices=frozenset({"cpu"}),
-            description="llama.cpp via llama-cpp-python (GGUF; the default where Metal is absent)",
+            devices=frozenset({"cpu"}),  # no layers offloaded, on Apple Silicon too (docs/macos.md)
+            description="llama.cpp via llama-cpp-python, on the CPU (GGUF; the default where Metal is absent)",
         )
     )
 

@@ -94,6 +94,7 @@ class LlamaCppEngine:
             "vocab_size": llm.n_vocab(),
             "threads": threads.fixed or f"auto (up to {threads.cores})",
             "llama_cpp_python": llama_cpp.__version__,
+            "device": "cpu",  # n_gpu_layers is 0: no layers offloaded (to Metal on Apple Silicon either)
         }
         engine = cls(llm, 0.0, details, spec.path, threads)
         engine.warm_up()
