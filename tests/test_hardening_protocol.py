@@ -155,8 +155,8 @@ def test_a_client_that_disconnects_fully_still_cancels_its_work(hd: DaemonProces
     model.write_text("0.2")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(hd.socket))
-        s.sendall(_line(_chat(model, " ".join(["w"] * 200), 1, stream=True)))
-        s.recv(100)  # it has started
+        s.sendall(_line(_chat(model, " ".join(["w"] * 200), 1)))  # not streamed: nothing is written to it
+        time.sleep(0.5)  # it has started
     with hd.connect() as conn:
         deadline = time.monotonic() + 5
         while conn.call("daemon.health")["result"]["in_flight"] > 1:
