@@ -153,15 +153,47 @@ def test_the_readme_socat_example_answers(hd: DaemonProcess, tmp_path: Path) -> 
 def test_a_client_that_disconnects_fully_still_cancels_its_work(hd: DaemonProcess, tmp_path: Path) -> None:
     model = tmp_path / "slow.echo"
     model.write_text("0.2")
+    with hd.connect() as conn:  # loaded first, so the chat below is generating when its client leaves
+        assert "result" in conn.call("chat", {"model": str(model), "messages": [{"role": "user", "content": "w"}]})
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(hd.socket))
         s.sendall(_line(_chat(model, " ".join(["w"] * 200), 1)))  # not streamed: nothing is written to it
-        time.sleep(0.5)  # it has started
+        with hd.connect() as conn:
+            deadline = time.monotonic() + 5
+            while conn.call("daemon.health")["result"]["in_flight"] == 0:
+                assert time.monotonic() < deadline, "the chat did not start"
+                time.sleep(0.02)
+    left = time.monotonic()
     with hd.connect() as conn:
+        while conn.call("daemon.health")["result"]["in_flight"] > 0:  # daemon.* requests are not counted
+            assert time.monotonic() - left < 2.0, "the abandoned chat kept running"
+            time.sleep(0.02)
+
+
+def test_a_client_that_disconnects_while_its_model_loads_leaves_no_worker(tmp_path: Path) -> None:
+    model = tmp_path / "slow-load.echo"
+    model.write_text("load_s = 30.0\n")
+    d = DaemonProcess(tmp_path, IMPETUS_PLUGINS="impetus_echo").start()
+    daemon = psutil.Process(d.pid)
+    try:
+        with d.connect() as conn:
+            conn.send("chat", {"model": str(model), "messages": [{"role": "user", "content": "hi"}]})
+            deadline = time.monotonic() + 20
+            while not daemon.children():
+                assert time.monotonic() < deadline, "the worker did not start"
+                time.sleep(0.05)
+            worker = daemon.children()[0].pid
+            time.sleep(0.5)  # it is loading
         deadline = time.monotonic() + 5
-        while conn.call("daemon.health")["result"]["in_flight"] > 1:
-            assert time.monotonic() < deadline, "the abandoned chat kept running"
+        while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the worker of the abandoned load is still running"
             time.sleep(0.05)
+        started = time.monotonic()
+        assert d.stop(timeout=15) == 0
+        assert time.monotonic() - started < 5, "shutdown waited for the abandoned worker"
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
 
 
 # --- 6. $/cancel with an id, duplicate ids, lone surrogates ----------------------
