@@ -67,6 +67,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: int = 256
     max_queued_per_model: int = 64  # requests waiting behind the running one
     max_client_buffer_bytes: int = DEFAULT_CLIENT_BUFFER  # unsent replies per client
+    max_batch_items: int = 1000  # requests in one batch line; more: the batch is refused whole
+    max_requests_per_connection: int = 64  # running at once per connection; past it the connection is not read
     crash_limit: int = 5  # crashes within crash_window_s that open the circuit
     crash_window_s: float = 60.0
     restart_backoff_s: float = 0.5  # first restart delay after a crash; doubles per crash
@@ -109,6 +111,8 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: int | None = None
     max_queued_per_model: int | None = None
     max_client_buffer_bytes: int | None = None
+    max_batch_items: int | None = None
+    max_requests_per_connection: int | None = None
     crash_limit: int | None = None
     crash_window_s: float | None = None
     restart_backoff_s: float | None = None
@@ -179,6 +183,9 @@ def load_config(
         values["memory_budget_bytes"] = parse_size(values["memory_budget_bytes"], "memory_budget_bytes")
     if not 0.0 < values.get("memory_budget_fraction", 0.8) <= 1.0:
         raise InvalidParams("memory_budget_fraction must be in (0, 1]", field="memory_budget_fraction")
+    for field in ("max_batch_items", "max_requests_per_connection", "max_connections", "max_line_bytes"):
+        if values.get(field, 1) < 1:
+            raise InvalidParams(f"{field} must be at least 1", field=field)
     if values.get("memory_estimate_context", 1) < 1:
         raise InvalidParams("memory_estimate_context must be at least 1 token", field="memory_estimate_context")
     if socket:

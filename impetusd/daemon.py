@@ -45,7 +45,7 @@ class Daemon:
         self.pm = pm
         self.registries = registries
         self.stopping = False
-        self.codec = Codec()
+        self.codec = Codec(max_batch_items=config.max_batch_items)
         self.metrics = MetricsRecorder()
         self.events = EventBus()
         self.store = ModelStore(config.home / "registry.db")
@@ -76,6 +76,7 @@ class Daemon:
             max_connections=config.max_connections,
             max_line_bytes=config.max_line_bytes,
             max_buffer_bytes=config.max_client_buffer_bytes,
+            max_requests_per_connection=config.max_requests_per_connection,
         )
         self.stop_requested = anyio.Event()
         self.activated: socket.socket | None = None  # a listening socket from systemd/launchd

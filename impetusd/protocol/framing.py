@@ -17,9 +17,14 @@ class LineReader:
         self._buffered = BufferedByteReceiveStream(stream)
         self._max = max_bytes
         self.largest = 0  # bytes of the longest line (or refused prefix) seen
+        self._ended = False
 
     async def receive_line(self) -> bytes | None:
-        """The next line without its newline, or None at end of stream."""
+        """The next line without its newline, or None at end of stream.
+
+        A last line the stream ends without a newline is still a line."""
+        if self._ended:
+            return None
         try:
             line = await self._buffered.receive_until(b"\n", self._max)
             self.largest = max(self.largest, len(line))
@@ -27,5 +32,10 @@ class LineReader:
         except anyio.DelimiterNotFound:
             self.largest = self._max
             raise MessageTooLarge(f"message exceeds the {self._max}-byte line limit", limit=self._max) from None
-        except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        except anyio.IncompleteRead:
+            self._ended = True
+            rest = self._buffered.buffer
+            return rest if rest.strip() else None
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._ended = True
             return None

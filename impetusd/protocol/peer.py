@@ -13,7 +13,8 @@ Routing of one received line:
 - a notification whose method is in ``routes`` is decoded once into its Struct
   (which carries the id of the request it belongs to) and handed to that
   pending call's ``on_note``;
-- ``$/cancel {id}`` cancels the incoming request with that id;
+- ``$/cancel {id}`` cancels the incoming request with that id (sent as a
+  request, with an id of its own, it also goes to ``dispatcher``, which answers it);
 - other notifications go to ``on_notification``; requests, batches and lines
   that do not decode (as the error to answer with) go to ``dispatcher``.
 
@@ -31,7 +32,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from impetusd.protocol.api import CancelParams
-from impetusd.protocol.errors import ImpetusError, InvalidRequest
+from impetusd.protocol.errors import ImpetusError, InvalidParams, InvalidRequest
 from impetusd.protocol.messages import CANCEL, Codec, Message, Request, RequestId
 
 Incoming = Message | Request | ImpetusError | list[Request | ImpetusError]
@@ -134,24 +135,32 @@ class Peer:
 
     # --- incoming requests in flight --------------------------------------------
     def track(self, rid: RequestId | UnsetType, job: Cancellable) -> object:
-        """Keep ``job`` until ``untrack``; returns its key. Notifications and
-        duplicate ids get a key of their own (they cannot be cancelled by id)."""
-        key: object = object() if rid is UNSET or rid in self.incoming else rid
+        """Keep ``job`` until ``untrack``; returns its key. Notifications, null ids
+        and duplicate ids get a key of their own (they cannot be cancelled by id;
+        the daemon's connections refuse duplicates first, see ``in_flight``)."""
+        key: object = object() if rid is UNSET or rid is None or rid in self.incoming else rid
         self.incoming[key] = job
         return key
+
+    def in_flight(self, rid: RequestId | UnsetType) -> bool:
+        """An incoming request with this id is still running."""
+        return rid is not UNSET and rid is not None and rid in self.incoming
 
     def untrack(self, key: object) -> None:
         self.incoming.pop(key, None)
 
-    def cancel_incoming(self, params: msgspec.Raw) -> None:
-        """Act on ``$/cancel``; a bad one is ignored (a notification gets no answer)."""
+    def cancel_incoming(self, params: msgspec.Raw) -> bool | ImpetusError:
+        """Act on ``$/cancel``: whether a request with that id was running, or the
+        error for bad params (ignored when it came as a notification)."""
         try:
             target = self._cancel.decode(bytes(params)).id
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return
-        job = self.incoming.get(target)
-        if job is not None:
-            job.cancel()
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return InvalidParams(f"$/cancel: {exc}", field="id")
+        job = self.incoming.get(target) if target is not None else None
+        if job is None:
+            return False
+        job.cancel()
+        return True
 
     def cancel_all_incoming(self) -> None:
         for job in list(self.incoming.values()):
@@ -173,8 +182,10 @@ class Peer:
             pending.settle(msg.raw_result if error is None else None, error)
             return None
         if method == CANCEL:
-            self.cancel_incoming(msg.params)
-            return None
+            if msg.id is UNSET:
+                self.cancel_incoming(msg.params)
+                return None
+            return self._dispatch(msg)  # a request: the owner acts on it and answers
         if msg.id is not UNSET:
             return self._dispatch(msg)
         route = self._routes.get(method)

@@ -4,6 +4,7 @@ replies out through a bounded ``Outbox`` written by one task."""
 from __future__ import annotations
 
 import logging
+import select
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -11,7 +12,7 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup
 
 from impetusd.dispatch.context import RequestContext
-from impetusd.protocol.errors import ImpetusError, MessageTooLarge, ShuttingDown
+from impetusd.protocol.errors import ImpetusError, InvalidRequest, MessageTooLarge, ShuttingDown
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.messages import CANCEL, Codec, Message, Request
 from impetusd.protocol.peer import Incoming, Peer
@@ -21,6 +22,7 @@ from impetusd.transport.outbox import Outbox
 log = logging.getLogger(__name__)
 
 BIG_LINE = 1024 * 1024
+HANGUP_POLL_S = 0.05  # after end of input: how often to check that a half-closed client is still there
 
 Handler = Callable[[Peer, "Request | Message", RequestContext], Awaitable["bytes | None"]]
 """Runs one request to its encoded answer (``Dispatcher.handle``)."""
@@ -50,7 +52,15 @@ class Requests:
 
 class Connection:
     """A client connection: reads requests, tracks them, and queues replies in a
-    bounded ``Outbox`` written by one task."""
+    bounded ``Outbox`` written by one task.
+
+    At most ``max_requests`` of its requests run at once (batch items included);
+    past that the connection is not read until one ends (backpressure: the
+    client's writes block once the socket buffers fill). End of input means "no
+    more requests": what was asked is finished and answered, then the connection
+    closes, unless the client is gone altogether (its socket hung up, or a write
+    failed): then its requests are cancelled.
+    """
 
     def __init__(
         self,
@@ -62,6 +72,7 @@ class Connection:
         stopping: Callable[[], bool],
         max_line_bytes: int,
         max_buffer_bytes: int,
+        max_requests: int = 64,
     ) -> None:
         self.stream = stream
         self.peer = Peer(self._on_message, on_notification=self._on_message, codec=codec)
@@ -73,6 +84,8 @@ class Connection:
         self.outbox = Outbox(stream, max_buffer_bytes, self._overflowed)
         self.closed = False
         self._tg: TaskGroup | None = None
+        self._slots = anyio.Semaphore(max_requests)
+        self._busy = 0  # requests and batches not yet answered
 
     async def send(self, data: bytes) -> None:
         """Queue ``data`` for the client; never waits for the client to read."""
@@ -109,23 +122,8 @@ class Connection:
             try:
                 async with anyio.create_task_group() as self._tg:
                     try:
-                        while True:
-                            try:
-                                line = await reader.receive_line()
-                            except MessageTooLarge as exc:
-                                await self._reply(self.peer.error_response(None, exc))
-                                await self._linger()
-                                break
-                            if line is None:
-                                break
-                            if not line.strip():
-                                continue
-                            started = self.peer.receive(line)
-                            if started is not None:
-                                await started
-                            # A buffered burst of lines must not monopolise the loop:
-                            # let other connections (and this one's writer) run between lines.
-                            await anyio.lowlevel.checkpoint()
+                        if await self._read_requests(reader):
+                            await self._finish_after_eof()
                     finally:
                         self.closed = True
                         self.peer.cancel_all_incoming()  # client gone: stop its work
@@ -141,6 +139,44 @@ class Connection:
             del reader
             release_freed_memory()  # the line buffer was large; give the memory back
 
+    async def _read_requests(self, reader: LineReader) -> bool:
+        """Read and start requests until end of input (True) or an oversized line."""
+        while True:
+            try:
+                line = await reader.receive_line()
+            except MessageTooLarge as exc:
+                await self._reply(self.peer.error_response(None, exc))
+                await self._linger()
+                return False
+            if line is None:
+                return True
+            if not line.strip():
+                continue
+            started = self.peer.receive(line)
+            if started is not None:
+                await started  # waits for a free slot (backpressure)
+            # A buffered burst of lines must not monopolise the loop:
+            # let other connections (and this one's writer) run between lines.
+            await anyio.lowlevel.checkpoint()
+
+    async def _finish_after_eof(self) -> None:
+        """The client will send nothing more: let its requests finish and be
+        answered, unless it has gone away altogether (then the caller cancels them)."""
+        while self._busy:
+            if self.closed or self.outbox.broken or self._hung_up():
+                return
+            await anyio.sleep(HANGUP_POLL_S)
+
+    def _hung_up(self) -> bool:
+        """The client closed its end entirely (not only its writing half)."""
+        sock: socket.socket = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLOUT)
+            return any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, events in poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
     async def _linger(self) -> None:
         """Half-close and discard what the client is still sending (briefly), so
         the error is read before the connection closes instead of being lost to a reset."""
@@ -155,60 +191,82 @@ class Connection:
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
 
-    def _on_message(self, item: Incoming) -> Awaitable[None] | None:
+    def _on_message(self, item: Incoming) -> Awaitable[object] | None:
         assert self._tg is not None
         if isinstance(item, list):
-            self._tg.start_soon(self._batch, item)
-            return None
+            return self._tg.start(self._batch, item)  # returns once every item has started
         return self._start_one(self._tg, item, None)
 
     async def _start_one(self, tg: TaskGroup, item: Request | Message | ImpetusError, sink: list[bytes] | None) -> None:
+        """Answer ``item`` at once (an error, a cancel) or start it in ``tg`` once
+        a slot is free; its answer goes to ``sink`` (a batch) or to the client."""
         if isinstance(item, ImpetusError):
             rid = item.fields.pop("_id", None)
-            data = self.peer.error_response(rid, item)
-            if sink is not None:
-                sink.append(data)
-            else:
-                await self._reply(data)
+            self._answer(self.peer.error_response(rid, item), sink)
             return
         method = item.method
         assert method is not None
-        if method == CANCEL:  # inside a batch; alone, the peer has acted on it
-            self.peer.cancel_incoming(item.params)
+        if method == CANCEL:  # in a batch, or sent with an id; a notification alone the peer has acted on
+            outcome = self.peer.cancel_incoming(item.params)
+            if not item.is_notification:
+                data = (
+                    self.peer.error_response(item.reply_id, outcome)
+                    if isinstance(outcome, ImpetusError)
+                    else self.peer.response(item.reply_id, {"cancelled": outcome})
+                )
+                self._answer(data, sink)
             return
         if self._stopping() and not method.startswith("daemon."):
             if not item.is_notification:
-                data = self.peer.error_response(item.reply_id, ShuttingDown("the daemon is shutting down"))
-                if sink is None:
-                    await self._reply(data)
-                else:
-                    sink.append(data)
+                self._answer(self.peer.error_response(item.reply_id, ShuttingDown("the daemon is shutting down")), sink)
+            return
+        await self._slots.acquire()
+        if self.peer.in_flight(item.id):
+            self._slots.release()
+            rid = item.reply_id
+            err = InvalidRequest(f"Invalid Request: id {rid!r} is already used by a request in flight on this connection", id=rid)
+            self._answer(self.peer.error_response(rid, err), sink)
             return
         ctx = RequestContext(self, item.reply_id, method)
         key = self.peer.track(item.id, ctx)
         self._requests.add(ctx)
+        self._busy += 1
 
         async def run() -> None:
             try:
-                data = await self._handle(self.peer, item, ctx)
-                if sink is not None:
-                    if data is not None:
-                        sink.append(data)
-                else:
-                    await self._reply(data)
+                self._answer(await self._handle(self.peer, item, ctx), sink)
             finally:
+                self._busy -= 1
+                self._slots.release()
                 self.peer.untrack(key)
                 self._requests.discard(ctx)
 
-        if sink is None:
-            tg.start_soon(run)
-        else:
-            await run()
+        tg.start_soon(run)
 
-    async def _batch(self, items: list[Request | ImpetusError]) -> None:
+    def _answer(self, data: bytes | None, sink: list[bytes] | None) -> None:
+        if data is None:
+            return
+        if sink is not None:
+            sink.append(data)
+            return
+        if self.closed:
+            return  # the client left; its requests were cancelled
+        try:
+            self.outbox.put(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+
+    async def _batch(self, items: list[Request | ImpetusError], *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the items one by one as slots free up (the reader waits until the
+        last has started), then answer them together."""
         sink: list[bytes] = []
-        async with anyio.create_task_group() as tg:
-            for item in items:
-                tg.start_soon(self._start_one, tg, item, sink)
-        if sink:
-            await self._reply(self.peer.codec.encode_batch(sink))
+        self._busy += 1
+        try:
+            async with anyio.create_task_group() as tg:
+                for item in items:
+                    await self._start_one(tg, item, sink)
+                task_status.started()
+            if sink:
+                self._answer(self.peer.codec.encode_batch(sink), None)
+        finally:
+            self._busy -= 1

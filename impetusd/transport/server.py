@@ -141,6 +141,7 @@ class Server:
         max_connections: int,
         max_line_bytes: int,
         max_buffer_bytes: int,
+        max_requests_per_connection: int = 64,
     ) -> None:
         self.path = path
         self.codec = codec
@@ -149,6 +150,7 @@ class Server:
         self.max_connections = max_connections
         self._max_line = max_line_bytes
         self._max_buffer = max_buffer_bytes
+        self._max_requests = max_requests_per_connection
         self.connections = 0
         self.requests = Requests()
         self._accept_scope: anyio.CancelScope | None = None
@@ -211,6 +213,7 @@ class Server:
             stopping=self._stopping,
             max_line_bytes=self._max_line,
             max_buffer_bytes=self._max_buffer,
+            max_requests=self._max_requests,
         )
         conns.start_soon(self._serve_connection, conn)
 

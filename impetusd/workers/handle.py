@@ -132,6 +132,12 @@ class WorkerHandle:
         except ImpetusError:
             await handle.stop()
             raise
+        except anyio.get_cancelled_exc_class():
+            # The load's caller went away (its client disconnected, or shutdown): a
+            # worker left loading would live on untracked, and shutdown would wait for it.
+            with anyio.CancelScope(shield=True):
+                await handle.stop(grace=1.0)
+            raise
         handle.info = msgspec.json.decode(bytes(raw), type=EngineInfo)
         if hung_timeout:
             tg.start_soon(handle._watchdog, hung_timeout)
