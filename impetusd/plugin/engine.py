@@ -137,6 +137,7 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     batch_size: int | None = None  # most sequences that decoded together with this one (batch engines)
     batch_limit: int | None = None  # the engine's batch size limit when this request finished
     queued_ms: float | None = None  # time a batch engine held the request before it joined the batch
+    stop_sequence: str | None = None  # the stop string that ended the text (finish_reason "stop")
 
 
 class EngineInfo(msgspec.Struct, frozen=True):

@@ -232,6 +232,7 @@ class GenerationResult(msgspec.Struct, frozen=True, omit_defaults=True):
     timings: Timings
     message: Message | None = None
     text: str | None = None
+    stop_sequence: str | None = None  # which of the request's stop strings ended it, when one did
 
 
 class Chunk(msgspec.Struct, frozen=True):

@@ -274,6 +274,7 @@ class MLXEngine:
         return EngineResult(
             text=scanner.text,
             finish_reason=finish,
+            stop_sequence=scanner.matched,
             prompt_tokens=len(ids),
             completion_tokens=tokens,
             cached_tokens=cached,
