@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -53,7 +53,7 @@ _WHY = {
     "tool_choice": "tool calling is not built yet in Impetus (another issue)",
     "text.format": "structured outputs are not built yet in Impetus (another issue)",
 }
-_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+_ROLES: dict[str, Literal["user", "assistant", "system"]] = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
 def _refuse(name: str) -> InvalidRequest:
@@ -121,7 +121,7 @@ def messages_of(body: dict[str, Any]) -> list[Message]:
         role = _ROLES.get(item.get("role", ""))
         if role is None:
             raise InvalidRequest(f"{where}.role must be one of {', '.join(_ROLES)}", param=f"{where}.role")
-        out.append(Message(role=role, content=_content(item.get("content"), f"{where}.content")))  # type: ignore[arg-type]  # role is one of the Literal's values
+        out.append(Message(role=role, content=_content(item.get("content"), f"{where}.content")))
     return out
 
 
