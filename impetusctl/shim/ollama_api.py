@@ -26,7 +26,6 @@ NOT_YET = {
     "tool_calls": "tool calling is not built yet in Impetus (another issue)",
     "tool_name": "tool calling is not built yet in Impetus (another issue)",
     "thinking": "thinking output is not built yet in Impetus",
-    "truncate": "truncate=false is the only behaviour Impetus has: over-long input is refused",
     "dimensions": "Impetus cannot shorten embeddings (dimensions)",
     "insecure": "insecure pulls are not supported",
 }
@@ -80,7 +79,7 @@ class GenerateRequest(_Generation, frozen=True, forbid_unknown_fields=True, kw_o
 class EmbedRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     model: str
     input: str | list[str]
-    truncate: bool | None = None
+    truncate: bool | None = None  # over-long input is refused either way, never cut
     options: dict[str, Any] | None = None
     keep_alive: float | str | None = None
     dimensions: int | None = None
@@ -127,7 +126,7 @@ def tagged(name: str) -> str:
 def refuse_not_yet(body: msgspec.Struct) -> None:
     for name in body.__struct_fields__:
         value = getattr(body, name)
-        if name in NOT_YET and value not in (None, [], "", False) and not (name == "truncate" and value is True):
+        if name in NOT_YET and value not in (None, [], "", False):
             raise OllamaBadRequest(f"'{name}' is not supported: {NOT_YET[name]}", name)
 
 
