@@ -54,7 +54,6 @@ from .ollama_api import (
     generate_params,
     model_name,
     refuse_not_yet,
-    sampling,
     tagged,
 )
 
@@ -348,7 +347,7 @@ class Ollama:
     async def embed(self, request: Request) -> Response:
         body = await _body(request, EmbedRequest)
         refuse_not_yet(body)
-        sampling(body.options)  # refuses any option by name; none applies to embeddings
+        _no_options(body.options)
         params = EmbedParams(model=model_name(body.model), input=body.input, keep_alive=body.keep_alive)
         result = await until_disconnect(request, lambda: self.daemon.call("embed", params, type=EmbedResult))
         return _json(
@@ -363,10 +362,16 @@ class Ollama:
 
     async def embeddings(self, request: Request) -> Response:
         body = await _body(request, EmbeddingsRequest)
-        sampling(body.options)
+        _no_options(body.options)
         params = EmbedParams(model=model_name(body.model), input=[body.prompt], keep_alive=body.keep_alive)
         result = await until_disconnect(request, lambda: self.daemon.call("embed", params, type=EmbedResult))
         return _json({"embedding": result.embeddings[0] if result.embeddings else []})
+
+
+def _no_options(options: dict[str, Any] | None) -> None:
+    for key, value in (options or {}).items():
+        if value is not None:
+            raise OllamaBadRequest(f"option '{key}' does not apply to embeddings in Impetus", f"options.{key}")
 
 
 def _details(fmt: str | None, meta: dict[str, Any]) -> dict[str, Any]:
