@@ -232,7 +232,7 @@ def _interactive(client: Client, state: State, model: str, history: list[dict[st
 @main.command("http")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on. Anything but loopback needs --api-key.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one and prints it).")
-@click.option("--api-key", envvar="IMPETUS_API_KEY", help="Require the key (Authorization: Bearer KEY, or x-api-key) on every route but /health (or set IMPETUS_API_KEY).")
+@click.option("--api-key", envvar="IMPETUS_API_KEY", help="Require KEY (Bearer or x-api-key) on every route but /health (or set IMPETUS_API_KEY).")
 @click.option("--allow-origin", "origins", multiple=True, help="Let browser pages from ORIGIN call the API (CORS; repeatable). Off by default.")
 @click.option("--allow-host", "hosts", multiple=True, help="Also accept this name in the Host header (repeatable; loopback names always are).")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
