@@ -125,6 +125,7 @@ def test_api_key_and_host_checks_cover_the_ollama_routes(shared_daemon: DaemonPr
         with pytest.raises(ollama.ResponseError) as err:
             ollama.Client(host=s.base).list()
         assert err.value.status_code == 401
+        assert httpx.get(f"{s.base}/").status_code == 401 and httpx.get(f"{s.base}/health").status_code == 200
         assert MODEL + ":latest" in [m.model for m in ollama.Client(host=s.base, headers={"Authorization": "Bearer s3cret"}).list().models]
         assert httpx.get(f"{s.base}/api/tags", headers={"Authorization": "Bearer s3cret", "Host": "evil.example"}).status_code == 400
     finally:

@@ -1,7 +1,7 @@
 """The API key on the routes of the other APIs, through the shim's one key check.
 
 ``security.ApiKeyMiddleware`` guards ``/v1`` and ``/metrics``. This puts the
-Ollama routes (``/api/*``) and ``/tokenize``/``/detokenize`` behind the same
+Ollama routes (``/`` and ``/api/*``) and ``/tokenize``/``/detokenize`` behind the same
 check, and accepts Anthropic's ``x-api-key`` header as the key (clients of
 ``/v1/messages`` send that instead of ``Authorization: Bearer``).
 """
@@ -31,7 +31,7 @@ class KeyedPaths:
         headers = dict(scope["headers"])
         if b"authorization" not in headers and b"x-api-key" in headers:
             scope = dict(scope, headers=[*scope["headers"], (b"authorization", b"Bearer " + headers[b"x-api-key"])])
-        if scope["path"].startswith(EXTRA_PREFIXES):
+        if scope["path"] == "/" or scope["path"].startswith(EXTRA_PREFIXES):
             # The guard checks a path it protects; the app gets the request as it came.
             await self.guard(dict(scope, path="/v1" + scope["path"], **{_ORIGINAL: scope}), receive, send)
             return
