@@ -108,11 +108,14 @@ def route(handler: Handler) -> Handler:
 
 
 async def _body(request: Request, kind: type[T]) -> T:
-    data = b""
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_BODY:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
             raise OllamaError(413, f"request body exceeds {MAX_BODY} bytes")
+    data = b"".join(chunks)
     try:
         return msgspec.json.decode(data or b"{}", type=kind)
     except msgspec.ValidationError as exc:
