@@ -75,8 +75,9 @@ def test_embed_and_legacy_embeddings(client: ollama.Client) -> None:
     assert legacy.embedding == pytest.approx(got.embeddings[0], abs=1e-4)
 
 
-def test_list_ps_show(client: ollama.Client) -> None:
-    names = [m.model for m in client.list().models]
+def test_list_ps_show(client: ollama.Client, shim: ShimProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{shim.port}")  # how Ollama's clients find a server
+    names = [m.model for m in ollama.Client().list().models]
     assert TAGGED in names
     running = {m.model: m for m in client.ps().models}
     assert TAGGED in running and running[TAGGED].size > 0
