@@ -12,7 +12,7 @@ import anyio
 import msgspec
 from anyio.abc import SocketStream
 
-from impetusd.protocol.api import Chunk
+from impetusd.protocol.api import Chunk, PullProgress
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.peer import Peer, Pending
 
@@ -23,6 +23,7 @@ T = TypeVar("T")
 MAX_LINE = 64 * 1024 * 1024
 REQUEST_ID = 1
 CHAT_CHUNK = "chat.chunk"
+PULL_PROGRESS = "models.progress"
 
 
 class Exchange:
@@ -33,21 +34,31 @@ class Exchange:
         self._path = path
         self._first_reply = first_reply  # None: no bound
         self._reader = LineReader(stream, MAX_LINE)
-        self._peer = Peer(_ignore, on_notification=_ignore, routes={CHAT_CHUNK: Chunk})
+        self._peer = Peer(_ignore, on_notification=_ignore, routes={CHAT_CHUNK: Chunk, PULL_PROGRESS: PullProgress})
         self._pending: Pending | None = None
         self._delta: str | None = None
+        self._progress: PullProgress | None = None
 
     def request(self, method: str, params: Any) -> bytes:
         """The request's bytes; its ``chat.chunk`` notifications come back through ``next``."""
         self._pending, data = self._peer.request(method, params, on_note=self._on_chunk, rid=REQUEST_ID)
         return data
 
-    def _on_chunk(self, chunk: Chunk) -> None:
-        self._delta = chunk.delta
+    def _on_chunk(self, note: Chunk | PullProgress) -> None:
+        if isinstance(note, Chunk):
+            self._delta = note.delta
+        else:
+            self._progress = note
 
     async def next(self) -> str | msgspec.Raw:
         """The next streamed text piece, or the final result (raises the typed
         error the daemon answered with)."""
+        while isinstance(item := await self.next_event(), PullProgress):
+            pass
+        return item
+
+    async def next_event(self) -> str | PullProgress | msgspec.Raw:
+        """As ``next``, with a pull's ``models.progress`` notifications too."""
         pending = self._pending
         assert pending is not None
         last = None
@@ -60,6 +71,9 @@ class Exchange:
             if self._delta is not None:
                 delta, self._delta = self._delta, None
                 return delta
+            if self._progress is not None:
+                progress, self._progress = self._progress, None
+                return progress
             if pending.done:
                 return pending.outcome()
 

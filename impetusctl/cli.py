@@ -232,16 +232,18 @@ def _interactive(client: Client, state: State, model: str, history: list[dict[st
 @main.command("http")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on. Anything but loopback needs --api-key.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one and prints it).")
-@click.option("--api-key", envvar="IMPETUS_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 and /metrics (or set IMPETUS_API_KEY).")
+@click.option("--api-key", envvar="IMPETUS_API_KEY", help="Require KEY (Bearer or x-api-key) on every route but /health (or set IMPETUS_API_KEY).")
 @click.option("--allow-origin", "origins", multiple=True, help="Let browser pages from ORIGIN call the API (CORS; repeatable). Off by default.")
 @click.option("--allow-host", "hosts", multiple=True, help="Also accept this name in the Host header (repeatable; loopback names always are).")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_obj
 def http(state: State, host: str, port: int, api_key: str | None, origins: tuple[str, ...], hosts: tuple[str, ...], log_level: str) -> None:
-    """Serve the OpenAI-compatible HTTP API in the foreground (Ctrl-C stops it).
+    """Serve the HTTP APIs in the foreground (Ctrl-C stops it).
 
-    Tools that speak OpenAI's API use it unchanged with base URL
-    http://HOST:PORT/v1. Needs the 'http' extra: pip install 'impetus[http]'.
+    Tools that speak OpenAI's API (chat completions, Responses) or Anthropic's
+    Messages use base URL http://HOST:PORT/v1; Ollama's clients use
+    http://HOST:PORT (with --port 11434, OLLAMA_HOST's default works as it is).
+    Needs the 'http' extra: pip install 'impetus[http]'.
     """
     try:
         from .shim.app import Settings

@@ -72,3 +72,12 @@ def test_pipeline_small_run_streams_every_token() -> None:
     [stream] = result["stream"]["runs"]
     assert stream["tokens"] == stream["chunks"] == 3000
     assert result["health_round_trip"]["calls"] == 200 and result["health_round_trip"]["p50_us"] > 0
+
+
+def test_apis_bench_small_run() -> None:
+    import apis
+
+    result = apis.run(runs=1, max_tokens=4)
+    for side in ("ollama_api_chat", "anthropic_v1_messages", "openai_v1_chat_completions"):
+        figures = result[side]
+        assert figures["ttft_ms"] > 0 and figures["client_tps"] > 0 and figures["pieces"] == 4, (side, figures)

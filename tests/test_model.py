@@ -58,9 +58,9 @@ def test_complete_and_stop_sequences(model_daemon: DaemonProcess) -> None:
         assert len(words) >= 3, text
         stop = " " + words[2]
         cut = conn.call("complete", {**params, "stop": [stop]})["result"]
-    assert cut["finish_reason"] == "stop"
+    assert cut["finish_reason"] == "stop" and cut["stop_sequence"] == stop  # which one ended it
     assert cut["text"] == text[: text.index(stop)]
-    assert stop not in cut["text"]
+    assert stop not in cut["text"] and "stop_sequence" not in free
 
 
 def test_seed_makes_sampling_repeatable(model_daemon: DaemonProcess) -> None:

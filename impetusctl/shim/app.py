@@ -31,7 +31,22 @@ from .security import ApiKeyMiddleware, CrossSiteMiddleware
 T = TypeVar("T")
 
 MAX_BODY = 16 * 1024 * 1024
-ROUTES = ("/v1/models", "/v1/models/{model}", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/health", "/metrics")
+ROUTES = (
+    "/v1/models",
+    "/v1/models/{model}",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/tokenize",
+    "/detokenize",
+    "/health",
+    "/metrics",
+    "/",
+    *(f"/api/{name}" for name in ("version", "tags", "ps", "show", "pull", "delete", "copy", "chat", "generate", "embed", "embeddings")),
+)
 _encoder = msgspec.json.Encoder()
 
 
@@ -320,6 +335,10 @@ async def _openai_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # The other APIs' modules import this one's helpers, so they are imported here.
+    from . import anthropic, ollama, openai_responses, tokenize
+    from .keys import KeyedPaths
+
     shim = Shim(settings)
     routes = [
         Route("/v1/models", shim.models, methods=["GET"]),
@@ -329,6 +348,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/embeddings", shim.embeddings, methods=["POST"]),
         Route("/health", shim.health, methods=["GET"]),
         Route("/metrics", shim.metrics, methods=["GET"]),
+        *anthropic.routes(shim.daemon),
+        *openai_responses.routes(shim.daemon),
+        *tokenize.routes(shim.daemon),
+        *ollama.routes(shim.daemon),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts or ["*"])]
     if settings.allow_origins:
@@ -337,6 +360,7 @@ def create_app(settings: Settings) -> Starlette:
         )
     middleware.append(Middleware(CrossSiteMiddleware, allow_origins=settings.allow_origins))
     if settings.api_key:
+        middleware.append(Middleware(KeyedPaths, api_key=settings.api_key))
         middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key))
     middleware.append(Middleware(CountRequests, http=shim.http))
     handlers: dict[Any, Any] = {cls: _openai_error for cls in (OpenAIError, ImpetusError, DaemonUnavailable, ClientGone, Exception)}

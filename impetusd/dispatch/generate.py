@@ -190,4 +190,5 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
         timings=timings,
         message=message,
         text=text,
+        stop_sequence=res.stop_sequence,
     )

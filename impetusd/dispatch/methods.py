@@ -14,6 +14,7 @@ from impetusd.dispatch.embed import embed
 from impetusd.dispatch.generate import generate
 from impetusd.dispatch.observe import OBSERVE_METHODS, hardware_facts
 from impetusd.dispatch.store import STORE_METHODS
+from impetusd.dispatch.tokenize import detokenize, tokenize
 from impetusd.plugin.hookspecs import hookimpl
 from impetusd.plugin.registries import MethodSpec, PluginRegistry
 from impetusd.protocol.api import (
@@ -21,6 +22,8 @@ from impetusd.protocol.api import (
     CompleteParams,
     DaemonInfo,
     Describe,
+    DetokenizeParams,
+    DetokenizeResult,
     EmbedParams,
     EmbedResult,
     Empty,
@@ -33,6 +36,8 @@ from impetusd.protocol.api import (
     ModelList,
     PluginInfo,
     ShutdownResult,
+    TokenizeParams,
+    TokenizeResult,
     UnloadParams,
     UnloadResult,
 )
@@ -155,6 +160,8 @@ METHODS = (
     MethodSpec("chat", ChatParams, GenerationResult, chat, "Chat completion; with stream=true sends chat.chunk notifications first.", stream=True),
     MethodSpec("complete", CompleteParams, GenerationResult, complete, "Text completion of a raw prompt; streams like chat.", stream=True),
     MethodSpec("embed", EmbedParams, EmbedResult, embed, "Unit-length embedding vectors for one text or a list of texts."),
+    MethodSpec("tokenize", TokenizeParams, TokenizeResult, tokenize, "A model's token ids and pieces for a text, or for messages through its chat template."),
+    MethodSpec("detokenize", DetokenizeParams, DetokenizeResult, detokenize, "The text (and each id's piece) of a model's token ids."),
 )
 
 

@@ -91,6 +91,31 @@ class EmbedRequest(msgspec.Struct, frozen=True):
     texts: list[str]
 
 
+class TokenizeRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Daemon → worker (backends declaring ``tokenize``): ``text`` as it is, or
+    ``messages`` rendered through the model's chat template with the generation
+    prompt, exactly as a chat's prompt is built."""
+
+    text: str | None = None
+    messages: list[Message] | None = None
+
+
+class TokenizeOutput(msgspec.Struct, frozen=True):
+    """Worker → daemon: the token ids and each one's text piece."""
+
+    ids: list[int]
+    pieces: list[str]
+
+
+class DetokenizeRequest(msgspec.Struct, frozen=True):
+    ids: list[int]
+
+
+class DetokenizeOutput(msgspec.Struct, frozen=True):
+    text: str
+    pieces: list[str]
+
+
 class EmbedOutput(msgspec.Struct, frozen=True):
     """Worker → daemon: one vector per text, in order (unit length unless the model says otherwise)."""
 
@@ -112,6 +137,7 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     batch_size: int | None = None  # most sequences that decoded together with this one (batch engines)
     batch_limit: int | None = None  # the engine's batch size limit when this request finished
     queued_ms: float | None = None  # time a batch engine held the request before it joined the batch
+    stop_sequence: str | None = None  # the stop string that ended the text (finish_reason "stop")
 
 
 class EngineInfo(msgspec.Struct, frozen=True):
@@ -206,6 +232,14 @@ class Embedder(Protocol):
     """What an engine adds when its backend declares the ``embed`` capability."""
 
     def embed(self, req: EmbedRequest) -> EmbedOutput: ...
+
+
+class Tokenizer(Protocol):
+    """What an engine adds when its backend declares the ``tokenize`` capability."""
+
+    def tokenize(self, req: TokenizeRequest) -> TokenizeOutput: ...
+
+    def detokenize(self, req: DetokenizeRequest) -> DetokenizeOutput: ...
 
 
 class BackendSpec(msgspec.Struct, frozen=True):

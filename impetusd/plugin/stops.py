@@ -12,6 +12,7 @@ class StopScanner:
         self.text = ""  # everything kept (final answer)
         self._sent = 0
         self.hit = False
+        self.matched: str | None = None  # the stop sequence that ended the text
 
     def feed(self, piece: str) -> tuple[str, bool]:
         """Add decoded text; return (text safe to emit now, stop sequence hit)."""
@@ -21,8 +22,9 @@ class StopScanner:
             return out, False
         longest = max(len(s) for s in self.stops)
         start = max(0, self._sent - longest)
-        cut = min((i for i in (self.text.find(s, start) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self.stops if (i := self.text.find(s, start)) >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda f: f[0])
             self.text = self.text[:cut]
             self.hit = True
             out, self._sent = self.text[self._sent :], len(self.text)

@@ -232,6 +232,7 @@ class GenerationResult(msgspec.Struct, frozen=True, omit_defaults=True):
     timings: Timings
     message: Message | None = None
     text: str | None = None
+    stop_sequence: str | None = None  # which of the request's stop strings ended it, when one did
 
 
 class Chunk(msgspec.Struct, frozen=True):
@@ -313,6 +314,37 @@ class Metrics(msgspec.Struct, frozen=True):
 
 
 # --- model store --------------------------------------------------------------------
+class TokenizeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Exactly one of ``text`` (as it is) and ``messages`` (through the model's chat
+    template, with the generation prompt: the tokens a chat's prompt would be)."""
+
+    model: str
+    text: str | None = None
+    messages: list[Message] | None = None
+    keep_alive: KeepAlive = None
+
+
+class TokenizeResult(msgspec.Struct, frozen=True):
+    model: str
+    backend: str
+    count: int
+    ids: list[int]
+    pieces: list[str]  # each id's text (a byte-level piece may be part of a character)
+
+
+class DetokenizeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    ids: list[int]
+    keep_alive: KeepAlive = None
+
+
+class DetokenizeResult(msgspec.Struct, frozen=True):
+    model: str
+    backend: str
+    text: str
+    pieces: list[str]
+
+
 class PullParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     model: str  # alias, org/repo, org/repo:REVISION or org/repo:QUANT (also org/repo@REVISION:QUANT)
     force: bool = False  # pull again even when registered (re-verifies, refetches what changed)

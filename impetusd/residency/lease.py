@@ -12,7 +12,7 @@ import anyio
 from impetusd.protocol.errors import InsufficientMemory
 
 if TYPE_CHECKING:
-    from impetusd.plugin.engine import EmbedRequest, GenerateRequest
+    from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, GenerateRequest, TokenizeOutput, TokenizeRequest
     from impetusd.residency.resident import Resident
     from impetusd.workers.messages import EmbedDone, GenerateDone
 
@@ -78,3 +78,9 @@ class Lease:
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         self._count()
         return await self.resident.worker.embed(request)
+
+    async def tokenize(self, request: TokenizeRequest) -> TokenizeOutput:
+        return await self.resident.worker.tokenize(request)
+
+    async def detokenize(self, request: DetokenizeRequest) -> DetokenizeOutput:
+        return await self.resident.worker.detokenize(request)

@@ -15,17 +15,19 @@ import anyio
 import msgspec
 from anyio.abc import Process, TaskGroup
 
-from impetusd.plugin.engine import EmbedRequest, EngineInfo, GenerateRequest, ModelSpec
+from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineInfo, GenerateRequest, ModelSpec, TokenizeOutput, TokenizeRequest
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.messages import Message, RequestId
 from impetusd.protocol.peer import Incoming, Peer
 from impetusd.workers.messages import (
     CHUNK,
+    DETOKENIZE,
     EMBED,
     GENERATE,
     SHUTDOWN,
     START,
+    TOKENIZE,
     TUNE,
     WARM_UP,
     CacheSettings,
@@ -203,6 +205,12 @@ class WorkerHandle:
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         raw = await self._call(EMBED, request)
         return msgspec.json.decode(bytes(raw), type=EmbedDone)
+
+    async def tokenize(self, request: TokenizeRequest) -> TokenizeOutput:
+        return msgspec.json.decode(bytes(await self._call(TOKENIZE, request)), type=TokenizeOutput)
+
+    async def detokenize(self, request: DetokenizeRequest) -> DetokenizeOutput:
+        return msgspec.json.decode(bytes(await self._call(DETOKENIZE, request)), type=DetokenizeOutput)
 
     async def notify(self, method: str, params: Any) -> bool:
         """Send a notification; False if the worker is gone."""

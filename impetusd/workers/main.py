@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from impetusd.plugin.engine import BatchEngine, EmbedRequest, EngineResult
+from impetusd.plugin.engine import BatchEngine, DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineResult, TokenizeOutput, TokenizeRequest
 from impetusd.plugin.manager import build_registries, make_plugin_manager
 from impetusd.protocol.errors import ImpetusError, InternalError, NoBackend, PluginError
 from impetusd.protocol.messages import Message
@@ -29,11 +29,13 @@ from impetusd.protocol.peer import Incoming, Peer
 from impetusd.workers.failures import backend_failure
 from impetusd.workers.messages import (
     CHUNK,
+    DETOKENIZE,
     EMBED,
     GENERATE,
     HEARTBEAT,
     SHUTDOWN,
     START,
+    TOKENIZE,
     TUNE,
     WARM_UP,
     EmbedDone,
@@ -203,11 +205,19 @@ class Serve:
         self.stopping = False
         self.gen_decoder = msgspec.json.Decoder(GenerateParams)
         self.embed_decoder = msgspec.json.Decoder(EmbedRequest)
+        self.tokenize_decoder = msgspec.json.Decoder(TokenizeRequest)
+        self.detokenize_decoder = msgspec.json.Decoder(DetokenizeRequest)
         self.tune_decoder = msgspec.json.Decoder(Tuning)
         # The reader thread does these at once (``$/cancel`` the peer does itself).
         self.immediate: dict[str, Callable[[Message], None]] = {TUNE: self._tune, SHUTDOWN: self._shutdown}
         # The engine's thread does these in order; a request's return value is its answer.
-        self.methods: dict[str, Callable[[Job, float], Any]] = {GENERATE: self._generate, EMBED: self._embed, WARM_UP: self._warm_up}
+        self.methods: dict[str, Callable[[Job, float], Any]] = {
+            GENERATE: self._generate,
+            EMBED: self._embed,
+            TOKENIZE: self._tokenize,
+            DETOKENIZE: self._detokenize,
+            WARM_UP: self._warm_up,
+        }
         self.peer.dispatcher = self.peer.on_notification = self.receive
 
     def read_loop(self) -> None:
@@ -339,6 +349,12 @@ class Serve:
     def _embed(self, job: Job, queued_ms: float) -> EmbedDone:
         params = self.embed_decoder.decode(job.msg.params)
         return EmbedDone(output=self.engine.embed(params), queued_ms=queued_ms)
+
+    def _tokenize(self, job: Job, queued_ms: float) -> TokenizeOutput:
+        return self.engine.tokenize(self.tokenize_decoder.decode(job.msg.params))
+
+    def _detokenize(self, job: Job, queued_ms: float) -> DetokenizeOutput:
+        return self.engine.detokenize(self.detokenize_decoder.decode(job.msg.params))
 
     def _warm_up(self, job: Job, queued_ms: float) -> None:
         """The postponed warm-up (a notification), run between requests."""

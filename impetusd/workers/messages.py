@@ -1,8 +1,9 @@
 """Messages on the daemon ↔ worker pipe (same NDJSON JSON-RPC framing as clients).
 
 The daemon calls ``worker.start`` (StartParams → EngineInfo) once, then
-``generate`` (GenerateParams → GenerateDone) and ``embed`` (EmbedRequest →
-EmbedDone); it notifies ``worker.tune`` (Tuning), ``worker.warm_up`` and
+``generate`` (GenerateParams → GenerateDone), ``embed`` (EmbedRequest →
+EmbedDone), ``tokenize`` (TokenizeRequest → TokenizeOutput) and ``detokenize``
+(DetokenizeRequest → DetokenizeOutput); it notifies ``worker.tune`` (Tuning), ``worker.warm_up`` and
 ``worker.shutdown``, and ``$/cancel {id}`` (the protocol's own). The worker
 notifies ``chunk`` (TextChunk, routed to its generate call) and ``heartbeat``.
 """
@@ -18,6 +19,8 @@ from impetusd.protocol.messages import RequestId
 START = "worker.start"
 GENERATE = "generate"
 EMBED = "embed"
+TOKENIZE = "tokenize"
+DETOKENIZE = "detokenize"
 # daemon → worker: notifications
 TUNE = "worker.tune"
 WARM_UP = "worker.warm_up"

@@ -25,6 +25,8 @@ import msgspec
 
 from impetusd.plugin_api import (
     BackendSpec,
+    DetokenizeOutput,
+    DetokenizeRequest,
     EngineInfo,
     EngineResult,
     GenerateRequest,
@@ -32,6 +34,8 @@ from impetusd.plugin_api import (
     ModelFormat,
     ModelSpec,
     PluginRegistry,
+    TokenizeOutput,
+    TokenizeRequest,
     hookimpl,
 )
 
@@ -129,6 +133,17 @@ class EchoEngine:
         return EngineResult(text="".join(sent), finish_reason=finish, prompt_tokens=len(words), completion_tokens=len(sent))  # type: ignore[arg-type]
 
 
+    def tokenize(self, req: TokenizeRequest) -> TokenizeOutput:
+        """One token per word; the id is the word's length (messages: role and content, as a template would)."""
+        text = req.text if req.text is not None else " ".join(f"{m.role}: {m.content}" for m in req.messages or [])
+        words = text.split()
+        return TokenizeOutput(ids=[len(w) for w in words], pieces=words)
+
+    def detokenize(self, req: DetokenizeRequest) -> DetokenizeOutput:
+        pieces = ["x" * i for i in req.ids]
+        return DetokenizeOutput(text=" ".join(pieces), pieces=pieces)
+
+
 def _start(spec: ModelSpec) -> EchoEngine:
     return EchoEngine(msgspec.convert(spec.metadata, EchoSettings))
 
@@ -141,7 +156,7 @@ def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> Non
 @hookimpl
 def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
     # Deliberately without top_k/min_p/seed: the daemon must refuse those.
-    caps = frozenset({"chat", "complete", "max_tokens", "temperature", "top_p", "stop"})
+    caps = frozenset({"chat", "complete", "tokenize", "max_tokens", "temperature", "top_p", "stop"})
     # A worker with no model library needs ~35 MB; the estimate adds the file's size.
     registry.add(BackendSpec(name="echo", formats=frozenset({"echo"}), capabilities=caps, start=_start, memory_overhead_bytes=32 * 1024 * 1024))
 

@@ -16,6 +16,7 @@ CAPABILITIES = frozenset(
         "chat",
         "complete",
         "embed",
+        "tokenize",
         "max_tokens",
         "temperature",
         "top_p",

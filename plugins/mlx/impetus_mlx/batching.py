@@ -247,6 +247,7 @@ class BatchScheduler:
             EngineResult(
                 text=job.scanner.text,
                 finish_reason=reason,
+                stop_sequence=job.scanner.matched,
                 prompt_tokens=len(job.ids),
                 completion_tokens=job.tokens,
                 cached_tokens=job.cached,

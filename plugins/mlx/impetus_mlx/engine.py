@@ -14,6 +14,8 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from impetusd.plugin_api import (
     ContextLengthExceeded,
+    DetokenizeOutput,
+    DetokenizeRequest,
     EmbedOutput,
     EmbedRequest,
     EngineInfo,
@@ -23,6 +25,8 @@ from impetusd.plugin_api import (
     InvalidParams,
     ModelSpec,
     PromptCacheTier,
+    TokenizeOutput,
+    TokenizeRequest,
     UnsupportedFormat,
 )
 
@@ -175,6 +179,21 @@ class MLXEngine:
             total += len(ids)
         return EmbedOutput(vectors=vectors, prompt_tokens=total)
 
+    def tokenize(self, req: TokenizeRequest) -> TokenizeOutput:
+        """``text`` as it is (no special tokens), or ``messages`` as a chat's prompt is built."""
+        if req.messages is not None:
+            ids = self.encode(GenerateRequest(kind="chat", messages=req.messages))
+        else:
+            ids = self.tokenizer.encode(req.text or "", add_special_tokens=False)
+        return TokenizeOutput(ids=ids, pieces=[self.tokenizer.decode([i]) for i in ids])
+
+    def detokenize(self, req: DetokenizeRequest) -> DetokenizeOutput:
+        vocab = int(self.details.get("vocab_size") or 0) or len(self.tokenizer.get_vocab())
+        bad = [i for i in req.ids if i >= vocab]
+        if bad:
+            raise InvalidParams(f"Invalid params: token {bad[0]} is past the vocabulary ({vocab})", field="ids")
+        return DetokenizeOutput(text=self.tokenizer.decode(req.ids), pieces=[self.tokenizer.decode([i]) for i in req.ids])
+
     def prompt_ids(self, req: GenerateRequest) -> list[int]:
         """The prompt's tokens; ``ContextLengthExceeded`` when no room is left to answer."""
         ids = self.encode(req)
@@ -255,6 +274,7 @@ class MLXEngine:
         return EngineResult(
             text=scanner.text,
             finish_reason=finish,
+            stop_sequence=scanner.matched,
             prompt_tokens=len(ids),
             completion_tokens=tokens,
             cached_tokens=cached,

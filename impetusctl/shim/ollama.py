@@ -1,0 +1,463 @@
+"""Ollama's native API (``/api/*``) over the daemon's socket.
+
+Streaming (Ollama's default) is NDJSON: one object per line, the last with
+``done: true``, ``done_reason`` and the counters in nanoseconds. Errors are
+``{"error": "..."}`` with Ollama's status codes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from impetusd import __version__
+from impetusd.protocol.api import (
+    ChatParams,
+    CompleteParams,
+    EmbedParams,
+    EmbedResult,
+    GenerationResult,
+    LoadedList,
+    LoadParams,
+    ModelInfo,
+    ModelList,
+    PullProgress,
+    PullResult,
+    RemoveResult,
+    Timings,
+    UnloadParams,
+    Usage,
+)
+from impetusd.protocol.errors import ImpetusError
+
+from ..aclient import AsyncDaemon, Exchange
+from ..client import DaemonUnavailable
+from .app import MAX_BODY, ClientGone, EventStream, until_disconnect
+from .errors import OpenAIError
+from .errors import from_daemon as openai_status
+from .ollama_api import (
+    ChatRequest,
+    CopyRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    NameRequest,
+    OllamaBadRequest,
+    chat_params,
+    generate_params,
+    model_name,
+    refuse_not_yet,
+    tagged,
+)
+
+T = TypeVar("T")
+# The Ollama API level these routes follow (clients gate features on it).
+OLLAMA_VERSION = "0.6.3"
+_encoder = msgspec.json.Encoder()
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class OllamaError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(obj), status_code=status, media_type="application/json")
+
+
+def _error_of(exc: Exception) -> OllamaError:
+    if isinstance(exc, OllamaError):
+        return exc
+    if isinstance(exc, OllamaBadRequest):
+        return OllamaError(400, str(exc))
+    if isinstance(exc, ImpetusError):
+        status = openai_status(exc).status
+        if exc.name in ("ModelNotFound", "ModelNotLoaded"):
+            return OllamaError(404, exc.message if "not found" in exc.message else f"model not found: {exc.message}")
+        return OllamaError(status if status < 500 else 500, f"{exc.message} [{exc.name}]")
+    if isinstance(exc, DaemonUnavailable):
+        return OllamaError(503, f"the Impetus daemon is not reachable: {exc}")
+    if isinstance(exc, OpenAIError):  # the body reader's size check
+        return OllamaError(exc.status, exc.message)
+    return OllamaError(500, f"internal error in the shim: {type(exc).__name__}: {exc}")
+
+
+def route(handler: Handler) -> Handler:
+    """Answer every failure in Ollama's shape."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ClientGone:
+            return Response(status_code=499)
+        except Exception as exc:
+            err = _error_of(exc)
+            return _json({"error": err.message}, err.status)
+
+    return run
+
+
+async def _body(request: Request, kind: type[T]) -> T:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise OllamaError(413, f"request body exceeds {MAX_BODY} bytes")
+    data = b"".join(chunks)
+    try:
+        return msgspec.json.decode(data or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise OllamaError(400, f"invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise OllamaError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+def _stamp(at: float | None = None) -> str:
+    return datetime.fromtimestamp(at if at is not None else time.time(), UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ns(ms: float | None) -> int:
+    return int((ms or 0.0) * 1_000_000)
+
+
+def counters(usage: Usage, timings: Timings) -> dict[str, Any]:
+    """Ollama's final counters from Impetus's timings (nanoseconds)."""
+    ttft = timings.ttft_ms or 0.0
+    prefill_ms = usage.prompt_tokens / timings.prefill_tps * 1000 if timings.prefill_tps else max(ttft - timings.load_ms - timings.queued_ms, 0.0)
+    decode_ms = usage.completion_tokens / timings.decode_tps * 1000 if timings.decode_tps else max(timings.total_ms - ttft, 0.0)
+    return {
+        "total_duration": _ns(timings.total_ms),
+        "load_duration": _ns(timings.load_ms),
+        "prompt_eval_count": usage.prompt_tokens,
+        "prompt_eval_duration": _ns(prefill_ms),
+        "eval_count": usage.completion_tokens,
+        "eval_duration": _ns(decode_ms),
+    }
+
+
+def _reason(result: GenerationResult) -> str:
+    return "length" if result.finish_reason == "length" else "stop"
+
+
+def _piece(chat: bool, model: str, text: str) -> dict[str, Any]:
+    head: dict[str, Any] = {"model": model, "created_at": _stamp()}
+    if chat:
+        head["message"] = {"role": "assistant", "content": text}
+    else:
+        head["response"] = text
+    return head
+
+
+def _final(chat: bool, result: GenerationResult, text: str) -> dict[str, Any]:
+    out = _piece(chat, tagged(result.model), text)
+    if not chat:
+        out["context"] = []
+    out.update(done=True, done_reason=_reason(result), **counters(result.usage, result.timings))
+    return out
+
+
+class NdjsonStream(EventStream):
+    """NDJSON lines that stop (and close the daemon request) when the client goes away."""
+
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
+        super().__init__(content)
+        self.media_type = "application/x-ndjson"
+        self.headers["content-type"] = "application/x-ndjson"
+
+
+def _line(obj: Any) -> bytes:
+    return _encoder.encode(obj) + b"\n"
+
+
+async def _errors_as_lines(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A failure after the stream began: one ``{"error": ...}`` line, as Ollama sends."""
+    try:
+        async for line in lines:
+            yield line
+    except Exception as exc:
+        yield _line({"error": _error_of(exc).message})
+
+
+class Ollama:
+    def __init__(self, daemon: AsyncDaemon) -> None:
+        self.daemon = daemon
+
+    # --- models ------------------------------------------------------------------
+    async def version(self, request: Request) -> Response:
+        return _json({"version": OLLAMA_VERSION, "impetus": __version__})
+
+    async def root(self, request: Request) -> Response:
+        return Response("Ollama is running", media_type="text/plain")
+
+    async def tags(self, request: Request) -> Response:
+        listing = await self.daemon.call("models.list", type=ModelList)
+        models = []
+        for e in listing.models:
+            if not e.available:
+                continue
+            meta = e.metadata or {}
+            models.append(
+                {
+                    "name": tagged(e.name),
+                    "model": tagged(e.name),
+                    "modified_at": _stamp(meta.get("created_at") if isinstance(meta.get("created_at"), float) else None),
+                    "size": e.size_bytes or 0,
+                    "digest": str(meta.get("digest") or ""),
+                    "details": _details(e.format, meta),
+                }
+            )
+        return _json({"models": models})
+
+    async def ps(self, request: Request) -> Response:
+        loaded = await self.daemon.call("models.loaded", type=LoadedList)
+        models = []
+        for m in loaded.models:
+            expires = m.expires_at if m.expires_at is not None else time.time() + 100 * 365 * 86400
+            models.append(
+                {
+                    "name": tagged(m.name),
+                    "model": tagged(m.name),
+                    "size": m.memory_bytes,
+                    "digest": "",
+                    "details": _details(m.format, {}),
+                    "expires_at": _stamp(expires),
+                    "size_vram": m.memory_bytes if m.backend == "mlx" else 0,
+                    "context_length": m.estimate.context_tokens if m.estimate else 0,
+                }
+            )
+        return _json({"models": models})
+
+    async def show(self, request: Request) -> Response:
+        body = await _body(request, NameRequest)
+        name = body.ref()
+        try:
+            info = await self.daemon.call("models.show", {"model": name}, type=ModelInfo)
+            fmt, path, meta, created = info.format, info.path, info.metadata, info.created_at
+        except ImpetusError as exc:
+            if exc.name != "ModelNotFound":
+                raise
+            # A catalog alias (the bundled model) is listed but not registered.
+            listing = await self.daemon.call("models.list", type=ModelList)
+            entry = next((e for e in listing.models if e.name == name and e.available), None)
+            if entry is None:
+                raise
+            fmt, path, meta, created = entry.format or "", entry.path or "", entry.metadata, None
+        return _json(
+            {
+                "modelfile": f"# Impetus model {name}\nFROM {path}\n",
+                "parameters": "",
+                "template": "",
+                "details": _details(fmt, meta),
+                "model_info": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
+                "capabilities": ["completion"],
+                "modified_at": _stamp(created),
+            }
+        )
+
+    async def delete(self, request: Request) -> Response:
+        body = await _body(request, NameRequest)
+        await self.daemon.call("models.remove", {"model": body.ref()}, type=RemoveResult)
+        return Response(status_code=200)
+
+    async def copy(self, request: Request) -> Response:
+        body = await _body(request, CopyRequest)
+        await self.daemon.call("models.copy", {"source": model_name(body.source), "destination": model_name(body.destination)}, type=ModelInfo)
+        return Response(status_code=200)
+
+    async def pull(self, request: Request) -> Response:
+        body = await _body(request, NameRequest)
+        refuse_not_yet(body)
+        exchange = await self.daemon.open("models.pull", {"model": body.ref()})
+        if not body.stream:
+            try:
+                await until_disconnect(request, lambda: _pull_result(exchange))
+            finally:
+                await exchange.aclose()
+            return _json({"status": "success"})
+        try:
+            first = await exchange.next_event()  # a name that does not resolve still gets its status
+        except BaseException:
+            await exchange.aclose()
+            raise
+        return NdjsonStream(_errors_as_lines(_pull_lines(exchange, first)))
+
+    # --- generation --------------------------------------------------------------
+    async def chat(self, request: Request) -> Response:
+        body = await _body(request, ChatRequest)
+        params = chat_params(body)
+        if not params.messages:
+            return await self._load_or_unload(params.model, body.keep_alive, chat=True)
+        return await self._generate(request, "chat", params, chat=True)
+
+    async def generate(self, request: Request) -> Response:
+        body = await _body(request, GenerateRequest)
+        params = generate_params(body)
+        if not body.prompt and not body.system:
+            return await self._load_or_unload(params.model, body.keep_alive, chat=False)
+        return await self._generate(request, "chat" if isinstance(params, ChatParams) else "complete", params, chat=False)
+
+    async def _load_or_unload(self, model: str, keep: float | str | None, chat: bool) -> Response:
+        """An empty prompt loads the model (keep_alive 0: unloads it), as in Ollama."""
+        if keep is not None and keep in (0, "0", "0s", "0m"):
+            try:
+                await self.daemon.call("models.unload", UnloadParams(model=model))
+            except ImpetusError as exc:
+                if exc.name != "ModelNotLoaded":
+                    raise
+            reason = "unload"
+        else:
+            await self.daemon.call("models.load", LoadParams(model=model, keep_alive=keep))
+            reason = "load"
+        out = _piece(chat, tagged(model), "")
+        out.update(done=True, done_reason=reason)
+        return _json(out)
+
+    async def _generate(self, request: Request, method: str, params: ChatParams | CompleteParams, *, chat: bool) -> Response:
+        exchange = await self.daemon.open(method, params)
+        if not params.stream:
+
+            async def collect() -> GenerationResult:
+                while not isinstance(item := await exchange.next(), msgspec.Raw):
+                    pass
+                return msgspec.json.decode(bytes(item), type=GenerationResult)
+
+            try:
+                result = await until_disconnect(request, collect)
+            finally:
+                await exchange.aclose()
+            text = result.message.content if result.message else (result.text or "")
+            return _json(_final(chat, result, text))
+        try:
+            first = await exchange.next()  # load and validation errors still get a proper status
+        except BaseException:
+            await exchange.aclose()
+            raise
+        return NdjsonStream(_errors_as_lines(_generate_lines(exchange, first, chat, tagged(params.model))))
+
+    # --- embeddings --------------------------------------------------------------
+    async def embed(self, request: Request) -> Response:
+        body = await _body(request, EmbedRequest)
+        refuse_not_yet(body)
+        _no_options(body.options)
+        params = EmbedParams(model=model_name(body.model), input=body.input, keep_alive=body.keep_alive)
+        result = await until_disconnect(request, lambda: self.daemon.call("embed", params, type=EmbedResult))
+        return _json(
+            {
+                "model": tagged(result.model),
+                "embeddings": result.embeddings,
+                "total_duration": _ns(result.timings.total_ms),
+                "load_duration": _ns(result.timings.load_ms),
+                "prompt_eval_count": result.usage.prompt_tokens,
+            }
+        )
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await _body(request, EmbeddingsRequest)
+        _no_options(body.options)
+        params = EmbedParams(model=model_name(body.model), input=[body.prompt], keep_alive=body.keep_alive)
+        result = await until_disconnect(request, lambda: self.daemon.call("embed", params, type=EmbedResult))
+        return _json({"embedding": result.embeddings[0] if result.embeddings else []})
+
+
+def _no_options(options: dict[str, Any] | None) -> None:
+    for key, value in (options or {}).items():
+        if value is not None:
+            raise OllamaBadRequest(f"option '{key}' does not apply to embeddings in Impetus", f"options.{key}")
+
+
+def _details(fmt: str | None, meta: dict[str, Any]) -> dict[str, Any]:
+    family = str(meta.get("architecture") or "")
+    params = meta.get("parameters")
+    return {
+        "parent_model": "",
+        "format": fmt or "",
+        "family": family,
+        "families": [family] if family else None,
+        "parameter_size": _size_label(params) if isinstance(params, int) else "",
+        "quantization_level": str(meta.get("quantization") or ""),
+    }
+
+
+def _size_label(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}".replace(".0", "")
+    return str(n)
+
+
+async def _pull_result(exchange: Exchange) -> PullResult:
+    while not isinstance(item := await exchange.next(), msgspec.Raw):
+        pass
+    return msgspec.json.decode(bytes(item), type=PullResult)
+
+
+async def _pull_lines(exchange: Exchange, first: str | PullProgress | msgspec.Raw) -> AsyncIterator[bytes]:
+    item = first
+    totals: dict[str, int] = {}
+    try:
+        yield _line({"status": "pulling manifest"})
+        while True:
+            if isinstance(item, msgspec.Raw):
+                result = msgspec.json.decode(bytes(item), type=PullResult)
+                if result.status == "cancelled":
+                    yield _line({"error": "the pull was cancelled"})
+                    return
+                for name, total in totals.items():  # the last notification may predate the last bytes
+                    yield _line({"status": f"pulling {name}", "digest": name, "total": total, "completed": total})
+                yield _line({"status": "verifying sha256 digest"})
+                yield _line({"status": "writing manifest"})
+                yield _line({"status": "success"})
+                return
+            if isinstance(item, PullProgress):
+                if item.status == "downloading":
+                    for f in item.files:
+                        totals[f.name] = f.total
+                        yield _line({"status": f"pulling {f.name}", "digest": f.name, "total": f.total, "completed": f.done})
+                else:
+                    yield _line({"status": item.status})
+            item = await exchange.next_event()
+    finally:
+        await exchange.aclose()
+
+
+async def _generate_lines(exchange: Exchange, first: str | msgspec.Raw, chat: bool, model: str) -> AsyncIterator[bytes]:
+    item = first
+    try:
+        while True:
+            if isinstance(item, msgspec.Raw):
+                yield _line(_final(chat, msgspec.json.decode(bytes(item), type=GenerationResult), ""))
+                return
+            yield _line(_piece(chat, model, item))
+            item = await exchange.next()
+    finally:
+        await exchange.aclose()
+
+
+def routes(daemon: AsyncDaemon) -> list[Route]:
+    api = Ollama(daemon)
+    return [
+        Route("/", route(api.root), methods=["GET", "HEAD"]),
+        Route("/api/version", route(api.version), methods=["GET"]),
+        Route("/api/tags", route(api.tags), methods=["GET"]),
+        Route("/api/ps", route(api.ps), methods=["GET"]),
+        Route("/api/show", route(api.show), methods=["POST"]),
+        Route("/api/pull", route(api.pull), methods=["POST"]),
+        Route("/api/delete", route(api.delete), methods=["DELETE"]),
+        Route("/api/copy", route(api.copy), methods=["POST"]),
+        Route("/api/chat", route(api.chat), methods=["POST"]),
+        Route("/api/generate", route(api.generate), methods=["POST"]),
+        Route("/api/embed", route(api.embed), methods=["POST"]),
+        Route("/api/embeddings", route(api.embeddings), methods=["POST"]),
+    ]

@@ -1,0 +1,103 @@
+"""Anthropic's Messages API on the shim, driven by the official ``anthropic`` package,
+in front of a real daemon and the bundled SmolLM2 (MLX, a few tokens)."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from helpers import DaemonProcess, ShimProcess
+
+MODEL = "smollm2-135m"
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def shim(shared_daemon: DaemonProcess):
+    with shared_daemon.connect() as conn:
+        assert "result" in conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
+    s = ShimProcess(shared_daemon).start()
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture
+def client(shim: ShimProcess) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=shim.base, api_key="unused", max_retries=0, timeout=120)
+
+
+def test_create_and_stream_agree(client: anthropic.Anthropic) -> None:
+    kwargs = dict(model=MODEL, max_tokens=8, extra_body={"temperature": 0}, system=[{"type": "text", "text": "Answer briefly."}], messages=[{"role": "user", "content": QUESTION}])
+    reply = client.messages.create(**kwargs)  # type: ignore[arg-type]
+    assert reply.type == "message" and reply.role == "assistant" and reply.id.startswith("msg_")
+    assert reply.content[0].type == "text" and reply.content[0].text
+    assert reply.stop_reason in ("end_turn", "max_tokens") and reply.stop_sequence is None
+    assert reply.usage.input_tokens > 5 and 0 < reply.usage.output_tokens <= 8
+    with client.messages.stream(**kwargs) as stream:  # type: ignore[arg-type]
+        deltas = [e.delta.text for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert len([d for d in deltas if d]) >= 2 and "".join(deltas) == reply.content[0].text
+    assert final.content[0].text == reply.content[0].text and final.stop_reason == reply.stop_reason
+    assert final.usage.input_tokens == reply.usage.input_tokens and final.usage.output_tokens == reply.usage.output_tokens
+
+
+def test_raw_event_sequence(shim: ShimProcess) -> None:
+    body = {"model": MODEL, "max_tokens": 3, "stream": True, "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]}
+    with httpx.stream("POST", f"{shim.base}/v1/messages", json=body, timeout=120) as r:
+        names = [line.removeprefix("event: ") for line in r.iter_lines() if line.startswith("event: ")]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(names[3:-3]) == {"content_block_delta"}
+
+
+def test_stop_sequence_and_max_tokens(client: anthropic.Anthropic) -> None:
+    messages = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+    stopped = client.messages.create(model=MODEL, max_tokens=30, messages=messages, stop_sequences=["4"], extra_body={"temperature": 0})  # type: ignore[arg-type]
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == "4" and "4" not in stopped.content[0].text
+    cut = client.messages.create(model=MODEL, max_tokens=2, messages=messages)  # type: ignore[arg-type]
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 2
+
+
+def test_count_tokens_matches_the_prompt(client: anthropic.Anthropic) -> None:
+    messages = [{"role": "user", "content": QUESTION}]
+    counted = client.messages.count_tokens(model=MODEL, system="Answer briefly.", messages=messages)  # type: ignore[arg-type]
+    reply = client.messages.create(model=MODEL, max_tokens=1, system="Answer briefly.", messages=messages)  # type: ignore[arg-type]
+    assert counted.input_tokens == reply.usage.input_tokens > 5
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tools"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+        ({"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}, "output_config"),
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "1"}]}]}, "tool_result"),
+        ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]}, "image"),
+    ],
+)
+def test_unsupported_fields_are_refused_by_name(client: anthropic.Anthropic, extra: dict, named: str) -> None:
+    kwargs = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(**kwargs)
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"
+    assert named in err.value.body["error"]["message"]
+
+
+def test_errors_in_anthropic_shape(shim: ShimProcess, client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as err:
+        client.messages.create(model="no-such-model", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["error"]["type"] == "not_found_error"
+    missing = httpx.post(f"{shim.base}/v1/messages", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    assert missing.status_code == 400 and "max_tokens" in missing.json()["error"]["message"]
+
+
+def test_x_api_key_is_the_key(shared_daemon: DaemonProcess) -> None:
+    s = ShimProcess(shared_daemon, "--api-key", "s3cret").start()
+    try:
+        with pytest.raises(anthropic.AuthenticationError):
+            anthropic.Anthropic(base_url=s.base, api_key="wrong", max_retries=0).messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        ok = anthropic.Anthropic(base_url=s.base, api_key="s3cret", max_retries=0).messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert ok.input_tokens > 0
+    finally:
+        s.stop()
