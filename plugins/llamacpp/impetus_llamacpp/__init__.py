@@ -1,4 +1,4 @@
-"""llama.cpp backend: registers itself; llama_cpp is imported only when a worker starts it."""
+"""llama.cpp backend: registers itself; a worker that starts it runs llama-server (engine.py)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ CAPABILITIES = frozenset(
 
 
 def start(spec: ModelSpec) -> Engine:
-    from .engine import LlamaCppEngine  # heavy imports happen here, in the worker
+    from .engine import LlamaServerEngine  # imports happen here, in the worker
 
-    return LlamaCppEngine.load(spec)
+    return LlamaServerEngine.load(spec)
 
 
 @hookimpl
@@ -40,7 +40,8 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             capabilities=CAPABILITIES,
             start=start,
             devices=frozenset({"cpu"}),
-            description="llama.cpp via llama-cpp-python (GGUF; the default where Metal is absent)",
+            description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
+            max_batch=4,  # llama-server's parallel slots (engine.DEFAULT_MAX_BATCH)
         )
     )
 
