@@ -5,6 +5,7 @@ from __future__ import annotations
 from impetusd.plugin_api import BackendSpec, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
+MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
 
 CAPABILITIES = frozenset(
     {
@@ -28,7 +29,7 @@ CAPABILITIES = frozenset(
 def start(spec: ModelSpec) -> Engine:
     from .engine import LlamaServerEngine  # imports happen here, in the worker
 
-    return LlamaServerEngine.load(spec)
+    return LlamaServerEngine.load(spec, slots=MAX_BATCH)
 
 
 @hookimpl
@@ -41,7 +42,7 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             start=start,
             devices=frozenset({"cpu"}),
             description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
-            max_batch=4,  # llama-server's parallel slots (engine.DEFAULT_MAX_BATCH)
+            max_batch=MAX_BATCH,
         )
     )
 

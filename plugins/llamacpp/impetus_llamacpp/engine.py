@@ -40,7 +40,7 @@ from . import binary
 from .embed import Embedder
 from .prompt import Prompter
 from .sampling import options
-from .server import LlamaServer, ServerExited
+from .server import LlamaServer
 from .threads import ThreadPolicy
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,16 @@ log = logging.getLogger(__name__)
 # would otherwise reserve gigabytes. One KV buffer is shared by the slots (--kv-unified),
 # so each request may use the whole context.
 MAX_CONTEXT = 8192
-DEFAULT_MAX_BATCH = 4  # llama-server's slots; also BackendSpec.max_batch in __init__.py
 # Prompt tokens per llama_decode call: a cancel stops a long prompt within one of these.
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
+
+
+def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
+    """llama-server's options for generation (bench/llama_server.py starts it the same way)."""
+    args = ["--ctx-size", str(n_ctx), "--parallel", str(slots), "--kv-unified", "--no-context-shift", "--cache-ram", "0"]
+    return args + ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
 
 
 class Stream:
@@ -114,7 +119,8 @@ class LlamaServerEngine:
         self.on_fatal: Callable[[str], None] = _exit_worker
 
     @classmethod
-    def load(cls, spec: ModelSpec) -> LlamaServerEngine:
+    def load(cls, spec: ModelSpec, slots: int) -> LlamaServerEngine:
+        """llama-server on ``spec``'s file with ``slots`` parallel slots (the backend's ``max_batch``)."""
         if spec.format != "gguf":
             raise UnsupportedFormat(f"the llama.cpp backend runs GGUF models, not {spec.format!r}", format=spec.format)
         started = time.monotonic()
@@ -125,10 +131,7 @@ class LlamaServerEngine:
         threads = policy.pick()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        slots = int(os.environ.get("IMPETUS_LLAMACPP_SLOTS") or DEFAULT_MAX_BATCH)
-        args = ["--ctx-size", str(n_ctx), "--parallel", str(slots), "--kv-unified", "--no-context-shift", "--cache-ram", "0"]
-        args += ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
-        server = LlamaServer(found, spec.path, args, role="generate")
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads), role="generate")
         try:
             server.wait_ready()
             props = server.get("/props")
@@ -155,6 +158,12 @@ class LlamaServerEngine:
         server.watch(lambda reason: engine.on_fatal(reason))
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
+
+    def warm_up(self) -> None:
+        """One token through the model (llama-server warmed its buffers at start; this
+        takes the first request's path: tokenizer, a slot, the sampler)."""
+        ids = self.prompter.tokenize("Hi", special=False)[:1] or [0]
+        self.server.post("/completion", {"prompt": ids, "n_predict": 1, "cache_prompt": False, "temperature": 0.0})
 
     def info(self) -> EngineInfo:
         details = {**self.details, "llama_server_rss_bytes": self.server.rss()}
@@ -267,10 +276,9 @@ class LlamaServerEngine:
                         break
         except (httpx.HTTPError, OSError) as exc:
             if not stream.cancelled:
-                if self.server.process.poll() is not None:
-                    self.events.put((stream, ServerExited(f"llama-server stopped: {self.server.exit_status()}")))
-                else:
-                    self.events.put((stream, PluginError(f"the stream from llama-server broke: {exc}", backend="llamacpp")))
+                if self.server.stopped(wait=1.0):
+                    return  # the server's watcher ends the worker; the daemon fails the requests (WorkerCrashed)
+                self.events.put((stream, PluginError(f"the stream from llama-server broke: {exc}", backend="llamacpp")))
                 return
         except Exception as exc:
             self.events.put((stream, exc))

@@ -35,13 +35,14 @@ STDERR_LINES = 40
 READY_TIMEOUT_S = 600.0  # a large model read from a slow disk
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with(parent: int) -> Callable[[], None]:
+    def child() -> None:  # runs in the child between fork and exec
+        if sys.platform == "linux":
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the worker died before the line above
+                os._exit(1)
 
-
-class ServerExited(RuntimeError):
-    """llama-server stopped while the worker needed it."""
+    return child
 
 
 class LlamaServer:
@@ -60,7 +61,7 @@ class LlamaServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (the worker starts it from one thread, before serving)
+            preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 (the worker starts it from one thread, before serving)
             close_fds=True,
         )
         threading.Thread(target=self._read_stderr, name=f"llama-server-{role}-stderr", daemon=True).start()
@@ -87,6 +88,14 @@ class LlamaServer:
             except ValueError:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
+
+    def stopped(self, wait: float = 0.0) -> bool:
+        """Whether the process has exited (waiting up to ``wait`` s for it to)."""
+        try:
+            self.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def wait_ready(self) -> None:
         """Until /health answers 200; a server that exits first refused the model."""
