@@ -28,8 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_harness import Daemon  # noqa: E402
-from impetusctl.client import Client  # noqa: E402
 from llama_server import Direct  # noqa: E402
+
+from impetusctl.client import Client  # noqa: E402
 from impetusd.store.catalog import CATALOG  # noqa: E402
 
 MODEL = "smollm2-135m"

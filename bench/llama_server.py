@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_harness import Daemon  # noqa: E402
+
 from impetusctl.client import Client  # noqa: E402
 from impetusd.plugin.engine import GenerateRequest  # noqa: E402
 from impetusd.protocol.api import Message  # noqa: E402
@@ -134,7 +135,8 @@ def together(stream: Callable[[int, int], dict[str, float]], base: int, n: int, 
         t.join()
     wall = time.monotonic() - started
     tokens = sum(r["tokens"] for r in rows)
-    return {"streams": n, "tokens": tokens, "wall_s": round(wall, 3), "aggregate_tps": round(tokens / wall, 2), "ttft_ms_max": round(max(r["client_ttft_ms"] for r in rows), 1)}
+    ttft = round(max(r["client_ttft_ms"] for r in rows), 1)
+    return {"streams": n, "tokens": tokens, "wall_s": round(wall, 3), "aggregate_tps": round(tokens / wall, 2), "ttft_ms_max": ttft}
 
 
 def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None) -> dict[str, Any]:

@@ -5,7 +5,6 @@ no orphan after a ``kill -9``, and its refusals typed."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -16,7 +15,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-
 from gguf_factory import write_tiny_llama
 from helpers import DaemonProcess, pid_alive, wait_until
 
