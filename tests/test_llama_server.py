@@ -161,12 +161,17 @@ def test_a_gguf_llama_server_refuses_is_invalid_model_file(daemon: DaemonProcess
     assert "llama-server cannot load" in err["message"] and "blk.2" in err["message"], err["message"]
 
 
-def test_a_missing_binary_is_no_backend_naming_the_fix(tmp_path: Path) -> None:
-    d = DaemonProcess(tmp_path, IMPETUS_LLAMA_SERVER=str(tmp_path / "no-llama-server")).start()
+@pytest.mark.parametrize("named_by", ["env", "config"])
+def test_a_missing_binary_is_no_backend_naming_the_fix(tmp_path: Path, named_by: str) -> None:
+    missing = str(tmp_path / "no-llama-server")
+    if named_by == "env":
+        d = DaemonProcess(tmp_path, IMPETUS_LLAMA_SERVER=missing).start()
+    else:
+        d = DaemonProcess(tmp_path, config=f'llama_server = "{missing}"\n').start()
     try:
         with d.connect() as conn:
             err = conn.call("models.load", {"model": MODEL, "backend": "llamacpp"})["error"]
         assert err["data"]["name"] == "NoBackend", err
-        assert "scripts/setup" in err["message"] and "IMPETUS_LLAMA_SERVER" in err["message"]
+        assert "scripts/setup" in err["message"] and "IMPETUS_LLAMA_SERVER" in err["message"] and missing in err["message"]
     finally:
         d.stop()
