@@ -199,7 +199,7 @@ class LlamaServerEngine:
             "stream": True,
             "cache_prompt": True,
             "return_tokens": True,
-            **options(req, self.n_vocab),
+            **options(req, self.n_vocab, self.n_ctx),
         }
         self.waiting.append(Stream(req, ids, body, on_text, should_stop, on_done))
 

@@ -8,16 +8,16 @@ from typing import Any
 
 from impetusd.plugin_api import GenerateRequest, InvalidParams
 
-LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp reads this one value as "pick a random seed"
+RANDOM_SEED = -1  # llama-server: pick a random seed
 
 
-def options(req: GenerateRequest, n_vocab: int) -> dict[str, Any]:
+def options(req: GenerateRequest, n_vocab: int, window: int) -> dict[str, Any]:
+    """``window``: the tokens the penalties look back over (the whole context)."""
     bad = [t for t in req.logit_bias if t < 0 or t >= n_vocab]
     if bad:
         raise InvalidParams(f"Invalid params: logit_bias names token {bad[0]}, past the vocabulary ({n_vocab})", field="logit_bias")
-    seed = LLAMA_DEFAULT_SEED if req.seed is None else req.seed & 0xFFFFFFFF
-    if req.seed is not None and seed == LLAMA_DEFAULT_SEED:
-        seed -= 1
+    # llama-server reads the seed as a signed 32-bit number; any seed maps onto 0..2^31-1.
+    seed = RANDOM_SEED if req.seed is None else req.seed & 0x7FFFFFFF
     return {
         "temperature": req.temperature,  # 0: greedy
         "top_k": req.top_k,  # 0: off
@@ -29,7 +29,7 @@ def options(req: GenerateRequest, n_vocab: int) -> dict[str, Any]:
         "presence_penalty": req.presence_penalty,
         "frequency_penalty": req.frequency_penalty,
         "repeat_penalty": 1.0,
-        "penalty_last_n": -1,
+        "repeat_last_n": window,
         "logit_bias": [[t, b] for t, b in req.logit_bias.items()],
         # llama-server's other samplers, off: Impetus's protocol has no field for them.
         "typical_p": 1.0,
