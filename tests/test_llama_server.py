@@ -65,7 +65,11 @@ def test_the_worker_runs_llama_server_on_a_private_socket(daemon: DaemonProcess)
     assert cmd[cmd.index("--parallel") + 1] == "4" and "--no-context-shift" in cmd
     with daemon.connect() as conn:
         info = conn.call("models.loaded")["result"]["models"][0]
+        counted = conn.call("hardware.snapshot")["result"]["workers"][MODEL]
     assert info["engine"]["llama_server_pid"] == server.pid
+    # The worker's memory, as the daemon counts it, includes its llama-server's (the model's weights and KV cache).
+    worker_alone = psutil.Process(model["pid"]).memory_info().rss
+    assert counted > worker_alone + server.memory_info().rss // 2
 
 
 @pytest.mark.model
