@@ -58,7 +58,9 @@ STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
 
 def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
     """llama-server's options for generation (bench/llama_server.py starts it the same way)."""
-    args = ["--ctx-size", str(n_ctx), "--parallel", str(slots), "--kv-unified", "--no-context-shift", "--cache-ram", "0"]
+    # One KV cache of n_ctx tokens per slot (--no-kv-unified): with one buffer shared by the
+    # slots, concurrent greedy requests gave other text than each alone (measured here).
+    args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
     return args + ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
 
 

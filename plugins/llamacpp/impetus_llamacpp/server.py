@@ -118,7 +118,7 @@ class LlamaServer:
     def _refusal(self) -> str:
         lines = list(self.tail)
         errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
-        return f"{self.exit_status()}: " + " | ".join((errors or lines)[-4:])
+        return f"{self.exit_status()}: " + " | ".join(errors[:6] if errors else lines[-4:])  # the first errors name the cause
 
     def watch(self, on_exit: Callable[[str], None]) -> None:
         """Call ``on_exit(reason)`` from a thread if the server stops while not being closed."""
