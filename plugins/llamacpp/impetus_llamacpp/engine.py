@@ -47,8 +47,7 @@ log = logging.getLogger(__name__)
 
 # A context as long as the model's, up to this many tokens: the KV cache is allocated
 # up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
-# would otherwise reserve gigabytes. One KV buffer is shared by the slots (--kv-unified),
-# so each request may use the whole context.
+# would otherwise reserve gigabytes. Each slot has a KV cache of this size (server_args).
 MAX_CONTEXT = 8192
 # Prompt tokens per llama_decode call: a cancel stops a long prompt within one of these.
 PREFILL_BATCH = 512
