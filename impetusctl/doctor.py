@@ -59,6 +59,20 @@ def mlx(config: Config) -> Check:
     return Check("mlx", "pass", f"mlx imports; default device {done.stdout.strip()}")
 
 
+def llama_server(config: Config) -> Check:
+    """The llama-server binary the llama.cpp backend would run: where, which version, which flags."""
+    try:
+        from impetus_llamacpp import binary
+    except ImportError:
+        return Check("llama-server", "warn", "the llama.cpp backend (impetus-llamacpp) is not installed", "scripts/setup installs it")
+    try:
+        found = binary.find()
+    except Exception as exc:  # NoBackend: none, or one too old
+        return Check("llama-server", "warn" if sys.platform == "darwin" else "fail", str(exc), binary.FIX)
+    flags = f"; built with {found.flags}" if found.flags else ""
+    return Check("llama-server", "pass", f"{found.path}: {found.version}, {found.built_with}{flags}")
+
+
 def cpu_blas(config: Config) -> Check:
     """On Linux CPUs, OpenBLAS preloaded into workers makes small MLX models several times faster."""
     from impetusd.workers.blas import worker_env
@@ -229,6 +243,7 @@ CHECKS: tuple[Callable[[Config], Check], ...] = (
     python_version,
     accelerator,
     mlx,
+    llama_server,
     cpu_blas,
     backends,
     memory,

@@ -92,6 +92,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_memory_bytes: int = 256 * 1024 * 1024
     prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
     worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
+    llama_server: str | None = None  # the llama-server binary the llama.cpp backend runs (None: setup's, or PATH's)
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -133,6 +134,7 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_memory_bytes: int | None = None
     prompt_cache_disk_bytes: int | None = None
     worker_blas: str | None = None
+    llama_server: str | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

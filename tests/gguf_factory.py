@@ -19,7 +19,8 @@ def byte_level_vocab() -> list[str]:
     return [chr(c) for _, c in sorted(zip(keep, chars))]
 
 
-def write_tiny_llama(path: Path, qtype: str = "F32", *, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def write_tiny_llama(path: Path, qtype: str = "F32", *, hidden: int = 64, layers: int = 2, seed: int = 0, declared_layers: int | None = None) -> Path:
+    """``declared_layers``: a block count in the metadata other than the blocks written (a broken file)."""
     import gguf
     from gguf import GGMLQuantizationType as Q
 
@@ -34,7 +35,7 @@ def write_tiny_llama(path: Path, qtype: str = "F32", *, hidden: int = 64, layers
     w.add_name("tiny-test-llama")
     w.add_context_length(256)
     w.add_embedding_length(hidden)
-    w.add_block_count(layers)
+    w.add_block_count(declared_layers or layers)
     w.add_feed_forward_length(ff)
     w.add_head_count(heads)
     w.add_head_count_kv(kv_heads)

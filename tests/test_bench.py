@@ -58,7 +58,7 @@ def test_backends_bench_small_run() -> None:
 
     result = backends.run(runs=1, max_tokens=8, mlx=True)
     assert result["automatic_backend"] == "llamacpp"
-    for side in ("impetus_llamacpp", "llama_cpp_python_direct", "impetus_mlx"):
+    for side in ("impetus_llamacpp", "llama_server_direct", "impetus_mlx"):
         figures = result[side]
         assert figures["decode_tps"] > 0 and figures["prefill_tps"] > 0 and figures["tokens"] == 8, (side, figures)
         assert figures["prompt_tokens"] == result["impetus_llamacpp"]["prompt_tokens"]  # one prompt for all

@@ -24,6 +24,9 @@ def test_doctor_with_a_running_daemon(shared_daemon: DaemonProcess) -> None:
     assert checks["mlx"]["status"] == "pass" and "cpu" in checks["mlx"]["detail"].lower()
     assert checks["socket"]["status"] == "pass" and "0700" in checks["socket"]["detail"]
     assert checks["python"]["status"] == "pass" and checks["default model"]["status"] == "pass"
+    server = checks["llama-server"]  # the binary the llama.cpp backend runs, its version and build flags
+    assert server["status"] == "pass" and "llama-server" in server["detail"] and "version:" in server["detail"], server
+    assert "-DGGML_NATIVE=OFF" in server["detail"]  # scripts/setup's build, flags recorded beside it
     assert checks["accelerator"]["status"] == "warn"  # no GPU on this machine: says so, does not fail
     blas = checks["cpu blas"]
     assert (blas["status"], "libopenblas" in blas["detail"]) in {("pass", True), ("warn", False)}

@@ -12,6 +12,7 @@ import psutil
 
 from impetusd.dispatch.context import RequestContext
 from impetusd.observe.events import TOPICS, Event
+from impetusd.observe.rss import tree_rss
 from impetusd.plugin.registries import HardwareMonitor, MethodSpec, PluginRegistry
 from impetusd.protocol.api import ThermalState
 from impetusd.protocol.errors import InvalidParams
@@ -67,10 +68,7 @@ async def snapshot(services: Services) -> HardwareSnapshot:
     monitors = await anyio.to_thread.run_sync(hardware_facts, services.registries.monitors)
     workers: dict[str, int | None] = {}
     for name, resident in services.residency.resident.items():
-        try:
-            workers[name] = psutil.Process(resident.worker.pid).memory_info().rss
-        except psutil.Error:
-            workers[name] = None
+        workers[name] = tree_rss(resident.worker.pid)  # llama-server children included
     return HardwareSnapshot(time=time.time(), monitors=monitors, workers=workers, thermal=services.thermal.state())
 
 

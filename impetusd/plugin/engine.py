@@ -228,6 +228,16 @@ class CacheTierEngine(Protocol):
     def use_cache_tiers(self, tiers: list[tuple[str, PromptCacheTier]]) -> None: ...
 
 
+@runtime_checkable
+class FatalEngine(Protocol):
+    """What an engine adds when something it depends on can die under it (a child
+    process): the worker sets ``on_fatal`` after the start, and the engine calls it,
+    from any thread, with the reason. The worker tells the daemon the reason (it becomes
+    the ``WorkerCrashed`` cause) and exits; ``on_fatal`` does not return."""
+
+    on_fatal: Callable[[str], None]
+
+
 class Embedder(Protocol):
     """What an engine adds when its backend declares the ``embed`` capability."""
 

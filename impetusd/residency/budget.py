@@ -18,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 import psutil
 
+from impetusd.observe.rss import tree_rss
 from impetusd.plugin.engine import ModelSpec
 from impetusd.protocol.api import MemoryEstimate
 
@@ -129,7 +130,5 @@ def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int, weights:
 
 
 def worker_rss(pid: int) -> int | None:
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return None
+    """The worker's resident bytes, its child processes' included."""
+    return tree_rss(pid)

@@ -46,3 +46,9 @@ def worker_env(setting: str, env: dict[str, str] | None = None) -> dict[str, str
         return {}
     current = (env if env is not None else os.environ).get("LD_PRELOAD", "")
     return {"LD_PRELOAD": f"{lib} {current}".strip(), "IMPETUS_WORKER_BLAS": lib}
+
+
+def binary_env(llama_server: str | None) -> dict[str, str]:
+    """The config's ``llama_server`` for the llama.cpp backend in the worker (its
+    ``IMPETUS_LLAMA_SERVER``); nothing when unset, so the daemon's own environment rules."""
+    return {"IMPETUS_LLAMA_SERVER": str(Path(llama_server).expanduser())} if llama_server else {}

@@ -24,6 +24,7 @@ from impetusd.workers.messages import (
     CHUNK,
     DETOKENIZE,
     EMBED,
+    FATAL,
     GENERATE,
     SHUTDOWN,
     START,
@@ -32,6 +33,7 @@ from impetusd.workers.messages import (
     WARM_UP,
     CacheSettings,
     EmbedDone,
+    Fatal,
     GenerateDone,
     GenerateParams,
     StartParams,
@@ -93,6 +95,7 @@ class WorkerHandle:
         self.on_exit: Callable[[WorkerHandle], None] | None = None
         self.memory = MemoryWatch(process.pid)  # for telling an OOM kill from a crash
         self.hung = False  # killed by the watchdog
+        self.fatal: str | None = None  # the worker's own word on why it exits (worker.fatal)
         self.last_output = time.monotonic()  # any line from the worker, or the start of a busy spell
         self.tuning = Tuning()  # what the worker was last told (thermal backoff)
         self.warm_up_pending = False  # its warm-up was postponed while the machine was hot
@@ -250,7 +253,7 @@ class WorkerHandle:
                 code = await self.process.wait()
                 if self.exit_reason is None:  # not stopped or killed by the daemon
                     hint = self.memory.hint(code)
-                    self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "")
+                    self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "") + (f": {self.fatal}" if self.fatal else "")
                 self.exited.set()
                 self.peer.fail_all(self._death_error)
                 if self.on_exit is not None:
@@ -301,7 +304,13 @@ class WorkerHandle:
         log.warning("worker %s sent something the daemon does not take: %s", self.pid, item)
 
     def _on_notification(self, msg: Message) -> None:
-        """``heartbeat`` (and anything else unrouted) needs nothing beyond ``last_output``."""
+        """``worker.fatal`` says why the worker is about to exit; ``heartbeat`` (and anything
+        else unrouted) needs nothing beyond ``last_output``."""
+        if msg.method == FATAL:
+            try:
+                self.fatal = msgspec.json.decode(bytes(msg.params), type=Fatal).reason
+            except msgspec.DecodeError:
+                log.warning("worker %s sent a malformed %s", self.pid, FATAL)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``grace``."""

@@ -31,6 +31,7 @@ from impetusd.workers.messages import (
     CHUNK,
     DETOKENIZE,
     EMBED,
+    FATAL,
     GENERATE,
     HEARTBEAT,
     SHUTDOWN,
@@ -39,6 +40,7 @@ from impetusd.workers.messages import (
     TUNE,
     WARM_UP,
     EmbedDone,
+    Fatal,
     GenerateDone,
     GenerateParams,
     StartParams,
@@ -125,8 +127,27 @@ def main() -> None:
     info = engine.info()
     if warmup_ms is not None:  # reported apart from the engine's own load time
         info = msgspec.structs.replace(info, details={**info.details, "warmup_ms": warmup_ms})
+    watch_engine(engine, chan)
     chan.result(req.id, info)
     Serve(chan, engine, stdin).run()
+
+
+def watch_engine(engine: Any, chan: Channel) -> None:
+    """Engines whose child process can die (``FatalEngine``) end the worker through this:
+    the daemon hears why, then sees the worker exit and fails its requests."""
+    from impetusd.plugin.engine import FatalEngine
+
+    if not isinstance(engine, FatalEngine):
+        return
+
+    def fatal(reason: str) -> None:
+        log.error("the engine failed: %s", reason)
+        try:
+            chan.notify(FATAL, Fatal(reason=reason))
+        finally:
+            os._exit(70)
+
+    engine.on_fatal = fatal
 
 
 def tune(engine: Any, tuning: Tuning) -> None:

@@ -5,7 +5,8 @@ The daemon calls ``worker.start`` (StartParams → EngineInfo) once, then
 EmbedDone), ``tokenize`` (TokenizeRequest → TokenizeOutput) and ``detokenize``
 (DetokenizeRequest → DetokenizeOutput); it notifies ``worker.tune`` (Tuning), ``worker.warm_up`` and
 ``worker.shutdown``, and ``$/cancel {id}`` (the protocol's own). The worker
-notifies ``chunk`` (TextChunk, routed to its generate call) and ``heartbeat``.
+notifies ``chunk`` (TextChunk, routed to its generate call), ``heartbeat``, and
+``worker.fatal`` (Fatal: why it is about to exit, e.g. its engine's child process died).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SHUTDOWN = "worker.shutdown"
 # worker → daemon: notifications
 CHUNK = "chunk"
 HEARTBEAT = "heartbeat"
+FATAL = "worker.fatal"
 
 
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,3 +72,9 @@ class TextChunk(msgspec.Struct, frozen=True):
 
     id: RequestId  # the generate request's, as the daemon sent it (the daemon numbers its calls)
     text: str
+
+
+class Fatal(msgspec.Struct, frozen=True):
+    """Worker → daemon, just before the worker exits: why (part of the crash cause)."""
+
+    reason: str

