@@ -31,7 +31,7 @@ if not (CHROMIUM and DRIVER):
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.model
 
@@ -58,7 +58,7 @@ def browser() -> Iterator[WebDriver]:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
-    driver.set_window_size(1280, 800)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
     yield driver
     driver.quit()
 
@@ -68,6 +68,11 @@ def health(daemon: DaemonProcess) -> dict:
         return conn.call("daemon.health")["result"]
 
 
+def model_in_flight(daemon: DaemonProcess) -> int:
+    with daemon.connect() as conn:
+        return sum(m["in_flight"] for m in conn.call("models.loaded")["result"]["models"] if m["name"] == MODEL)
+
+
 def loaded_names(daemon: DaemonProcess) -> list[str]:
     with daemon.connect() as conn:
         return [m["name"] for m in conn.call("models.loaded")["result"]["models"]]
@@ -75,6 +80,11 @@ def loaded_names(daemon: DaemonProcess) -> list[str]:
 
 def wait_for(browser: WebDriver, predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
     return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: predicate(d))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])
+    return width, height
 
 
 def png_colours(path: Path) -> int:
@@ -147,12 +157,14 @@ def test_the_dashboard_loads_chats_stops_and_unloads(shim: ShimProcess, daemon: 
     assert MODEL in loaded_names(daemon)
 
     # the playground streams an answer; the request feed shows it from the daemon's events
+    assert Select(browser.find_element(By.ID, "chat-model")).first_selected_option.text == MODEL  # follows the loaded model
+    Select(browser.find_element(By.ID, "chat-model")).select_by_value(MODEL)
     browser.find_element(By.ID, "prompt").send_keys("Which city is the capital of France?")
     browser.find_element(By.ID, "max-tokens").clear()
     browser.find_element(By.ID, "max-tokens").send_keys("24")
     browser.find_element(By.ID, "send").click()
-    wait_for(browser, lambda d: d.find_element(By.ID, "send").is_enabled() and (d.find_element(By.ID, "answer").text or d.find_element(By.ID, "error").text), timeout=180)
-    assert not browser.find_element(By.ID, "error").text, browser.find_element(By.ID, "error").text
+    wait_for(browser, lambda d: d.find_element(By.ID, "send").is_enabled() and d.find_element(By.ID, "chat-stats").text, timeout=180)
+    assert "error" not in browser.find_element(By.ID, "chat-stats").text, browser.find_element(By.ID, "chat-stats").text
     assert "Paris" in browser.find_element(By.ID, "answer").text
     assert "tok/s" in browser.find_element(By.ID, "chat-stats").text
     feed = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#feed tr"), timeout=30)
@@ -162,21 +174,25 @@ def test_the_dashboard_loads_chats_stops_and_unloads(shim: ShimProcess, daemon: 
     time.sleep(2.5)  # a hardware sample or two for the charts
     shot = tmp_path / "dashboard.png"
     assert browser.get_screenshot_as_file(str(shot))
+    assert png_size(shot) == (1280, 800)
     assert png_colours(shot) > 16, "the screenshot is (nearly) blank"
     if target := os.environ.get("IMPETUS_DASHBOARD_SCREENSHOT"):
         shutil.copyfile(shot, target)
 
     # stop: a long answer is cancelled in the daemon when the page aborts its fetch
     browser.find_element(By.ID, "prompt").clear()
-    browser.find_element(By.ID, "prompt").send_keys("Write a very long story about a dragon.")
+    browser.find_element(By.ID, "prompt").send_keys("Count from 1 to 1000, separated by commas.")
     browser.find_element(By.ID, "max-tokens").clear()
-    browser.find_element(By.ID, "max-tokens").send_keys("2000")
+    browser.find_element(By.ID, "max-tokens").send_keys("1000")
+    idle = health(daemon)["in_flight"]  # the page's own events subscription is a request in flight too
     browser.find_element(By.ID, "send").click()
-    assert wait_until(lambda: health(daemon)["in_flight"] == 1, timeout=60)
-    wait_for(browser, lambda d: d.find_element(By.ID, "answer").text, timeout=120)
+    wait_for(browser, lambda d: len(d.find_element(By.ID, "answer").text) > 10 or "error" in d.find_element(By.ID, "chat-stats").text, timeout=120)
+    assert health(daemon)["in_flight"] == idle + 1 and model_in_flight(daemon) == 1, browser.find_element(By.ID, "chat-stats").text
     browser.find_element(By.ID, "stop").click()
-    assert wait_until(lambda: health(daemon)["in_flight"] == 0, timeout=30)
+    assert wait_until(lambda: model_in_flight(daemon) == 0 and health(daemon)["in_flight"] == idle, timeout=30)
     assert "stopped" in browser.find_element(By.ID, "chat-stats").text
+    cancelled = wait_for(browser, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#feed tr") if "cancelled" in r.text], timeout=30)
+    assert MODEL in cancelled[0].text  # the daemon's own account of the request, relayed over SSE
 
     # unload: gone from the daemon and from the page
     card = browser.find_element(By.CSS_SELECTOR, f'#loaded .model[data-model="{MODEL}"]')

@@ -110,6 +110,9 @@ function render() {
   renderModels(models.models);
   renderLoaded(loaded);
   renderPicker(models.models);
+  // until the user picks, the playground follows the first loaded model
+  const select = $("chat-model");
+  if (!select.dataset.picked && loaded.models.length) select.value = loaded.models[0].name;
 }
 
 // Rows and cards are rebuilt only when what they show changes, so a control
@@ -266,7 +269,7 @@ async function chatInto(model, out, stats, signal) {
 
 async function send() {
   const models = [$("chat-model").value, $("chat-model2").value].filter((m) => m);
-  if (!models.length) return showError(new Error("pick a model first"));
+  if (!models.length) { $("chat-stats").textContent = "error: pick a model first"; return; }
   running = new AbortController();
   $("send").disabled = true;
   $("stop").disabled = false;
@@ -275,10 +278,8 @@ async function send() {
   const stats = (i) => (text) => { lines[i] = text; $("chat-stats").textContent = lines.filter((l) => l).join(" | "); };
   try {
     await Promise.all(models.map((m, i) => chatInto(m, $(i ? "answer2" : "answer"), stats(i), running.signal)));
-    showError(null);
   } catch (err) {
-    showError(err);
-    if (err.name === "AbortError") $("chat-stats").textContent += " · stopped";
+    $("chat-stats").textContent += err.name === "AbortError" ? " · stopped" : ` · error: ${err.message}`;
   } finally {
     running = null;
     $("send").disabled = false;
@@ -330,6 +331,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("key-form").hidden = true;
     refresh();
   });
+  $("chat-model").addEventListener("change", (e) => { e.target.dataset.picked = "yes"; });
   $("send").addEventListener("click", send);
   $("stop").addEventListener("click", () => running && running.abort());
   $("pull-form").addEventListener("submit", pull);
