@@ -216,3 +216,59 @@ def test_with_an_api_key_the_page_asks_for_it(daemon: DaemonProcess, browser: We
         assert browser.execute_script("return sessionStorage.getItem('impetus.apiKey')") == "s3cret"
     finally:
         s.stop()
+
+
+def test_pull_shows_its_progress_and_lists_the_model(tmp_path_factory: pytest.TempPathFactory, browser: WebDriver) -> None:
+    from fake_hub import FakeHub
+    from gguf_factory import write_tiny_llama
+
+    root = tmp_path_factory.mktemp("dashpull")
+    payload = write_tiny_llama(root / "tiny-F32.gguf", "F32", hidden=64).read_bytes()
+    with FakeHub() as hub:
+        hub.add_repo("test/tiny-GGUF", {"tiny-F32.gguf": payload})
+        hub.faults.slow("tiny-F32.gguf", max(len(payload) // 3, 1))  # about three seconds, so the bar moves
+        d = DaemonProcess(root, HF_ENDPOINT=hub.url, HF_HOME=str(root / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+        d.env.pop("HF_TOKEN", None)
+        d.start()
+        s = ShimProcess(d).start()
+        try:
+            browser.get(s.base + "/dashboard")
+            wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#models tr"))
+            browser.find_element(By.ID, "pull-name").send_keys("test/tiny-GGUF")
+            browser.find_element(By.CSS_SELECTOR, "#pull-form button").click()
+            seen: set[float] = set()
+
+            def progressed(b: WebDriver) -> bool:
+                value = b.execute_script("const p = document.getElementById('pull-progress'); return p.hidden ? null : p.position")
+                if value is not None and value >= 0:
+                    seen.add(round(value, 2))
+                return b.find_element(By.ID, "pull-status").text in ("pulled", "already_registered") or "error" in b.find_element(By.ID, "error").text
+
+            wait_for(browser, progressed, timeout=120)
+            assert browser.find_element(By.ID, "pull-status").text == "pulled", browser.find_element(By.ID, "error").text
+            assert len([v for v in seen if 0 < v < 1]) >= 2, seen  # the bar moved while the bytes came
+            assert wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, '#models tr[data-model="test/tiny-GGUF"], #models tr[data-model^="tiny"]'), timeout=10)
+        finally:
+            s.stop()
+            d.stop()
+
+
+def test_theme_toggle_and_keyboard_reach(shim: ShimProcess, browser: WebDriver) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(shim.base + "/dashboard")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#models tr"))
+    background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+    browser.find_element(By.ID, "theme").click()
+    assert browser.execute_script("return document.documentElement.dataset.theme") in ("dark", "light")
+    assert browser.execute_script("return getComputedStyle(document.body).backgroundColor") != background
+    # Tab alone reaches every control that is shown and enabled
+    browser.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    body = browser.find_element(By.TAG_NAME, "body")
+    reached: set[str] = set()
+    for _ in range(60):
+        body.send_keys(Keys.TAB) if not reached else browser.switch_to.active_element.send_keys(Keys.TAB)
+        active = browser.switch_to.active_element
+        reached.add(active.get_attribute("id") or f"{active.tag_name}:{active.text}")
+    for wanted in ("theme", "pull-name", "chat-model", "temperature", "max-tokens", "system", "prompt", "send", "button:Load", "button:Remove"):
+        assert wanted in reached, (wanted, reached)

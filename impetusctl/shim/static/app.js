@@ -87,15 +87,19 @@ async function readEvents(response, onData) {
 }
 
 // --- state ----------------------------------------------------------------------------
+let unreachable = false; // the error shown is the poll's own (cleared by the next good poll)
+
 async function refresh() {
   try {
     state = await get("/v1/dashboard/state");
-    showError(null);
+    if (unreachable) showError(null);
+    unreachable = false;
     render();
   } catch (err) {
     $("status").textContent = "unreachable";
     $("status").className = "badge down";
     showError(err);
+    unreachable = true;
   }
 }
 
