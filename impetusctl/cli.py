@@ -12,7 +12,7 @@ from impetusd.config import Config, load_config
 from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.protocol.errors import ImpetusError
 
-from . import embed_cmd, render, store_cmds
+from . import dashboard_cmd, embed_cmd, render, store_cmds
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 from .service import commands as service_commands
@@ -271,6 +271,7 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 store_cmds.register(main, State)
 embed_cmd.register(main, State)
+dashboard_cmd.register(main, State)
 service_commands.register(main, State)
 
 

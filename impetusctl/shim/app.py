@@ -45,6 +45,7 @@ ROUTES = (
     "/health",
     "/metrics",
     "/",
+    "/dashboard",
     *(f"/api/{name}" for name in ("version", "tags", "ps", "show", "pull", "delete", "copy", "chat", "generate", "embed", "embeddings")),
 )
 _encoder = msgspec.json.Encoder()
@@ -336,7 +337,7 @@ async def _openai_error(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     # The other APIs' modules import this one's helpers, so they are imported here.
-    from . import anthropic, ollama, openai_responses, tokenize
+    from . import anthropic, dashboard, ollama, openai_responses, tokenize
     from .keys import KeyedPaths
 
     shim = Shim(settings)
@@ -352,8 +353,9 @@ def create_app(settings: Settings) -> Starlette:
         *openai_responses.routes(shim.daemon),
         *tokenize.routes(shim.daemon),
         *ollama.routes(shim.daemon),
+        *dashboard.routes(shim.daemon),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts or ["*"])]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts or ["*"]), Middleware(dashboard.BrowserRoot)]
     if settings.allow_origins:
         middleware.append(
             Middleware(CORSMiddleware, allow_origins=settings.allow_origins, allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"])

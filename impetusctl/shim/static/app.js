@@ -1,0 +1,345 @@
+// The Impetus dashboard: polls /v1/dashboard/state, follows the daemon's events
+// over SSE, and chats through /v1/chat/completions. No libraries, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "impetus.apiKey";
+let state = null;
+const cpu = [], mem = [];
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function bytes(n) {
+  if (n == null) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function duration(s) {
+  if (s == null) return "–";
+  if (s < 90) return `${Math.round(s)}s`;
+  if (s < 5400) return `${Math.round(s / 60)}m`;
+  return `${(s / 3600).toFixed(1)}h`;
+}
+
+const fixed = (x, d = 1) => (x == null ? "–" : Number(x).toFixed(d));
+
+// --- talking to the shim -------------------------------------------------------------
+function headers(json) {
+  const h = {};
+  const key = sessionStorage.getItem(KEY);
+  if (key) h.Authorization = `Bearer ${key}`;
+  if (json) h["Content-Type"] = "application/json";
+  return h;
+}
+
+async function request(path, options = {}) {
+  const response = await fetch(path, options);
+  if (response.status === 401) {
+    $("key-form").hidden = false;
+    $("key-button").hidden = false;
+    throw new Error("this shim needs its API key");
+  }
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error.message; } catch (e) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+const get = async (path) => (await request(path, { headers: headers(false) })).json();
+
+function post(path, body, signal) {
+  return request(path, { method: "POST", headers: headers(true), body: JSON.stringify(body), signal });
+}
+
+function showError(err) {
+  if (err && err.name === "AbortError") return;
+  $("error").textContent = err ? String(err.message || err) : "";
+  $("error").hidden = !err;
+}
+
+// Server-sent events from a fetch (EventSource cannot send the API key).
+async function readEvents(response, onData) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (data === "[DONE]") return;
+      if (data) onData(JSON.parse(data));
+    }
+  }
+}
+
+// --- state ----------------------------------------------------------------------------
+let unreachable = false; // the error shown is the poll's own (cleared by the next good poll)
+
+async function refresh() {
+  try {
+    state = await get("/v1/dashboard/state");
+    if (unreachable) showError(null);
+    unreachable = false;
+    render();
+  } catch (err) {
+    $("status").textContent = "unreachable";
+    $("status").className = "badge down";
+    showError(err);
+    unreachable = true;
+  }
+}
+
+function render() {
+  const { health, models, loaded } = state;
+  const status = $("status");
+  status.textContent = health.status;
+  status.className = `badge ${health.status === "ok" ? "ok" : health.status === "degraded" ? "degraded" : "down"}`;
+  const thermal = health.thermal ? health.thermal.level : "unknown";
+  const failed = health.failures.map((f) => `${f.name} (${f.state})`).join(", ");
+  $("facts").textContent = `v${state.version} · up ${duration(health.uptime_s)} · thermal ${thermal} · ${health.in_flight} in flight` + (failed ? ` · failed: ${failed}` : "");
+  renderModels(models.models);
+  renderLoaded(loaded);
+  renderPicker(models.models);
+  // until the user picks, the playground follows the first loaded model
+  const select = $("chat-model");
+  if (!select.dataset.picked && loaded.models.length) select.value = loaded.models[0].name;
+}
+
+// Rows and cards are rebuilt only when what they show changes, so a control
+// keeps its focus between polls.
+let modelsShown = "";
+
+function renderModels(entries) {
+  const available = entries.filter((m) => m.available);
+  const signature = JSON.stringify(available.map((m) => [m.name, m.format, m.size_bytes, m.loaded]));
+  if (signature === modelsShown) return;
+  modelsShown = signature;
+  $("models").replaceChildren(...available.map((m) => {
+    const load = el("button", { type: "button", textContent: m.loaded ? "Loaded" : "Load", disabled: m.loaded });
+    load.addEventListener("click", () => act("load", m.name, load));
+    const remove = el("button", { type: "button", textContent: "Remove" });
+    remove.addEventListener("click", () => { if (confirm(`Remove ${m.name} from disk?`)) act("remove", m.name, remove); });
+    const row = el("tr", {}, el("td", { textContent: m.name }), el("td", { textContent: m.format || "–" }), el("td", { className: "num", textContent: bytes(m.size_bytes) }), el("td", {}, load, " ", remove));
+    row.dataset.model = m.name;
+    return row;
+  }));
+}
+
+const cards = new Map(); // model name -> its card's parts
+
+function modelCard(name) {
+  const unload = el("button", { type: "button", textContent: "Unload" });
+  unload.addEventListener("click", () => act("unload", name, unload));
+  const parts = { backend: el("span", { className: "muted" }), bar: el("progress", { className: "memory" }), info: el("div", { className: "muted" }) };
+  parts.bar.setAttribute("aria-label", `${name} memory`);
+  parts.card = el("div", { className: "model" }, el("div", { className: "head" }, el("span", { className: "name", textContent: name }), parts.backend, el("span", { className: "spacer" }), unload), parts.bar, parts.info);
+  parts.card.dataset.model = name;
+  return parts;
+}
+
+function renderLoaded(loaded) {
+  const budget = loaded.memory ? loaded.memory.budget_bytes : 0;
+  $("budget").textContent = loaded.memory ? `${bytes(loaded.memory.used_bytes)} of ${bytes(budget)} budget (${loaded.memory.source})` : "";
+  const names = loaded.models.map((m) => m.name);
+  for (const name of [...cards.keys()]) if (!names.includes(name)) { cards.get(name).card.remove(); cards.delete(name); }
+  $("no-model").hidden = names.length > 0;
+  for (const m of loaded.models) {
+    if (!cards.has(m.name)) { cards.set(m.name, modelCard(m.name)); $("loaded").append(cards.get(m.name).card); }
+    const parts = cards.get(m.name);
+    parts.backend.textContent = `${m.backend} · pid ${m.pid}`;
+    parts.bar.max = budget || m.memory_bytes || 1;
+    parts.bar.value = m.memory_bytes;
+    const expiry = m.keep_alive_s == null ? "stays loaded" : m.expires_in_s == null ? "busy" : `unloads in ${duration(m.expires_in_s)}`;
+    parts.info.textContent = `${bytes(m.memory_bytes)} · ${m.in_flight} in flight · ${m.requests} requests · decode ${fixed(m.decode_tps)} tok/s · ${expiry}`;
+  }
+}
+
+function renderPicker(entries) {
+  const names = entries.filter((m) => m.available).map((m) => m.name);
+  for (const [id, blank] of [["chat-model", false], ["chat-model2", true]]) {
+    const select = $(id);
+    const current = [...select.options].map((o) => o.value).filter((v) => v);
+    if (current.join("\n") === names.join("\n")) continue;
+    const chosen = select.value;
+    select.replaceChildren(...(blank ? [el("option", { value: "", textContent: "—" })] : []), ...names.map((n) => el("option", { value: n, textContent: n })));
+    if (names.includes(chosen)) select.value = chosen;
+  }
+}
+
+async function act(what, model, button) {
+  button.disabled = true;
+  try {
+    await post(`/v1/dashboard/${what}`, { model });
+    showError(null);
+  } catch (err) {
+    showError(err);
+  }
+  await refresh();
+}
+
+// --- events: the request feed and the charts ----------------------------------------
+function onEvent(note) {
+  const event = note.event;
+  if (!event) return;
+  if (event.kind === "request.finished") addRequest(event);
+  else if (event.kind === "hardware.sample") addSample(event.data);
+  else if (event.kind.startsWith("model.") || event.kind.startsWith("thermal.")) refresh();
+}
+
+function addRequest(event) {
+  const u = event.data.usage || {}, t = event.data.timings || {};
+  const cells = [new Date(event.time * 1000).toLocaleTimeString(), event.model, u.prompt_tokens, u.completion_tokens, u.cached_tokens ?? 0, t.ttft_ms == null ? "–" : `${fixed(t.ttft_ms, 0)} ms`, fixed(t.decode_tps), event.data.finish_reason];
+  const row = el("tr", {}, ...cells.map((c, i) => el("td", { className: i > 1 && i < 7 ? "num" : "", textContent: c ?? "–" })));
+  $("feed").prepend(row);
+  while ($("feed").rows.length > 50) $("feed").deleteRow(-1);
+}
+
+function addSample(snapshot) {
+  const monitors = Object.values(snapshot.monitors || {});
+  const m = monitors.find((x) => x && x.cpu_percent != null) || monitors.find((x) => x && x.memory_percent != null);
+  if (!m) return;
+  if (m.cpu_percent != null) cpu.push(m.cpu_percent);
+  if (m.memory_percent != null) mem.push(m.memory_percent);
+  for (const series of [cpu, mem]) while (series.length > 60) series.shift();
+  $("cpu-now").textContent = cpu.length ? `${fixed(cpu[cpu.length - 1], 0)} %` : "";
+  $("mem-now").textContent = mem.length ? `${fixed(mem[mem.length - 1], 0)} %` : "";
+  drawChart($("cpu-chart"), cpu);
+  drawChart($("mem-chart"), mem);
+}
+
+function drawChart(canvas, values) {
+  const ctx = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
+  const style = getComputedStyle(document.documentElement);
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = style.getPropertyValue("--accent").trim() || "#2f6fdb";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  values.forEach((v, i) => {
+    const x = (i / 59) * w, y = h - (Math.min(v, 100) / 100) * (h - 4) - 2;
+    i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+  });
+  ctx.stroke();
+}
+
+async function followEvents() {
+  for (;;) {
+    try {
+      const response = await request("/v1/dashboard/events", { headers: headers(false) });
+      await readEvents(response, onEvent);
+    } catch (err) { /* the daemon or the shim went away: try again shortly */ }
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+}
+
+// --- the playground ---------------------------------------------------------------------
+let running = null;
+
+async function chatInto(model, out, stats, signal) {
+  const messages = [];
+  if ($("system").value.trim()) messages.push({ role: "system", content: $("system").value });
+  messages.push({ role: "user", content: $("prompt").value });
+  const body = { model, messages, stream: true, stream_options: { include_usage: true }, temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value) };
+  out.textContent = "";
+  const started = performance.now();
+  let first = null, pieces = 0;
+  const response = await post("/v1/chat/completions", body, signal);
+  await readEvents(response, (chunk) => {
+    if (chunk.error) throw new Error(chunk.error.message);
+    const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+    if (delta && delta.content) {
+      first = first ?? performance.now();
+      pieces++;
+      out.textContent += delta.content;
+      const secs = (performance.now() - first) / 1000;
+      stats(`${model}: TTFT ${fixed(first - started, 0)} ms · ${secs > 0 ? fixed(pieces / secs) : "–"} tok/s`);
+    }
+    if (chunk.impetus && chunk.impetus.timings) stats(`${model}: TTFT ${fixed(chunk.impetus.timings.ttft_ms, 0)} ms · ${fixed(chunk.impetus.timings.decode_tps)} tok/s (daemon) · ${chunk.choices[0].finish_reason}`);
+  });
+}
+
+async function send() {
+  const models = [$("chat-model").value, $("chat-model2").value].filter((m) => m);
+  if (!models.length) { $("chat-stats").textContent = "error: pick a model first"; return; }
+  running = new AbortController();
+  $("send").disabled = true;
+  $("stop").disabled = false;
+  $("answer2").hidden = models.length < 2;
+  const lines = models.map(() => "");
+  const stats = (i) => (text) => { lines[i] = text; $("chat-stats").textContent = lines.filter((l) => l).join(" | "); };
+  try {
+    await Promise.all(models.map((m, i) => chatInto(m, $(i ? "answer2" : "answer"), stats(i), running.signal)));
+  } catch (err) {
+    $("chat-stats").textContent += err.name === "AbortError" ? " · stopped" : ` · error: ${err.message}`;
+  } finally {
+    running = null;
+    $("send").disabled = false;
+    $("stop").disabled = true;
+  }
+}
+
+// --- pull ---------------------------------------------------------------------------------
+async function pull(event) {
+  event.preventDefault();
+  const bar = $("pull-progress"), status = $("pull-status");
+  bar.hidden = false;
+  bar.removeAttribute("value");
+  status.textContent = "starting…";
+  try {
+    const response = await post("/v1/dashboard/pull", { model: $("pull-name").value });
+    await readEvents(response, (note) => {
+      if (note.error) throw new Error(note.error.message || note.error);
+      if (note.final) { status.textContent = note.result ? note.result.status : ""; return; }
+      if (note.total) { bar.max = note.total; bar.value = note.done; }
+      status.textContent = `${note.status} ${bytes(note.done)} / ${bytes(note.total)} · ${bytes(note.rate_bps)}/s`;
+    });
+  } catch (err) {
+    status.textContent = "";
+    showError(err);
+  }
+  bar.hidden = true;
+  refresh();
+}
+
+// --- theme and key ------------------------------------------------------------------------
+function toggleTheme() {
+  const root = document.documentElement;
+  const dark = root.dataset.theme ? root.dataset.theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
+  root.dataset.theme = dark ? "light" : "dark";
+  localStorage.setItem("impetus.theme", root.dataset.theme);
+  drawChart($("cpu-chart"), cpu);
+  drawChart($("mem-chart"), mem);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const theme = localStorage.getItem("impetus.theme");
+  if (theme) document.documentElement.dataset.theme = theme;
+  $("theme").addEventListener("click", toggleTheme);
+  $("key-button").addEventListener("click", () => { $("key-form").hidden = false; $("key").focus(); });
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(KEY, $("key").value);
+    $("key-form").hidden = true;
+    refresh();
+  });
+  $("chat-model").addEventListener("change", (e) => { e.target.dataset.picked = "yes"; });
+  $("send").addEventListener("click", send);
+  $("stop").addEventListener("click", () => running && running.abort());
+  $("pull-form").addEventListener("submit", pull);
+  refresh();
+  setInterval(refresh, 1000);
+  followEvents();
+});
