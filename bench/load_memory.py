@@ -99,11 +99,13 @@ def process_memory(daemon: Daemon, settled: bool = True) -> dict[str, int]:
 LLAMACPP_IN_PROCESS = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from impetus_llamacpp.engine import LlamaCppEngine
-from impetusd.plugin.engine import ModelSpec
+from impetus_llamacpp import MAX_BATCH
+from impetus_llamacpp.engine import LlamaServerEngine
+from impetusd.plugin_api import ModelSpec
 t1 = time.perf_counter()
-engine = LlamaCppEngine.load(ModelSpec(name="m", path=sys.argv[1], format="gguf"))
+engine = LlamaServerEngine.load(ModelSpec(name="m", path=sys.argv[1], format="gguf"), slots=MAX_BATCH)
 t2 = time.perf_counter()
+engine.close()
 ms = lambda a, b: round((b - a) * 1000, 1)
 print(json.dumps({"imports_ms": ms(t0, t1), "engine_load_ms": ms(t1, t2)}))
 """
