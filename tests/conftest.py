@@ -40,3 +40,16 @@ def slow_echo_model(tmp_path: Path) -> Path:
     path = tmp_path / "slow.echo"
     path.write_text("0.2")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _sigint_stays_default():
+    """Children inherit an ignored SIGINT, and a Python child that starts with SIGINT
+    ignored never raises KeyboardInterrupt: the Ctrl-C tests would hang. Whatever a
+    library does to the test process's SIGINT (a server run in-process installs its
+    own handler), the next test starts with Python's default again."""
+    import signal
+
+    yield
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
