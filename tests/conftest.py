@@ -40,3 +40,16 @@ def slow_echo_model(tmp_path: Path) -> Path:
     path = tmp_path / "slow.echo"
     path.write_text("0.2")
     return path
+
+
+@pytest.fixture(scope="module")
+def mlx_shim(shared_daemon: DaemonProcess):
+    """An HTTP shim in front of the shared daemon with the bundled model loaded on MLX
+    (kept loaded), one per test module: the API tests (Ollama, Anthropic, Responses)."""
+    from helpers import ShimProcess
+
+    with shared_daemon.connect() as conn:
+        assert "result" in conn.call("models.load", {"model": "smollm2-135m", "backend": "mlx", "keep_alive": -1})
+    s = ShimProcess(shared_daemon).start()
+    yield s
+    assert s.stop() == 0
