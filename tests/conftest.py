@@ -42,14 +42,14 @@ def slow_echo_model(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _sigint_stays_default():
-    """Children inherit an ignored SIGINT, and a Python child that starts with SIGINT
-    ignored never raises KeyboardInterrupt: the Ctrl-C tests would hang. Whatever a
-    library does to the test process's SIGINT (a server run in-process installs its
-    own handler), the next test starts with Python's default again."""
-    import signal
+@pytest.fixture(scope="module")
+def mlx_shim(shared_daemon: DaemonProcess):
+    """An HTTP shim in front of the shared daemon with the bundled model loaded on MLX
+    (kept loaded), one per test module: the API tests (Ollama, Anthropic, Responses)."""
+    from helpers import ShimProcess
 
-    yield
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    with shared_daemon.connect() as conn:
+        assert "result" in conn.call("models.load", {"model": "smollm2-135m", "backend": "mlx", "keep_alive": -1})
+    s = ShimProcess(shared_daemon).start()
+    yield s
+    assert s.stop() == 0

@@ -13,18 +13,9 @@ MODEL = "smollm2-135m"
 QUESTION = "What is the capital of France?"
 
 
-@pytest.fixture(scope="module")
-def shim(shared_daemon: DaemonProcess):
-    with shared_daemon.connect() as conn:
-        assert "result" in conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
-    s = ShimProcess(shared_daemon).start()
-    yield s
-    assert s.stop() == 0
-
-
 @pytest.fixture
-def client(shim: ShimProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=shim.base, api_key="unused", max_retries=0, timeout=120)
+def client(mlx_shim: ShimProcess) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=mlx_shim.base, api_key="unused", max_retries=0, timeout=120)
 
 
 def test_create_and_stream_agree(client: anthropic.Anthropic) -> None:
@@ -42,9 +33,9 @@ def test_create_and_stream_agree(client: anthropic.Anthropic) -> None:
     assert final.usage.input_tokens == reply.usage.input_tokens and final.usage.output_tokens == reply.usage.output_tokens
 
 
-def test_raw_event_sequence(shim: ShimProcess) -> None:
+def test_raw_event_sequence(mlx_shim: ShimProcess) -> None:
     body = {"model": MODEL, "max_tokens": 3, "stream": True, "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]}
-    with httpx.stream("POST", f"{shim.base}/v1/messages", json=body, timeout=120) as r:
+    with httpx.stream("POST", f"{mlx_shim.base}/v1/messages", json=body, timeout=120) as r:
         names = [line.removeprefix("event: ") for line in r.iter_lines() if line.startswith("event: ")]
     assert names[:3] == ["message_start", "content_block_start", "ping"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -84,11 +75,11 @@ def test_unsupported_fields_are_refused_by_name(client: anthropic.Anthropic, ext
     assert named in err.value.body["error"]["message"]
 
 
-def test_errors_in_anthropic_shape(shim: ShimProcess, client: anthropic.Anthropic) -> None:
+def test_errors_in_anthropic_shape(mlx_shim: ShimProcess, client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as err:
         client.messages.create(model="no-such-model", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["error"]["type"] == "not_found_error"
-    missing = httpx.post(f"{shim.base}/v1/messages", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    missing = httpx.post(f"{mlx_shim.base}/v1/messages", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
     assert missing.status_code == 400 and "max_tokens" in missing.json()["error"]["message"]
 
 

@@ -21,18 +21,9 @@ TAGGED = "smollm2-135m:latest"
 QUESTION = "What is the capital of France?"
 
 
-@pytest.fixture(scope="module")
-def shim(shared_daemon: DaemonProcess):
-    with shared_daemon.connect() as conn:
-        assert "result" in conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
-    s = ShimProcess(shared_daemon).start()
-    yield s
-    assert s.stop() == 0
-
-
 @pytest.fixture
-def client(shim: ShimProcess) -> ollama.Client:
-    return ollama.Client(host=shim.base, timeout=120)
+def client(mlx_shim: ShimProcess) -> ollama.Client:
+    return ollama.Client(host=mlx_shim.base, timeout=120)
 
 
 def test_chat_plain_and_streamed_agree(client: ollama.Client) -> None:
@@ -60,9 +51,9 @@ def test_generate_plain_streamed_and_raw(client: ollama.Client) -> None:
     assert "Paris" in raw.response
 
 
-def test_streaming_is_the_default_without_the_client(shim: ShimProcess) -> None:
+def test_streaming_is_the_default_without_the_client(mlx_shim: ShimProcess) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "options": {"num_predict": 3}}
-    with httpx.stream("POST", f"{shim.base}/api/chat", json=body, timeout=120) as r:
+    with httpx.stream("POST", f"{mlx_shim.base}/api/chat", json=body, timeout=120) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
         lines = [line for line in r.iter_lines() if line]
     assert len(lines) >= 2 and '"done":true' in lines[-1]
@@ -75,8 +66,8 @@ def test_embed_and_legacy_embeddings(client: ollama.Client) -> None:
     assert legacy.embedding == pytest.approx(got.embeddings[0], abs=1e-4)
 
 
-def test_list_ps_show(client: ollama.Client, shim: ShimProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{shim.port}")  # how Ollama's clients find a server
+def test_list_ps_show(client: ollama.Client, mlx_shim: ShimProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{mlx_shim.port}")  # how Ollama's clients find a server
     names = [m.model for m in ollama.Client().list().models]
     assert TAGGED in names
     running = {m.model: m for m in client.ps().models}

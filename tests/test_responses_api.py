@@ -6,24 +6,15 @@ from __future__ import annotations
 import openai
 import pytest
 
-from helpers import DaemonProcess, ShimProcess
+from helpers import ShimProcess
 
 MODEL = "smollm2-135m"
 QUESTION = "What is the capital of France?"
 
 
-@pytest.fixture(scope="module")
-def shim(shared_daemon: DaemonProcess):
-    with shared_daemon.connect() as conn:
-        assert "result" in conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
-    s = ShimProcess(shared_daemon).start()
-    yield s
-    assert s.stop() == 0
-
-
 @pytest.fixture
-def client(shim: ShimProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=shim.url, api_key="unused", max_retries=0, timeout=120)
+def client(mlx_shim: ShimProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=mlx_shim.url, api_key="unused", max_retries=0, timeout=120)
 
 
 def test_create_and_stream_agree(client: openai.OpenAI) -> None:
