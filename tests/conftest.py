@@ -53,3 +53,15 @@ def mlx_shim(shared_daemon: DaemonProcess):
     s = ShimProcess(shared_daemon).start()
     yield s
     assert s.stop() == 0
+
+
+@pytest.fixture(autouse=True)
+def _sigint_stays_default():
+    """Whatever a library does to the test process's SIGINT (a server run in-process
+    installs its own handler), each test starts with Python's default: the Ctrl-C
+    tests' children must see SIGINT as a user's CLI does."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield

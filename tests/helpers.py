@@ -228,3 +228,11 @@ class ShimProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+def ctrl_c_answers() -> None:
+    """``preexec_fn`` for a CLI a test will Ctrl-C: SIGINT back to its default in the
+    child. A shell that starts the test run in the background ignores SIGINT, every
+    child inherits that, and a Python started with SIGINT ignored never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

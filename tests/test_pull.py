@@ -17,7 +17,7 @@ import pytest
 
 from fake_hub import FakeHub
 from gguf_factory import write_tiny_llama
-from helpers import DaemonProcess, wait_until
+from helpers import DaemonProcess, ctrl_c_answers, wait_until
 
 from impetusd.store.catalog import CATALOG
 
@@ -274,7 +274,14 @@ def test_ctrl_c_in_impetusctl_pull_stops_and_pull_resumes(hub: FakeHub, hub_daem
     hub.add_repo("test/interrupted-GGUF", {"interrupted-F32.gguf": payload})
     held = 2 * 1024 * 1024
     release = hub.faults.hold("interrupted-F32.gguf", held)  # the transfer waits for us, however busy the machine
-    puller = subprocess.Popen([sys.executable, "-m", "impetusctl", "--no-autostart", "pull", "test/interrupted-GGUF"], env=hub_daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    puller = subprocess.Popen(
+        [sys.executable, "-m", "impetusctl", "--no-autostart", "pull", "test/interrupted-GGUF"],
+        env=hub_daemon.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_answers,
+    )
     assert wait_until(lambda: _partial_size(hub_daemon, "test/interrupted-GGUF") == held, 180)  # only a bound: the hold makes it timing-free
     puller.send_signal(signal.SIGINT)
     _, err = puller.communicate(timeout=60)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import DaemonProcess
+from helpers import DaemonProcess, ctrl_c_answers
 
 
 def ctl(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -37,7 +37,14 @@ def test_top_refreshes_in_place_on_a_terminal(daemon: DaemonProcess, echo_model:
         conn.call("models.load", {"model": str(echo_model)})
     main, child = pty.openpty()
     env = {**daemon.env, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
-    proc = subprocess.Popen([sys.executable, "-m", "impetusctl", "--no-autostart", "top", "--interval", "0.3"], env=env, stdin=child, stdout=child, stderr=child)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "impetusctl", "--no-autostart", "top", "--interval", "0.3"],
+        env=env,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        preexec_fn=ctrl_c_answers,
+    )
     os.close(child)
     out = b""
     deadline = time.monotonic() + 20
