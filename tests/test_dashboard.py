@@ -124,6 +124,12 @@ def png_colours(path: Path) -> int:
     return len(seen)
 
 
+def canvas_ink(browser: WebDriver, canvas_id: str) -> int:
+    """How many pixels of the canvas something was drawn on."""
+    script = "const c = document.getElementById(arguments[0]); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;"
+    return int(browser.execute_script(script, canvas_id))
+
+
 def test_root_still_answers_ollama_clients_and_sends_browsers_to_the_dashboard(shim: ShimProcess) -> None:
     assert httpx.get(shim.base + "/").text == "Ollama is running"
     redirect = httpx.get(shim.base + "/", headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
@@ -169,6 +175,18 @@ def test_the_dashboard_loads_chats_stops_and_unloads(shim: ShimProcess, daemon: 
     assert "tok/s" in browser.find_element(By.ID, "chat-stats").text
     feed = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#feed tr"), timeout=30)
     assert MODEL in feed[0].text
+    # the per-model tok/s chart got the finished request: a legend entry and ink on its canvas
+    legend = wait_for(browser, lambda d: d.find_element(By.ID, "tps-legend").text, timeout=30)
+    assert MODEL in legend and "tok/s" in legend
+    assert canvas_ink(browser, "tps-chart") > 0
+
+    # compare: the same prompt into two columns at once, each with its own TTFT and tok/s
+    Select(browser.find_element(By.ID, "chat-model2")).select_by_value(MODEL)
+    browser.find_element(By.ID, "send").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "send").is_enabled() and d.find_element(By.ID, "chat-stats").text.count("tok/s") == 2, timeout=180)
+    assert browser.find_element(By.ID, "answer2").is_displayed()
+    assert "Paris" in browser.find_element(By.ID, "answer").text and "Paris" in browser.find_element(By.ID, "answer2").text
+    Select(browser.find_element(By.ID, "chat-model2")).select_by_value("")
 
     # the screenshot: always into the test's tmp dir, and where the env var asks
     time.sleep(2.5)  # a hardware sample or two for the charts

@@ -5,7 +5,10 @@
 const $ = (id) => document.getElementById(id);
 const KEY = "impetus.apiKey";
 let state = null;
-const cpu = [], mem = [];
+const WINDOW_S = 600; // the charts show the last 10 minutes
+const cpu = [], mem = []; // {t, v}: seconds since the epoch, value
+const rates = new Map(); // model -> [{t, v}]: decode tok/s of its finished requests
+const PALETTE = ["#2f6fdb", "#d9480f", "#2b8a3e", "#ae3ec9", "#e67700", "#0b7285"];
 
 function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
@@ -206,33 +209,67 @@ function addRequest(event) {
   const row = el("tr", {}, ...cells.map((c, i) => el("td", { className: i > 1 && i < 7 ? "num" : "", textContent: c ?? "–" })));
   $("feed").prepend(row);
   while ($("feed").rows.length > 50) $("feed").deleteRow(-1);
+  if (t.decode_tps != null) {
+    if (!rates.has(event.model)) rates.set(event.model, []);
+    rates.get(event.model).push({ t: event.time, v: t.decode_tps });
+    drawCharts();
+  }
 }
 
 function addSample(snapshot) {
   const monitors = Object.values(snapshot.monitors || {});
   const m = monitors.find((x) => x && x.cpu_percent != null) || monitors.find((x) => x && x.memory_percent != null);
   if (!m) return;
-  if (m.cpu_percent != null) cpu.push(m.cpu_percent);
-  if (m.memory_percent != null) mem.push(m.memory_percent);
-  for (const series of [cpu, mem]) while (series.length > 60) series.shift();
-  $("cpu-now").textContent = cpu.length ? `${fixed(cpu[cpu.length - 1], 0)} %` : "";
-  $("mem-now").textContent = mem.length ? `${fixed(mem[mem.length - 1], 0)} %` : "";
-  drawChart($("cpu-chart"), cpu);
-  drawChart($("mem-chart"), mem);
+  const t = snapshot.time || Date.now() / 1000;
+  if (m.cpu_percent != null) cpu.push({ t, v: m.cpu_percent });
+  if (m.memory_percent != null) mem.push({ t, v: m.memory_percent });
+  $("cpu-now").textContent = cpu.length ? `${fixed(cpu[cpu.length - 1].v, 0)} %` : "";
+  $("mem-now").textContent = mem.length ? `${fixed(mem[mem.length - 1].v, 0)} %` : "";
+  drawCharts();
 }
 
-function drawChart(canvas, values) {
+function trim(series, now) {
+  while (series.length && series[0].t < now - WINDOW_S) series.shift();
+}
+
+function drawCharts() {
+  const now = Date.now() / 1000;
+  for (const series of [cpu, mem, ...rates.values()]) trim(series, now);
+  for (const [model, series] of rates) if (!series.length) rates.delete(model);
+  drawChart($("cpu-chart"), [{ series: cpu }], 100, now);
+  drawChart($("mem-chart"), [{ series: mem }], 100, now);
+  const lines = [...rates].map(([model, series], i) => ({ model, series, color: PALETTE[i % PALETTE.length] }));
+  const top = Math.max(1, ...lines.flatMap((l) => l.series.map((p) => p.v)));
+  drawChart($("tps-chart"), lines, top * 1.1, now);
+  $("tps-legend").replaceChildren(
+    ...lines.map((l) => {
+      const item = el("span", { className: "legend", textContent: `${l.model} ${fixed(l.series[l.series.length - 1].v)} tok/s` });
+      item.style.setProperty("--swatch", l.color); // CSSOM, which the page's CSP allows
+      return item;
+    }),
+  );
+}
+
+// One line per series over the last WINDOW_S seconds; x is time, y runs 0..top.
+function drawChart(canvas, lines, top, now) {
   const ctx = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
   const style = getComputedStyle(document.documentElement);
   ctx.clearRect(0, 0, w, h);
-  ctx.strokeStyle = style.getPropertyValue("--accent").trim() || "#2f6fdb";
   ctx.lineWidth = 2;
-  ctx.beginPath();
-  values.forEach((v, i) => {
-    const x = (i / 59) * w, y = h - (Math.min(v, 100) / 100) * (h - 4) - 2;
-    i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
-  });
-  ctx.stroke();
+  for (const line of lines) {
+    ctx.strokeStyle = line.color || style.getPropertyValue("--accent").trim() || "#2f6fdb";
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.beginPath();
+    line.series.forEach((p, i) => {
+      const x = w - ((now - p.t) / WINDOW_S) * w, y = h - (Math.min(p.v, top) / top) * (h - 4) - 2;
+      i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+    if (line.series.length === 1) {
+      const p = line.series[0];
+      ctx.fillRect(w - ((now - p.t) / WINDOW_S) * w - 2, h - (Math.min(p.v, top) / top) * (h - 4) - 4, 4, 4);
+    }
+  }
 }
 
 async function followEvents() {
@@ -320,8 +357,7 @@ function toggleTheme() {
   const dark = root.dataset.theme ? root.dataset.theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
   root.dataset.theme = dark ? "light" : "dark";
   localStorage.setItem("impetus.theme", root.dataset.theme);
-  drawChart($("cpu-chart"), cpu);
-  drawChart($("mem-chart"), mem);
+  drawCharts();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
