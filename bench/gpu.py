@@ -241,6 +241,32 @@ def bench_model(label: str, path: Path, args: argparse.Namespace, bandwidth: flo
     return out
 
 
+def mlx_side(label: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same file through Impetus's MLX backend (MLX's CUDA backend, the mlx[cuda] extra): single
+    stream and the largest concurrency, for MLX-CUDA vs llama.cpp-CUDA on one shape."""
+    daemon = Daemon()
+    out: dict[str, Any] = {"model": label, "backend": "mlx"}
+    with daemon, Client(daemon.socket, timeout=900) as client:
+        t0 = time.monotonic()
+        loaded = client.call("models.load", {"model": str(path), "backend": "mlx", "keep_alive": -1})["model"]
+        out["load_s"] = round(time.monotonic() - t0, 2)
+        engine = loaded.get("engine") or {}
+        out["engine"] = {k: engine.get(k) for k in ("device", "max_batch", "weights")}
+        n_vocab = weight_vocab(path)
+        side = ThroughImpetus(daemon.socket, str(path), {str(n_vocab - 1): -100.0, str(n_vocab - 2): -100.0})
+        side.stream(-1, 8)
+        out["single_stream"] = median([side.stream(i, args.max_tokens) for i in range(args.runs)])
+        out["concurrent"] = [together(side, 50_000 + 1000 * n, n, args.max_tokens) for n in (4, 16)]
+    return out
+
+
+def weight_vocab(path: Path) -> int:
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return len(reader.fields["tokenizer.ggml.tokens"].data)
+
+
 def ensure_model(spec: str, folder: Path) -> tuple[str, Path]:
     from gguf_factory import write_shaped_llama
 
@@ -265,6 +291,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=1024, help="tokens per slot")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--mlx", default="", help="models (of --models) to run through the MLX backend too, e.g. smollm2-135m:Q4_1")
     args = ap.parse_args()
     args.llama_server = os.path.abspath(args.llama_server)
     os.environ["IMPETUS_LLAMA_SERVER"] = args.llama_server
@@ -283,6 +310,15 @@ def main() -> None:
         if args.out:
             args.out.write_text(text)  # after each model: a run cut short keeps what it measured
         print(f"done {label}", file=sys.stderr, flush=True)
+    for spec in filter(None, args.mlx.split(",")):
+        label, path = ensure_model(spec, args.dir)
+        try:
+            result.setdefault("mlx", []).append(mlx_side(label, path, args))
+        except Exception as exc:
+            result.setdefault("mlx", []).append({"model": label, "error": f"{type(exc).__name__}: {exc}"})
+        text = json.dumps(result, indent=2)
+        if args.out:
+            args.out.write_text(text)
     print(text)
 
 
