@@ -300,7 +300,7 @@ def main() -> None:
     result["copy_bandwidth"] = copy_bandwidth()
     bandwidth = result["copy_bandwidth"].get("bytes_per_s")
     result["models"] = []
-    for spec in args.models.split(","):
+    for spec in filter(None, args.models.split(",")):
         label, path = ensure_model(spec, args.dir)
         try:
             result["models"].append(bench_model(label, path, args, bandwidth))
@@ -319,7 +319,7 @@ def main() -> None:
         text = json.dumps(result, indent=2)
         if args.out:
             args.out.write_text(text)
-    print(text)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

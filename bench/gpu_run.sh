@@ -51,13 +51,23 @@ check)
   ;;
 bench)
   [ -e "$G/bench.started" ] && exit 0
+  [ "$(cat "$G/build.rc" 2>/dev/null)" = 0 ] || { echo "no llama-server built yet"; exit 1; }
   touch "$G/bench.started"
-  (cd "$G/src" && setsid bash -c "python3 bench/gpu.py --llama-server $SERVER --dir $G/models --models $MODELS --mlx ${MLX_MODELS:-} --out $G/gpu.json > $G/bench.log 2>&1; echo \$? > $G/bench.rc" < /dev/null > /dev/null 2>&1 &)
+  (cd "$G/src" && setsid bash -c "python3 bench/gpu.py --llama-server $SERVER --dir $G/models --models $MODELS --out $G/gpu.json > $G/bench.log 2>&1; echo \$? > $G/bench.rc" < /dev/null > /dev/null 2>&1 &)
   ;;
 wait)
   end=$((SECONDS + ${3:-500}))
   while [ ! -e "$G/bench.rc" ] && [ $SECONDS -lt $end ]; do sleep 5; done
   cp "$G/bench.log" "$OUT/" 2>/dev/null; cp "$G/gpu.json" "$OUT/" 2>/dev/null
   echo "bench: $(cat "$G/bench.rc" 2>/dev/null || echo running)"; tail -5 "$G/bench.log"
+  ;;
+mlx)
+  # MLX's CUDA backend: the wheel joined from its parts, its device, then MLX vs llama.cpp on shapes both run.
+  cat "$BUNDLE"/part* > /dev/null 2>&1 && cp "$BUNDLE"/part* "$G"/
+  cat "$G"/partaa "$G"/partab > "$G/mlx_cuda_13-0.32.4-py3-none-manylinux_2_35_x86_64.whl" || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$G"/mlx_cuda_13-*.whl || exit 1
+  python3 -c "import mlx.core as mx; print('mlx', mx.__version__, mx.default_device(), 'cuda available:', mx.cuda.is_available()); a = mx.random.normal((4096, 4096)); print('matmul sum', (a @ a).sum().item())" 2>&1 | tee "$OUT/mlx.txt"
+  IMPETUS_HOME=$G/home timeout 120 python3 -m impetusctl doctor 2>&1 | grep -i mlx | tee -a "$OUT/mlx.txt"
+  (cd "$G/src" && timeout "${3:-300}" python3 bench/gpu.py --llama-server "$SERVER" --dir "$G/models" --models "" --mlx "${MLX_MODELS:-smollm2-135m:Q4_1,llama-8b:Q4_0}" --runs 3 --out "$OUT/mlx.json" 2>&1 | tail -40)
   ;;
 esac
