@@ -127,6 +127,7 @@ class Direct(Side):
         self.n_ctx = int(props["default_generation_settings"]["n_ctx"])
         self.prompter = Prompter(self.server, props.get("chat_template"), props.get("bos_token") or "", props.get("eos_token") or "")
         self.ban = {int(k): v for k, v in ban.items()}
+        self.tokenize_ms: list[float] = []  # the chat template and /tokenize, which Impetus's TTFT includes and this side's does not
 
     def close(self) -> None:
         self.server.close()
@@ -136,7 +137,9 @@ class Direct(Side):
 
         msgs = [Message(role=m["role"], content=m["content"]) for m in messages(run)]  # type: ignore[arg-type]
         req = GenerateRequest(kind="chat", messages=msgs, max_tokens=max_tokens, temperature=0.0, logit_bias=self.ban)
+        t0 = time.monotonic()
         ids = self.prompter.ids(req)
+        self.tokenize_ms.append((time.monotonic() - t0) * 1000)
         body = {"prompt": ids, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "return_tokens": True, **options(req, self.n_vocab, self.n_ctx)}
         stamps: list[float] = []
         final: dict[str, Any] = {}
@@ -215,15 +218,25 @@ def bench_model(label: str, path: Path, args: argparse.Namespace, bandwidth: flo
                 for side in sides if i % 2 == 0 else sides[::-1]:
                     rows[side.name].append(side.stream(i, args.max_tokens))
             single = {name: median(r) for name, r in rows.items()}
+            out["direct_template_and_tokenize_ms_median"] = round(statistics.median(direct.tokenize_ms), 2)
             a, b = single["impetus"], single["llama_server_direct"]
             out["single_stream"] = single
             out["single_ratio_impetus_vs_direct"] = {k: round(a[k] / b[k], 3) if b[k] else None for k in ("client_decode_tps", "decode_tps", "prefill_tps")}
             out["single_ttft_delta_ms"] = round(a["client_ttft_ms"] - b["client_ttft_ms"], 2)
             conc: list[dict[str, Any]] = []
             for n in streams:
+                runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in sides}
+                for rep in range(args.reps):  # the sides alternate which goes first
+                    for j, side in enumerate(sides if (n + rep) % 2 else sides[::-1]):
+                        runs[side.name].append(together(side, 100_000 * rep + 10_000 * (n + 1) + 1000 * j, n, args.concurrent_max_tokens))
                 row: dict[str, Any] = {"streams": n}
-                for j, side in enumerate(sides if n % 2 else sides[::-1]):
-                    row[side.name] = together(side, 10_000 * (n + 1) + 1000 * j, n, args.max_tokens)
+                for name, rs in runs.items():
+                    row[name] = {
+                        "aggregate_tps": round(statistics.median(r["aggregate_tps"] for r in rs), 1),
+                        "ttft_ms_median": round(statistics.median(r["ttft_ms_median"] for r in rs), 1),
+                        "ttft_ms_max": round(statistics.median(r["ttft_ms_max"] for r in rs), 1),
+                        "aggregate_tps_each": [r["aggregate_tps"] for r in rs],
+                    }
                 row["ratio_aggregate_tps"] = round(row["impetus"]["aggregate_tps"] / row["llama_server_direct"]["aggregate_tps"], 3)
                 row["ttft_median_delta_ms"] = round(row["impetus"]["ttft_ms_median"] - row["llama_server_direct"]["ttft_ms_median"], 1)
                 conc.append(row)
@@ -256,7 +269,7 @@ def mlx_side(label: str, path: Path, args: argparse.Namespace) -> dict[str, Any]
         side = ThroughImpetus(daemon.socket, str(path), {str(n_vocab - 1): -100.0, str(n_vocab - 2): -100.0})
         side.stream(-1, 8)
         out["single_stream"] = median([side.stream(i, args.max_tokens) for i in range(args.runs)])
-        out["concurrent"] = [together(side, 50_000 + 1000 * n, n, args.max_tokens) for n in (4, 16)]
+        out["concurrent"] = [together(side, 50_000 + 1000 * n, n, args.concurrent_max_tokens) for n in (4, 16)]
     return out
 
 
@@ -286,8 +299,10 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/impetus-gpu-models"))
     ap.add_argument("--models", default="llama-8b:Q4_0,llama-8b:Q8_0,smollm2-135m:Q4_1")
     ap.add_argument("--streams", default="1,4,16,64")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--concurrent-max-tokens", type=int, default=64, help="tokens per request in the concurrent runs")
+    ap.add_argument("--reps", type=int, default=3, help="repeats of each concurrency point per side (the median is reported)")
     ap.add_argument("--context", type=int, default=1024, help="tokens per slot")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--out", type=Path)
@@ -296,7 +311,7 @@ def main() -> None:
     args.llama_server = os.path.abspath(args.llama_server)
     os.environ["IMPETUS_LLAMA_SERVER"] = args.llama_server
     args.dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"benchmark": "gpu", "max_tokens": args.max_tokens, "runs": args.runs, "context_per_slot": args.context}
+    result: dict[str, Any] = {"benchmark": "gpu", **{k: v for k, v in vars(args).items() if k not in ("dir", "out")}}
     result["copy_bandwidth"] = copy_bandwidth()
     bandwidth = result["copy_bandwidth"].get("bytes_per_s")
     result["models"] = []

@@ -31,6 +31,7 @@ setup)
     rm -rf "$G/src" && cp -r "$BUNDLE/src" "$G/src" && touch "$G/build.started"
     (cd "$G/src" && setsid bash -c "s=\$(date +%s); IMPETUS_LLAMA_CPP_SRC=$G/llama.cpp IMPETUS_LLAMA_SERVER_ONLY=1 IMPETUS_BUILD_CACHE=$G/cache scripts/setup > $G/build.log 2>&1; echo \$? > $G/build.rc; echo \$(( \$(date +%s) - s )) > $G/build.s" < /dev/null > /dev/null 2>&1 &)
   fi
+  mkdir -p "$G/models"
   (cd "$BUNDLE/src" && python3 -c "
 import sys; sys.path[:0] = ['bench', 'tests']
 from pathlib import Path
@@ -62,12 +63,14 @@ wait)
   echo "bench: $(cat "$G/bench.rc" 2>/dev/null || echo running)"; tail -5 "$G/bench.log"
   ;;
 mlx)
-  # MLX's CUDA backend: the wheel joined from its parts, its device, then MLX vs llama.cpp on shapes both run.
-  cat "$BUNDLE"/part* > /dev/null 2>&1 && cp "$BUNDLE"/part* "$G"/
+  # MLX's CUDA backend: the wheel joined from its parts (carried in two calls), installed with mlx
+  # into its own folder ahead of the rest; its device; then MLX vs llama.cpp on shapes both run.
+  cp "$BUNDLE"/part* "$G"/ 2>/dev/null
   cat "$G"/partaa "$G"/partab > "$G/mlx_cuda_13-0.32.4-py3-none-manylinux_2_35_x86_64.whl" || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$G"/mlx_cuda_13-*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site2 "$BUNDLE"/whl/mlx-0.32.4-*.whl "$G"/mlx_cuda_13-*.whl || exit 1
+  export PYTHONPATH=/tmp/site2:/tmp/site
   python3 -c "import mlx.core as mx; print('mlx', mx.__version__, mx.default_device(), 'cuda available:', mx.cuda.is_available()); a = mx.random.normal((4096, 4096)); print('matmul sum', (a @ a).sum().item())" 2>&1 | tee "$OUT/mlx.txt"
-  IMPETUS_HOME=$G/home timeout 120 python3 -m impetusctl doctor 2>&1 | grep -i mlx | tee -a "$OUT/mlx.txt"
+  IMPETUS_HOME=$G/home timeout 120 python3 -m impetusctl doctor 2>&1 | grep -i -A1 "mlx\|backends" | tee -a "$OUT/mlx.txt"
   (cd "$G/src" && timeout "${3:-300}" python3 bench/gpu.py --llama-server "$SERVER" --dir "$G/models" --models "" --mlx "${MLX_MODELS:-smollm2-135m:Q4_1,llama-8b:Q4_0}" --runs 3 --out "$OUT/mlx.json" 2>&1 | tail -40)
   ;;
 esac

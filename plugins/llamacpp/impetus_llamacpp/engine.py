@@ -156,7 +156,7 @@ class LlamaServerEngine:
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
         self.running: list[Stream] = []
-        self.events: queue.Queue[tuple[Stream, str | EngineResult | Exception]] = queue.Queue()
+        self.events: queue.Queue[tuple[Stream | None, str | EngineResult | Exception]] = queue.Queue()
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
@@ -270,6 +270,10 @@ class LlamaServerEngine:
     def busy(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def wake(self) -> None:
+        """A request arrived (the worker's reader thread): end step()'s wait for news."""
+        self.events.put((None, ""))
+
     def step(self) -> None:
         while self.waiting and len(self.running) < self.max_batch:
             stream = self.waiting.popleft()
@@ -289,7 +293,10 @@ class LlamaServerEngine:
                 news.append(self.events.get_nowait())
             except queue.Empty:
                 break
-        for stream, item in news:
+        for sender, item in news:
+            if sender is None:  # wake()
+                continue
+            stream = sender
             if isinstance(item, str):
                 stream.on_text(item)
                 continue
