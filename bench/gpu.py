@@ -328,9 +328,9 @@ def main() -> None:
     for spec in filter(None, args.mlx.split(",")):
         label, path = ensure_model(spec, args.dir)
         try:
-            result.setdefault("mlx", []).append(mlx_side(label, path, args))
+            result.setdefault("mlx_runs", []).append(mlx_side(label, path, args))
         except Exception as exc:
-            result.setdefault("mlx", []).append({"model": label, "error": f"{type(exc).__name__}: {exc}"})
+            result.setdefault("mlx_runs", []).append({"model": label, "error": f"{type(exc).__name__}: {exc}"})
         text = json.dumps(result, indent=2)
         if args.out:
             args.out.write_text(text)
