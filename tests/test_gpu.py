@@ -106,3 +106,26 @@ def test_doctor_names_the_cuda_build_and_the_gpu() -> None:
     done = subprocess.run([sys.executable, "-m", "impetusctl", "doctor"], capture_output=True, text=True, timeout=300)
     line = next(line for line in done.stdout.splitlines() if "llama-server" in line)
     assert "cuda build" in line and "GiB free" in line, done.stdout
+
+
+def test_the_config_sets_the_gpu_layers_for_the_workers(tmp_path: Path) -> None:
+    from impetusd.config import load_config
+    from impetusd.protocol.errors import InvalidParams
+    from impetusd.workers.blas import binary_env
+
+    (tmp_path / "config.toml").write_text("llamacpp_gpu_layers = 20\n")
+    cfg = load_config(home=tmp_path, env={})
+    assert binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers) == {"IMPETUS_LLAMACPP_GPU_LAYERS": "20"}
+    (tmp_path / "config.toml").write_text('llamacpp_gpu_layers = "many"\n')
+    with pytest.raises(InvalidParams, match="llamacpp_gpu_layers"):
+        load_config(home=tmp_path, env={})
+
+
+@needs_cuda
+def test_gpu_layers_from_the_config(tmp_path: Path) -> None:
+    path = write_tiny_llama(tmp_path / "tiny.gguf", "F32", layers=4)
+    d = DaemonProcess(tmp_path, config='llamacpp_gpu_layers = "all"', **server_env()).start()
+    try:
+        assert load(d, path)["engine"]["gpu_layers"] >= 5
+    finally:
+        d.stop()
