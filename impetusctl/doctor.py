@@ -47,7 +47,11 @@ def accelerator(config: Config) -> Check:
 
 
 def mlx(config: Config) -> Check:
-    code = "import mlx.core as mx; print(mx.default_device())"
+    # The default device, and on Linux whether MLX's CUDA backend (the mlx[cuda] extra) is there and sees a GPU.
+    code = (
+        "import mlx.core as mx; c = getattr(mx, 'cuda', None); "
+        "print(mx.default_device(), '(CUDA: ' + ('usable' if c is not None and c.is_available() else 'not available') + ')')"
+    )
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -70,7 +74,16 @@ def llama_server(config: Config) -> Check:
     except Exception as exc:  # NoBackend: none, or one too old
         return Check("llama-server", "warn" if sys.platform == "darwin" else "fail", str(exc), binary.FIX)
     flags = f"; built with {found.flags}" if found.flags else ""
-    return Check("llama-server", "pass", f"{found.path}: {found.version}, {found.built_with}{flags}")
+    said = f"{found.path}: {found.variant} build, {found.version}, {found.built_with}{flags}"
+    if found.variant == "cuda":
+        from impetus_llamacpp import gpu
+
+        gpus = gpu.query()
+        if not gpus:
+            fix = "IMPETUS_CUDA=0 scripts/setup builds the CPU variant"
+            return Check("llama-server", "warn", f"{said}; but nvidia-smi finds no NVIDIA GPU, so it runs on the CPU", fix)
+        said += "; GPUs: " + ", ".join(f"{g.name} ({g.free_bytes / 2**30:.1f} of {g.total_bytes / 2**30:.1f} GiB free)" for g in gpus)
+    return Check("llama-server", "pass", said)
 
 
 def cpu_blas(config: Config) -> Check:

@@ -12,6 +12,12 @@ from impetusd.protocol.api import DaemonInfo, GenerationResult, Health, LoadedLi
 _encoder = msgspec.json.Encoder()
 
 
+def gpu_memory(engine: dict[str, Any]) -> str:
+    """What the backend reported its processes hold on the GPU (the llama.cpp backend on CUDA), or "-"."""
+    value = engine.get("gpu_memory_bytes")
+    return size(value) if isinstance(value, int) and value >= 0 else "-"
+
+
 def json_out(obj: Any) -> None:
     click.echo(msgspec.json.format(_encoder.encode(obj), indent=2).decode())
 
@@ -68,6 +74,7 @@ def loaded(result: LoadedList) -> None:
                 m.backend,
                 str(m.pid),
                 size(m.rss_bytes),
+                gpu_memory(m.engine),
                 estimate,
                 str(m.in_flight),
                 str(m.requests),
@@ -77,7 +84,7 @@ def loaded(result: LoadedList) -> None:
                 until,
             ]
         )
-    table(["NAME", "BACKEND", "PID", "MEMORY", "ESTIMATE", "ACTIVE", "REQUESTS", "TOKENS IN/OUT", "TOK/S", "LOADED IN", "UNLOADS IN"], rows)
+    table(["NAME", "BACKEND", "PID", "MEMORY", "GPU MEMORY", "ESTIMATE", "ACTIVE", "REQUESTS", "TOKENS IN/OUT", "TOK/S", "LOADED IN", "UNLOADS IN"], rows)
     if result.memory is not None:
         mem = result.memory
         click.echo(f"memory: {size(mem.used_bytes)} of the {size(mem.budget_bytes)} budget ({mem.source}), {size(mem.available_bytes)} free")

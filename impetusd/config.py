@@ -93,6 +93,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
     worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
     llama_server: str | None = None  # the llama-server binary the llama.cpp backend runs (None: setup's, or PATH's)
+    llamacpp_gpu_layers: str | None = None  # layers a CUDA llama-server puts on the GPU: a number, "all", "auto" (None: auto)
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -135,6 +136,7 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_disk_bytes: int | None = None
     worker_blas: str | None = None
     llama_server: str | None = None
+    llamacpp_gpu_layers: int | str | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -188,6 +190,11 @@ def load_config(
     for field in ("max_batch_items", "max_requests_per_connection", "max_connections", "max_line_bytes"):
         if values.get(field, 1) < 1:
             raise InvalidParams(f"{field} must be at least 1", field=field)
+    if "llamacpp_gpu_layers" in values:
+        layers = str(values["llamacpp_gpu_layers"]).strip().lower()
+        if not (layers.isdigit() or layers in ("all", "auto")):
+            raise InvalidParams("llamacpp_gpu_layers must be a number of layers, 'all' or 'auto'", field="llamacpp_gpu_layers")
+        values["llamacpp_gpu_layers"] = layers
     if values.get("memory_estimate_context", 1) < 1:
         raise InvalidParams("memory_estimate_context must be at least 1 token", field="memory_estimate_context")
     if socket:

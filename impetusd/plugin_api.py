@@ -33,6 +33,7 @@ from impetusd.plugin.engine import (
     TokenizeRequest,
     TunableEngine,
     Tuning,
+    WakeableEngine,
     WarmUpEngine,
 )
 from impetusd.plugin.hookspecs import hookimpl
@@ -92,6 +93,7 @@ __all__ = [
     # optional engine capabilities
     "BatchEngine",
     "TunableEngine",
+    "WakeableEngine",
     "Tuning",
     "WarmUpEngine",
     "FatalEngine",

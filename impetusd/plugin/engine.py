@@ -197,6 +197,15 @@ class BatchEngine(Protocol):
 
 
 @runtime_checkable
+class WakeableEngine(Protocol):
+    """What a ``BatchEngine`` whose ``step`` waits for news (text from another thread) adds:
+    ``wake`` is called from the worker's reader thread when a request arrives, so that
+    the waiting ``step`` returns at once and the request joins without waiting out that wait."""
+
+    def wake(self) -> None: ...
+
+
+@runtime_checkable
 class TunableEngine(Protocol):
     """What an engine adds to follow ``worker.tune`` (thermal backoff): batch size
     and prefill chunk limits, each None for the engine's default. Called from the

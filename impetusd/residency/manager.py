@@ -252,7 +252,7 @@ class ModelManager:
                     log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
                     await anyio.sleep(wait)
             cfg = self.config
-            env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server)}
+            env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context, weights)
             await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))

@@ -74,7 +74,7 @@ class Spares:
                 "IMPETUS_LOG_LEVEL": self.config.log_level,
                 "IMPETUS_WORKER_PRELOAD": ",".join(modules),
                 **worker_env(self.config.worker_blas),  # LD_PRELOAD only works from the start
-                **binary_env(self.config.llama_server),
+                **binary_env(self.config.llama_server, self.config.llamacpp_gpu_layers),
             }
             self.waiting[backend.name] = await spawn_worker(env)
         except OSError as exc:

@@ -48,7 +48,9 @@ def worker_env(setting: str, env: dict[str, str] | None = None) -> dict[str, str
     return {"LD_PRELOAD": f"{lib} {current}".strip(), "IMPETUS_WORKER_BLAS": lib}
 
 
-def binary_env(llama_server: str | None) -> dict[str, str]:
-    """The config's ``llama_server`` for the llama.cpp backend in the worker (its
-    ``IMPETUS_LLAMA_SERVER``); nothing when unset, so the daemon's own environment rules."""
-    return {"IMPETUS_LLAMA_SERVER": str(Path(llama_server).expanduser())} if llama_server else {}
+def binary_env(llama_server: str | None, gpu_layers: str | None = None) -> dict[str, str]:
+    """The config's ``llama_server`` and ``llamacpp_gpu_layers`` for the llama.cpp backend in
+    the worker (its ``IMPETUS_LLAMA_SERVER`` and ``IMPETUS_LLAMACPP_GPU_LAYERS``); nothing when
+    unset, so the daemon's own environment rules."""
+    env = {"IMPETUS_LLAMA_SERVER": str(Path(llama_server).expanduser())} if llama_server else {}
+    return env | ({"IMPETUS_LLAMACPP_GPU_LAYERS": gpu_layers} if gpu_layers else {})

@@ -21,7 +21,16 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from impetusd.plugin.engine import BatchEngine, DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineResult, TokenizeOutput, TokenizeRequest
+from impetusd.plugin.engine import (
+    BatchEngine,
+    DetokenizeOutput,
+    DetokenizeRequest,
+    EmbedRequest,
+    EngineResult,
+    TokenizeOutput,
+    TokenizeRequest,
+    WakeableEngine,
+)
 from impetusd.plugin.manager import build_registries, make_plugin_manager
 from impetusd.protocol.errors import ImpetusError, InternalError, NoBackend, PluginError
 from impetusd.protocol.messages import Message
@@ -223,6 +232,7 @@ class Serve:
         self.engine = engine
         self.stdin = stdin
         self.jobs: queue.Queue[Job] = queue.Queue()
+        self.wake = engine.wake if isinstance(engine, WakeableEngine) else None
         self.stopping = False
         self.gen_decoder = msgspec.json.Decoder(GenerateParams)
         self.embed_decoder = msgspec.json.Decoder(EmbedRequest)
@@ -261,6 +271,8 @@ class Serve:
         if job.answers:
             job.key = self.peer.track(item.id, job)
         self.jobs.put(job)
+        if self.wake is not None:
+            self.wake()  # a step() waiting for news returns: the request joins now
 
     def _shutdown(self, msg: Message) -> None:
         self.stopping = True

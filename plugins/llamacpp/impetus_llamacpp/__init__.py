@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 from impetusd.plugin_api import BackendSpec, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
+SLOTS_ENV = "IMPETUS_LLAMACPP_SLOTS"  # another number of slots (a GPU decodes 64 streams together at little cost each)
+
+
+def slots() -> int:
+    """The slots per model: ``IMPETUS_LLAMACPP_SLOTS`` (1 to 256) or ``MAX_BATCH``. Read where the
+    backend registers (the daemon) and where it starts (the worker, which inherits the daemon's environment)."""
+    text = os.environ.get(SLOTS_ENV, "").strip()
+    if not text:
+        return MAX_BATCH
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"{SLOTS_ENV}={text!r}: expected a number of slots from 1 to 256")
+    return int(text)
+
 
 CAPABILITIES = frozenset(
     {
@@ -29,20 +44,21 @@ CAPABILITIES = frozenset(
 def start(spec: ModelSpec) -> Engine:
     from .engine import LlamaServerEngine  # imports happen here, in the worker
 
-    return LlamaServerEngine.load(spec, slots=MAX_BATCH)
+    return LlamaServerEngine.load(spec, slots=slots())
 
 
 @hookimpl
 def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
+    n = slots()
     registry.add(
         BackendSpec(
             name=NAME,
             formats=frozenset({"gguf"}),
             capabilities=CAPABILITIES,
             start=start,
-            devices=frozenset({"cpu"}),
+            devices=frozenset({"cpu", "cuda"}),
             description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
-            max_batch=MAX_BATCH,
+            max_batch=n,
         )
     )
 

@@ -30,6 +30,21 @@ class Binary:
     built_with: str  # the compiler and target line of --version
     flags: str  # the cmake flags scripts/setup used, when it built this one
 
+    @property
+    def variant(self) -> str:
+        """Which GPU code the build has: "cuda", "metal", "cpu", or "unknown" (not built by
+        scripts/setup and silent about it), read off the flags file or ``--version``'s lines."""
+        if "-DGGML_CUDA=ON" in self.flags:
+            return "cuda"
+        if "-DGGML_METAL=ON" in self.flags:
+            return "metal"
+        if self.flags:
+            return "cpu"
+        text = self.built_with + " " + self.devices
+        return "cuda" if "CUDA" in text else "metal" if "Metal" in text or "MTL" in text else "unknown"
+
+    devices: str = ""  # what --version printed about the devices it found (a CUDA build names them)
+
 
 def installed_path() -> Path:
     return Path(sys.prefix) / "libexec" / "impetus" / "llama-server"
@@ -71,7 +86,8 @@ def check(path: str, source: str) -> Binary:
     built = next((line for line in lines if line.startswith("built with")), "")
     flags_file = Path(path + ".flags")
     flags = " ".join(flags_file.read_text().split()) if flags_file.is_file() else ""
-    return Binary(path=path, version=said, built_with=built, flags=flags)
+    devices = " | ".join(line for line in lines if "CUDA" in line or "Metal" in line or "MTL" in line)
+    return Binary(path=path, version=said, built_with=built, flags=flags, devices=devices)
 
 
 def find() -> Binary:

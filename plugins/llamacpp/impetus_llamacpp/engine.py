@@ -36,7 +36,7 @@ from impetusd.plugin_api import (
     UnsupportedFormat,
 )
 
-from . import binary
+from . import binary, gpu
 from .embed import Embedder
 from .prompt import Prompter
 from .sampling import options
@@ -55,12 +55,54 @@ THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thr
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
 
 
-def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
-    """llama-server's options for generation (bench/llama_server.py starts it the same way)."""
+CONTEXT_ENV = "IMPETUS_LLAMACPP_CONTEXT"  # tokens per slot, instead of MAX_CONTEXT
+GPU_LAYERS_ENV = "IMPETUS_LLAMACPP_GPU_LAYERS"  # layers on the GPU: a number, "all", or unset/"auto" (gpu.py decides)
+
+
+def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0) -> list[str]:
+    """llama-server's options for generation (bench/llama_server.py and bench/gpu.py start it the same way)."""
     # One KV cache of n_ctx tokens per slot (--no-kv-unified): with one buffer shared by the
     # slots, concurrent greedy requests gave other text than each alone (measured here).
     args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
-    return args + ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
+    args += ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
+    return args + ["--n-gpu-layers", str(gpu_layers)]
+
+
+def max_context() -> int:
+    text = os.environ.get(CONTEXT_ENV, "").strip()
+    if not text:
+        return MAX_CONTEXT
+    if not text.isdigit() or int(text) < 64:
+        raise PluginError(f"{CONTEXT_ENV}={text!r}: expected a number of tokens, at least 64", backend="llamacpp")
+    return int(text)
+
+
+def kv_bytes(meta: dict[str, Any], tokens: int) -> int:
+    """The f16 KV cache for ``tokens`` (layers × kv_heads × head_dim × 2 × 2 bytes each)."""
+    layers, heads, width = (int(meta.get(k) or 0) for k in ("block_count", "head_count", "embedding_length"))
+    kv_heads = int(meta.get("head_count_kv") or heads)
+    head_dim = int(meta.get("head_dim") or (width // heads if heads else 0))
+    return layers * kv_heads * head_dim * tokens * 2 * 2
+
+
+def gpu_layers(found: binary.Binary, spec: ModelSpec, tokens: int) -> tuple[int, list[gpu.Gpu]]:
+    """How many layers go to the GPU (llama.cpp counts the output layer as one more), and the GPUs:
+    none for a build without CUDA; else ``IMPETUS_LLAMACPP_GPU_LAYERS``, or what fits (gpu.py)."""
+    if found.variant != "cuda":
+        return 0, []
+    gpus = gpu.query()
+    layers = int(spec.metadata.get("block_count") or 0)
+    text = os.environ.get(GPU_LAYERS_ENV, "").strip().lower()
+    if text == "all":
+        return max(layers + 1, 999), gpus
+    if text and text != "auto":
+        if not text.isdigit():
+            raise PluginError(f"{GPU_LAYERS_ENV}={text!r}: expected a number of layers, 'all' or 'auto'", backend="llamacpp")
+        return int(text), gpus
+    if not gpus:
+        return 0, gpus
+    weights = int(spec.metadata.get("size_bytes") or 0) or os.path.getsize(spec.path)
+    return gpu.layers_that_fit(layers, weights, kv_bytes(spec.metadata, tokens), sum(g.free_bytes for g in gpus)), gpus
 
 
 class Stream:
@@ -114,7 +156,7 @@ class LlamaServerEngine:
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
         self.running: list[Stream] = []
-        self.events: queue.Queue[tuple[Stream, str | EngineResult | Exception]] = queue.Queue()
+        self.events: queue.Queue[tuple[Stream | None, str | EngineResult | Exception]] = queue.Queue()
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
@@ -131,8 +173,10 @@ class LlamaServerEngine:
             time.sleep(THREAD_SAMPLE_S)  # watch what else keeps the cores busy
         threads = policy.pick()
         trained = int(spec.metadata.get("context_length") or 0)
-        n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads), role="generate")
+        limit = max_context()
+        n_ctx = min(trained, limit) if trained else limit
+        offload, gpus = gpu_layers(found, spec, n_ctx * slots)
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads, offload), role="generate")
         try:
             server.wait_ready()
             props = server.get("/props")
@@ -153,7 +197,12 @@ class LlamaServerEngine:
             "llama_server": found.path,
             "llama_server_version": found.version,
             "llama_server_pid": server.process.pid,
-            "device": "cpu",  # what scripts/setup builds on Linux; Metal offload on macOS is unverified (docs/macos.md)
+            # Metal offload on macOS is unverified (docs/macos.md); CUDA was measured (docs/gpu.md).
+            "device": "cuda" if offload and gpus else "cpu",
+            "build": found.variant,
+            "gpu_layers": offload,
+            "layers": int(spec.metadata.get("block_count") or 0),
+            "gpus": [g.name for g in gpus],
         }
         engine = cls(server, found, details, n_ctx, int(meta["n_vocab"]), prompter)
         engine.threads = threads
@@ -169,6 +218,9 @@ class LlamaServerEngine:
 
     def info(self) -> EngineInfo:
         details = {**self.details, "llama_server_rss_bytes": self.server.rss()}
+        if self.details.get("device") == "cuda":
+            pids = {self.server.process.pid} | ({self.embedder.server.process.pid} if self.embedder is not None else set())
+            details["gpu_memory_bytes"] = gpu.process_memory(pids)
         return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details)
 
     def close(self) -> None:
@@ -218,6 +270,10 @@ class LlamaServerEngine:
     def busy(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def wake(self) -> None:
+        """A request arrived (the worker's reader thread): end step()'s wait for news."""
+        self.events.put((None, ""))
+
     def step(self) -> None:
         while self.waiting and len(self.running) < self.max_batch:
             stream = self.waiting.popleft()
@@ -237,7 +293,10 @@ class LlamaServerEngine:
                 news.append(self.events.get_nowait())
             except queue.Empty:
                 break
-        for stream, item in news:
+        for sender, item in news:
+            if sender is None:  # wake()
+                continue
+            stream = sender
             if isinstance(item, str):
                 stream.on_text(item)
                 continue
