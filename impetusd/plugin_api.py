@@ -46,6 +46,7 @@ from impetusd.plugin.registries import (
     PluginRegistry,
     PromptCacheTier,
 )
+from impetusd.plugin.signed_files import SignedFiles
 from impetusd.plugin.stops import StopScanner
 from impetusd.protocol.api import FinishReason
 from impetusd.protocol.errors import (
@@ -112,6 +113,7 @@ __all__ = [
     "ConversionFailed",
     # helpers
     "StopScanner",
+    "SignedFiles",
     "has_metal",
     "memory_cgroup",
     "MemoryCgroup",
