@@ -189,5 +189,7 @@ class SignedFiles:
             total -= entries.pop(name).nbytes
             (self.dir / name).unlink(missing_ok=True)
 
+    common_prefix = staticmethod(common_prefix)
+
     def stats(self) -> dict[str, int]:
         return {"entries": len(self.index.entries), "bytes": sum(e.nbytes for e in self.index.entries.values()), "discarded": self.discarded}

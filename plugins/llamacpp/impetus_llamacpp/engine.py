@@ -41,6 +41,7 @@ from .embed import Embedder
 from .prompt import Prompter
 from .sampling import options
 from .server import LlamaServer
+from .slots import Slots
 from .threads import ThreadPolicy
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class Stream:
         self.tokens = 0
         self.first = 0.0
         self.batch_size = 1
+        self.slot = -1  # llama-server's slot (id_slot), chosen when the request starts
+        self.held: list[int] = []  # what the slot holds once the request is over
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -114,7 +117,8 @@ class LlamaServerEngine:
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
         self.running: list[Stream] = []
-        self.events: queue.Queue[tuple[Stream, str | EngineResult | Exception]] = queue.Queue()
+        self.events: queue.Queue[tuple[Stream, str | EngineResult | Exception | None]] = queue.Queue()  # None: the slot is free
+        self.slots = Slots(self.default_max_batch)
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
@@ -220,7 +224,12 @@ class LlamaServerEngine:
 
     def step(self) -> None:
         while self.waiting and len(self.running) < self.max_batch:
+            chosen = self.slots.choose(self.waiting[0].ids)
+            if chosen is None:
+                break  # a finished request's slot is still being saved
             stream = self.waiting.popleft()
+            stream.slot = chosen[0]
+            stream.body["id_slot"] = stream.slot
             stream.joined = time.monotonic()
             self.running.append(stream)
             threading.Thread(target=self._read, args=(stream,), name="llama-server-stream", daemon=True).start()
@@ -238,6 +247,9 @@ class LlamaServerEngine:
             except queue.Empty:
                 break
         for stream, item in news:
+            if item is None:
+                self.slots.release(stream.slot, stream.held)
+                continue
             if isinstance(item, str):
                 stream.on_text(item)
                 continue
@@ -249,7 +261,12 @@ class LlamaServerEngine:
             stream.on_done(item)
 
     def _read(self, stream: Stream) -> None:
-        """The stream's thread: text and the end go to ``events`` for the main thread."""
+        """The stream's thread: text and the end go to ``events`` for the main thread,
+        then the slot is handed back."""
+        self._stream(stream)
+        self.events.put((stream, None))
+
+    def _stream(self, stream: Stream) -> None:
         final: dict[str, Any] | None = None
         try:
             with self.server.http.stream("POST", "/completion", json=stream.body) as response:
@@ -285,7 +302,10 @@ class LlamaServerEngine:
         except Exception as exc:
             self.events.put((stream, exc))
             return
-        self.events.put((stream, self._result(stream, final)))
+        result = self._result(stream, final)
+        if stream.tokens:  # the whole prompt went through the slot
+            stream.held = stream.ids
+        self.events.put((stream, result))
 
     def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
         finish: FinishReason = "cancelled"
