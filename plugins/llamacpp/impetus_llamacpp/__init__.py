@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from impetusd.plugin_api import BackendSpec, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
+from typing import Any
+
+from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
@@ -54,3 +56,22 @@ def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str 
     if spec.format == "gguf" and not has_metal() and any(b.name == NAME for b in backends):
         return NAME
     return None
+
+
+def _disk_tier(ctx: CacheTierContext) -> Any:
+    from .slot_files import slot_file_tier
+
+    return slot_file_tier(ctx)
+
+
+@hookimpl
+def impetus_register_cache_tiers(registry: PluginRegistry[CacheTier]) -> None:
+    registry.add(
+        CacheTier(
+            name="llamacpp-disk",
+            factory=_disk_tier,
+            backends=frozenset({NAME}),
+            order=10,
+            description="llama-server slot files of hot prefixes under $IMPETUS_HOME/cache/prompts/<model digest>-llamacpp, HMAC-checked, bounded",
+        )
+    )

@@ -12,11 +12,13 @@ import json
 import logging
 import os
 import queue
+import shutil
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +34,7 @@ from impetusd.plugin_api import (
     GenerateRequest,
     ModelSpec,
     PluginError,
+    PromptCacheTier,
     Tuning,
     UnsupportedFormat,
 )
@@ -41,6 +44,7 @@ from .embed import Embedder
 from .prompt import Prompter
 from .sampling import options
 from .server import LlamaServer
+from .slot_files import SlotFileTier
 from .slots import Slots
 from .threads import ThreadPolicy
 
@@ -54,6 +58,7 @@ MAX_CONTEXT = 8192
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
+RESTORE_GAIN = 64  # restore a slot file when it holds this many more prompt tokens than the slot
 
 
 def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
@@ -92,6 +97,8 @@ class Stream:
         self.first = 0.0
         self.batch_size = 1
         self.slot = -1  # llama-server's slot (id_slot), chosen when the request starts
+        self.reused = 0  # leading tokens the slot held already
+        self.restore = False  # whether the disk tier holds more of the prompt than the slot
         self.held: list[int] = []  # what the slot holds once the request is over
 
     def cancel(self) -> None:
@@ -119,6 +126,9 @@ class LlamaServerEngine:
         self.running: list[Stream] = []
         self.events: queue.Queue[tuple[Stream, str | EngineResult | Exception | None]] = queue.Queue()  # None: the slot is free
         self.slots = Slots(self.default_max_batch)
+        self.disk: SlotFileTier | None = None
+        self.disk_lock = threading.Lock()  # the tier is used from the streams' threads
+        self.cache_variant = ""
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
@@ -173,6 +183,8 @@ class LlamaServerEngine:
 
     def info(self) -> EngineInfo:
         details = {**self.details, "llama_server_rss_bytes": self.server.rss()}
+        if self.disk is not None:
+            details["prompt_cache_disk"] = self.disk.stats()
         return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details)
 
     def close(self) -> None:
@@ -228,7 +240,8 @@ class LlamaServerEngine:
             if chosen is None:
                 break  # a finished request's slot is still being saved
             stream = self.waiting.popleft()
-            stream.slot = chosen[0]
+            stream.slot, stream.reused = chosen
+            stream.restore = self.disk is not None and self.disk.match(stream.ids) >= stream.reused + RESTORE_GAIN
             stream.body["id_slot"] = stream.slot
             stream.joined = time.monotonic()
             self.running.append(stream)
@@ -266,7 +279,55 @@ class LlamaServerEngine:
         self._stream(stream)
         self.events.put((stream, None))
 
+    # -- the disk tier (slot_files.py) ---------------------------------------------------
+
+    def use_cache_tiers(self, tiers: list[tuple[str, PromptCacheTier]]) -> None:
+        for _, tier in tiers:
+            if isinstance(tier, SlotFileTier):
+                self.disk = tier
+
+    def _restore(self, stream: Stream) -> None:
+        """Into the stream's slot, the slot file that holds the most of its prompt."""
+        assert self.disk is not None
+        with self.disk_lock:
+            found = self.disk.fetch(stream.ids)
+            if found is None:
+                return
+            path, _ = found
+            staged = os.path.join(self.server.slot_dir, f"restore-{stream.slot}{path.suffix}")
+            try:
+                os.link(path, staged)
+            except OSError:
+                shutil.copyfile(path, staged)
+        try:
+            self.server.post(f"/slots/{stream.slot}?action=restore", {"filename": os.path.basename(staged)})
+        except PluginError as exc:
+            with self.disk_lock:
+                self.disk.discard(path, f"llama-server did not restore it: {exc}")
+        finally:
+            os.unlink(staged)
+
+    def _save(self, stream: Stream) -> None:
+        """A hot prefix: the slot's KV cache to the disk tier."""
+        assert self.disk is not None
+        with self.disk_lock:
+            if not self.disk.wants(stream.held, stream.reused):
+                return
+        name = f"save-{stream.slot}.slot"
+        staged = os.path.join(self.server.slot_dir, name)
+        try:
+            self.server.post(f"/slots/{stream.slot}?action=save", {"filename": name})
+            with self.disk_lock:
+                self.disk.store(stream.held, Path(staged))
+        except (PluginError, OSError, httpx.HTTPError) as exc:
+            log.warning("llama-server: saving slot %d failed: %s", stream.slot, exc)
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+
     def _stream(self, stream: Stream) -> None:
+        if stream.restore:
+            self._restore(stream)
         final: dict[str, Any] | None = None
         try:
             with self.server.http.stream("POST", "/completion", json=stream.body) as response:
@@ -305,6 +366,11 @@ class LlamaServerEngine:
         result = self._result(stream, final)
         if stream.tokens:  # the whole prompt went through the slot
             stream.held = stream.ids
+            stream.reused = result.cached_tokens
+        if self.disk is not None and stream.held and not stream.cancelled:
+            # Before the result: a worker asked to stop exits at once, and this happens once
+            # per hot prefix (its first reuse); the first token was not held back.
+            self._save(stream)
         self.events.put((stream, result))
 
     def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
