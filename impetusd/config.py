@@ -93,6 +93,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
     worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
     llama_server: str | None = None  # the llama-server binary the llama.cpp backend runs (None: setup's, or PATH's)
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"  # per load: models.load kv_type
+    flash_attn: Literal["auto", "on", "off"] = "auto"  # per load: models.load flash_attn
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -135,6 +137,8 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_disk_bytes: int | None = None
     worker_blas: str | None = None
     llama_server: str | None = None
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    flash_attn: Literal["auto", "on", "off"] | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

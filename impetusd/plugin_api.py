@@ -27,6 +27,7 @@ from impetusd.plugin.engine import (
     EngineResult,
     FatalEngine,
     GenerateRequest,
+    LoadOptions,
     ModelSpec,
     TokenizeOutput,
     Tokenizer,
@@ -79,6 +80,7 @@ __all__ = [
     "MethodSpec",
     # the engine contract
     "ModelSpec",
+    "LoadOptions",
     "GenerateRequest",
     "EngineResult",
     "FinishReason",

@@ -8,6 +8,10 @@ from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine
 
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
+# A context as long as the model's, up to this many tokens: the KV cache is allocated
+# up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
+# would otherwise reserve gigabytes. Each slot has a KV cache of this size (engine.server_args).
+MAX_CONTEXT = 8192
 
 CAPABILITIES = frozenset(
     {
@@ -24,6 +28,9 @@ CAPABILITIES = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "logit_bias",
+        "kv_type",  # load options (LoadOptions)
+        "flash_attn",
+        "speculative",
     }
 )
 
@@ -45,6 +52,8 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             devices=frozenset({"cpu"}),
             description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
             max_batch=MAX_BATCH,
+            kv_sequences=MAX_BATCH,  # a KV cache per slot
+            context_tokens=MAX_CONTEXT,
         )
     )
 

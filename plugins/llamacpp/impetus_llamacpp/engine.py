@@ -32,6 +32,7 @@ from impetusd.plugin_api import (
     EngineResult,
     FinishReason,
     GenerateRequest,
+    LoadOptions,
     ModelSpec,
     PluginError,
     PromptCacheTier,
@@ -39,7 +40,7 @@ from impetusd.plugin_api import (
     UnsupportedFormat,
 )
 
-from . import binary
+from . import MAX_CONTEXT, binary
 from .embed import Embedder
 from .prompt import Prompter
 from .sampling import options
@@ -50,23 +51,41 @@ from .threads import ThreadPolicy
 
 log = logging.getLogger(__name__)
 
-# A context as long as the model's, up to this many tokens: the KV cache is allocated
-# up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
-# would otherwise reserve gigabytes. Each slot has a KV cache of this size (server_args).
-MAX_CONTEXT = 8192
 # Prompt tokens per llama_decode call: a cancel stops a long prompt within one of these.
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
+# llama-server's speculation types: a draft model (-md alone loads it but drafts nothing),
+# and n-grams of the context ("ngram-mod" drafted on a repetitive prompt here; "ngram-simple" did not)
+DRAFT_SPEC = "draft-simple"
+NGRAM_SPEC = "ngram-mod"
 RESTORE_GAIN = 64  # restore a slot file when it holds this many more prompt tokens than the slot
 
 
-def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
+def server_args(n_ctx: int, slots: int, threads: int, options: LoadOptions | None = None) -> list[str]:
     """llama-server's options for generation (bench/llama_server.py starts it the same way)."""
+    extra = load_args(options or LoadOptions())
     # One KV cache of n_ctx tokens per slot (--no-kv-unified): with one buffer shared by the
     # slots, concurrent greedy requests gave other text than each alone (measured here).
     args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
-    return args + ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
+    return args + ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads), *extra]
+
+
+def load_args(options: LoadOptions) -> list[str]:
+    """The load's KV-cache type, flash attention and speculative decoding."""
+    args = ["--cache-type-k", options.kv_type, "--cache-type-v", options.kv_type, "--flash-attn", options.flash_attn]
+    if options.draft is not None:
+        args += ["--model-draft", options.draft.path, "--spec-type", DRAFT_SPEC]
+    elif options.ngram:
+        args += ["--spec-type", NGRAM_SPEC]
+    return args
+
+
+def cache_variant(options: LoadOptions | None) -> str:
+    """Slot files of other KV layouts do not restore: each has its own disk-tier directory."""
+    if options is None or (options.kv_type, options.flash_attn) == ("f16", "auto"):
+        return ""
+    return f"{options.kv_type}-fa-{options.flash_attn}"
 
 
 class Stream:
@@ -146,7 +165,7 @@ class LlamaServerEngine:
         threads = policy.pick()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads), role="generate")
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads, spec.options), role="generate")
         try:
             server.wait_ready()
             props = server.get("/props")
@@ -167,10 +186,15 @@ class LlamaServerEngine:
             "llama_server": found.path,
             "llama_server_version": found.version,
             "llama_server_pid": server.process.pid,
+            "kv_type": (spec.options or LoadOptions()).kv_type,
+            "flash_attn": (spec.options or LoadOptions()).flash_attn,
+            "draft": spec.options.draft.name if spec.options and spec.options.draft else None,
+            "speculative": "draft" if spec.options and spec.options.draft else ("ngram" if spec.options and spec.options.ngram else None),
             "device": "cpu",  # what scripts/setup builds on Linux; Metal offload on macOS is unverified (docs/macos.md)
         }
         engine = cls(server, found, details, n_ctx, int(meta["n_vocab"]), prompter)
         engine.threads = threads
+        engine.cache_variant = cache_variant(spec.options)
         server.watch(lambda reason: engine.on_fatal(reason))
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
@@ -391,6 +415,8 @@ class LlamaServerEngine:
             ttft_ms=(stream.first - stream.joined) * 1000 if stream.tokens and stream.first else None,
             prefill_tps=float(prefill) if prefill and prefill > 0 else None,
             decode_tps=float(decode) if decode and decode > 0 and stream.tokens > 1 else None,
+            draft_tokens=int(timings["draft_n"]) if "draft_n" in timings else None,
+            draft_accepted=int(timings["draft_n_accepted"]) if "draft_n_accepted" in timings else None,
         )
 
     # -- embeddings -------------------------------------------------------------------
