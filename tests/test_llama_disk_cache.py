@@ -43,7 +43,7 @@ def cold(root: Path) -> dict[str, Any]:
         d.stop()
     assert first["usage"]["prompt_tokens"] >= 1000 and first["usage"]["cached_tokens"] < 50
     assert second["usage"]["cached_tokens"] >= second["usage"]["prompt_tokens"] - 12  # all but the question
-    assert second["timings"]["ttft_ms"] < 0.2 * first["timings"]["ttft_ms"], (first["timings"], second["timings"])
+    assert second["timings"]["ttft_ms"] < 0.5 * first["timings"]["ttft_ms"], (first["timings"], second["timings"])
     return first
 
 

@@ -208,7 +208,8 @@ class LlamaServerEngine:
     def info(self) -> EngineInfo:
         details = {**self.details, "llama_server_rss_bytes": self.server.rss()}
         if self.disk is not None:
-            details["prompt_cache_disk"] = self.disk.stats()
+            with self.disk_lock:
+                details["prompt_cache_disk"] = self.disk.stats()
         return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details)
 
     def close(self) -> None:
@@ -265,7 +266,9 @@ class LlamaServerEngine:
                 break  # a finished request's slot is still being saved
             stream = self.waiting.popleft()
             stream.slot, stream.reused = chosen
-            stream.restore = self.disk is not None and self.disk.match(stream.ids) >= stream.reused + RESTORE_GAIN
+            if self.disk is not None:
+                with self.disk_lock:
+                    stream.restore = self.disk.match(stream.ids) >= stream.reused + RESTORE_GAIN
             stream.body["id_slot"] = stream.slot
             stream.joined = time.monotonic()
             self.running.append(stream)
