@@ -111,3 +111,15 @@ def test_a_draft_with_another_vocabulary_is_refused_before_loading(daemon: Daemo
     assert err["data"]["name"] == "InvalidParams" and err["data"]["field"] == "draft", err
     assert "another vocabulary" in err["message"], err["message"]
     assert not loaded  # nothing was started
+
+
+@pytest.mark.model
+def test_the_configuration_sets_the_default_kv_type_and_flash_attn(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path, config='kv_cache_type = "q4_0"\nflash_attn = "on"\n').start()
+    try:
+        model = load(d)
+        cmd = server_cmdline(model["pid"])
+        assert after(cmd, "--cache-type-v") == "q4_0" and after(cmd, "--flash-attn") == "on"
+        assert model["estimate"]["kv_cache_bytes"] == 4 * 8192 * 30 * 192 * 2 * 18 // 32
+    finally:
+        d.stop()

@@ -33,7 +33,7 @@ from impetusd.residency.cachedir import cache_settings
 from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
 from impetusd.residency.lease import Lease, Queued
-from impetusd.residency.options import check_options
+from impetusd.residency.options import check_options, for_backend
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.residency.spares import Spares
 from impetusd.residency.thermal import ThermalWatch
@@ -264,6 +264,7 @@ class ModelManager:
                 return current, 0.0, True
             chosen = self.choose_backend(spec, backend)
             check_options(spec, chosen, options is not None, lambda path: self.detect(path)[1])
+            spec = msgspec.structs.replace(spec, options=for_backend(spec.options, chosen))
             self._check_circuit(spec.name)
             started = time.monotonic()
             if spec.name in self.crashes:

@@ -35,6 +35,20 @@ def load_options(
     return LoadOptions(kv_type=kv, flash_attn=fa, draft=draft_spec, ngram=bool(ngram))
 
 
+def for_backend(options: LoadOptions | None, backend: BackendSpec) -> LoadOptions | None:
+    """The options ``backend`` honours; the others back at their defaults (so the
+    configuration's ``kv_cache_type`` does not shrink the estimate of an MLX model)."""
+    if options is None:
+        return None
+    caps = backend.capabilities
+    return LoadOptions(
+        kv_type=options.kv_type if "kv_type" in caps else "f16",
+        flash_attn=options.flash_attn if "flash_attn" in caps else "auto",
+        draft=options.draft if "speculative" in caps else None,
+        ngram=options.ngram and "speculative" in caps,
+    )
+
+
 def vocabulary(spec: ModelSpec, inspect: Callable[[Path], dict[str, Any]]) -> tuple[Any, Any]:
     meta = spec.metadata
     if "vocab_size" not in meta:  # registered before the reader reported it
