@@ -1,6 +1,6 @@
 """The llama.cpp backend's disk tier through real daemons and llama-server processes:
 a ~1,000-token prefix reused from a slot is saved (llama-server's slot save), restored
-after a daemon restart, and files in the cache directory that Impetus did not sign are
+after a daemon restart and after an unload, and files in the cache directory that Impetus did not sign are
 deleted, never restored."""
 
 from __future__ import annotations
@@ -58,6 +58,20 @@ def test_a_hot_prefix_is_saved_and_restored_after_a_restart(root: Path, cold: di
         d.stop()
     assert after["usage"]["cached_tokens"] >= after["usage"]["prompt_tokens"] - 12, after["usage"]
     assert after["timings"]["ttft_ms"] < 0.5 * cold["timings"]["ttft_ms"], (cold["timings"], after["timings"])
+
+
+@pytest.mark.model
+def test_the_prefix_is_restored_after_an_unload(root: Path, cold: dict[str, Any]) -> None:
+    d = DaemonProcess(root).start()
+    try:
+        ask(d, "Is there a cafe?")
+        with d.connect() as conn:
+            assert "result" in conn.call("models.unload", {"model": MODEL})
+        after = ask(d, "Do you deliver?")  # a new worker, a new llama-server
+    finally:
+        d.stop()
+    assert after["usage"]["cached_tokens"] >= after["usage"]["prompt_tokens"] - 12, after["usage"]
+    assert len(slot_files(root / "home")) == 1  # restored, not saved again
 
 
 @pytest.mark.model
