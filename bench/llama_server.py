@@ -13,6 +13,13 @@ Single-stream runs alternate between the two sides, so both see the same machine
 load, and every run's prompt differs at the start (no prefix-cache hits). Then
 ``--concurrency`` streams at once on each side: aggregate tok/s = all tokens / wall time.
 Greedy (temperature 0) throughout.
+
+``--prefix``: a ~1,000-token system prompt shared by every question. Impetus: TTFT cold
+(first question), warm (second: from the slot, which also saves the hot prefix to the
+disk tier) and after a daemon restart (restored from the disk tier); llama-server
+directly: cold and warm (after its restart it is cold again). ``--speculation``: a
+repetitive task (continue a repeated phrase) decoded plainly, with n-gram speculation and
+with the model as its own draft: decode tok/s, speedup and acceptance.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -66,13 +75,13 @@ class ThroughImpetus:
     def __init__(self, socket: Path) -> None:
         self.socket = socket
 
-    def stream(self, run: int, max_tokens: int) -> dict[str, float]:
+    def stream(self, run: int, max_tokens: int, convo: list[dict[str, str]] | None = None) -> dict[str, float]:
         stamps: list[float] = []
         with Client(self.socket, timeout=600) as client:
             started = time.monotonic()
             res = client.stream(
                 "chat",
-                {"model": MODEL, "messages": messages(run), "max_tokens": max_tokens, "temperature": 0, "stream": True},
+                {"model": MODEL, "messages": convo or messages(run), "max_tokens": max_tokens, "temperature": 0, "stream": True},
                 lambda method, raw: stamps.append(time.monotonic()),
             )
         if not stamps:
@@ -85,8 +94,8 @@ class Direct:
     """llama-server started here, the way the engine starts it, asked over its socket."""
 
     def __init__(self, path: str, threads: int) -> None:
-        from impetus_llamacpp import MAX_BATCH, binary
-        from impetus_llamacpp.engine import MAX_CONTEXT, server_args
+        from impetus_llamacpp import MAX_BATCH, MAX_CONTEXT, binary
+        from impetus_llamacpp.engine import server_args
         from impetus_llamacpp.prompt import Prompter
         from impetus_llamacpp.server import LlamaServer
 
@@ -98,8 +107,8 @@ class Direct:
     def close(self) -> None:
         self.server.close()
 
-    def stream(self, run: int, max_tokens: int) -> dict[str, float]:
-        req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in messages(run)])  # type: ignore[arg-type]
+    def stream(self, run: int, max_tokens: int, convo: list[dict[str, str]] | None = None) -> dict[str, float]:
+        req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in convo or messages(run)])  # type: ignore[arg-type]
         ids = self.prompter.ids(req)
         body = {"prompt": ids, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True}
         stamps: list[float] = []
@@ -181,13 +190,92 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
     }
 
 
+PREFIX = " ".join(f"Rule {i} for the bakery desk: answer briefly and mention bakery item number {i * 7 % 13}." for i in range(52))
+QUESTIONS = ["Open today?", "Do you sell rye?", "Is there a cafe?"]
+
+
+def shared(question: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": PREFIX}, {"role": "user", "content": question}]
+
+
+def prefix_figures(threads: int) -> dict[str, Any]:
+    """TTFT of a ~1,000-token shared prefix: cold, warm, after a daemon restart (Impetus), and cold, warm directly."""
+    from impetus_llamacpp.threads import THREADS_ENV
+
+    path = CATALOG[MODEL].local_path()
+    home = Path(tempfile.mkdtemp(prefix="impbench-prefix-"))
+    pick = ("client_ttft_ms", "prompt_tokens", "cached_tokens")
+    out: dict[str, Any] = {"impetus": {}, "llama_server_direct": {}}
+    try:
+        for phase, questions in (("first_daemon", QUESTIONS[:2]), ("after_restart", QUESTIONS[2:])):
+            daemon = Daemon(home=home)
+            daemon.env[THREADS_ENV] = str(threads)
+            with daemon, Client(daemon.socket, timeout=600) as client:
+                client.call("models.load", {"model": MODEL, "keep_alive": -1})
+                rows = [ThroughImpetus(daemon.socket).stream(0, 2, shared(q)) for q in questions]
+            names = ["cold", "warm"] if phase == "first_daemon" else ["after_restart"]
+            out["impetus"].update({n: {k: round(r[k], 2) for k in pick} for n, r in zip(names, rows, strict=True)})
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    direct = Direct(str(path), threads)
+    try:
+        rows = [direct.stream(0, 2, shared(q)) for q in QUESTIONS[:2]]
+    finally:
+        direct.close()
+    out["llama_server_direct"] = {n: {k: round(r[k], 2) for k in pick} for n, r in zip(["cold", "warm", "after_restart_is_cold"], rows, strict=False)}
+    cold = out["impetus"]["cold"]["client_ttft_ms"]
+    out["ratio_to_cold"] = {n: round(out["impetus"][n]["client_ttft_ms"] / cold, 3) for n in ("warm", "after_restart")}
+    return out
+
+
+def speculation_figures(threads: int, max_tokens: int = 48) -> dict[str, Any]:
+    """Decode tok/s on a repetitive task: plain, n-gram speculation, the model as its own draft."""
+    from impetus_llamacpp.threads import THREADS_ENV
+
+    task = ", ".join(["the cat sat on the mat"] * 8) + ","
+    out: dict[str, Any] = {"task": "continue a repeated phrase", "max_tokens": max_tokens}
+    daemon = Daemon()
+    daemon.env[THREADS_ENV] = str(threads)
+    with daemon, Client(daemon.socket, timeout=600) as client:
+        for name, options in (("plain", {}), ("ngram", {"ngram": True}), ("draft_self", {"draft": MODEL})):
+            client.call("models.load", {"model": MODEL, "keep_alive": -1, "kv_type": "f16", **options})
+            rows = []
+            for i in range(2):
+                res = client.call("complete", {"model": MODEL, "prompt": f"List {i}: {task}", "max_tokens": max_tokens, "temperature": 0})
+                rows.append(res["timings"])
+            drafted = sum(r.get("draft_tokens") or 0 for r in rows)
+            accepted = sum(r.get("draft_accepted") or 0 for r in rows)
+            out[name] = {
+                "decode_tps": round(statistics.median(r["decode_tps"] or 0.0 for r in rows), 2),
+                "draft_tokens": drafted,
+                "draft_accepted": accepted,
+                "acceptance_rate": round(accepted / drafted, 3) if drafted else None,
+            }
+    for name in ("ngram", "draft_self"):
+        out[name]["speedup"] = round(out[name]["decode_tps"] / out["plain"]["decode_tps"], 3) if out["plain"]["decode_tps"] else None
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--threads", type=int, help="llama.cpp threads on both sides (default: the physical cores)")
+    ap.add_argument("--prefix", action="store_true", help="only the ~1,000-token shared-prefix figures")
+    ap.add_argument("--speculation", action="store_true", help="only the speculative-decoding figures")
     args = ap.parse_args()
+    if args.prefix or args.speculation:
+        from impetus_llamacpp.threads import ThreadPolicy
+
+        threads = args.threads or ThreadPolicy().last
+        result: dict[str, Any] = {"benchmark": "llama_server", "model": MODEL, "threads": threads}
+        if args.prefix:
+            result["shared_prefix"] = prefix_figures(threads)
+        if args.speculation:
+            result["speculation"] = speculation_figures(threads)
+        print(json.dumps(result, indent=2))
+        return
     print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads), indent=2))
 
 

@@ -93,10 +93,16 @@ def ps(state: State) -> None:
 @click.argument("model")
 @click.option("--backend", help="Run on this backend instead of the automatic choice.")
 @click.option("--keep-alive", help="How long to stay loaded when idle (e.g. 30s, 5m, -1 = forever).")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), help="The KV cache's element type (llama.cpp).")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), help="Flash attention (llama.cpp).")
+@click.option("--draft", metavar="DRAFT_MODEL", help="Speculative decoding with this draft model (same vocabulary).")
+@click.option("--ngram", is_flag=True, default=None, help="Speculative decoding from n-grams of the context, no draft model.")
 @click.pass_obj
-def load(state: State, model: str, backend: str | None, keep_alive: str | None) -> None:
+def load(
+    state: State, model: str, backend: str | None, keep_alive: str | None, kv_type: str | None, flash_attn: str | None, draft: str | None, ngram: bool | None
+) -> None:
     """Load MODEL into its own worker process."""
-    params = {"model": model, "backend": backend, "keep_alive": keep_alive}
+    params = {"model": model, "backend": backend, "keep_alive": keep_alive, "kv_type": kv_type, "flash_attn": flash_attn, "draft": draft, "ngram": ngram}
     with state.client() as client:
         result = client.call("models.load", {k: v for k, v in params.items() if v is not None}, type=LoadResult)
     if state.json:

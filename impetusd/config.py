@@ -94,6 +94,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
     llama_server: str | None = None  # the llama-server binary the llama.cpp backend runs (None: setup's, or PATH's)
     llamacpp_gpu_layers: str | None = None  # layers a CUDA llama-server puts on the GPU: a number, "all", "auto" (None: auto)
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"  # per load: models.load kv_type
+    flash_attn: Literal["auto", "on", "off"] = "auto"  # per load: models.load flash_attn
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -137,6 +139,8 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     worker_blas: str | None = None
     llama_server: str | None = None
     llamacpp_gpu_layers: int | str | None = None
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    flash_attn: Literal["auto", "on", "off"] | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

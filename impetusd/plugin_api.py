@@ -27,6 +27,7 @@ from impetusd.plugin.engine import (
     EngineResult,
     FatalEngine,
     GenerateRequest,
+    LoadOptions,
     ModelSpec,
     TokenizeOutput,
     Tokenizer,
@@ -47,6 +48,7 @@ from impetusd.plugin.registries import (
     PluginRegistry,
     PromptCacheTier,
 )
+from impetusd.plugin.signed_files import SignedFiles
 from impetusd.plugin.stops import StopScanner
 from impetusd.protocol.api import FinishReason
 from impetusd.protocol.errors import (
@@ -79,6 +81,7 @@ __all__ = [
     "MethodSpec",
     # the engine contract
     "ModelSpec",
+    "LoadOptions",
     "GenerateRequest",
     "EngineResult",
     "FinishReason",
@@ -114,6 +117,7 @@ __all__ = [
     "ConversionFailed",
     # helpers
     "StopScanner",
+    "SignedFiles",
     "has_metal",
     "memory_cgroup",
     "MemoryCgroup",

@@ -184,3 +184,34 @@ def test_a_missing_binary_is_no_backend_naming_the_fix(tmp_path: Path, named_by:
         assert "scripts/setup" in err["message"] and "IMPETUS_LLAMA_SERVER" in err["message"] and missing in err["message"]
     finally:
         d.stop()
+
+
+def long_system(topic: str, n: int = 40) -> str:
+    """A system prompt of several hundred tokens, its own for ``topic``."""
+    return " ".join(f"Rule {i} for the {topic} desk: answer briefly and mention {topic} item number {i * 7 % 13}." for i in range(n))
+
+
+def chat(conn: Any, system: str, question: str) -> dict[str, Any]:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    reply = conn.call("chat", {"model": MODEL, "messages": messages, "max_tokens": 2, "temperature": 0})
+    assert "result" in reply, reply
+    return reply["result"]
+
+
+@pytest.mark.model
+def test_requests_go_to_the_slot_holding_their_prefix(daemon: DaemonProcess) -> None:
+    """Two conversations with long prefixes alternate with unrelated prompts that would
+    take the least recently used slot (llama-server's own choice): each conversation
+    finds its prefix again in its slot."""
+    load(daemon)
+    bakery, garage = long_system("bakery"), long_system("garage")
+    with daemon.connect() as conn:
+        chat(conn, bakery, "Hi?")
+        chat(conn, garage, "Hi?")
+        for word in ["alpha", "beta", "gamma", "delta", "epsilon"]:
+            assert "result" in conn.call("complete", {"model": MODEL, "prompt": f"{word} one two", "max_tokens": 1})
+        for _ in range(2):
+            for system in (bakery, garage):
+                usage = chat(conn, system, "Open today?")["usage"]
+                assert usage["prompt_tokens"] > 400
+                assert usage["cached_tokens"] >= usage["prompt_tokens"] - 12, usage  # all but the question

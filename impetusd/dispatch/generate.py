@@ -151,6 +151,9 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
         decode_tps=None if res.decode_tps is None else round(res.decode_tps, 2),
         total_ms=round((finished - ctx.received) * 1000, 2),
         batch_size=res.batch_size,
+        draft_tokens=res.draft_tokens,
+        draft_accepted=res.draft_accepted,
+        acceptance_rate=round(res.draft_accepted / res.draft_tokens, 4) if res.draft_tokens and res.draft_accepted is not None else None,
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
     services.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)

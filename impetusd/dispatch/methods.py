@@ -41,6 +41,7 @@ from impetusd.protocol.api import (
     UnloadParams,
     UnloadResult,
 )
+from impetusd.residency.options import load_options
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
@@ -118,11 +119,17 @@ def models_list(services: Services, params: Empty, ctx: RequestContext) -> Model
 
 
 async def models_load(services: Services, params: LoadParams, ctx: RequestContext) -> LoadResult:
+    asked = (params.kv_type, params.flash_attn, params.draft, params.ngram) != (None, None, None, None)
+    options = None
+    if asked:
+        cfg, residency = services.residency.config, services.residency
+        options = load_options(cfg, residency.resolve, kv_type=params.kv_type, flash_attn=params.flash_attn, draft=params.draft, ngram=params.ngram)
     resident, _, already = await services.residency.ensure_loaded(
         params.model,
         backend=params.backend,
         keep_alive=params.keep_alive,
         force=True,  # an explicit load resets a failed model
+        options=options,
     )
     return LoadResult(model=resident.describe(), already_loaded=already)
 

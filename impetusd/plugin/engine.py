@@ -57,6 +57,10 @@ class Tuning(msgspec.Struct, frozen=True):
     prefill_chunk: int | None = None
 
 
+KvType = Literal["f16", "q8_0", "q4_0"]
+FlashAttn = Literal["auto", "on", "off"]
+
+
 class ModelSpec(msgspec.Struct, frozen=True):
     """A model resolved to something a backend can start."""
 
@@ -65,6 +69,17 @@ class ModelSpec(msgspec.Struct, frozen=True):
     format: str
     source: str = "path"
     metadata: dict[str, Any] = {}
+    options: LoadOptions | None = None  # how to load it (models.load, config); None: the defaults
+
+
+class LoadOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-load engine settings (``models.load`` params over the configuration). Backends
+    that cannot honour one refuse the load; the llama.cpp backend honours them all."""
+
+    kv_type: KvType = "f16"  # the KV cache's element type (K and V)
+    flash_attn: FlashAttn = "auto"
+    draft: ModelSpec | None = None  # speculative decoding with this draft model
+    ngram: bool = False  # speculative decoding from n-grams of the context (no draft model)
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,6 +153,8 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     batch_limit: int | None = None  # the engine's batch size limit when this request finished
     queued_ms: float | None = None  # time a batch engine held the request before it joined the batch
     stop_sequence: str | None = None  # the stop string that ended the text (finish_reason "stop")
+    draft_tokens: int | None = None  # speculative decoding: tokens drafted, and of them accepted
+    draft_accepted: int | None = None
 
 
 class EngineInfo(msgspec.Struct, frozen=True):
@@ -279,3 +296,7 @@ class BackendSpec(msgspec.Struct, frozen=True):
     # Modules a spare worker imports before it is given a model (impetusd/residency/spares.py).
     preload: tuple[str, ...] = ()
     max_batch: int = 1  # requests decoded together per model by default (engines implementing BatchEngine)
+    # The memory estimate's KV cache: this many sequences (a KV cache per slot), each of
+    # ``min(context_tokens, the model's context)`` tokens; None: the configured estimate context.
+    kv_sequences: int = 1
+    context_tokens: int | None = None

@@ -106,6 +106,11 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model: str
     backend: str | None = None
     keep_alive: KeepAlive = None
+    # engine settings (None: the configuration's); a loaded model with others is reloaded
+    kv_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    flash_attn: Literal["auto", "on", "off"] | None = None
+    draft: str | None = None  # a draft model (name or path) for speculative decoding
+    ngram: bool | None = None  # n-gram speculative decoding, no draft model
 
 
 class UnloadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -219,6 +224,9 @@ class Timings(msgspec.Struct, frozen=True):
     decode_tps: float | None
     total_ms: float
     batch_size: int | None = None  # most requests decoded together with this one (batching backends)
+    draft_tokens: int | None = None  # speculative decoding: tokens drafted (draft model or n-grams)
+    draft_accepted: int | None = None  # of them, accepted by the model
+    acceptance_rate: float | None = None  # draft_accepted / draft_tokens
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

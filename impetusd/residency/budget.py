@@ -2,8 +2,11 @@
 
 The estimate (docs/design.md, Residency) is
 
-    weights + KV cache for ``context`` tokens + the backend's runtime overhead
-    KV cache = layers × kv_heads × head_dim × context × 2 (K and V) × dtype bytes
+    weights + KV cache for ``context`` tokens × sequences + the backend's runtime overhead
+    KV cache = layers × kv_heads × head_dim × context × 2 (K and V) × element bytes
+
+(sequences: the backend's KV caches per model, one per slot for llama.cpp; element
+bytes: 2 for f16, 34/32 for q8_0, 18/32 for q4_0; a draft model adds its own)
 
 with every figure read from the metadata the format plugin reported at
 inspection (GGUF header, config.json) and the weights from the files' sizes.
@@ -96,7 +99,11 @@ def _int(meta: dict[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def kv_cache_bytes(meta: dict[str, Any], context: int) -> int:
+# Bytes per KV-cache element of each type llama.cpp offers (q8_0: 34 bytes per 32; q4_0: 18 per 32).
+KV_ELEMENT_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def kv_cache_bytes(meta: dict[str, Any], context: int, kv_type: str = "f16") -> int:
     """layers × kv_heads × head_dim × context × 2 × dtype bytes; 0 without the
     layer count. Without head counts, the KV width is taken as the embedding
     width (no grouped-query attention: the larger figure)."""
@@ -108,18 +115,25 @@ def kv_cache_bytes(meta: dict[str, Any], context: int) -> int:
     embedding = _int(meta, "embedding_length")
     head_dim = _int(meta, "head_dim") or (embedding // heads if heads and embedding else None)
     width = kv_heads * head_dim if kv_heads and head_dim else (_int(meta, "embedding_length") or 0)
-    dtype_bytes = 4 if meta.get("quantization") == "F32" else 2
-    return layers * width * context * 2 * dtype_bytes
+    dtype_bytes = 4.0 if meta.get("quantization") == "F32" and kv_type == "f16" else KV_ELEMENT_BYTES.get(kv_type, 2.0)
+    return int(layers * width * context * 2 * dtype_bytes)
 
 
-def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int, weights: int | None = None) -> MemoryEstimate:
-    """What ``spec`` should need with a KV cache for ``min(context_tokens, its context)`` tokens.
-    ``weights``: the backend's own figure for the weights in memory, when it differs
-    from the files' size (``BackendSpec.memory_weights``)."""
+def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int, weights: int | None = None, *, sequences: int = 1) -> MemoryEstimate:
+    """What ``spec`` should need with ``sequences`` KV caches (one per slot) of
+    ``min(context_tokens, its context)`` tokens each, of the load's KV type; a draft model
+    (speculative decoding) adds its weights and KV caches. ``weights``: the backend's own
+    figure for the weights in memory, when it differs from the files' size
+    (``BackendSpec.memory_weights``)."""
     meta = spec.metadata
     context = min(context_tokens, _int(meta, "context_length") or context_tokens)
     weights = weights_bytes(spec) if weights is None else weights
-    kv = kv_cache_bytes(meta, context)
+    kv_type = spec.options.kv_type if spec.options is not None else "f16"
+    kv = kv_cache_bytes(meta, context, kv_type) * max(sequences, 1)
+    draft = spec.options.draft if spec.options is not None else None
+    if draft is not None:
+        weights += weights_bytes(draft)
+        kv += kv_cache_bytes(draft.metadata, min(context, _int(draft.metadata, "context_length") or context)) * max(sequences, 1)
     return MemoryEstimate(
         total_bytes=weights + kv + overhead_bytes,
         weights_bytes=weights,

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from impetusd.config import parse_keep_alive
 from impetusd.observe.events import Event
-from impetusd.plugin.engine import BackendSpec, ModelSpec, Tuning
+from impetusd.plugin.engine import BackendSpec, LoadOptions, ModelSpec, Tuning
 from impetusd.protocol.api import MemoryBudget, ModelEntry, ModelFailure
 from impetusd.protocol.errors import (
     ImpetusError,
@@ -32,6 +33,7 @@ from impetusd.residency.cachedir import cache_settings
 from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
 from impetusd.residency.lease import Lease, Queued
+from impetusd.residency.options import check_options, for_backend
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.residency.spares import Spares
 from impetusd.residency.thermal import ThermalWatch
@@ -151,6 +153,9 @@ class ModelManager:
         """The format plugin that recognises ``path``, and what it reads from it."""
         return detect_format(self.registries.formats, path)
 
+    def default_options(self) -> LoadOptions:
+        return LoadOptions(kv_type=self.config.kv_cache_type, flash_attn=self.config.flash_attn)
+
     def choose_backend(self, spec: ModelSpec, wanted: str | None) -> BackendSpec:
         return choose_backend(self.registries, self.hook, self.config.backend, spec, wanted)
 
@@ -213,13 +218,20 @@ class ModelManager:
 
     # --- load / unload ------------------------------------------------------------
     async def ensure_loaded(
-        self, ref: str, *, backend: str | None = None, keep_alive: float | str | None = None, force: bool = False
+        self,
+        ref: str,
+        *,
+        backend: str | None = None,
+        keep_alive: float | str | None = None,
+        force: bool = False,
+        options: LoadOptions | None = None,
     ) -> tuple[Resident, float, bool]:
         """The resident model for ``ref``, loading it if needed.
 
         A model whose circuit is open is refused with ``ModelFailed`` unless
         ``force`` (an explicit ``models.load``) resets it; after a recent crash
-        the start waits out the backoff. Returns ``(resident, load_ms_caused, already_loaded)``.
+        the start waits out the backoff. ``options`` (an explicit ``models.load``'s) other
+        than the loaded model's reload it. Returns ``(resident, load_ms_caused, already_loaded)``.
         """
         spec = self.resolve(ref)
         ka = parse_keep_alive(keep_alive, self.config.keep_alive_s)
@@ -230,6 +242,13 @@ class ModelManager:
         lock = self._locks.setdefault(spec.name, anyio.Lock())
         async with lock:
             current = self.resident.get(spec.name)
+            spec = msgspec.structs.replace(spec, options=options or self.default_options())
+            if current is not None and current.worker.alive and options is not None and options != current.spec.options:
+                if current.in_flight:
+                    busy = f"{spec.name} is running {current.in_flight} request(s)"
+                    raise NoBackend(f"{busy}; load it with other settings when they have finished", backend=backend)
+                await self._stop(current, "unloaded to load with other settings")
+                current = None
             if current is not None and current.worker.alive and backend and backend != current.backend.name:
                 if current.in_flight:  # switching would cut its requests short
                     raise NoBackend(
@@ -244,6 +263,8 @@ class ModelManager:
                 current.touch(ka if keep_alive is not None else current.keep_alive)
                 return current, 0.0, True
             chosen = self.choose_backend(spec, backend)
+            check_options(spec, chosen, options is not None, lambda path: self.detect(path)[1])
+            spec = msgspec.structs.replace(spec, options=for_backend(spec.options, chosen))
             self._check_circuit(spec.name)
             started = time.monotonic()
             if spec.name in self.crashes:
@@ -254,7 +275,8 @@ class ModelManager:
             cfg = self.config
             env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
-            need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context, weights)
+            context = chosen.context_tokens or cfg.memory_estimate_context  # a backend that fixes its context says so
+            need = estimate(spec, chosen.memory_overhead_bytes, context, weights, sequences=chosen.kv_sequences)
             await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
             self.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
             thermal = self.thermal

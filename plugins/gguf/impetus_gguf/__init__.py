@@ -48,6 +48,12 @@ def _str(meta: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _vocab_size(tensors: dict[str, Any]) -> int | None:
+    """The token embedding's row count (the header's token list is an array this reader skips)."""
+    embedding = tensors.get("token_embd.weight")
+    return int(embedding[1][1]) if embedding is not None and len(embedding[1]) == 2 else None
+
+
 def inspect(path: Path) -> dict[str, Any]:
     """Scalar facts from the header; a value of the wrong type reads as absent."""
     from .reader import read_header
@@ -76,6 +82,7 @@ def inspect(path: Path) -> dict[str, Any]:
         "parameters": params,
         "tensors": len(header.tensors),
         "tokenizer": _str(meta, "tokenizer.ggml.model"),
+        "vocab_size": _vocab_size(header.tensors),
         "chat_template": isinstance(meta.get("tokenizer.chat_template"), str),
     }
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from impetusd.plugin_api import BackendSpec, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
+from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
 SLOTS_ENV = "IMPETUS_LLAMACPP_SLOTS"  # another number of slots (a GPU decodes 64 streams together at little cost each)
+# A context as long as the model's, up to this many tokens: the KV cache is allocated
+# up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
+# would otherwise reserve gigabytes. Each slot has a KV cache of this size (engine.server_args).
+MAX_CONTEXT = 8192
 
 
 def slots() -> int:
@@ -37,6 +42,9 @@ CAPABILITIES = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "logit_bias",
+        "kv_type",  # load options (LoadOptions)
+        "flash_attn",
+        "speculative",
     }
 )
 
@@ -59,6 +67,8 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             devices=frozenset({"cpu", "cuda"}),
             description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
             max_batch=n,
+            kv_sequences=n,  # a KV cache per slot
+            context_tokens=MAX_CONTEXT,
         )
     )
 
@@ -70,3 +80,22 @@ def impetus_select_backend(spec: ModelSpec, backends: list[BackendSpec]) -> str 
     if spec.format == "gguf" and not has_metal() and any(b.name == NAME for b in backends):
         return NAME
     return None
+
+
+def _disk_tier(ctx: CacheTierContext) -> Any:
+    from .slot_files import slot_file_tier
+
+    return slot_file_tier(ctx)
+
+
+@hookimpl
+def impetus_register_cache_tiers(registry: PluginRegistry[CacheTier]) -> None:
+    registry.add(
+        CacheTier(
+            name="llamacpp-disk",
+            factory=_disk_tier,
+            backends=frozenset({NAME}),
+            order=10,
+            description="llama-server slot files of hot prefixes under $IMPETUS_HOME/cache/prompts/<model digest>-llamacpp, HMAC-checked, bounded",
+        )
+    )

@@ -12,11 +12,13 @@ import json
 import logging
 import os
 import queue
+import shutil
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,42 +32,48 @@ from impetusd.plugin_api import (
     EngineResult,
     FinishReason,
     GenerateRequest,
+    LoadOptions,
     ModelSpec,
     PluginError,
+    PromptCacheTier,
     Tuning,
     UnsupportedFormat,
 )
 
-from . import binary, gpu
+from . import MAX_CONTEXT, binary, gpu
 from .embed import Embedder
 from .prompt import Prompter
 from .sampling import options
 from .server import LlamaServer
+from .slot_files import SlotFileTier
+from .slots import Slots
 from .threads import ThreadPolicy
 
 log = logging.getLogger(__name__)
 
-# A context as long as the model's, up to this many tokens: the KV cache is allocated
-# up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
-# would otherwise reserve gigabytes. Each slot has a KV cache of this size (server_args).
-MAX_CONTEXT = 8192
 # Prompt tokens per llama_decode call: a cancel stops a long prompt within one of these.
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
+# llama-server's speculation types: a draft model (-md alone loads it but drafts nothing),
+# and n-grams of the context ("ngram-mod" drafted on a repetitive prompt here; "ngram-simple" did not)
+DRAFT_SPEC = "draft-simple"
+NGRAM_SPEC = "ngram-mod"
+RESTORE_GAIN = 64  # restore a slot file when it holds this many more prompt tokens than the slot
 
 
 CONTEXT_ENV = "IMPETUS_LLAMACPP_CONTEXT"  # tokens per slot, instead of MAX_CONTEXT
 GPU_LAYERS_ENV = "IMPETUS_LLAMACPP_GPU_LAYERS"  # layers on the GPU: a number, "all", or unset/"auto" (gpu.py decides)
 
 
-def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0) -> list[str]:
+def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, options: LoadOptions | None = None) -> list[str]:
     """llama-server's options for generation (bench/llama_server.py and bench/gpu.py start it the same way)."""
+    extra = load_args(options or LoadOptions())
     # One KV cache of n_ctx tokens per slot (--no-kv-unified): with one buffer shared by the
     # slots, concurrent greedy requests gave other text than each alone (measured here).
     args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
     args += ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
-    return args + ["--n-gpu-layers", str(gpu_layers)]
+    return args + ["--n-gpu-layers", str(gpu_layers), *extra]
 
 
 def max_context() -> int:
@@ -105,6 +113,23 @@ def gpu_layers(found: binary.Binary, spec: ModelSpec, tokens: int) -> tuple[int,
     return gpu.layers_that_fit(layers, weights, kv_bytes(spec.metadata, tokens), sum(g.free_bytes for g in gpus)), gpus
 
 
+def load_args(options: LoadOptions) -> list[str]:
+    """The load's KV-cache type, flash attention and speculative decoding."""
+    args = ["--cache-type-k", options.kv_type, "--cache-type-v", options.kv_type, "--flash-attn", options.flash_attn]
+    if options.draft is not None:
+        args += ["--model-draft", options.draft.path, "--spec-type", DRAFT_SPEC]
+    elif options.ngram:
+        args += ["--spec-type", NGRAM_SPEC]
+    return args
+
+
+def cache_variant(options: LoadOptions | None) -> str:
+    """Slot files of other KV layouts do not restore: each has its own disk-tier directory."""
+    if options is None or (options.kv_type, options.flash_attn) == ("f16", "auto"):
+        return ""
+    return f"{options.kv_type}-fa-{options.flash_attn}"
+
+
 class Stream:
     """One request's HTTP stream to llama-server, read on its own thread."""
 
@@ -132,6 +157,10 @@ class Stream:
         self.tokens = 0
         self.first = 0.0
         self.batch_size = 1
+        self.slot = -1  # llama-server's slot (id_slot), chosen when the request starts
+        self.reused = 0  # leading tokens the slot held already
+        self.restore = False  # whether the disk tier holds more of the prompt than the slot
+        self.held: list[int] = []  # what the slot holds once the request is over
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -156,7 +185,13 @@ class LlamaServerEngine:
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
         self.running: list[Stream] = []
-        self.events: queue.Queue[tuple[Stream | None, str | EngineResult | Exception]] = queue.Queue()
+        self.events: queue.Queue[tuple[Stream | None, str | EngineResult | Exception | None]] = (
+            queue.Queue()
+        )  # (None, _): wake(); (stream, None): its slot is free
+        self.slots = Slots(self.default_max_batch)
+        self.disk: SlotFileTier | None = None
+        self.disk_lock = threading.Lock()  # the tier is used from the streams' threads
+        self.cache_variant = ""
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
@@ -176,7 +211,7 @@ class LlamaServerEngine:
         limit = max_context()
         n_ctx = min(trained, limit) if trained else limit
         offload, gpus = gpu_layers(found, spec, n_ctx * slots)
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads, offload), role="generate")
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads, offload, spec.options), role="generate")
         try:
             server.wait_ready()
             props = server.get("/props")
@@ -203,9 +238,14 @@ class LlamaServerEngine:
             "gpu_layers": offload,
             "layers": int(spec.metadata.get("block_count") or 0),
             "gpus": [g.name for g in gpus],
+            "kv_type": (spec.options or LoadOptions()).kv_type,
+            "flash_attn": (spec.options or LoadOptions()).flash_attn,
+            "draft": spec.options.draft.name if spec.options and spec.options.draft else None,
+            "speculative": "draft" if spec.options and spec.options.draft else ("ngram" if spec.options and spec.options.ngram else None),
         }
         engine = cls(server, found, details, n_ctx, int(meta["n_vocab"]), prompter)
         engine.threads = threads
+        engine.cache_variant = cache_variant(spec.options)
         server.watch(lambda reason: engine.on_fatal(reason))
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
@@ -221,6 +261,9 @@ class LlamaServerEngine:
         if self.details.get("device") == "cuda":
             pids = {self.server.process.pid} | ({self.embedder.server.process.pid} if self.embedder is not None else set())
             details["gpu_memory_bytes"] = gpu.process_memory(pids)
+        if self.disk is not None:
+            with self.disk_lock:
+                details["prompt_cache_disk"] = self.disk.stats()
         return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details)
 
     def close(self) -> None:
@@ -276,7 +319,15 @@ class LlamaServerEngine:
 
     def step(self) -> None:
         while self.waiting and len(self.running) < self.max_batch:
+            chosen = self.slots.choose(self.waiting[0].ids)
+            if chosen is None:
+                break  # a finished request's slot is still being saved
             stream = self.waiting.popleft()
+            stream.slot, stream.reused = chosen
+            if self.disk is not None:
+                with self.disk_lock:
+                    stream.restore = self.disk.match(stream.ids) >= stream.reused + RESTORE_GAIN
+            stream.body["id_slot"] = stream.slot
             stream.joined = time.monotonic()
             self.running.append(stream)
             threading.Thread(target=self._read, args=(stream,), name="llama-server-stream", daemon=True).start()
@@ -297,6 +348,9 @@ class LlamaServerEngine:
             if sender is None:  # wake()
                 continue
             stream = sender
+            if item is None:
+                self.slots.release(stream.slot, stream.held)
+                continue
             if isinstance(item, str):
                 stream.on_text(item)
                 continue
@@ -308,7 +362,60 @@ class LlamaServerEngine:
             stream.on_done(item)
 
     def _read(self, stream: Stream) -> None:
-        """The stream's thread: text and the end go to ``events`` for the main thread."""
+        """The stream's thread: text and the end go to ``events`` for the main thread,
+        then the slot is handed back."""
+        self._stream(stream)
+        self.events.put((stream, None))
+
+    # -- the disk tier (slot_files.py) ---------------------------------------------------
+
+    def use_cache_tiers(self, tiers: list[tuple[str, PromptCacheTier]]) -> None:
+        for _, tier in tiers:
+            if isinstance(tier, SlotFileTier):
+                self.disk = tier
+
+    def _restore(self, stream: Stream) -> None:
+        """Into the stream's slot, the slot file that holds the most of its prompt."""
+        assert self.disk is not None
+        with self.disk_lock:
+            found = self.disk.fetch(stream.ids)
+            if found is None:
+                return
+            path, _ = found
+            staged = os.path.join(self.server.slot_dir, f"restore-{stream.slot}{path.suffix}")
+            try:
+                os.link(path, staged)
+            except OSError:
+                shutil.copyfile(path, staged)
+        try:
+            self.server.post(f"/slots/{stream.slot}?action=restore", {"filename": os.path.basename(staged)})
+        except PluginError as exc:
+            with self.disk_lock:
+                self.disk.discard(path, f"llama-server did not restore it: {exc}")
+        finally:
+            os.unlink(staged)
+
+    def _save(self, stream: Stream) -> None:
+        """A hot prefix: the slot's KV cache to the disk tier."""
+        assert self.disk is not None
+        with self.disk_lock:
+            if not self.disk.wants(stream.held, stream.reused):
+                return
+        name = f"save-{stream.slot}.slot"
+        staged = os.path.join(self.server.slot_dir, name)
+        try:
+            self.server.post(f"/slots/{stream.slot}?action=save", {"filename": name})
+            with self.disk_lock:
+                self.disk.store(stream.held, Path(staged))
+        except (PluginError, OSError, httpx.HTTPError) as exc:
+            log.warning("llama-server: saving slot %d failed: %s", stream.slot, exc)
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+
+    def _stream(self, stream: Stream) -> None:
+        if stream.restore:
+            self._restore(stream)
         final: dict[str, Any] | None = None
         try:
             with self.server.http.stream("POST", "/completion", json=stream.body) as response:
@@ -344,7 +451,15 @@ class LlamaServerEngine:
         except Exception as exc:
             self.events.put((stream, exc))
             return
-        self.events.put((stream, self._result(stream, final)))
+        result = self._result(stream, final)
+        if stream.tokens:  # the whole prompt went through the slot
+            stream.held = stream.ids
+            stream.reused = result.cached_tokens
+        if self.disk is not None and stream.held and not stream.cancelled:
+            # Before the result: a worker asked to stop exits at once, and this happens once
+            # per hot prefix (its first reuse); the first token was not held back.
+            self._save(stream)
+        self.events.put((stream, result))
 
     def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
         finish: FinishReason = "cancelled"
@@ -364,6 +479,8 @@ class LlamaServerEngine:
             ttft_ms=(stream.first - stream.joined) * 1000 if stream.tokens and stream.first else None,
             prefill_tps=float(prefill) if prefill and prefill > 0 else None,
             decode_tps=float(decode) if decode and decode > 0 and stream.tokens > 1 else None,
+            draft_tokens=int(timings["draft_n"]) if "draft_n" in timings else None,
+            draft_accepted=int(timings["draft_n_accepted"]) if "draft_n_accepted" in timings else None,
         )
 
     # -- embeddings -------------------------------------------------------------------

@@ -52,9 +52,11 @@ class LlamaServer:
         self.role = role
         self.dir = tempfile.mkdtemp(prefix="impetus-llama-")  # 0700: only this user reaches the socket
         self.socket = os.path.join(self.dir, "llama-server.sock")
+        self.slot_dir = os.path.join(self.dir, "slots")  # --slot-save-path: staging for slot files (slot_files.py)
+        os.mkdir(self.slot_dir, 0o700)
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.closing = False
-        cmd = [binary.path, "--model", model, "--host", self.socket, "--no-webui", "--slots", *args]
+        cmd = [binary.path, "--model", model, "--host", self.socket, "--no-webui", "--slots", "--slot-save-path", self.slot_dir, *args]
         log.info("starting llama-server (%s): %s", role, " ".join(cmd))
         self.process = subprocess.Popen(
             cmd,
