@@ -16,7 +16,7 @@ SLOTS_ENV = "IMPETUS_LLAMACPP_SLOTS"  # another number of slots (a GPU decodes 6
 MAX_CONTEXT = 8192
 
 
-def slots() -> int:
+def slot_count() -> int:
     """The slots per model: ``IMPETUS_LLAMACPP_SLOTS`` (1 to 256) or ``MAX_BATCH``. Read where the
     backend registers (the daemon) and where it starts (the worker, which inherits the daemon's environment)."""
     text = os.environ.get(SLOTS_ENV, "").strip()
@@ -52,12 +52,12 @@ CAPABILITIES = frozenset(
 def start(spec: ModelSpec) -> Engine:
     from .engine import LlamaServerEngine  # imports happen here, in the worker
 
-    return LlamaServerEngine.load(spec, slots=slots())
+    return LlamaServerEngine.load(spec, slots=slot_count())
 
 
 @hookimpl
 def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
-    n = slots()
+    n = slot_count()
     registry.add(
         BackendSpec(
             name=NAME,
