@@ -19,6 +19,8 @@ from gguf_factory import write_shaped_llama, write_tiny_llama
 from helpers import DaemonProcess
 
 from impetus_llamacpp import binary, gpu
+from impetusd.plugin.nvidia import Gpu
+from impetusd.plugin.nvidia import parse as parse_gpus
 
 GIB = 1 << 30
 
@@ -58,8 +60,8 @@ def test_the_build_variant_is_read_off_the_setup_flags() -> None:
 
 
 def test_nvidia_smi_rows_are_parsed() -> None:
-    rows = gpu.parse("0, NVIDIA H200, 143771, 143280\n1, NVIDIA H200, [N/A], [N/A]\n")
-    assert rows == [gpu.Gpu(0, "NVIDIA H200", 143771 * 1024 * 1024, 143280 * 1024 * 1024)]
+    rows = parse_gpus("0, NVIDIA H200, 143771, 143280, 491, 30, 0\n1, NVIDIA H200, [N/A], [N/A], [N/A], [N/A], [N/A]\n")
+    assert rows == [Gpu(index=0, name="NVIDIA H200", total_bytes=143771 * 1024 * 1024, free_bytes=143280 * 1024 * 1024, used_bytes=491 * 1024 * 1024, temp_c=30.0, utilization_percent=0.0)]
 
 
 def server_env() -> dict[str, str]:

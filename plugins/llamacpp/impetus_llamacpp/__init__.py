@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from impetusd.plugin_api import BackendSpec, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
@@ -41,6 +42,13 @@ CAPABILITIES = frozenset(
 )
 
 
+def gpu_layers(spec: ModelSpec, env: Mapping[str, str], requested: int | None, room: int) -> tuple[int, int]:
+    """In the daemon: the layers a load will offload, and the model's (offload.py)."""
+    from .offload import max_context, offload
+
+    return offload(spec, env, requested, room, context=max_context(), slots=slots())
+
+
 def start(spec: ModelSpec) -> Engine:
     from .engine import LlamaServerEngine  # imports happen here, in the worker
 
@@ -59,6 +67,7 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             devices=frozenset({"cpu", "cuda"}),
             description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
             max_batch=n,
+            gpu_layers=gpu_layers,
         )
     )
 

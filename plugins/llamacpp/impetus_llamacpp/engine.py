@@ -38,6 +38,7 @@ from impetusd.plugin_api import (
 
 from . import binary, gpu
 from .embed import Embedder
+from .offload import PLANNED_ENV, kv_bytes, max_context, wanted_layers, weights_bytes
 from .prompt import Prompter
 from .sampling import options
 from .server import LlamaServer
@@ -48,15 +49,10 @@ log = logging.getLogger(__name__)
 # A context as long as the model's, up to this many tokens: the KV cache is allocated
 # up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
 # would otherwise reserve gigabytes. Each slot has a KV cache of this size (server_args).
-MAX_CONTEXT = 8192
 # Prompt tokens per llama_decode call: a cancel stops a long prompt within one of these.
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
-
-
-CONTEXT_ENV = "IMPETUS_LLAMACPP_CONTEXT"  # tokens per slot, instead of MAX_CONTEXT
-GPU_LAYERS_ENV = "IMPETUS_LLAMACPP_GPU_LAYERS"  # layers on the GPU: a number, "all", or unset/"auto" (gpu.py decides)
 
 
 def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0) -> list[str]:
@@ -68,41 +64,21 @@ def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0) -> li
     return args + ["--n-gpu-layers", str(gpu_layers)]
 
 
-def max_context() -> int:
-    text = os.environ.get(CONTEXT_ENV, "").strip()
-    if not text:
-        return MAX_CONTEXT
-    if not text.isdigit() or int(text) < 64:
-        raise PluginError(f"{CONTEXT_ENV}={text!r}: expected a number of tokens, at least 64", backend="llamacpp")
-    return int(text)
-
-
-def kv_bytes(meta: dict[str, Any], tokens: int) -> int:
-    """The f16 KV cache for ``tokens`` (layers × kv_heads × head_dim × 2 × 2 bytes each)."""
-    layers, heads, width = (int(meta.get(k) or 0) for k in ("block_count", "head_count", "embedding_length"))
-    kv_heads = int(meta.get("head_count_kv") or heads)
-    head_dim = int(meta.get("head_dim") or (width // heads if heads else 0))
-    return layers * kv_heads * head_dim * tokens * 2 * 2
-
-
 def gpu_layers(found: binary.Binary, spec: ModelSpec, tokens: int) -> tuple[int, list[gpu.Gpu]]:
     """How many layers go to the GPU (llama.cpp counts the output layer as one more), and the GPUs:
-    none for a build without CUDA; else ``IMPETUS_LLAMACPP_GPU_LAYERS``, or what fits (gpu.py)."""
+    none for a build without CUDA; else what the daemon planned (``IMPETUS_GPU_LAYERS``), else
+    ``IMPETUS_LLAMACPP_GPU_LAYERS``, or what fits in the free memory (gpu.py)."""
     if found.variant != "cuda":
         return 0, []
     gpus = gpu.query()
     layers = int(spec.metadata.get("block_count") or 0)
-    text = os.environ.get(GPU_LAYERS_ENV, "").strip().lower()
-    if text == "all":
-        return max(layers + 1, 999), gpus
-    if text and text != "auto":
-        if not text.isdigit():
-            raise PluginError(f"{GPU_LAYERS_ENV}={text!r}: expected a number of layers, 'all' or 'auto'", backend="llamacpp")
-        return int(text), gpus
+    planned = os.environ.get(PLANNED_ENV, "").strip()
+    wanted = int(planned) if planned.isdigit() else wanted_layers(os.environ, layers)
+    if wanted is not None:
+        return wanted, gpus
     if not gpus:
         return 0, gpus
-    weights = int(spec.metadata.get("size_bytes") or 0) or os.path.getsize(spec.path)
-    return gpu.layers_that_fit(layers, weights, kv_bytes(spec.metadata, tokens), sum(g.free_bytes for g in gpus)), gpus
+    return gpu.layers_that_fit(layers, weights_bytes(spec), kv_bytes(spec.metadata, tokens), sum(g.free_bytes for g in gpus)), gpus
 
 
 class Stream:
