@@ -86,7 +86,8 @@ class Direct:
 
     def __init__(self, path: str, threads: int) -> None:
         from impetus_llamacpp import MAX_BATCH, binary
-        from impetus_llamacpp.engine import MAX_CONTEXT, server_args
+        from impetus_llamacpp.engine import server_args
+        from impetus_llamacpp.offload import MAX_CONTEXT
         from impetus_llamacpp.prompt import Prompter
         from impetus_llamacpp.server import LlamaServer
 
