@@ -93,10 +93,11 @@ def ps(state: State) -> None:
 @click.argument("model")
 @click.option("--backend", help="Run on this backend instead of the automatic choice.")
 @click.option("--keep-alive", help="How long to stay loaded when idle (e.g. 30s, 5m, -1 = forever).")
+@click.option("--gpu-layers", type=click.IntRange(min=0), help="Layers to offload to the GPU (a backend that offloads; more than the model has: all).")
 @click.pass_obj
-def load(state: State, model: str, backend: str | None, keep_alive: str | None) -> None:
+def load(state: State, model: str, backend: str | None, keep_alive: str | None, gpu_layers: int | None) -> None:
     """Load MODEL into its own worker process."""
-    params = {"model": model, "backend": backend, "keep_alive": keep_alive}
+    params = {"model": model, "backend": backend, "keep_alive": keep_alive, "n_gpu_layers": gpu_layers}
     with state.client() as client:
         result = client.call("models.load", {k: v for k, v in params.items() if v is not None}, type=LoadResult)
     if state.json:
@@ -105,7 +106,8 @@ def load(state: State, model: str, backend: str | None, keep_alive: str | None) 
         m = result.model
         warm = f", warm-up {m.warmup_ms / 1000:.2f} s" if m.warmup_ms is not None else ""
         verb = "already loaded" if result.already_loaded else f"loaded in {m.load_ms / 1000:.1f} s{warm}"
-        click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid})")
+        gpu = f"; {m.estimate.gpu_layers} layers on the GPU" if m.estimate and m.estimate.gpu_layers else ""
+        click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid}){gpu}")
 
 
 @main.command()

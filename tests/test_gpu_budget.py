@@ -98,3 +98,19 @@ def test_the_budget_counts_gpu_memory_and_evicts_on_the_side_that_lacks_it(gpu_d
         # A backend that cannot offload refuses the parameter by name.
         err = conn.call("models.load", {"model": str(tmp_path / "b.echo"), "backend": "echo", "n_gpu_layers": 2})["error"]
         assert err["data"]["name"] == "UnsupportedParameter" and err["data"]["param"] == "n_gpu_layers" and "gpu" in err["message"].lower()
+
+
+def test_doctor_names_the_gpu_for_a_backend_that_offloads() -> None:
+    """``placement`` asks the backend's own plan (here the fake plugin's real BackendSpec)."""
+    import impetus_echo
+    import impetus_fakegpu
+
+    from impetusd.plugin.registries import PluginRegistry
+    from impetusd.residency.choice import placement
+
+    registry: PluginRegistry = PluginRegistry("backend")
+    impetus_fakegpu.impetus_register_backends(registry)
+    impetus_echo.impetus_register_backends(registry)
+    gpuecho, echo = registry.get("gpuecho"), registry.get("echo")
+    assert placement(gpuecho, ["Fake GPU"], 4 * GIB) == "GPU (Fake GPU)"
+    assert placement(gpuecho) == "CPU" and placement(echo, ["Fake GPU"], 4 * GIB) == "CPU"
