@@ -4,6 +4,8 @@ through the real hooks, with a backend that offloads. The paths that need a GPU 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,19 @@ def test_doctor_names_the_gpu_for_a_backend_that_offloads() -> None:
     gpuecho, echo = registry.get("gpuecho"), registry.get("echo")
     assert placement(gpuecho, ["Fake GPU"], 4 * GIB) == "GPU (Fake GPU)"
     assert placement(gpuecho) == "CPU" and placement(echo, ["Fake GPU"], 4 * GIB) == "CPU"
+
+
+def test_the_cli_loads_with_gpu_layers_and_shows_gpu_memory(gpu_daemon: DaemonProcess, tmp_path: Path) -> None:
+    model = tmp_path / "cli.echo"
+    model.write_text("delay_s = 0\n")
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "impetusctl", "--no-autostart", *args], env=gpu_daemon.env, capture_output=True, text=True, timeout=120)
+
+    done = ctl("load", str(model), "--backend", "gpuecho", "--gpu-layers", "5")
+    assert done.returncode == 0 and "5 layers on the GPU" in done.stdout, done.stderr
+    table = ctl("ps").stdout
+    assert "GPU MEMORY" in table and " 1.1 GB " in table, table  # half of 1 GiB of weights + 512 MiB of runtime
+    assert "gpu memory: 1.1 GB of 2.7 GB (Fake GPU)" in table, table
+    refused = ctl("load", str(model), "--backend", "echo", "--gpu-layers", "1")
+    assert refused.returncode != 0 and "n_gpu_layers" in refused.stderr + refused.stdout
