@@ -97,12 +97,30 @@ def ps(state: State) -> None:
 @click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), help="Flash attention (llama.cpp).")
 @click.option("--draft", metavar="DRAFT_MODEL", help="Speculative decoding with this draft model (same vocabulary).")
 @click.option("--ngram", is_flag=True, default=None, help="Speculative decoding from n-grams of the context, no draft model.")
+@click.option("--gpu-layers", type=click.IntRange(min=0), help="Layers to offload to the GPU (a backend that offloads; more than the model has: all).")
 @click.pass_obj
 def load(
-    state: State, model: str, backend: str | None, keep_alive: str | None, kv_type: str | None, flash_attn: str | None, draft: str | None, ngram: bool | None
+    state: State,
+    model: str,
+    backend: str | None,
+    keep_alive: str | None,
+    kv_type: str | None,
+    flash_attn: str | None,
+    draft: str | None,
+    ngram: bool | None,
+    gpu_layers: int | None,
 ) -> None:
     """Load MODEL into its own worker process."""
-    params = {"model": model, "backend": backend, "keep_alive": keep_alive, "kv_type": kv_type, "flash_attn": flash_attn, "draft": draft, "ngram": ngram}
+    params = {
+        "model": model,
+        "backend": backend,
+        "keep_alive": keep_alive,
+        "kv_type": kv_type,
+        "flash_attn": flash_attn,
+        "draft": draft,
+        "ngram": ngram,
+        "n_gpu_layers": gpu_layers,
+    }
     with state.client() as client:
         result = client.call("models.load", {k: v for k, v in params.items() if v is not None}, type=LoadResult)
     if state.json:
@@ -111,7 +129,8 @@ def load(
         m = result.model
         warm = f", warm-up {m.warmup_ms / 1000:.2f} s" if m.warmup_ms is not None else ""
         verb = "already loaded" if result.already_loaded else f"loaded in {m.load_ms / 1000:.1f} s{warm}"
-        click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid})")
+        gpu = f"; {m.estimate.gpu_layers} layers on the GPU" if m.estimate and m.estimate.gpu_layers else ""
+        click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid}){gpu}")
 
 
 @main.command()

@@ -205,9 +205,11 @@ def backends(config: Config) -> Check:
     from impetusd.plugin.manager import build_registries, make_plugin_manager
     from impetusd.protocol.errors import NoBackend
     from impetusd.residency.choice import choose_backend, placement
+    from impetusd.residency.resident import gpu_budget
 
     pm = make_plugin_manager(config.plugins, config.disabled_plugins)
     registries = build_registries(pm)
+    gpu = gpu_budget(list(registries.monitors.values()))
     parts, slow = [], []
     for fmt in ("gguf", "mlx", "safetensors"):
         try:
@@ -215,7 +217,7 @@ def backends(config: Config) -> Check:
         except NoBackend:
             parts.append(f"{fmt}: no backend")
             continue
-        where = placement(chosen)
+        where = placement(chosen, gpu.gpus if gpu else (), gpu.bytes if gpu else 0)
         parts.append(f"{fmt}: {chosen.name} on the {where}")
         if has_metal() and where == "CPU":
             slow.append(fmt)

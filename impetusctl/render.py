@@ -7,15 +7,19 @@ from typing import Any
 import click
 import msgspec
 
-from impetusd.protocol.api import DaemonInfo, GenerationResult, Health, LoadedList, ModelList
+from impetusd.protocol.api import DaemonInfo, GenerationResult, Health, LoadedList, LoadedModel, ModelList
 
 _encoder = msgspec.json.Encoder()
 
 
-def gpu_memory(engine: dict[str, Any]) -> str:
-    """What the backend reported its processes hold on the GPU (the llama.cpp backend on CUDA), or "-"."""
-    value = engine.get("gpu_memory_bytes")
-    return size(value) if isinstance(value, int) and value >= 0 else "-"
+def gpu_memory(model: LoadedModel) -> str:
+    """What the model counts on the GPU side of the budget (its estimate's GPU part, or what the
+    backend reported its processes hold there when larger), or "-" when nothing is offloaded."""
+    value = model.gpu_memory_bytes
+    if value is None:
+        held = model.engine.get("gpu_memory_bytes")
+        value = held if isinstance(held, int) and held > 0 else None
+    return "-" if value is None else size(value)
 
 
 def json_out(obj: Any) -> None:
@@ -74,7 +78,7 @@ def loaded(result: LoadedList) -> None:
                 m.backend,
                 str(m.pid),
                 size(m.rss_bytes),
-                gpu_memory(m.engine),
+                gpu_memory(m),
                 estimate,
                 str(m.in_flight),
                 str(m.requests),
@@ -88,6 +92,9 @@ def loaded(result: LoadedList) -> None:
     if result.memory is not None:
         mem = result.memory
         click.echo(f"memory: {size(mem.used_bytes)} of the {size(mem.budget_bytes)} budget ({mem.source}), {size(mem.available_bytes)} free")
+        if mem.gpu_budget_bytes is not None:
+            gpus = ", ".join(mem.gpus)
+            click.echo(f"gpu memory: {size(mem.gpu_used_bytes)} of {size(mem.gpu_budget_bytes)} ({gpus}), {size(mem.gpu_available_bytes)} free")
     for f in result.failed:
         click.echo(f"FAILED {f.name}: {f.reason}; refused for {f.retry_after_s:.0f} s (impetusctl load forces a restart)")
 

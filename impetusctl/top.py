@@ -75,11 +75,14 @@ def _decode_rate(frame: Frame, name: str) -> str:
 def build(frame: Frame) -> Group:
     now = time.time()
     models = Table(title="loaded models", title_justify="left", expand=False)
-    for col in ("MODEL", "BACKEND", "PID", "MEMORY", "ACTIVE", "REQUESTS", "TOK/S", "UNLOADS IN"):
+    on_gpu = any(render.gpu_memory(lm) != "-" for lm in frame.metrics.loaded)  # the column only where a model offloads
+    for col in ("MODEL", "BACKEND", "PID", "MEMORY", *(["GPU MEMORY"] if on_gpu else []), "ACTIVE", "REQUESTS", "TOK/S", "UNLOADS IN"):
         models.add_column(col)
     for lm in frame.metrics.loaded:
         until = "never" if lm.keep_alive_s is None else ("busy" if lm.expires_at is None else f"{max(lm.expires_at - now, 0):.0f} s")
-        models.add_row(lm.name, lm.backend, str(lm.pid), render.size(lm.rss_bytes), str(lm.in_flight), str(lm.requests), _decode_rate(frame, lm.name), until)
+        gpu = [render.gpu_memory(lm)] if on_gpu else []
+        rate = _decode_rate(frame, lm.name)
+        models.add_row(lm.name, lm.backend, str(lm.pid), render.size(lm.rss_bytes), *gpu, str(lm.in_flight), str(lm.requests), rate, until)
     recent = Table(title="recent requests", title_justify="left", expand=False)
     for col in ("AGO", "MODEL", "METHOD", "OUTCOME", "TOKENS", "TTFT", "TOK/S"):
         recent.add_column(col)

@@ -39,6 +39,9 @@ from impetusd.plugin.engine import (
 )
 from impetusd.plugin.hookspecs import hookimpl
 from impetusd.plugin.machine import has_metal
+from impetusd.plugin.nvidia import Gpu
+from impetusd.plugin.nvidia import process_memory as nvidia_process_memory
+from impetusd.plugin.nvidia import query as nvidia_gpus
 from impetusd.plugin.registries import (
     CacheTier,
     CacheTierContext,
@@ -78,6 +81,7 @@ __all__ = [
     "CacheTierContext",
     "PromptCacheTier",
     "HardwareMonitor",
+    "Gpu",
     "MethodSpec",
     # the engine contract
     "ModelSpec",
@@ -119,6 +123,8 @@ __all__ = [
     "StopScanner",
     "SignedFiles",
     "has_metal",
+    "nvidia_gpus",
+    "nvidia_process_memory",
     "memory_cgroup",
     "MemoryCgroup",
 ]

@@ -19,6 +19,8 @@ from gguf_factory import write_shaped_llama, write_tiny_llama
 from helpers import DaemonProcess
 
 from impetus_llamacpp import binary, gpu
+from impetusd.plugin.nvidia import Gpu
+from impetusd.plugin.nvidia import parse as parse_gpus
 
 GIB = 1 << 30
 
@@ -58,8 +60,8 @@ def test_the_build_variant_is_read_off_the_setup_flags() -> None:
 
 
 def test_nvidia_smi_rows_are_parsed() -> None:
-    rows = gpu.parse("0, NVIDIA H200, 143771, 143280\n1, NVIDIA H200, [N/A], [N/A]\n")
-    assert rows == [gpu.Gpu(0, "NVIDIA H200", 143771 * 1024 * 1024, 143280 * 1024 * 1024)]
+    rows = parse_gpus("0, NVIDIA H200, 143771, 143280, 491, 30, 0\n1, NVIDIA H200, [N/A], [N/A], [N/A], [N/A], [N/A]\n")
+    assert rows == [Gpu(index=0, name="NVIDIA H200", total_bytes=143771 * 1024 * 1024, free_bytes=143280 * 1024 * 1024, used_bytes=491 * 1024 * 1024, temp_c=30.0, utilization_percent=0.0)]
 
 
 def server_env() -> dict[str, str]:
@@ -106,6 +108,8 @@ def test_doctor_names_the_cuda_build_and_the_gpu() -> None:
     done = subprocess.run([sys.executable, "-m", "impetusctl", "doctor"], capture_output=True, text=True, timeout=300)
     line = next(line for line in done.stdout.splitlines() if "llama-server" in line)
     assert "cuda build" in line and "GiB free" in line, done.stdout
+    backends = next(line for line in done.stdout.splitlines() if "backends" in line)
+    assert "gguf: llamacpp on the GPU (" in backends, done.stdout
 
 
 def test_the_config_sets_the_gpu_layers_for_the_workers(tmp_path: Path) -> None:
@@ -127,5 +131,22 @@ def test_gpu_layers_from_the_config(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path, config='llamacpp_gpu_layers = "all"', **server_env()).start()
     try:
         assert load(d, path)["engine"]["gpu_layers"] >= 5
+    finally:
+        d.stop()
+
+
+@pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+def test_the_budget_counts_the_gpu_and_a_load_takes_n_gpu_layers(tmp_path: Path) -> None:
+    """On a GPU: the Linux monitor's GPUs are the budget's GPU side, and ``n_gpu_layers`` per
+    load is what llama-server gets; its GPU part counts against that side."""
+    model = write_tiny_llama(tmp_path / "tiny.gguf")
+    d = DaemonProcess(tmp_path / "d", **server_env()).start()
+    try:
+        with d.connect() as conn:
+            loaded = conn.call("models.load", {"model": str(model), "n_gpu_layers": 1})["result"]["model"]
+            assert loaded["engine"]["gpu_layers"] == 1 and loaded["estimate"]["gpu_layers"] == 1
+            assert loaded["estimate"]["gpu_bytes"] > 0 and loaded["gpu_memory_bytes"] >= loaded["estimate"]["gpu_bytes"]
+            memory = conn.call("models.loaded")["result"]["memory"]
+            assert memory["gpu_budget_bytes"] > 0 and memory["gpu_used_bytes"] >= loaded["estimate"]["gpu_bytes"] and memory["gpus"]
     finally:
         d.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import impetus_linux
+from impetusd.plugin.nvidia import parse as parse_gpus
 from impetus_linux import nvidia, sysfs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "linux"
@@ -155,11 +156,12 @@ def test_cgroup_v1_unlimited_and_container_root(tmp_path: Path) -> None:
 
 
 def test_nvidia_smi_output() -> None:
-    [gpu] = nvidia.parse_query((FIXTURES / "nvidia-smi-rtx2060.csv").read_text())
-    assert gpu == {
-        "name": "GeForce RTX 2060", "memory_total_bytes": 5934 * 2**20, "memory_used_bytes": 682 * 2**20,
-        "temp_c": 36.0, "utilization_percent": 20.0,
+    """The one nvidia-smi reader (impetusd.plugin.nvidia), as the Linux monitor's snapshot shows it."""
+    [gpu] = parse_gpus((FIXTURES / "nvidia-smi-rtx2060.csv").read_text())
+    assert nvidia.describe(gpu) == {
+        "index": 0, "name": "GeForce RTX 2060", "memory_total_bytes": 5934 * 2**20, "memory_free_bytes": 5252 * 2**20,
+        "memory_used_bytes": 682 * 2**20, "temp_c": 36.0, "utilization_percent": 20.0,
     }
-    [odd] = nvidia.parse_query("Tesla K80, 11441, 0, [N/A], [Not Supported]\n")
-    assert odd["temp_c"] is None and odd["utilization_percent"] is None and odd["memory_total_bytes"] == 11441 * 2**20
-    assert nvidia.parse_query("") == []
+    [odd] = parse_gpus("1, Tesla K80, 11441, 11441, 0, [N/A], [Not Supported]\n")
+    assert odd.temp_c is None and odd.utilization_percent is None and odd.total_bytes == 11441 * 2**20
+    assert parse_gpus("") == [] and parse_gpus("0, NVIDIA H200, [N/A], [N/A], [N/A], 30, 0\n") == []

@@ -130,6 +130,7 @@ async def models_load(services: Services, params: LoadParams, ctx: RequestContex
         keep_alive=params.keep_alive,
         force=True,  # an explicit load resets a failed model
         options=options,
+        gpu_layers=params.n_gpu_layers,
     )
     return LoadResult(model=resident.describe(), already_loaded=already)
 

@@ -293,6 +293,12 @@ class BackendSpec(msgspec.Struct, frozen=True):
     # The weights' bytes in the worker when they are not their size on disk (a backend
     # that widens quantized weights), given the worker's environment; None: the files' size.
     memory_weights: Callable[[ModelSpec, Mapping[str, str]], int | None] | None = None
+    # A backend that offloads layers to a GPU: given the model, the worker's environment, the
+    # layers asked for (``models.load``'s ``n_gpu_layers``; None: the backend's default) and the
+    # GPU bytes the load may take, the layers it will offload and the model's layers. The daemon
+    # splits the estimate by them (host and GPU sides of the budget) and gives the worker the
+    # count as ``IMPETUS_GPU_LAYERS``. None: the backend cannot offload (``n_gpu_layers`` is refused).
+    gpu_layers: Callable[[ModelSpec, Mapping[str, str], int | None, int], tuple[int, int]] | None = None
     # Modules a spare worker imports before it is given a model (impetusd/residency/spares.py).
     preload: tuple[str, ...] = ()
     max_batch: int = 1  # requests decoded together per model by default (engines implementing BatchEngine)

@@ -9,6 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from impetusd.plugin.engine import BackendSpec, PromptCacheTier
+from impetusd.plugin.nvidia import Gpu
 from impetusd.protocol.errors import PluginError
 
 
@@ -34,6 +35,9 @@ class HardwareMonitor(msgspec.Struct, frozen=True):
     # The current thermal pressure level ("nominal", "fair", "serious",
     # "critical") or None when unknown; cheap, polled by the thermal watch.
     thermal: Callable[[], str | None] | None = None
+    # The GPUs with their own memory (``impetusd.plugin.nvidia.Gpu``), or None when the
+    # monitor cannot say; the memory budget's GPU side (docs/design.md, Residency). Blocking.
+    gpus: Callable[[], list[Gpu] | None] | None = None
 
 
 class CacheTierContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -6,7 +6,7 @@ Generation params use OpenAI's names where one exists.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -111,6 +111,9 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flash_attn: Literal["auto", "on", "off"] | None = None
     draft: str | None = None  # a draft model (name or path) for speculative decoding
     ngram: bool | None = None  # n-gram speculative decoding, no draft model
+    # Layers to offload to the GPU (a backend that offloads; more than the model has: all of
+    # them); None: the backend's default (config ``llamacpp_gpu_layers``: what fits).
+    n_gpu_layers: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class UnloadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -125,6 +128,10 @@ class MemoryEstimate(msgspec.Struct, frozen=True):
     kv_cache_bytes: int
     overhead_bytes: int
     context_tokens: int  # the KV cache is reckoned for this many tokens
+    # The part of total_bytes on the GPU (the offloaded layers' share of weights and KV cache,
+    # and the GPU's runtime buffers); the rest is host memory. 0: none offloaded.
+    gpu_bytes: int = 0
+    gpu_layers: int | None = None  # layers the backend was told to offload (None: no GPU plan)
 
 
 class MemoryBudget(msgspec.Struct, frozen=True):
@@ -134,6 +141,12 @@ class MemoryBudget(msgspec.Struct, frozen=True):
     source: Literal["config", "ram", "cgroup", "working-set"]
     used_bytes: int  # the loaded models (and loads under way), each the larger of estimate and RSS
     available_bytes: int  # budget - used, never below 0
+    # The GPU side (None: no hardware monitor reports a GPU): the GPUs' memory together,
+    # what the loaded models' offloaded parts use, and what is left.
+    gpu_budget_bytes: int | None = None
+    gpu_used_bytes: int | None = None
+    gpu_available_bytes: int | None = None
+    gpus: list[str] = []  # their names, as the monitor reports them
 
 
 class LoadedModel(msgspec.Struct, frozen=True):
@@ -160,6 +173,7 @@ class LoadedModel(msgspec.Struct, frozen=True):
     last_used_at: float | None = None
     engine_load_ms: float | None = None  # the backend's own load inside the worker (load_ms adds process start and imports)
     engine: dict[str, Any] = {}  # what the backend reported at load (device, weights, max_batch, prefill_chunk)
+    gpu_memory_bytes: int | None = None  # what it counts against the GPU side of the budget (None: nothing offloaded)
 
 
 class LoadResult(msgspec.Struct, frozen=True):

@@ -146,3 +146,19 @@ def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int, weights:
 def worker_rss(pid: int) -> int | None:
     """The worker's resident bytes, its child processes' included."""
     return tree_rss(pid)
+
+
+# The CUDA context, cuBLAS workspace and compute buffers of a worker that offloads
+# (docs/gpu.md: ~0.5 GiB beside weights and KV cache on the H200), counted on the GPU side.
+GPU_RUNTIME_BYTES = 512 * MIB
+
+
+def split(need: MemoryEstimate, layers: int, offloaded: int) -> MemoryEstimate:
+    """``need`` with its GPU part: ``offloaded`` of the model's ``layers`` take their share of
+    the weights and the KV cache to the GPU (all of it when ``offloaded`` covers every layer,
+    or the model's layers are unknown), plus the GPU's runtime buffers; the rest stays host memory."""
+    if offloaded <= 0:
+        return msgspec.structs.replace(need, gpu_bytes=0, gpu_layers=0)
+    share = 1.0 if layers <= 0 or offloaded >= layers else offloaded / layers
+    gpu = int((need.weights_bytes + need.kv_cache_bytes) * share) + GPU_RUNTIME_BYTES
+    return msgspec.structs.replace(need, total_bytes=need.total_bytes + GPU_RUNTIME_BYTES, gpu_bytes=gpu, gpu_layers=offloaded)

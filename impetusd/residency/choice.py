@@ -5,7 +5,8 @@ The one place the choice is made: the residency manager loads models with it and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from impetusd.plugin.engine import BackendSpec, ModelSpec
@@ -40,6 +41,23 @@ def choose_backend(registries: Registries, hook: Any, configured: Mapping[str, s
     return chosen if chosen in capable else capable[0]
 
 
-def placement(backend: BackendSpec) -> str:
-    """Where ``backend`` runs here, in words: "Metal GPU" or "CPU"."""
-    return "Metal GPU" if device_for(backend.devices) == "metal" else "CPU"
+def offloads(backend: BackendSpec, room: int) -> bool:
+    """Whether ``backend`` would put layers of a model on a GPU with ``room`` bytes free: its own
+    plan (``gpu_layers``) for a one-layer model of one byte (a llama.cpp build without CUDA: no)."""
+    if backend.gpu_layers is None:
+        return False
+    probe = ModelSpec(name="probe", path="", format="", metadata={"block_count": 1, "size_bytes": 1})
+    try:
+        return backend.gpu_layers(probe, os.environ, None, room)[0] > 0
+    except Exception:  # no binary, a bad setting: the backend's own check says why
+        return False
+
+
+def placement(backend: BackendSpec, gpus: Sequence[str] = (), gpu_bytes: int = 0) -> str:
+    """Where ``backend`` runs here, in words: "Metal GPU", the ``gpus`` (NVIDIA, from the hardware
+    monitors) when it offloads to them, or "CPU"."""
+    if device_for(backend.devices) == "metal":
+        return "Metal GPU"
+    if gpus and offloads(backend, gpu_bytes):
+        return "GPU (" + ", ".join(gpus) + ")"
+    return "CPU"

@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from impetusd.config import parse_keep_alive
 from impetusd.observe.events import Event
 from impetusd.plugin.engine import BackendSpec, LoadOptions, ModelSpec, Tuning
-from impetusd.protocol.api import MemoryBudget, ModelEntry, ModelFailure
+from impetusd.protocol.api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure
 from impetusd.protocol.errors import (
     ImpetusError,
     ModelFailed,
@@ -27,8 +27,9 @@ from impetusd.protocol.errors import (
     NoBackend,
     Overloaded,
     ShuttingDown,
+    UnsupportedParameter,
 )
-from impetusd.residency.budget import estimate
+from impetusd.residency.budget import estimate, split
 from impetusd.residency.cachedir import cache_settings
 from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
@@ -82,13 +83,14 @@ class ModelManager:
         self.changed = anyio.Event()
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
-        self.ledger = MemoryLedger(config)
+        self.ledger = MemoryLedger(config, list(registries.monitors.values()))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the workers' task group and unload models whose keep-alive ran
         out, until cancelled."""
         async with anyio.create_task_group() as tg:
             self._workers = tg
+            await self.ledger.read_gpus()
             task_status.started()
             try:
                 await self._reap()
@@ -225,6 +227,7 @@ class ModelManager:
         keep_alive: float | str | None = None,
         force: bool = False,
         options: LoadOptions | None = None,
+        gpu_layers: int | None = None,
     ) -> tuple[Resident, float, bool]:
         """The resident model for ``ref``, loading it if needed.
 
@@ -265,6 +268,8 @@ class ModelManager:
             chosen = self.choose_backend(spec, backend)
             check_options(spec, chosen, options is not None, lambda path: self.detect(path)[1])
             spec = msgspec.structs.replace(spec, options=for_backend(spec.options, chosen))
+            if gpu_layers is not None and chosen.gpu_layers is None:
+                raise UnsupportedParameter(f"backend {chosen.name!r} cannot offload layers to a GPU (n_gpu_layers)", param="n_gpu_layers", backend=chosen.name)
             self._check_circuit(spec.name)
             started = time.monotonic()
             if spec.name in self.crashes:
@@ -276,9 +281,12 @@ class ModelManager:
             env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             context = chosen.context_tokens or cfg.memory_estimate_context  # a backend that fixes its context says so
-            need = estimate(spec, chosen.memory_overhead_bytes, context, weights, sequences=chosen.kv_sequences)
+            need = await self._place(
+                spec, chosen, env, gpu_layers, estimate(spec, chosen.memory_overhead_bytes, context, weights, sequences=chosen.kv_sequences)
+            )
             await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
-            self.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
+            data = {"backend": chosen.name, "estimate_bytes": need.total_bytes, "gpu_bytes": need.gpu_bytes}
+            self.emit(Event(kind="model.loading", model=spec.name, data=data))
             thermal = self.thermal
             tuning = thermal.tuning()
             try:
@@ -328,6 +336,21 @@ class ModelManager:
                 )
             )
             return resident, load_ms, False
+
+    async def _place(self, spec: ModelSpec, chosen: BackendSpec, env: dict[str, str], wanted: int | None, need: MemoryEstimate) -> MemoryEstimate:
+        """Split ``need`` into host and GPU parts by the layers ``chosen`` will offload, and tell
+        the worker that count (``IMPETUS_GPU_LAYERS`` in ``env``). Without a GPU in the budget the
+        backend decides in the worker (a count asked for is passed on as it is)."""
+        if chosen.gpu_layers is None:
+            return need
+        if self.ledger.gpu() is None:
+            if wanted is not None:
+                env["IMPETUS_GPU_LAYERS"] = str(wanted)
+            return need
+        plan, room = chosen.gpu_layers, self.ledger.gpu_room(self.resident)
+        offloaded, layers = await anyio.to_thread.run_sync(lambda: plan(spec, env, wanted, room))
+        env["IMPETUS_GPU_LAYERS"] = str(offloaded)
+        return split(need, layers, offloaded)
 
     def _task_group(self) -> TaskGroup:
         """Where workers' tasks run: the manager's own, while it runs."""

@@ -3,15 +3,17 @@ that makes room for a new model inside the memory budget."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import msgspec
 
 from impetusd.plugin.engine import BackendSpec, ModelSpec
+from impetusd.plugin.registries import HardwareMonitor
 from impetusd.protocol.api import LoadedModel, MemoryBudget, MemoryEstimate
 from impetusd.protocol.errors import InsufficientMemory
 from impetusd.residency.budget import Budget, machine_budget, worker_rss
@@ -19,6 +21,8 @@ from impetusd.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:
     from impetusd.config import Config
+
+log = logging.getLogger(__name__)
 
 STATS_WINDOW = 20  # requests in the rolling decode rate
 
@@ -84,10 +88,18 @@ class Resident:
         return self.keep_alive - (time.monotonic() - self.last_used)
 
     def memory_bytes(self, rss: int | None = None) -> int:
-        """What the model counts against the budget: its estimate, or its worker's
-        measured RSS when that is larger."""
+        """What the model counts against the host side of the budget: its estimate's host
+        part, or its worker's measured RSS when that is larger."""
         rss = worker_rss(self.worker.pid) if rss is None else rss
-        return max(self.estimate.total_bytes if self.estimate else 0, rss or 0)
+        host = self.estimate.total_bytes - self.estimate.gpu_bytes if self.estimate else 0
+        return max(host, rss or 0)
+
+    def gpu_memory_bytes(self) -> int:
+        """What the model counts against the GPU side: its estimate's GPU part, or what its
+        engine reported holding on the GPUs when that is larger (0: nothing offloaded)."""
+        planned = self.estimate.gpu_bytes if self.estimate else 0
+        held = self.worker.info.details.get("gpu_memory_bytes") if self.worker.info is not None else None
+        return max(planned, held if isinstance(held, int) else 0)
 
     def describe(self) -> LoadedModel:
         left = self.expires_in()
@@ -116,6 +128,7 @@ class Resident:
             last_used_at=time.time() - (time.monotonic() - self.last_used),
             engine_load_ms=None if self.worker.info is None else round(self.worker.info.load_ms, 1),
             engine=dict(self.worker.info.details) if self.worker.info else {},
+            gpu_memory_bytes=self.gpu_memory_bytes() or None,
         )
 
 
@@ -123,9 +136,13 @@ class MemoryUse(msgspec.Struct, frozen=True):
     """One loaded model as the eviction plan sees it."""
 
     name: str
-    bytes: int
+    bytes: int  # host memory
     busy: bool
     last_used: float  # monotonic
+    gpu_bytes: int = 0
+
+
+Side = Literal["host", "gpu"]
 
 
 class Room(msgspec.Struct, frozen=True):
@@ -134,32 +151,97 @@ class Room(msgspec.Struct, frozen=True):
     used_bytes: int  # before evicting
     available_bytes: int  # after evicting every idle model the plan names
     busy: list[str]
+    short: Side | None = None  # the side that lacks room (when it does not fit)
+    gpu_used_bytes: int = 0
+    gpu_available_bytes: int | None = None  # None: no GPU budget
 
 
-def plan_room(needed: int, budget: int, models: Sequence[MemoryUse], reserved: int = 0) -> Room:
-    """Which idle models to unload, least recently used first, so that ``needed``
-    bytes fit beside the rest (and ``reserved``: loads under way). When even
-    unloading every idle model would not be enough, nothing is to be unloaded."""
+def plan_room(
+    needed: int,
+    budget: int,
+    models: Sequence[MemoryUse],
+    reserved: int = 0,
+    *,
+    gpu_needed: int = 0,
+    gpu_budget: int | None = None,
+    gpu_reserved: int = 0,
+) -> Room:
+    """Which idle models to unload, least recently used first, so that ``needed`` host bytes
+    fit beside the rest (and ``reserved``: loads under way), and ``gpu_needed`` bytes fit the
+    GPU budget beside the GPU parts of the rest. While only the GPU lacks room, models with no
+    GPU part are kept. When even unloading every idle model would not be enough, nothing is
+    to be unloaded, and ``short`` names the side that lacks room."""
     used = reserved + sum(m.bytes for m in models)
+    gpu_used = gpu_reserved + sum(m.gpu_bytes for m in models)
     busy = sorted(m.name for m in models if m.busy)
     free = budget - used
+    gpu_free = None if gpu_budget is None else gpu_budget - gpu_used
+
+    def short() -> Side | None:
+        if free < needed:
+            return "host"
+        if gpu_needed > 0 and gpu_free is not None and gpu_free < gpu_needed:
+            return "gpu"
+        return None
+
     evict: list[str] = []
     for m in sorted((m for m in models if not m.busy), key=lambda m: m.last_used):
-        if free >= needed:
+        lacking = short()
+        if lacking is None:
             break
+        if lacking == "gpu" and m.gpu_bytes <= 0:
+            continue
         evict.append(m.name)
         free += m.bytes
-    fits = free >= needed
-    return Room(fits=fits, evict=evict if fits else [], used_bytes=used, available_bytes=max(free, 0), busy=busy)
+        gpu_free = None if gpu_free is None else gpu_free + m.gpu_bytes
+    lacking = short()
+    return Room(
+        fits=lacking is None,
+        evict=evict if lacking is None else [],
+        used_bytes=used,
+        available_bytes=max(free, 0),
+        busy=busy,
+        short=lacking,
+        gpu_used_bytes=gpu_used,
+        gpu_available_bytes=None if gpu_free is None else max(gpu_free, 0),
+    )
+
+
+class GpuBudget(msgspec.Struct, frozen=True):
+    """The GPU side of the budget: the memory of the GPUs a hardware monitor reports."""
+
+    bytes: int
+    gpus: list[str]
+
+
+def gpu_budget(monitors: Sequence[HardwareMonitor]) -> GpuBudget | None:
+    """The GPUs of the first monitor that reports any (blocking: nvidia-smi); None when none does.
+    A failing monitor counts as reporting none."""
+    for monitor in monitors:
+        if monitor.gpus is None:
+            continue
+        try:
+            gpus = monitor.gpus()
+        except Exception:
+            log.exception("hardware monitor %s failed to list its GPUs", monitor.name)
+            continue
+        if gpus:
+            return GpuBudget(bytes=sum(g.total_bytes for g in gpus), gpus=[g.name for g in gpus])
+    return None
 
 
 class MemoryLedger:
-    """The budget, the loads under way, and the decision that makes room."""
+    """The budget (host memory, and GPU memory when a monitor reports GPUs), the loads
+    under way, and the decision that makes room."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, monitors: Sequence[HardwareMonitor] = ()) -> None:
         self.config = config
-        self.reserved: dict[str, int] = {}  # model name -> estimate, while its load is under way
+        self.monitors = monitors
+        self.reserved: dict[str, int] = {}  # model name -> host estimate, while its load is under way
+        self.gpu_reserved: dict[str, int] = {}  # model name -> GPU estimate, likewise
         self.working_set: int | None = None  # an accelerator's recommended working set, once a worker reports it
+        self._gpu: GpuBudget | None = None
+        self._gpu_read = False
         self._lock = anyio.Lock()  # one fit-check-and-evict at a time
 
     def budget(self) -> Budget:
@@ -167,14 +249,46 @@ class MemoryLedger:
             return Budget(bytes=self.config.memory_budget_bytes, source="config")
         return machine_budget(self.config.memory_budget_fraction, self.working_set)
 
+    def gpu(self) -> GpuBudget | None:
+        """The GPU budget, read from the monitors once (GPUs' memory does not change while
+        the daemon runs; ``read_gpus`` reads it off the event loop at start)."""
+        if not self._gpu_read:
+            self._gpu = gpu_budget(self.monitors)
+            self._gpu_read = True
+        return self._gpu
+
+    async def read_gpus(self) -> None:
+        await anyio.to_thread.run_sync(self.gpu)
+
     @staticmethod
     def usages(resident: Mapping[str, Resident]) -> list[MemoryUse]:
-        return [MemoryUse(name=n, bytes=r.memory_bytes(), busy=r.busy, last_used=r.last_used) for n, r in resident.items()]
+        return [MemoryUse(name=n, bytes=r.memory_bytes(), busy=r.busy, last_used=r.last_used, gpu_bytes=r.gpu_memory_bytes()) for n, r in resident.items()]
+
+    def gpu_room(self, resident: Mapping[str, Resident]) -> int:
+        """GPU bytes a new load may take, idle models' evicted: the GPU budget less what busy
+        models and loads under way hold (0 without GPUs)."""
+        gpu = self.gpu()
+        if gpu is None:
+            return 0
+        held = sum(u.gpu_bytes for u in self.usages(resident) if u.busy) + sum(self.gpu_reserved.values())
+        return max(gpu.bytes - held, 0)
 
     def describe(self, resident: Mapping[str, Resident]) -> MemoryBudget:
         budget = self.budget()
-        used = sum(u.bytes for u in self.usages(resident)) + sum(self.reserved.values())
-        return MemoryBudget(budget_bytes=budget.bytes, source=budget.source, used_bytes=used, available_bytes=max(budget.bytes - used, 0))
+        usages = self.usages(resident)
+        used = sum(u.bytes for u in usages) + sum(self.reserved.values())
+        gpu = self.gpu()
+        gpu_used = sum(u.gpu_bytes for u in usages) + sum(self.gpu_reserved.values())
+        return MemoryBudget(
+            budget_bytes=budget.bytes,
+            source=budget.source,
+            used_bytes=used,
+            available_bytes=max(budget.bytes - used, 0),
+            gpu_budget_bytes=None if gpu is None else gpu.bytes,
+            gpu_used_bytes=None if gpu is None else gpu_used,
+            gpu_available_bytes=None if gpu is None else max(gpu.bytes - gpu_used, 0),
+            gpus=[] if gpu is None else gpu.gpus,
+        )
 
     def learn(self, worker: WorkerHandle) -> None:
         """A backend on an accelerator with its own memory limit (MLX on Metal)
@@ -186,41 +300,63 @@ class MemoryLedger:
 
     def release(self, name: str) -> None:
         self.reserved.pop(name, None)
+        self.gpu_reserved.pop(name, None)
 
     async def reserve(self, spec: ModelSpec, need: MemoryEstimate, resident: Mapping[str, Resident], stop: Callable[[Resident], Awaitable[None]]) -> list[str]:
-        """Reserve ``need`` for ``spec``'s load, stopping idle models least
-        recently used first when it does not fit; ``InsufficientMemory`` when it
-        cannot (then nothing is stopped). The caller calls ``release`` after the load."""
+        """Reserve ``need`` for ``spec``'s load, stopping idle models least recently used
+        first when it does not fit (on the host or on the GPU, whichever lacks room);
+        ``InsufficientMemory`` naming the side when it cannot (then nothing is stopped).
+        The caller calls ``release`` after the load."""
         budget = self.budget()
+        gpu = self.gpu() if need.gpu_bytes > 0 else None
+        host_need = need.total_bytes - need.gpu_bytes
         mb = 1e6
 
-        def refuse(why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
+        def refuse(side: Side, why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
+            on_gpu = side == "gpu" and gpu is not None
+            needed = need.gpu_bytes if on_gpu else host_need
             return InsufficientMemory(
-                f"{spec.name} needs about {need.total_bytes / mb:.0f} MB and {why}",
+                f"{spec.name} needs about {needed / mb:.0f} MB of {'GPU' if on_gpu else 'host'} memory and {why}",
                 model=spec.name,
-                needed_bytes=need.total_bytes,
+                side=side,
+                needed_bytes=needed,
                 available_bytes=available,
-                budget_bytes=budget.bytes,
-                budget_source=budget.source,
+                budget_bytes=gpu.bytes if on_gpu and gpu is not None else budget.bytes,
+                budget_source="gpu" if on_gpu else budget.source,
                 busy=busy,
                 loading=sorted(self.reserved) if not never else [],
                 never_fits=never,
                 estimate=msgspec.to_builtins(need),
             )
 
-        if need.total_bytes > budget.bytes:
-            raise refuse(f"can never fit the memory budget of {budget.bytes / mb:.0f} MB ({budget.source})", budget.bytes, [], True)
+        if host_need > budget.bytes:
+            raise refuse("host", f"can never fit the memory budget of {budget.bytes / mb:.0f} MB ({budget.source})", budget.bytes, [], True)
+        if gpu is not None and need.gpu_bytes > gpu.bytes:
+            what = f"{need.gpu_layers} layers on the GPU" if need.gpu_layers else "its GPU part"
+            raise refuse("gpu", f"can never fit the GPU budget of {gpu.bytes / mb:.0f} MB ({', '.join(gpu.gpus)}) with {what}", gpu.bytes, [], True)
         stopped: list[str] = []
         async with self._lock:
             while True:
-                room = plan_room(need.total_bytes, budget.bytes, self.usages(resident), sum(self.reserved.values()))
+                room = plan_room(
+                    host_need,
+                    budget.bytes,
+                    self.usages(resident),
+                    sum(self.reserved.values()),
+                    gpu_needed=need.gpu_bytes,
+                    gpu_budget=None if gpu is None else gpu.bytes,
+                    gpu_reserved=sum(self.gpu_reserved.values()),
+                )
                 if not room.fits:
                     busy = f"; busy: {', '.join(room.busy)}" if room.busy else ""
                     busy += f"; loading: {', '.join(sorted(self.reserved))}" if self.reserved else ""
+                    on_gpu = room.short == "gpu" and gpu is not None
+                    available = (room.gpu_available_bytes or 0) if on_gpu else room.available_bytes
+                    total = gpu.bytes if on_gpu and gpu is not None else budget.bytes
                     raise refuse(
-                        f"only {room.available_bytes / mb:.0f} MB of the {budget.bytes / mb:.0f} MB budget"
+                        "gpu" if on_gpu else "host",
+                        f"only {available / mb:.0f} MB of the {total / mb:.0f} MB {'GPU ' if on_gpu else ''}budget"
                         f" would be free after unloading every idle model{busy}",
-                        room.available_bytes,
+                        available,
                         room.busy,
                         False,
                     )
@@ -231,5 +367,7 @@ class MemoryLedger:
                     if victim is not None and not victim.busy:  # it may have got a request meanwhile
                         await stop(victim)
                         stopped.append(name)
-            self.reserved[spec.name] = need.total_bytes
+            self.reserved[spec.name] = host_need
+            if need.gpu_bytes > 0:
+                self.gpu_reserved[spec.name] = need.gpu_bytes
         return stopped

@@ -167,7 +167,8 @@ function renderLoaded(loaded) {
     parts.bar.max = budget || m.memory_bytes || 1;
     parts.bar.value = m.memory_bytes;
     const expiry = m.keep_alive_s == null ? "stays loaded" : m.expires_in_s == null ? "busy" : `unloads in ${duration(m.expires_in_s)}`;
-    parts.info.textContent = `${bytes(m.memory_bytes)} · ${m.in_flight} in flight · ${m.requests} requests · decode ${fixed(m.decode_tps)} tok/s · ${expiry}`;
+    const gpu = m.gpu_memory_bytes ? ` · GPU ${bytes(m.gpu_memory_bytes)}${m.estimate && m.estimate.gpu_layers ? ` (${m.estimate.gpu_layers} layers)` : ""}` : "";
+    parts.info.textContent = `${bytes(m.memory_bytes)}${gpu} · ${m.in_flight} in flight · ${m.requests} requests · decode ${fixed(m.decode_tps)} tok/s · ${expiry}`;
   }
 }
 

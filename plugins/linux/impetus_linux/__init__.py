@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from impetusd.plugin_api import HardwareMonitor, PluginRegistry, hookimpl
+from impetusd.plugin_api import Gpu, HardwareMonitor, PluginRegistry, hookimpl
 
 from . import nvidia, sysfs
 
@@ -33,6 +33,10 @@ def snapshot(root: Path = Path("/")) -> dict[str, Any]:
     }
 
 
+def gpus() -> list[Gpu] | None:
+    return nvidia.gpus() if available() else None
+
+
 def thermal(root: Path = Path("/")) -> str | None:
     if not available():
         return None
@@ -41,4 +45,4 @@ def thermal(root: Path = Path("/")) -> str | None:
 
 @hookimpl
 def impetus_register_hardware_monitors(registry: PluginRegistry[HardwareMonitor]) -> None:
-    registry.add(HardwareMonitor(name="linux", snapshot=snapshot, thermal=thermal))
+    registry.add(HardwareMonitor(name="linux", snapshot=snapshot, thermal=thermal, gpus=gpus))

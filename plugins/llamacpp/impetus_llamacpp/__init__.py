@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
@@ -49,6 +50,13 @@ CAPABILITIES = frozenset(
 )
 
 
+def gpu_layers(spec: ModelSpec, env: Mapping[str, str], requested: int | None, room: int) -> tuple[int, int]:
+    """In the daemon: the layers a load will offload, and the model's (offload.py)."""
+    from .offload import max_context, offload
+
+    return offload(spec, env, requested, room, context=max_context(), slots=slot_count())
+
+
 def start(spec: ModelSpec) -> Engine:
     from .engine import LlamaServerEngine  # imports happen here, in the worker
 
@@ -69,6 +77,7 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             max_batch=n,
             kv_sequences=n,  # a KV cache per slot
             context_tokens=MAX_CONTEXT,
+            gpu_layers=gpu_layers,
         )
     )
 

@@ -40,8 +40,9 @@ from impetusd.plugin_api import (
     UnsupportedFormat,
 )
 
-from . import MAX_CONTEXT, binary, gpu
+from . import binary, gpu
 from .embed import Embedder
+from .offload import PLANNED_ENV, kv_bytes, max_context, wanted_layers, weights_bytes
 from .prompt import Prompter
 from .sampling import options
 from .server import LlamaServer
@@ -62,10 +63,6 @@ NGRAM_SPEC = "ngram-mod"
 RESTORE_GAIN = 64  # restore a slot file when it holds this many more prompt tokens than the slot
 
 
-CONTEXT_ENV = "IMPETUS_LLAMACPP_CONTEXT"  # tokens per slot, instead of MAX_CONTEXT
-GPU_LAYERS_ENV = "IMPETUS_LLAMACPP_GPU_LAYERS"  # layers on the GPU: a number, "all", or unset/"auto" (gpu.py decides)
-
-
 def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, options: LoadOptions | None = None) -> list[str]:
     """llama-server's options for generation (bench/llama_server.py and bench/gpu.py start it the same way)."""
     extra = load_args(options or LoadOptions())
@@ -76,41 +73,21 @@ def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, optio
     return args + ["--n-gpu-layers", str(gpu_layers), *extra]
 
 
-def max_context() -> int:
-    text = os.environ.get(CONTEXT_ENV, "").strip()
-    if not text:
-        return MAX_CONTEXT
-    if not text.isdigit() or int(text) < 64:
-        raise PluginError(f"{CONTEXT_ENV}={text!r}: expected a number of tokens, at least 64", backend="llamacpp")
-    return int(text)
-
-
-def kv_bytes(meta: dict[str, Any], tokens: int) -> int:
-    """The f16 KV cache for ``tokens`` (layers × kv_heads × head_dim × 2 × 2 bytes each)."""
-    layers, heads, width = (int(meta.get(k) or 0) for k in ("block_count", "head_count", "embedding_length"))
-    kv_heads = int(meta.get("head_count_kv") or heads)
-    head_dim = int(meta.get("head_dim") or (width // heads if heads else 0))
-    return layers * kv_heads * head_dim * tokens * 2 * 2
-
-
 def gpu_layers(found: binary.Binary, spec: ModelSpec, tokens: int) -> tuple[int, list[gpu.Gpu]]:
     """How many layers go to the GPU (llama.cpp counts the output layer as one more), and the GPUs:
-    none for a build without CUDA; else ``IMPETUS_LLAMACPP_GPU_LAYERS``, or what fits (gpu.py)."""
+    none for a build without CUDA; else what the daemon planned (``IMPETUS_GPU_LAYERS``), else
+    ``IMPETUS_LLAMACPP_GPU_LAYERS``, or what fits in the free memory (gpu.py)."""
     if found.variant != "cuda":
         return 0, []
     gpus = gpu.query()
     layers = int(spec.metadata.get("block_count") or 0)
-    text = os.environ.get(GPU_LAYERS_ENV, "").strip().lower()
-    if text == "all":
-        return max(layers + 1, 999), gpus
-    if text and text != "auto":
-        if not text.isdigit():
-            raise PluginError(f"{GPU_LAYERS_ENV}={text!r}: expected a number of layers, 'all' or 'auto'", backend="llamacpp")
-        return int(text), gpus
+    planned = os.environ.get(PLANNED_ENV, "").strip()
+    wanted = int(planned) if planned.isdigit() else wanted_layers(os.environ, layers)
+    if wanted is not None:
+        return wanted, gpus
     if not gpus:
         return 0, gpus
-    weights = int(spec.metadata.get("size_bytes") or 0) or os.path.getsize(spec.path)
-    return gpu.layers_that_fit(layers, weights, kv_bytes(spec.metadata, tokens), sum(g.free_bytes for g in gpus)), gpus
+    return gpu.layers_that_fit(layers, weights_bytes(spec), kv_bytes(spec.metadata, tokens), sum(g.free_bytes for g in gpus)), gpus
 
 
 def load_args(options: LoadOptions) -> list[str]:
