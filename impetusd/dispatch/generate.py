@@ -52,6 +52,18 @@ def _check_values(params: ChatParams | CompleteParams) -> None:
                 raise bad("logit_bias", f"value for token {token} must be between -100 and 100")
     if isinstance(params, ChatParams) and not params.messages:
         raise bad("messages", "must not be empty")
+    _refuse_unbuilt(params)
+
+
+def _refuse_unbuilt(params: ChatParams | CompleteParams) -> None:
+    """Protocol fields that no engine enforces yet are refused by name, never ignored."""
+    asked = {"format": params.format is not None, "logprobs": params.logprobs, "top_logprobs": params.top_logprobs is not None, "n": params.n != 1}
+    if isinstance(params, ChatParams):
+        asked |= {"tools": bool(params.tools), "tool_choice": params.tool_choice is not None, "think": params.think is not None}
+        asked["messages"] = any(m.tool_calls or m.tool_call_id or m.reasoning for m in params.messages)
+    for name, on in asked.items():
+        if on:
+            raise UnsupportedParameter(f"{name!r} is not supported yet; remove it from the request", param=name)
 
 
 def _check_capabilities(params: ChatParams | CompleteParams, backend: BackendSpec) -> None:
