@@ -32,6 +32,8 @@ from impetusd.plugin_api import (
     GenerateRequest,
     ModelSpec,
     PluginError,
+    TokenLogprob,
+    TopLogprob,
     Tuning,
     UnsupportedFormat,
 )
@@ -90,6 +92,7 @@ class Stream:
         self.tokens = 0
         self.first = 0.0
         self.batch_size = 1
+        self.logprobs: list[TokenLogprob] = []
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -270,6 +273,8 @@ class LlamaServerEngine:
                     if data.get("tokens"):
                         stream.tokens += len(data["tokens"])
                         stream.first = stream.first or time.monotonic()
+                    if stream.req.top_logprobs is not None:
+                        stream.logprobs.extend(_logprobs(data.get("completion_probabilities") or [], stream.req.top_logprobs))
                     if data.get("content"):
                         stream.text.append(data["content"])
                         self.events.put((stream, data["content"]))
@@ -305,6 +310,7 @@ class LlamaServerEngine:
             ttft_ms=(stream.first - stream.joined) * 1000 if stream.tokens and stream.first else None,
             prefill_tps=float(prefill) if prefill and prefill > 0 else None,
             decode_tps=float(decode) if decode and decode > 0 and stream.tokens > 1 else None,
+            logprobs=stream.logprobs if stream.req.top_logprobs is not None else None,
         )
 
     # -- embeddings -------------------------------------------------------------------
@@ -314,6 +320,21 @@ class LlamaServerEngine:
             self.embedder = Embedder(self.binary, self.server.model, self.threads)
             self.embedder.server.watch(lambda reason: self.on_fatal(reason))
         return self.embedder.embed(req)
+
+
+def _logprobs(probs: list[dict[str, Any]], top: int) -> list[TokenLogprob]:
+    """llama-server's ``completion_probabilities`` (``n_probs``) as the protocol's."""
+
+    def one(p: dict[str, Any]) -> TopLogprob:
+        raw = bytes(p.get("bytes") or p.get("token", "").encode())
+        return TopLogprob(token=p.get("token", ""), logprob=min(float(p.get("logprob", 0.0)), 0.0), bytes=list(raw))
+
+    out = []
+    for p in probs:
+        own = one(p)
+        alts = sorted((one(t) for t in p.get("top_logprobs") or []), key=lambda t: -t.logprob)[:top]
+        out.append(TokenLogprob(token=own.token, logprob=own.logprob, bytes=own.bytes, top_logprobs=alts))
+    return out
 
 
 def _exit_worker(reason: str) -> None:
