@@ -42,7 +42,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "top_array": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 2, "maxItems": 3},
     "top_enum": {"enum": ["yes", "no"]},
-    "mixed": obj({"id": {"type": "integer", "minimum": 1}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}, "meta": obj({"ok": {"type": "boolean"}})}),
+    "mixed": obj(
+        {
+            "id": {"type": "integer", "minimum": 1},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2},
+            "meta": obj({"ok": {"type": "boolean"}}),
+        }
+    ),
     "multiple_of": obj({"m": {"type": "integer", "multipleOf": 5, "minimum": 0, "maximum": 50}}),
     "time": obj({"at": {"type": "string", "format": "time"}}),
 }

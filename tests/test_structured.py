@@ -102,7 +102,14 @@ def test_forced_tool_calls_are_valid(engine: tuple[DaemonProcess, str], choice: 
 
 def test_streamed_tool_call_deltas_assemble_to_the_call(engine: tuple[DaemonProcess, str]) -> None:
     d, _ = engine
-    params = {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Rome?"}], "max_tokens": 40, "temperature": 0, "tools": [WEATHER], "tool_choice": "required"}
+    params = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Weather in Rome?"}],
+        "max_tokens": 40,
+        "temperature": 0,
+        "tools": [WEATHER],
+        "tool_choice": "required",
+    }
     with d.connect() as conn:
         rid = conn.send("chat", {**params, "stream": True})
         notes, final = conn.until_response(rid)
@@ -137,7 +144,9 @@ def test_logprobs_exactly_n_sorted_and_not_positive(engine: tuple[DaemonProcess,
     d, _ = engine
     result = chat(d, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, logprobs=True, top_logprobs=3)
     lps = result["logprobs"]
-    assert len(lps) == result["usage"]["completion_tokens"] - (1 if result["finish_reason"] == "stop" else 0) or len(lps) == result["usage"]["completion_tokens"]
+    assert (
+        len(lps) == result["usage"]["completion_tokens"] - (1 if result["finish_reason"] == "stop" else 0) or len(lps) == result["usage"]["completion_tokens"]
+    )
     for lp in lps:
         assert lp["logprob"] <= 0 and bytes(lp["bytes"]).decode("utf-8", "replace") == lp["token"] or lp["bytes"]
         tops = [t["logprob"] for t in lp["top_logprobs"]]
@@ -151,7 +160,10 @@ def test_n_three_choices(engine: tuple[DaemonProcess, str]) -> None:
     three = chat(d, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.9, seed=7, n=3)
     assert [c["index"] for c in three["choices"]] == [0, 1, 2]
     assert three["message"] == three["choices"][0]["message"] == one["message"]  # choice 0 is the seed's own answer
-    assert three["usage"]["completion_tokens"] == sum(4 if c["finish_reason"] == "length" else 0 for c in three["choices"]) or three["usage"]["completion_tokens"] >= 3
+    assert (
+        three["usage"]["completion_tokens"] == sum(4 if c["finish_reason"] == "length" else 0 for c in three["choices"])
+        or three["usage"]["completion_tokens"] >= 3
+    )
 
 
 @pytest.mark.parametrize(
@@ -169,3 +181,37 @@ def test_bad_input_is_invalid_params_naming_the_field(engine: tuple[DaemonProces
     d, _ = engine
     err = error(d, **params)
     assert err["code"] == -32602 and err["data"]["field"] == field, err
+
+
+def test_a_schema_feature_the_engine_cannot_enforce_is_refused_by_name(engine: tuple[DaemonProcess, str]) -> None:
+    d, backend = engine
+    schema = SCHEMAS["tuple"]  # "items": false after prefixItems: llama.cpp's converter lacks it
+    if backend == "mlx":
+        result = chat(d, format={"type": "json_schema", "schema": schema}, max_tokens=24)
+        if result["finish_reason"] == "stop":
+            jsonschema.validate(json.loads(result["message"]["content"]), schema)
+    else:
+        err = error(d, format={"type": "json_schema", "schema": schema})
+        assert err["data"]["name"] == "UnsupportedParameter" and err["data"]["param"] == "format" and err["data"]["backend"] == "llamacpp", err
+
+
+def test_think_is_refused_where_the_template_cannot_switch_it(engine: tuple[DaemonProcess, str]) -> None:
+    d, _ = engine
+    err = error(d, think=False)
+    assert err["data"]["param"] == "think", err
+
+
+def test_reasoning_is_split_from_content_streamed_and_not(shared_daemon: DaemonProcess, echo_model: Path) -> None:
+    """The echo engine says back the last message word by word, so the markers arrive
+    split across pieces the way a model's tokens split them."""
+    text = "<think> first I plan </think> the answer"
+    params = {"model": str(echo_model), "messages": [{"role": "user", "content": text}], "max_tokens": 50}
+    with shared_daemon.connect() as conn:
+        result = conn.call("chat", params)["result"]
+        rid = conn.send("chat", {**params, "stream": True})
+        notes, final = conn.until_response(rid)
+    assert result["message"]["reasoning"].strip() == "first I plan"
+    assert result["message"]["content"] == "the answer"
+    kinds = {k: "".join(n["params"]["delta"] for n in notes if n["params"].get("kind", "content") == k) for k in ("reasoning", "content")}
+    assert kinds["reasoning"] == result["message"]["reasoning"] and kinds["content"] == "the answer"
+    assert final["result"]["message"] == result["message"]

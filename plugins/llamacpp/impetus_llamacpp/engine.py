@@ -36,6 +36,7 @@ from impetusd.plugin_api import (
     TopLogprob,
     Tuning,
     UnsupportedFormat,
+    UnsupportedParameter,
 )
 
 from . import binary
@@ -263,6 +264,8 @@ class LlamaServerEngine:
                         stream.sock.shutdown(socket.SHUT_RDWR)
                 if response.status_code != 200:
                     response.read()
+                    if response.status_code == 400 and stream.req.format is not None and ("json_schema" in response.text or "grammar" in response.text):
+                        raise _unenforceable(response.text)
                     raise PluginError(f"llama-server refused the request ({response.status_code}): {response.text[:500]}", backend="llamacpp")
                 for line in response.iter_lines():
                     if not line.startswith("data: "):
@@ -320,6 +323,16 @@ class LlamaServerEngine:
             self.embedder = Embedder(self.binary, self.server.model, self.threads)
             self.embedder.server.watch(lambda reason: self.on_fatal(reason))
         return self.embedder.embed(req)
+
+
+def _unenforceable(body: str) -> UnsupportedParameter:
+    """llama-server could not turn the format into its grammar (a schema feature its
+    converter lacks, e.g. ``items: false``): refused by name, never relaxed."""
+    try:
+        why = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        why = body[:500]
+    return UnsupportedParameter(f"the llama.cpp backend cannot enforce this format: {why}", param="format", backend="llamacpp")
 
 
 def _logprobs(probs: list[dict[str, Any]], top: int) -> list[TokenLogprob]:
