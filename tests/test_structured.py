@@ -215,3 +215,34 @@ def test_reasoning_is_split_from_content_streamed_and_not(shared_daemon: DaemonP
     kinds = {k: "".join(n["params"]["delta"] for n in notes if n["params"].get("kind", "content") == k) for k in ("reasoning", "content")}
     assert kinds["reasoning"] == result["message"]["reasoning"] and kinds["content"] == "the answer"
     assert final["result"]["message"] == result["message"]
+
+
+THINKING = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("backend", ["mlx", "llamacpp"])
+def test_a_thinking_template_keeps_reasoning_free_and_out_of_content(shared_daemon: DaemonProcess, tmp_path: Path, backend: str) -> None:
+    """A tiny random model with a template that switches thinking: with ``think`` the
+    reasoning runs free (random text, not the format) and stays out of ``content``;
+    without it the answer is held to the format from its first token."""
+    from gguf_factory import write_tiny_llama
+
+    model = str(write_tiny_llama(tmp_path / "thinker.gguf", chat_template=THINKING))
+    fmt = {"type": "json_schema", "schema": {"enum": ["yes", "no"]}}
+    base = {"model": model, "messages": [{"role": "user", "content": "ok?"}], "temperature": 0, "format": fmt}
+    with shared_daemon.connect() as conn:
+        assert "result" in conn.call("models.load", {"model": model, "backend": backend})
+        rid = conn.send("chat", {**base, "think": True, "max_tokens": 10, "stream": True})
+        notes, final = conn.until_response(rid)
+        off = conn.call("chat", {**base, "think": False, "max_tokens": 10})
+        conn.call("models.unload", {"model": model})
+    thought = final["result"]["message"]
+    assert thought.get("reasoning") and thought["content"] == "", final
+    assert thought["reasoning"].strip() not in ('"yes"', '"no"')  # not held to the format
+    assert {n["params"].get("kind") for n in notes} == {"reasoning"}
+    answer = off["result"]
+    assert answer["message"]["content"] in ('"yes"', '"no"') and "reasoning" not in answer["message"], answer
