@@ -246,3 +246,10 @@ def test_a_thinking_template_keeps_reasoning_free_and_out_of_content(shared_daem
     assert {n["params"].get("kind") for n in notes} == {"reasoning"}
     answer = off["result"]
     assert answer["message"]["content"] in ('"yes"', '"no"') and "reasoning" not in answer["message"], answer
+
+
+def test_complete_with_a_format(engine: tuple[DaemonProcess, str]) -> None:
+    d, _ = engine
+    with d.connect() as conn:
+        result = conn.call("complete", {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0, "format": {"type": "grammar", "syntax": "gbnf", "grammar": 'root ::= " " [0-9] [0-9]? "."'}})
+    assert __import__("re").fullmatch(r" [0-9][0-9]?\.", result["result"]["text"]), result

@@ -240,5 +240,5 @@ class ChoiceRun:
             return
         # never lost: what the model wrote comes back as text, with why
         self.out.content = before + TOOL_OPENER + streamer.text
-        why = "did not finish within max_tokens" if res.finish_reason == "length" else "did not parse"
+        why = {"length": "did not finish within max_tokens", "cancelled": "was cancelled"}.get(res.finish_reason, "did not parse")
         self.out.warning = f"the tool call {why}; it is returned as text in content"
