@@ -253,3 +253,14 @@ def test_complete_with_a_format(engine: tuple[DaemonProcess, str]) -> None:
     with d.connect() as conn:
         result = conn.call("complete", {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0, "format": {"type": "grammar", "syntax": "gbnf", "grammar": 'root ::= " " [0-9] [0-9]? "."'}})
     assert __import__("re").fullmatch(r" [0-9][0-9]?\.", result["result"]["text"]), result
+
+
+def test_streamed_logprobs_come_with_their_text(engine: tuple[DaemonProcess, str]) -> None:
+    d, _ = engine
+    params = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 2}
+    with d.connect() as conn:
+        rid = conn.send("chat", {**params, "stream": True})
+        notes, final = conn.until_response(rid)
+    streamed = [lp for n in notes for lp in n["params"].get("logprobs") or []]
+    assert streamed == final["result"]["logprobs"] and streamed
+    assert "".join(n["params"]["delta"] for n in notes) == final["result"]["message"]["content"]
