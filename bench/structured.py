@@ -108,6 +108,7 @@ def main() -> None:
                 "ratio": round(constrained / free, 3) if free else None,
                 "validity": validity(d, args.seeds, args.validity_max_tokens),
             }
+            print(json.dumps({engine: out["engines"][engine]}), file=sys.stderr, flush=True)  # kept if a later engine fails
     print(json.dumps(out, indent=2))
 
 

@@ -224,9 +224,10 @@ class ChoiceRun:
             free = msgspec.structs.replace(req, format=None, prefix=req.prefix + THINK_OPEN, stop=[THINK_CLOSE])
             await self._content(THINK_OPEN)
             res = await self._phase(free, self._content)
-            if res.finish_reason != "stop":
+            if res.stop_sequence != THINK_CLOSE:  # the budget ran out, or the model ended, inside its reasoning
                 await self._flush()
                 return self.out
+            self.out.stop_sequence = None
             await self._content(THINK_CLOSE)
             req = msgspec.structs.replace(req, prefix=req.prefix + THINK_OPEN + res.text + THINK_CLOSE + "\n", max_tokens=self._left(req))
         if tools:  # auto: free text until the model opens a call, then the call constrained
