@@ -59,7 +59,7 @@ BIG: dict[str, Any] = obj(
         "id": {"type": "integer", "minimum": 0, "maximum": 999},
         "name": S,
         "active": {"type": "boolean"},
-        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "score": {"type": "integer", "minimum": 0, "maximum": 100},
         "kind": {"enum": ["a", "b", "c"]},
         "owner": obj({"first": S, "last": S, "age": {"type": "integer", "minimum": 0, "maximum": 120}}),
         "place": obj({"city": S, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}, "geo": obj({"lat": {"type": "number"}, "lon": {"type": "number"}})}),
