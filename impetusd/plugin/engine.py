@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from impetusd.protocol.api import FinishReason, Message
+from impetusd.protocol.api import FinishReason, Format, Message, TokenLogprob, Tool
 
 # Capability names are the request fields they allow (plus "chat", "complete", "embed").
 SAMPLING_CAPABILITIES = frozenset(
@@ -48,6 +48,14 @@ class PromptCacheTier(Protocol):
         ...
 
     def stats(self) -> dict[str, int]: ...
+
+
+class TextSink(Protocol):
+    """Where an engine sends decoded text: ``on_text(piece)``, or, when the request
+    asked for logprobs (``top_logprobs`` not None), ``on_text(piece, logprobs)`` with
+    the tokens decoded since the previous call (the piece may be empty)."""
+
+    def __call__(self, text: str, logprobs: list[TokenLogprob] | None = None, /) -> None: ...
 
 
 class Tuning(msgspec.Struct, frozen=True):
@@ -98,6 +106,11 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = {}
+    format: Format | None = None  # the answer must match it (already validated; docs/structured.md)
+    top_logprobs: int | None = None  # None: no logprobs; else per token its logprob and this many alternatives (0-20)
+    tools: list[Tool] | None = None  # rendered into the prompt (the template's way, or the fallback)
+    think: bool | None = None  # the template's ``enable_thinking``; None: its default
+    prefix: str = ""  # the answer so far: appended to the rendered prompt, generation continues it
 
 
 class EmbedRequest(msgspec.Struct, frozen=True):
@@ -155,6 +168,7 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     stop_sequence: str | None = None  # the stop string that ended the text (finish_reason "stop")
     draft_tokens: int | None = None  # speculative decoding: tokens drafted, and of them accepted
     draft_accepted: int | None = None
+    logprobs: list[TokenLogprob] | None = None  # when the request asked (top_logprobs not None)
 
 
 class EngineInfo(msgspec.Struct, frozen=True):
@@ -178,7 +192,7 @@ class Engine(Protocol):
     def generate(
         self,
         req: GenerateRequest,
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
     ) -> EngineResult:
         """Run to completion, calling ``on_text`` per decoded piece and checking
@@ -195,7 +209,7 @@ class BatchEngine(Protocol):
     def submit(
         self,
         req: GenerateRequest,
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
         on_done: Callable[[EngineResult | Exception], None],
     ) -> None:

@@ -193,9 +193,57 @@ class LoadedList(msgspec.Struct, frozen=True):
 
 
 # --- generation -----------------------------------------------------------------
-class Message(msgspec.Struct, frozen=True):
+class ToolCall(msgspec.Struct, frozen=True):
+    """A function call the model made (in a result) or made earlier (in an assistant
+    message of the conversation). ``arguments`` is a JSON object as a string."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] | None = None  # assistant: the calls it made (content may be "")
+    tool_call_id: str | None = None  # tool: which call this message answers
+    name: str | None = None  # tool: the function's name
+    reasoning: str | None = None  # assistant: its thinking, kept out of ``content``
+
+
+# ``format``: what the answer must match, enforced token by token (docs/structured.md)
+class JsonObjectFormat(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="json_object", tag_field="type"):
+    """Any JSON object."""
+
+
+class JsonSchemaFormat(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="json_schema", tag_field="type", kw_only=True):
+    schema: dict[str, Any]
+    strict: bool = True  # a schema feature that cannot be enforced is refused (never relaxed)
+    name: str | None = None
+
+
+class RegexFormat(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="regex", tag_field="type"):
+    pattern: str
+
+
+class GrammarFormat(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="grammar", tag_field="type", kw_only=True):
+    syntax: Literal["lark", "gbnf"]
+    grammar: str
+
+
+Format = JsonObjectFormat | JsonSchemaFormat | RegexFormat | GrammarFormat
+
+
+class FunctionDef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = {}  # a JSON schema for the arguments object
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    type: Literal["function"] = "function"
+    function: FunctionDef
 
 
 class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -214,10 +262,18 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     logit_bias: dict[int, float] | None = None
     stream: bool = False
     keep_alive: KeepAlive = None
+    format: Format | None = None  # constrain the answer (JSON, a schema, a regex, a grammar)
+    logprobs: bool = False  # per generated token: its log-probability and bytes
+    top_logprobs: int | None = None  # 0-20 most likely alternatives per token (needs logprobs)
+    n: int = 1  # 1-8 independent choices (``choices`` in the result)
 
 
 class ChatParams(SamplingParams, frozen=True, forbid_unknown_fields=True, kw_only=True):
     messages: list[Message]
+    tools: list[Tool] | None = None
+    tool_choice: str | None = None  # "auto" (default with tools), "none", "required", or a function's name
+    parallel_tool_calls: bool = True  # False: at most one call per answer
+    think: bool | None = None  # reasoning on/off where the chat template supports it; None: the template's default
 
 
 class CompleteParams(SamplingParams, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -243,25 +299,70 @@ class Timings(msgspec.Struct, frozen=True):
     acceptance_rate: float | None = None  # draft_accepted / draft_tokens
 
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
+
+
+class TopLogprob(msgspec.Struct, frozen=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(msgspec.Struct, frozen=True):
+    """One generated token: the log-probability the model gave it (<= 0) and, when
+    ``top_logprobs`` was asked, that many alternatives, most likely first."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob] = []
+
+
+class Choice(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One of ``n`` choices. The result's top-level fields repeat choice 0."""
+
+    index: int
+    finish_reason: FinishReason
+    message: Message | None = None  # chat
+    text: str | None = None  # complete
+    stop_sequence: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    warning: str | None = None
 
 
 class GenerationResult(msgspec.Struct, frozen=True, omit_defaults=True):
     model: str
     backend: str
     finish_reason: FinishReason
-    usage: Usage
+    usage: Usage  # summed over the choices when n > 1
     timings: Timings
     message: Message | None = None
     text: str | None = None
     stop_sequence: str | None = None  # which of the request's stop strings ended it, when one did
+    logprobs: list[TokenLogprob] | None = None  # when asked: one per generated token
+    choices: list[Choice] | None = None  # when n > 1
+    warning: str | None = None  # e.g. a tool call that did not parse, returned as text
 
 
-class Chunk(msgspec.Struct, frozen=True):
-    """Params of the ``chat.chunk`` notification."""
+class ToolCallDelta(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A piece of a streamed tool call: the first has ``id`` and ``name``, the rest
+    carry fragments of ``arguments`` that concatenate to the full JSON string."""
+
+    index: int  # which call within the answer
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class Chunk(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Params of the ``chat.chunk`` notification: one typed delta."""
 
     id: int | str | None
-    delta: str
+    delta: str  # text of ``kind`` (empty for a tool-call delta)
+    kind: Literal["content", "reasoning", "tool_call"] = "content"
+    choice: int = 0  # which choice, when n > 1
+    tool_call: ToolCallDelta | None = None
+    logprobs: list[TokenLogprob] | None = None  # the tokens of this delta, when asked
 
 
 class CancelParams(msgspec.Struct, frozen=True):

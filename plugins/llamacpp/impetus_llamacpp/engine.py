@@ -36,8 +36,12 @@ from impetusd.plugin_api import (
     ModelSpec,
     PluginError,
     PromptCacheTier,
+    TextSink,
+    TokenLogprob,
+    TopLogprob,
     Tuning,
     UnsupportedFormat,
+    UnsupportedParameter,
 )
 
 from . import binary, gpu
@@ -115,7 +119,7 @@ class Stream:
         req: GenerateRequest,
         ids: list[int],
         body: dict[str, Any],
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
         on_done: Callable[[EngineResult | Exception], None],
     ) -> None:
@@ -138,6 +142,7 @@ class Stream:
         self.reused = 0  # leading tokens the slot held already
         self.restore = False  # whether the disk tier holds more of the prompt than the slot
         self.held: list[int] = []  # what the slot holds once the request is over
+        self.logprobs: list[TokenLogprob] = []
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -162,9 +167,8 @@ class LlamaServerEngine:
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
         self.running: list[Stream] = []
-        self.events: queue.Queue[tuple[Stream | None, str | EngineResult | Exception | None]] = (
-            queue.Queue()
-        )  # (None, _): wake(); (stream, None): its slot is free
+        # (None, None): wake(); (stream, None): its slot is free; else text with its logprobs, or the end
+        self.events: queue.Queue[tuple[Stream | None, tuple[str, list[TokenLogprob] | None] | EngineResult | Exception | None]] = queue.Queue()
         self.slots = Slots(self.default_max_batch)
         self.disk: SlotFileTier | None = None
         self.disk_lock = threading.Lock()  # the tier is used from the streams' threads
@@ -258,7 +262,7 @@ class LlamaServerEngine:
     def submit(
         self,
         req: GenerateRequest,
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
         on_done: Callable[[EngineResult | Exception], None],
     ) -> None:
@@ -277,7 +281,7 @@ class LlamaServerEngine:
         }
         self.waiting.append(Stream(req, ids, body, on_text, should_stop, on_done))
 
-    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
+    def generate(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool]) -> EngineResult:
         """One request on its own (``Engine``): submitted, then stepped to its end."""
         outcome: list[EngineResult | Exception] = []
         self.submit(req, on_text, should_stop, outcome.append)
@@ -292,7 +296,7 @@ class LlamaServerEngine:
 
     def wake(self) -> None:
         """A request arrived (the worker's reader thread): end step()'s wait for news."""
-        self.events.put((None, ""))
+        self.events.put((None, None))
 
     def step(self) -> None:
         while self.waiting and len(self.running) < self.max_batch:
@@ -328,8 +332,12 @@ class LlamaServerEngine:
             if item is None:
                 self.slots.release(stream.slot, stream.held)
                 continue
-            if isinstance(item, str):
-                stream.on_text(item)
+            if isinstance(item, tuple):
+                text, fresh = item
+                if fresh is None:
+                    stream.on_text(text)
+                else:
+                    stream.on_text(text, fresh)
                 continue
             self.running.remove(stream)
             if isinstance(item, EngineResult):
@@ -403,6 +411,8 @@ class LlamaServerEngine:
                         stream.sock.shutdown(socket.SHUT_RDWR)
                 if response.status_code != 200:
                     response.read()
+                    if response.status_code == 400 and stream.req.format is not None and ("json_schema" in response.text or "grammar" in response.text):
+                        raise _unenforceable(response.text)
                     raise PluginError(f"llama-server refused the request ({response.status_code}): {response.text[:500]}", backend="llamacpp")
                 for line in response.iter_lines():
                     if not line.startswith("data: "):
@@ -413,9 +423,13 @@ class LlamaServerEngine:
                     if data.get("tokens"):
                         stream.tokens += len(data["tokens"])
                         stream.first = stream.first or time.monotonic()
-                    if data.get("content"):
-                        stream.text.append(data["content"])
-                        self.events.put((stream, data["content"]))
+                    fresh = None
+                    if stream.req.top_logprobs is not None:
+                        fresh = _logprobs(data.get("completion_probabilities") or [], stream.req.top_logprobs)
+                        stream.logprobs.extend(fresh)
+                    if data.get("content") or fresh:
+                        stream.text.append(data.get("content") or "")
+                        self.events.put((stream, (data.get("content") or "", fresh)))
                     if data.get("stop"):
                         final = data
                         break
@@ -458,6 +472,7 @@ class LlamaServerEngine:
             decode_tps=float(decode) if decode and decode > 0 and stream.tokens > 1 else None,
             draft_tokens=int(timings["draft_n"]) if "draft_n" in timings else None,
             draft_accepted=int(timings["draft_n_accepted"]) if "draft_n_accepted" in timings else None,
+            logprobs=stream.logprobs if stream.req.top_logprobs is not None else None,
         )
 
     # -- embeddings -------------------------------------------------------------------
@@ -467,6 +482,31 @@ class LlamaServerEngine:
             self.embedder = Embedder(self.binary, self.server.model, self.threads)
             self.embedder.server.watch(lambda reason: self.on_fatal(reason))
         return self.embedder.embed(req)
+
+
+def _unenforceable(body: str) -> UnsupportedParameter:
+    """llama-server could not turn the format into its grammar (a schema feature its
+    converter lacks, e.g. ``items: false``): refused by name, never relaxed."""
+    try:
+        why = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        why = body[:500]
+    return UnsupportedParameter(f"the llama.cpp backend cannot enforce this format: {why}", param="format", backend="llamacpp")
+
+
+def _logprobs(probs: list[dict[str, Any]], top: int) -> list[TokenLogprob]:
+    """llama-server's ``completion_probabilities`` (``n_probs``) as the protocol's."""
+
+    def one(p: dict[str, Any]) -> TopLogprob:
+        raw = bytes(p.get("bytes") or p.get("token", "").encode())
+        return TopLogprob(token=p.get("token", ""), logprob=min(float(p.get("logprob", 0.0)), 0.0), bytes=list(raw))
+
+    out = []
+    for p in probs:
+        own = one(p)
+        alts = sorted((one(t) for t in p.get("top_logprobs") or []), key=lambda t: -t.logprob)[:top]
+        out.append(TokenLogprob(token=own.token, logprob=own.logprob, bytes=own.bytes, top_logprobs=alts))
+    return out
 
 
 def _exit_worker(reason: str) -> None:
