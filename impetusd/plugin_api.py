@@ -13,6 +13,7 @@ from __future__ import annotations
 from impetusd.config import Config
 from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
 from impetusd.observe.events import Event
+from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER, template_inputs
 from impetusd.plugin.engine import (
     BackendSpec,
     BatchEngine,
@@ -47,7 +48,8 @@ from impetusd.plugin.registries import (
     PromptCacheTier,
 )
 from impetusd.plugin.stops import StopScanner
-from impetusd.protocol.api import FinishReason
+from impetusd.plugin.structured import format_dict, grammar_for
+from impetusd.protocol.api import FinishReason, GrammarFormat, JsonObjectFormat, JsonSchemaFormat, RegexFormat, TokenLogprob, TopLogprob
 from impetusd.protocol.errors import (
     ContextLengthExceeded,
     ConversionFailed,
@@ -112,6 +114,18 @@ __all__ = [
     "ConversionFailed",
     # helpers
     "StopScanner",
+    # structured output and tools (impetusd/plugin/structured.py, chat.py; docs/structured.md)
+    "TokenLogprob",
+    "TopLogprob",
+    "JsonObjectFormat",
+    "JsonSchemaFormat",
+    "RegexFormat",
+    "GrammarFormat",
+    "grammar_for",
+    "format_dict",
+    "template_inputs",
+    "TOOL_OPEN",
+    "TOOL_OPENER",
     "has_metal",
     "memory_cgroup",
     "MemoryCgroup",

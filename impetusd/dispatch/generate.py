@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypedDict
 
+import anyio
 import msgspec
 
+from impetusd.dispatch.answer import Answer, ChoiceRun, Kind
 from impetusd.dispatch.context import RequestContext
 from impetusd.observe.events import Event
 from impetusd.observe.metrics import Outcome, record_outcome
 from impetusd.plugin.engine import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
-from impetusd.protocol.api import ChatParams, Chunk, CompleteParams, GenerationResult, Message, RecentRequest, Timings, Usage
+from impetusd.plugin.structured import format_dict, grammar_for
+from impetusd.protocol.api import (
+    ChatParams,
+    Choice,
+    Chunk,
+    CompleteParams,
+    Format,
+    GenerationResult,
+    GrammarFormat,
+    JsonSchemaFormat,
+    Message,
+    RecentRequest,
+    Timings,
+    ToolCallDelta,
+    Usage,
+)
 from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
+    from impetusd.residency.lease import Lease
     from impetusd.residency.manager import ModelManager
+    from impetusd.workers.messages import GenerateDone
 
 
 def _check_values(params: ChatParams | CompleteParams) -> None:
@@ -52,18 +72,36 @@ def _check_values(params: ChatParams | CompleteParams) -> None:
                 raise bad("logit_bias", f"value for token {token} must be between -100 and 100")
     if isinstance(params, ChatParams) and not params.messages:
         raise bad("messages", "must not be empty")
-    _refuse_unbuilt(params)
+    _check_structured(params, bad)
 
 
-def _refuse_unbuilt(params: ChatParams | CompleteParams) -> None:
-    """Protocol fields that no engine enforces yet are refused by name, never ignored."""
-    asked = {"format": params.format is not None, "logprobs": params.logprobs, "top_logprobs": params.top_logprobs is not None, "n": params.n != 1}
-    if isinstance(params, ChatParams):
-        asked |= {"tools": bool(params.tools), "tool_choice": params.tool_choice is not None, "think": params.think is not None}
-        asked["messages"] = any(m.tool_calls or m.tool_call_id or m.reasoning for m in params.messages)
-    for name, on in asked.items():
-        if on:
-            raise UnsupportedParameter(f"{name!r} is not supported yet; remove it from the request", param=name)
+def _check_structured(params: ChatParams | CompleteParams, bad: Callable[[str, str], InvalidParams]) -> None:
+    """format, logprobs, n, tools and tool_choice: checked here, before any worker is used."""
+    if not 1 <= params.n <= 8:
+        raise bad("n", "must be between 1 and 8")
+    if params.top_logprobs is not None:
+        if not 0 <= params.top_logprobs <= 20:
+            raise bad("top_logprobs", "must be between 0 and 20")
+        if not params.logprobs:
+            raise bad("top_logprobs", "needs logprobs: true")
+    if params.format is not None:
+        grammar_for(params.format)  # InvalidParams naming format.schema / .pattern / .grammar
+    if not isinstance(params, ChatParams):
+        return
+    tools = params.tools or []
+    names = [t.function.name for t in tools]
+    for i, tool in enumerate(tools):
+        if not tool.function.name or names.count(tool.function.name) > 1:
+            raise bad(f"tools[{i}].function.name", "must be a non-empty name, unique among the tools")
+        grammar_for(JsonSchemaFormat(schema=tool.function.parameters or {"type": "object"}), field=f"tools[{i}].function.parameters")
+    choice = params.tool_choice
+    if choice is not None:
+        if not tools:
+            raise bad("tool_choice", "needs tools")
+        if choice not in ("auto", "none", "required") and choice not in names:
+            raise bad("tool_choice", f"names {choice!r}, which is not in tools")
+    if tools and choice != "none" and params.format is not None:
+        raise UnsupportedParameter("'format' cannot be combined with tools (a call has its own schema); use tool_choice 'none' or drop format", param="format")
 
 
 def _check_capabilities(params: ChatParams | CompleteParams, backend: BackendSpec) -> None:
@@ -77,6 +115,17 @@ def _check_capabilities(params: ChatParams | CompleteParams, backend: BackendSpe
                 param=name,
                 backend=backend.name,
             )
+    wanted = []
+    if params.format is not None:
+        kind = params.format.syntax if isinstance(params.format, GrammarFormat) else format_dict(params.format)["type"]
+        wanted.append((f"format.{kind}", "format", f"format {kind!r}"))
+    if isinstance(params, ChatParams) and params.tools and params.tool_choice != "none":
+        wanted.append(("format.json_schema", "tools", "tool calls (they are enforced with a JSON schema)"))
+    if params.logprobs:
+        wanted.append(("logprobs", "logprobs", "logprobs"))
+    for capability, param, what in wanted:
+        if capability not in backend.capabilities:
+            raise UnsupportedParameter(f"backend {backend.name!r} cannot enforce {what}; see docs/structured.md", param=param, backend=backend.name)
 
 
 def _check_kind(residency: ModelManager, params: ChatParams | CompleteParams) -> None:
@@ -101,6 +150,8 @@ class _Options(TypedDict):
     presence_penalty: float
     frequency_penalty: float
     logit_bias: dict[int, float]
+    format: Format | None
+    top_logprobs: int | None
 
 
 def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, default_temperature: float) -> GenerateRequest:
@@ -116,9 +167,11 @@ def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, 
         presence_penalty=params.presence_penalty or 0.0,
         frequency_penalty=params.frequency_penalty or 0.0,
         logit_bias=dict(params.logit_bias or {}),
+        format=params.format,
+        top_logprobs=(params.top_logprobs or 0) if params.logprobs else None,
     )
     if isinstance(params, ChatParams):
-        return GenerateRequest(kind="chat", messages=list(params.messages), **common)
+        return GenerateRequest(kind="chat", messages=list(params.messages), think=params.think, **common)
     return GenerateRequest(kind="complete", prompt=params.prompt, **common)
 
 
@@ -140,40 +193,68 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
         request = build_request(params, services.config.default_max_tokens, services.config.default_temperature)
         ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
         first_text: list[float] = []
+        outcomes: list[Answer | None] = [None] * params.n
 
-        async def on_text(text: str) -> None:
-            if not first_text:
-                first_text.append(time.monotonic())
-            if params.stream:
-                await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text))
+        async def one(index: int) -> None:
+            async def send(kind: Kind, text: str, call: ToolCallDelta | None) -> None:
+                if not first_text:
+                    first_text.append(time.monotonic())
+                if params.stream:
+                    await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text, kind=kind, choice=index, tool_call=call))
+
+            async def run(req: GenerateRequest, on_text: Callable[[str], Awaitable[None]]) -> GenerateDone:
+                return await lease.generate(req, on_text, ctx.cancel_requested)
+
+            seeded = request if request.seed is None or index == 0 else msgspec.structs.replace(request, seed=request.seed + index)
+            outcomes[index] = await ChoiceRun(params, seeded, run, send).run()
 
         sent = time.monotonic()
-        done = await lease.generate(request, on_text, ctx.cancel_requested)
+        if params.n == 1:
+            await one(0)
+        else:  # n independent requests: a batching engine decodes them together
+            async with anyio.create_task_group() as tg:
+                for i in range(params.n):
+                    tg.start_soon(one, i)
+    done = [o for o in outcomes if o is not None]
+    return _finish(services, params, ctx, lease, done, sent, first_text)
+
+
+def _finish(
+    services: Services, params: ChatParams | CompleteParams, ctx: RequestContext, lease: Lease, done: list[Answer], sent: float, first_text: list[float]
+) -> GenerationResult:
+    head = done[0]
+    res = head.results[0]
+    last = head.results[-1]
+    every = [r for o in done for r in o.results]
     resident, load_ms = lease.resident, lease.load_ms
     finished = time.monotonic()
-    res = done.result
     # The backend's own TTFT when it measures one; else when its first text reached the daemon.
     ttft_ms = res.ttft_ms if res.ttft_ms is not None else ((first_text[0] - sent) * 1000 if first_text else None)
-    queued_ms = (sent - ctx.received) * 1000 - load_ms + done.queued_ms
+    queued_ms = (sent - ctx.received) * 1000 - load_ms + head.queued_ms
     timings = Timings(
         queued_ms=round(max(queued_ms, 0.0), 2),
         load_ms=round(load_ms, 2),
         ttft_ms=None if ttft_ms is None else round(ttft_ms, 2),
         prefill_tps=None if res.prefill_tps is None else round(res.prefill_tps, 2),
-        decode_tps=None if res.decode_tps is None else round(res.decode_tps, 2),
+        decode_tps=None if last.decode_tps is None else round(last.decode_tps, 2),
         total_ms=round((finished - ctx.received) * 1000, 2),
-        batch_size=res.batch_size,
+        batch_size=max((r.batch_size or 0 for r in every), default=0) or None,
     )
-    usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
+    # each choice's prompt once (a later phase re-reads it from the prompt cache); every generated token
+    usage = Usage(
+        prompt_tokens=sum(o.results[0].prompt_tokens for o in done),
+        completion_tokens=sum(r.completion_tokens for r in every),
+        cached_tokens=sum(o.results[0].cached_tokens for o in done),
+    )
     services.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-    resident.stats.record(usage.prompt_tokens, usage.completion_tokens, res.decode_tps)
-    services.metrics.timings(resident.spec.name, ttft_ms, res.decode_tps)
+    resident.stats.record(usage.prompt_tokens, usage.completion_tokens, last.decode_tps)
+    services.metrics.timings(resident.spec.name, ttft_ms, last.decode_tps)
     services.metrics.finished(
         RecentRequest(
             time=time.time(),
             model=resident.spec.name,
             method="chat" if isinstance(params, ChatParams) else "complete",
-            outcome=res.finish_reason,
+            outcome=head.finish,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             ttft_ms=timings.ttft_ms,
@@ -186,21 +267,40 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
             kind="request.finished",
             model=resident.spec.name,
             data={
-                "finish_reason": res.finish_reason,
+                "finish_reason": head.finish,
                 "usage": msgspec.to_builtins(usage),
                 "timings": msgspec.to_builtins(timings),
             },
         )
     )
-    message = Message(role="assistant", content=res.text) if isinstance(params, ChatParams) else None
-    text = None if isinstance(params, ChatParams) else res.text
+    chat = isinstance(params, ChatParams)
+    choices = [
+        Choice(
+            index=i,
+            finish_reason=o.finish,
+            message=_message(o) if chat else None,
+            text=None if chat else o.content,
+            stop_sequence=o.stop_sequence,
+            logprobs=o.logprobs,
+            warning=o.warning,
+        )
+        for i, o in enumerate(done)
+    ]
+    first = choices[0]
     return GenerationResult(
         model=resident.spec.name,
         backend=resident.backend.name,
-        finish_reason=res.finish_reason,
+        finish_reason=first.finish_reason,
         usage=usage,
         timings=timings,
-        message=message,
-        text=text,
-        stop_sequence=res.stop_sequence,
+        message=first.message,
+        text=first.text,
+        stop_sequence=first.stop_sequence,
+        logprobs=first.logprobs,
+        choices=choices if len(choices) > 1 else None,
+        warning=first.warning,
     )
+
+
+def _message(o: Answer) -> Message:
+    return Message(role="assistant", content=o.content, tool_calls=o.tool_calls or None, reasoning=o.reasoning or None)

@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from impetusd.protocol.api import FinishReason, Message
+from impetusd.protocol.api import FinishReason, Format, Message, TokenLogprob, Tool
 
 # Capability names are the request fields they allow (plus "chat", "complete", "embed").
 SAMPLING_CAPABILITIES = frozenset(
@@ -83,6 +83,11 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = {}
+    format: Format | None = None  # the answer must match it (already validated; docs/structured.md)
+    top_logprobs: int | None = None  # None: no logprobs; else per token its logprob and this many alternatives (0-20)
+    tools: list[Tool] | None = None  # rendered into the prompt (the template's way, or the fallback)
+    think: bool | None = None  # the template's ``enable_thinking``; None: its default
+    prefix: str = ""  # the answer so far: appended to the rendered prompt, generation continues it
 
 
 class EmbedRequest(msgspec.Struct, frozen=True):
@@ -138,6 +143,7 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     batch_limit: int | None = None  # the engine's batch size limit when this request finished
     queued_ms: float | None = None  # time a batch engine held the request before it joined the batch
     stop_sequence: str | None = None  # the stop string that ended the text (finish_reason "stop")
+    logprobs: list[TokenLogprob] | None = None  # when the request asked (top_logprobs not None)
 
 
 class EngineInfo(msgspec.Struct, frozen=True):

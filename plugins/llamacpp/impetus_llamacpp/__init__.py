@@ -11,6 +11,11 @@ CAPABILITIES = frozenset(
     {
         "chat",
         "complete",
+        # structured output (docs/structured.md): the format kinds this engine enforces
+        "format.json_object",
+        "format.json_schema",
+        "format.gbnf",
+        "logprobs",
         "embed",
         "max_tokens",
         "temperature",

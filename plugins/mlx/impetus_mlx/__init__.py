@@ -15,6 +15,13 @@ CAPABILITIES = frozenset(
     {
         "chat",
         "complete",
+        # structured output (docs/structured.md): the format kinds this engine enforces
+        "format.json_object",
+        "format.json_schema",
+        "format.regex",
+        "format.lark",
+        "format.gbnf",
+        "logprobs",
         "embed",
         "tokenize",
         "max_tokens",

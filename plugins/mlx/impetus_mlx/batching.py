@@ -19,7 +19,7 @@ import msgspec
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 
-from impetusd.plugin_api import EngineResult, FinishReason, GenerateRequest
+from impetusd.plugin_api import EngineResult, FinishReason, GenerateRequest, TokenLogprob
 
 from .prompt_cache import PromptCaches
 from .stops import StopScanner
@@ -58,6 +58,7 @@ class Job:
         self.scanner = StopScanner(req.stop)
         self.detok: Any = None
         self.uid: int | None = None
+        self.logprobs: list[TokenLogprob] | None = [] if req.top_logprobs is not None else None
 
 
 class BatchScheduler:
@@ -132,6 +133,8 @@ class BatchScheduler:
             if job.first is None:
                 job.first = now
             job.last = now
+            if job.logprobs is not None and r.finish_reason != "stop":
+                job.logprobs.append(self.engine.logprob(job.req, r.token, r.logprobs))
             if r.finish_reason == "stop":  # an end-of-sequence token: not part of the text
                 self._finish(job, "stop", r.prompt_cache, r.all_tokens)
                 continue
@@ -181,7 +184,7 @@ class BatchScheduler:
         job.detok = self.engine.tokenizer.detokenizer
         max_tokens = min(req.max_tokens, self.engine.context_length - len(ids))
         sampler = self._sampler(req)
-        processors = self.engine.logits_processors(req, len(ids) + max_tokens)
+        processors = self.engine.processors(req, len(ids) + max_tokens)
         (uid,) = gen.insert(
             [ids[cached:]],
             max_tokens=[max_tokens],
@@ -257,6 +260,7 @@ class BatchScheduler:
                 batch_size=job.batch_size or None,
                 batch_limit=self.max_batch,
                 queued_ms=(joined - job.submitted) * 1000,
+                logprobs=job.logprobs,
             )
         )
 

@@ -27,11 +27,16 @@ from impetusd.plugin_api import (
     PromptCacheTier,
     TokenizeOutput,
     TokenizeRequest,
+    TokenLogprob,
     UnsupportedFormat,
+    grammar_for,
+    template_inputs,
 )
 
 from . import folder_model, gguf_model
 from .batching import BatchScheduler
+from .constrain import GrammarProcessor, token_logprob
+from .constrain import build_tokenizer as build_lltokenizer
 from .cpu import widen_for_blas
 from .device import device_memory
 from .prompt_cache import PromptCaches, cache_tokens
@@ -66,6 +71,7 @@ class MLXEngine:
         self.default_prefill_step = self.prefill_step = prefill_chunk(variant)
         self.batch = BatchScheduler(self, self.prefill_step)
         self.cache_variant = variant  # "f32" when the weights were widened; prompt caches are per variant
+        self._lltok: Any = None
 
     # --- continuous batching (BatchEngine) and tuning (TunableEngine) ------------
     def submit(
@@ -132,13 +138,14 @@ class MLXEngine:
     def encode(self, req: GenerateRequest) -> list[int]:
         tok = self.tokenizer
         if req.kind == "chat":
-            messages = [{"role": m.role, "content": m.content} for m in req.messages or []]
+            template = tok.chat_template if isinstance(tok.chat_template, str) else None
+            messages, extra = template_inputs(req, template, "mlx")
             if tok.chat_template is None:
-                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: " + req.prefix
                 return tok.encode(text, add_special_tokens=self.add_bos)
-            rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return tok.encode(rendered, add_special_tokens=False)
-        ids = tok.encode(req.prompt or "", add_special_tokens=False)
+            rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
+            return tok.encode(rendered + req.prefix, add_special_tokens=False)
+        ids = tok.encode((req.prompt or "") + req.prefix, add_special_tokens=False)
         if self.add_bos and tok.bos_token_id is not None:
             ids = [tok.bos_token_id, *ids]
         return ids
@@ -158,6 +165,23 @@ class MLXEngine:
             frequency_penalty=req.frequency_penalty or None,
             frequency_context_size=window,
         )
+
+    def lltokenizer(self) -> Any:
+        """llguidance's tokenizer for this model (built on first use: about a second)."""
+        if self._lltok is None:
+            vocab = int(self.details.get("vocab_size") or 0) or None
+            self._lltok = build_lltokenizer(self.tokenizer._tokenizer, vocab, sorted(self.tokenizer.eos_token_ids))
+        return self._lltok
+
+    def processors(self, req: GenerateRequest, window: int) -> list[Any]:
+        """Penalties and bias, then the request's ``format`` as a token mask."""
+        processors = self.logits_processors(req, window)
+        if req.format is not None:
+            processors.append(GrammarProcessor(self.lltokenizer(), grammar_for(req.format)))
+        return processors
+
+    def logprob(self, req: GenerateRequest, token: int, logprobs: Any) -> TokenLogprob:
+        return token_logprob(self.lltokenizer(), token, logprobs, req.top_logprobs or 0)
 
     def embed(self, req: EmbedRequest) -> EmbedOutput:
         """Mean of the final normalised hidden states over the text's tokens,
@@ -222,7 +246,8 @@ class MLXEngine:
         if req.seed is not None:
             mx.random.seed(req.seed)
         sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
-        processors = self.logits_processors(req, len(ids) + max_tokens)
+        processors = self.processors(req, len(ids) + max_tokens)
+        logprobs: list[TokenLogprob] | None = [] if req.top_logprobs is not None else None
         scanner = StopScanner(req.stop)
         finish: FinishReason = "length"
         ttft_ms = None
@@ -250,6 +275,8 @@ class MLXEngine:
                 tokens = resp.generation_tokens
                 if ttft_ms is None:
                     ttft_ms = (time.monotonic() - started) * 1000
+                if logprobs is not None and resp.finish_reason != "stop":
+                    logprobs.append(self.logprob(req, resp.token, resp.logprobs))
                 emit, hit = scanner.feed(resp.text)
                 if emit:
                     on_text(emit)
@@ -281,4 +308,5 @@ class MLXEngine:
             ttft_ms=ttft_ms,
             prefill_tps=last.prompt_tps if last else None,
             decode_tps=last.generation_tps if last and tokens > 1 else None,
+            logprobs=logprobs,
         )

@@ -1,0 +1,240 @@
+"""One choice of a ``chat`` or ``complete``: the phases it runs in the worker (reasoning,
+answer, tool call), its typed deltas, and how its text becomes content, reasoning
+and tool calls. The same on every engine (docs/structured.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER
+from impetusd.plugin.engine import EngineResult, GenerateRequest
+from impetusd.plugin.structured import tool_call_schema
+from impetusd.protocol.api import ChatParams, CompleteParams, FinishReason, JsonSchemaFormat, TokenLogprob, Tool, ToolCall, ToolCallDelta
+from impetusd.workers.messages import GenerateDone
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+Kind = Literal["content", "reasoning", "tool_call"]
+Send = Callable[[Kind, str, ToolCallDelta | None], Awaitable[None]]
+Run = Callable[[GenerateRequest, Callable[[str], Awaitable[None]]], Awaitable[GenerateDone]]
+
+_CALL_HEAD = re.compile(r'\s*\{"name": "((?:[^"\\]|\\.)*)", "arguments": ')
+
+
+def _held(text: str, marker: str) -> int:
+    """How many trailing characters of ``text`` could start ``marker``."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
+
+class ThinkSplitter:
+    """Routes an answer's text: a leading ``<think>…</think>`` block is reasoning,
+    the rest content. Holds back only what might be the start of a marker."""
+
+    def __init__(self) -> None:
+        self.state: Literal["start", "reasoning", "content"] = "start"
+        self.buf = ""
+
+    def feed(self, text: str) -> list[tuple[Kind, str]]:
+        self.buf += text
+        out: list[tuple[Kind, str]] = []
+        while self.buf:
+            if self.state == "start":
+                head = self.buf.lstrip()
+                if head.startswith(THINK_OPEN):
+                    self.state, self.buf = "reasoning", head[len(THINK_OPEN) :]
+                elif not head or THINK_OPEN.startswith(head):
+                    break
+                else:
+                    self.state = "content"
+            elif self.state == "reasoning":
+                end = self.buf.find(THINK_CLOSE)
+                if end >= 0:
+                    out.append(("reasoning", self.buf[:end]))
+                    self.state, self.buf = "content", self.buf[end + len(THINK_CLOSE) :].lstrip()
+                    continue
+                keep = _held(self.buf, THINK_CLOSE)
+                out.append(("reasoning", self.buf[: len(self.buf) - keep]))
+                self.buf = self.buf[len(self.buf) - keep :]
+                break
+            else:
+                out.append(("content", self.buf))
+                self.buf = ""
+        return [(k, t) for k, t in out if t]
+
+    def flush(self) -> list[tuple[Kind, str]]:
+        rest, self.buf = self.buf, ""
+        kind: Kind = "reasoning" if self.state == "reasoning" else "content"
+        return [(kind, rest)] if rest else []
+
+
+class CallStreamer:
+    """Streams one constrained call (``{"name": …, "arguments": {…}}``) as deltas:
+    id and name once the name is complete, then fragments of the arguments that
+    concatenate to the final ``arguments`` string."""
+
+    def __init__(self, index: int, send: Send) -> None:
+        self.index = index
+        self.send = send
+        self.id = "call_" + secrets.token_hex(12)
+        self.text = ""
+        self.start: int | None = None
+        self.sent = 0  # characters of the arguments already sent
+
+    async def feed(self, text: str) -> None:
+        self.text += text
+        if self.start is None:
+            head = _CALL_HEAD.match(self.text)
+            if head is None:
+                return
+            self.start = head.end()
+            await self.send("tool_call", "", ToolCallDelta(index=self.index, id=self.id, name=json.loads(f'"{head.group(1)}"')))
+        end = len(self.text) - 1  # the last character may be the call's closing brace
+        if end > self.start + self.sent:
+            piece = self.text[self.start + self.sent : end]
+            self.sent += len(piece)
+            await self.send("tool_call", "", ToolCallDelta(index=self.index, arguments=piece))
+
+    async def finish(self) -> ToolCall | None:
+        """The call, or None when the text is not one (it is then returned as text)."""
+        try:
+            obj = json.loads(self.text)
+            name, args = obj["name"], obj["arguments"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(name, str) or not isinstance(args, dict):
+            return None
+        raw = self.text[self.start : self.text.rstrip().rfind("}")] if self.start is not None else ""
+        try:
+            same = json.loads(raw) == args
+        except ValueError:
+            same = False
+        if not same or raw[: self.sent] != self.text[self.start : (self.start or 0) + self.sent]:
+            raw = json.dumps(args)
+        elif self.start is not None and len(raw) > self.sent:
+            await self.send("tool_call", "", ToolCallDelta(index=self.index, arguments=raw[self.sent :]))
+        if self.start is None:
+            await self.send("tool_call", "", ToolCallDelta(index=self.index, id=self.id, name=name, arguments=raw))
+        return ToolCall(id=self.id, name=name, arguments=raw)
+
+
+@dataclass
+class Answer:
+    """One choice's answer and what the worker reported for each phase."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish: FinishReason = "stop"
+    stop_sequence: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    warning: str | None = None
+    results: list[EngineResult] = field(default_factory=list)
+    queued_ms: float = 0.0  # how long the worker held its first phase before the engine took it
+
+
+def _tools_in_play(params: ChatParams | CompleteParams) -> list[Tool]:
+    if isinstance(params, ChatParams) and params.tools and params.tool_choice != "none":
+        return list(params.tools)
+    return []
+
+
+class ChoiceRun:
+    """Runs one choice through its phases, sending typed deltas as text arrives."""
+
+    def __init__(self, params: ChatParams | CompleteParams, request: GenerateRequest, run: Run, send: Send) -> None:
+        self.params = params
+        self.request = request
+        self.run_phase = run
+        self.send = send
+        self.out = Answer()
+        self.split = ThinkSplitter() if isinstance(params, ChatParams) else None
+
+    async def _content(self, text: str) -> None:
+        if self.split is None:
+            self.out.content += text
+            await self.send("content", text, None)
+            return
+        for kind, piece in self.split.feed(text):
+            await self._routed(kind, piece)
+
+    async def _routed(self, kind: Kind, piece: str) -> None:
+        if kind == "reasoning":
+            self.out.reasoning += piece
+        else:
+            self.out.content += piece
+        await self.send(kind, piece, None)
+
+    async def _flush(self) -> None:
+        for kind, piece in self.split.flush() if self.split is not None else []:
+            await self._routed(kind, piece)
+
+    async def _phase(self, request: GenerateRequest, on_text: Callable[[str], Awaitable[None]]) -> EngineResult:
+        done = await self.run_phase(request, on_text)
+        res = done.result
+        if not self.out.results:
+            self.out.queued_ms = done.queued_ms
+        self.out.results.append(res)
+        if res.logprobs is not None:
+            self.out.logprobs = (self.out.logprobs or []) + list(res.logprobs)
+        self.out.finish, self.out.stop_sequence = res.finish_reason, res.stop_sequence
+        return res
+
+    def _left(self, request: GenerateRequest) -> int:
+        used = sum(r.completion_tokens for r in self.out.results)
+        return max(1, request.max_tokens - used)
+
+    async def run(self) -> Answer:
+        params, req = self.params, self.request
+        tools = _tools_in_play(params)
+        choice = (params.tool_choice if isinstance(params, ChatParams) else None) or "auto"
+        if tools:
+            req = msgspec.structs.replace(req, tools=tools)
+        if tools and choice != "auto":
+            allowed = tools if choice == "required" else [t for t in tools if t.function.name == choice]
+            await self._call(req, allowed, req.prefix + TOOL_OPENER, "")
+            return self.out
+        if req.format is not None and isinstance(params, ChatParams) and params.think:
+            # the reasoning stays free: think first, then the constrained answer after it
+            free = msgspec.structs.replace(req, format=None, prefix=req.prefix + THINK_OPEN, stop=[THINK_CLOSE])
+            await self._content(THINK_OPEN)
+            res = await self._phase(free, self._content)
+            if res.finish_reason != "stop":
+                await self._flush()
+                return self.out
+            await self._content(THINK_CLOSE)
+            req = msgspec.structs.replace(req, prefix=req.prefix + THINK_OPEN + res.text + THINK_CLOSE + "\n", max_tokens=self._left(req))
+        if tools:  # auto: free text until the model opens a call, then the call constrained
+            res = await self._phase(msgspec.structs.replace(req, stop=[*req.stop, TOOL_OPEN]), self._content)
+            await self._flush()
+            if res.finish_reason == "stop" and res.stop_sequence == TOOL_OPEN:
+                self.out.stop_sequence = None
+                prefix = req.prefix + res.text + TOOL_OPENER
+                await self._call(msgspec.structs.replace(req, max_tokens=self._left(req)), tools, prefix, self.out.content)
+            return self.out
+        await self._phase(req, self._content)
+        await self._flush()
+        return self.out
+
+    async def _call(self, req: GenerateRequest, allowed: list[Tool], prefix: str, before: str) -> None:
+        schema = tool_call_schema([{"name": t.function.name, "parameters": t.function.parameters or None} for t in allowed])
+        call_req = msgspec.structs.replace(req, prefix=prefix, format=JsonSchemaFormat(schema=schema), stop=[])
+        streamer = CallStreamer(len(self.out.tool_calls), self.send)
+        res = await self._phase(call_req, streamer.feed)
+        call = await streamer.finish() if res.finish_reason == "stop" else None
+        if call is not None:
+            self.out.tool_calls.append(call)
+            self.out.finish = "tool_calls"
+            return
+        # never lost: what the model wrote comes back as text, with why
+        self.out.content = before + TOOL_OPENER + streamer.text
+        why = "did not finish within max_tokens" if res.finish_reason == "length" else "did not parse"
+        self.out.warning = f"the tool call {why}; it is returned as text in content"
