@@ -48,7 +48,7 @@ ROUTES = (
 )
 _encoder = msgspec.json.Encoder()
 # The daemon's field names that OpenAI's API spells otherwise.
-RENAMED = {"format": "response_format"}
+RENAMED = {"format.schema": "response_format.json_schema.schema", "format": "response_format"}
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -37,7 +37,7 @@ class ImpetusExtension(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class FunctionCall(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str | None = None
-    arguments: str = ""
+    arguments: str | None = None  # "" in a streamed call's first piece, as OpenAI sends it
 
 
 class OutToolCall(msgspec.Struct, frozen=True):
