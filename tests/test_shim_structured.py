@@ -29,7 +29,12 @@ TIME = {
     "function": {
         "name": "get_time",
         "description": "The time in a timezone",
-        "parameters": {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["zone"], "additionalProperties": False},
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
+            "required": ["zone"],
+            "additionalProperties": False,
+        },
     },
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -143,7 +148,10 @@ def test_n_three_choices_plain_and_streamed(client: openai.OpenAI) -> None:
 
 
 BAD: list[tuple[dict[str, Any], str]] = [
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "nope"}}}}}}, "response_format.json_schema.schema"),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "nope"}}}}}},
+        "response_format.json_schema.schema",
+    ),
     ({"response_format": {"type": "xml"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema.schema"),
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
@@ -156,7 +164,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"n": 9}, "n"),
     ({"n": 0}, "n"),
     ({"messages": [{"role": "tool", "content": "21"}]}, "messages[0].tool_call_id"),
-    ({"messages": [{"role": "user", "content": "x", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, "messages[0].tool_calls"),
+    (
+        {"messages": [{"role": "user", "content": "x", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
+        "messages[0].tool_calls",
+    ),
 ]
 
 
