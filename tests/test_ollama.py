@@ -83,7 +83,6 @@ def test_list_ps_show(client: ollama.Client, mlx_shim: ShimProcess, monkeypatch:
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        ({"format": "xml"}, "format"),
         ({"format": {"type": "object", "properties": {"a": {"type": "nope"}}}}, "format"),
         ({"tools": [{"type": "code", "function": {"name": "f"}}]}, "tools[0].type"),
         ({"think": "high"}, "think"),
@@ -221,3 +220,9 @@ def test_logprobs(mlx_shim: ShimProcess) -> None:
     tokens = done["logprobs"]
     assert len(tokens) == done["eval_count"] and "".join(t["token"] for t in tokens) == done["response"]
     assert all(t["logprob"] <= 0 and len(t["top_logprobs"]) == 2 for t in tokens)
+
+
+def test_bad_format_is_400(mlx_shim: ShimProcess) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "format": "xml", "stream": False}
+    r = httpx.post(f"{mlx_shim.base}/api/chat", json=body, timeout=120)
+    assert r.status_code == 400 and "format" in r.json()["error"]

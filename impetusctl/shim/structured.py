@@ -44,7 +44,7 @@ def openai_tools(given: list[Any] | None, where: str = "tools") -> list[Tool] | 
         at = f"{where}[{i}]"
         if not isinstance(t, dict) or t.get("type", "function") != "function":
             kind = t.get("type") if isinstance(t, dict) else None
-            raise BadBody(400, f"{at}: only function tools are supported, got type {kind!r}", f"{at}.type")
+            raise bad(f"only function tools are supported, got type {kind!r}", f"{at}.type")
         if set(t) - {"type", "function"}:
             raise bad(f"unknown field {sorted(set(t) - {'type', 'function'})[0]!r}", at)
         tools.append(function_tool(t.get("function"), f"{at}.function"))
