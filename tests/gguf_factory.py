@@ -19,7 +19,15 @@ def byte_level_vocab() -> list[str]:
     return [chr(c) for _, c in sorted(zip(keep, chars))]
 
 
-def write_tiny_llama(path: Path, qtype: str = "F32", *, hidden: int = 64, layers: int = 2, seed: int = 0, declared_layers: int | None = None) -> Path:
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def write_tiny_llama(
+    path: Path, qtype: str = "F32", *, hidden: int = 64, layers: int = 2, seed: int = 0, declared_layers: int | None = None, chat_template: str = CHATML
+) -> Path:
     """``declared_layers``: a block count in the metadata other than the blocks written (a broken file)."""
     import gguf
     from gguf import GGMLQuantizationType as Q
@@ -50,10 +58,7 @@ def write_tiny_llama(path: Path, qtype: str = "F32", *, hidden: int = 64, layers
     w.add_bos_token_id(vocab - 2)
     w.add_eos_token_id(vocab - 1)
     w.add_add_bos_token(False)
-    w.add_chat_template(
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
+    w.add_chat_template(chat_template)
 
     def matrix(name: str, rows: int, cols: int) -> None:
         data = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)

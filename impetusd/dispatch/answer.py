@@ -40,7 +40,7 @@ class ThinkSplitter:
     the rest content. Holds back only what might be the start of a marker."""
 
     def __init__(self) -> None:
-        self.state: Literal["start", "reasoning", "content"] = "start"
+        self.state: Literal["start", "reasoning", "after", "content"] = "start"
         self.buf = ""
 
     def feed(self, text: str) -> list[tuple[Kind, str]]:
@@ -59,12 +59,16 @@ class ThinkSplitter:
                 end = self.buf.find(THINK_CLOSE)
                 if end >= 0:
                     out.append(("reasoning", self.buf[:end]))
-                    self.state, self.buf = "content", self.buf[end + len(THINK_CLOSE) :].lstrip()
+                    self.state, self.buf = "after", self.buf[end + len(THINK_CLOSE) :]
                     continue
                 keep = _held(self.buf, THINK_CLOSE)
                 out.append(("reasoning", self.buf[: len(self.buf) - keep]))
                 self.buf = self.buf[len(self.buf) - keep :]
                 break
+            elif self.state == "after":  # the whitespace between the reasoning and the answer
+                self.buf = self.buf.lstrip()
+                if self.buf:
+                    self.state = "content"
             else:
                 out.append(("content", self.buf))
                 self.buf = ""
@@ -236,5 +240,5 @@ class ChoiceRun:
             return
         # never lost: what the model wrote comes back as text, with why
         self.out.content = before + TOOL_OPENER + streamer.text
-        why = "did not finish within max_tokens" if res.finish_reason == "length" else "did not parse"
+        why = {"length": "did not finish within max_tokens", "cancelled": "was cancelled"}.get(res.finish_reason, "did not parse")
         self.out.warning = f"the tool call {why}; it is returned as text in content"

@@ -84,8 +84,6 @@ def _check_structured(params: ChatParams | CompleteParams, bad: Callable[[str, s
             raise bad("top_logprobs", "must be between 0 and 20")
         if not params.logprobs:
             raise bad("top_logprobs", "needs logprobs: true")
-    if params.format is not None:
-        grammar_for(params.format)  # InvalidParams naming format.schema / .pattern / .grammar
     if not isinstance(params, ChatParams):
         return
     tools = params.tools or []
@@ -93,7 +91,6 @@ def _check_structured(params: ChatParams | CompleteParams, bad: Callable[[str, s
     for i, tool in enumerate(tools):
         if not tool.function.name or names.count(tool.function.name) > 1:
             raise bad(f"tools[{i}].function.name", "must be a non-empty name, unique among the tools")
-        grammar_for(JsonSchemaFormat(schema=tool.function.parameters or {"type": "object"}), field=f"tools[{i}].function.parameters")
     choice = params.tool_choice
     if choice is not None:
         if not tools:
@@ -102,6 +99,17 @@ def _check_structured(params: ChatParams | CompleteParams, bad: Callable[[str, s
             raise bad("tool_choice", f"names {choice!r}, which is not in tools")
     if tools and choice != "none" and params.format is not None:
         raise UnsupportedParameter("'format' cannot be combined with tools (a call has its own schema); use tool_choice 'none' or drop format", param="format")
+
+
+def _check_grammars(params: ChatParams | CompleteParams) -> None:
+    """Compile ``format`` and each tool's parameters (cached): InvalidParams naming
+    ``format.schema`` / ``.pattern`` / ``.grammar`` or ``tools[i].function.parameters``.
+    Run in a thread: a very large schema takes a second to compile."""
+    if params.format is not None:
+        grammar_for(params.format)
+    tools = (params.tools or []) if isinstance(params, ChatParams) else []
+    for i, tool in enumerate(tools):
+        grammar_for(JsonSchemaFormat(schema=tool.function.parameters or {"type": "object"}), field=f"tools[{i}].function.parameters")
 
 
 def _check_capabilities(params: ChatParams | CompleteParams, backend: BackendSpec) -> None:
@@ -185,6 +193,8 @@ async def generate(services: Services, params: ChatParams | CompleteParams, ctx:
 
 async def _generate(services: Services, params: ChatParams | CompleteParams, ctx: RequestContext, outcome: Outcome) -> GenerationResult:
     _check_values(params)
+    if params.format is not None or (isinstance(params, ChatParams) and params.tools):
+        await anyio.to_thread.run_sync(_check_grammars, params)
     _check_kind(services.residency, params)
     # the model's queue counts this request: Overloaded when too many wait for it
     async with services.residency.lease(params.model, keep_alive=params.keep_alive, queued=ctx) as lease:

@@ -32,8 +32,11 @@ from impetusd.plugin_api import (
     GenerateRequest,
     ModelSpec,
     PluginError,
+    TokenLogprob,
+    TopLogprob,
     Tuning,
     UnsupportedFormat,
+    UnsupportedParameter,
 )
 
 from . import binary
@@ -90,6 +93,7 @@ class Stream:
         self.tokens = 0
         self.first = 0.0
         self.batch_size = 1
+        self.logprobs: list[TokenLogprob] = []
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -260,6 +264,8 @@ class LlamaServerEngine:
                         stream.sock.shutdown(socket.SHUT_RDWR)
                 if response.status_code != 200:
                     response.read()
+                    if response.status_code == 400 and stream.req.format is not None and ("json_schema" in response.text or "grammar" in response.text):
+                        raise _unenforceable(response.text)
                     raise PluginError(f"llama-server refused the request ({response.status_code}): {response.text[:500]}", backend="llamacpp")
                 for line in response.iter_lines():
                     if not line.startswith("data: "):
@@ -270,6 +276,8 @@ class LlamaServerEngine:
                     if data.get("tokens"):
                         stream.tokens += len(data["tokens"])
                         stream.first = stream.first or time.monotonic()
+                    if stream.req.top_logprobs is not None:
+                        stream.logprobs.extend(_logprobs(data.get("completion_probabilities") or [], stream.req.top_logprobs))
                     if data.get("content"):
                         stream.text.append(data["content"])
                         self.events.put((stream, data["content"]))
@@ -305,6 +313,7 @@ class LlamaServerEngine:
             ttft_ms=(stream.first - stream.joined) * 1000 if stream.tokens and stream.first else None,
             prefill_tps=float(prefill) if prefill and prefill > 0 else None,
             decode_tps=float(decode) if decode and decode > 0 and stream.tokens > 1 else None,
+            logprobs=stream.logprobs if stream.req.top_logprobs is not None else None,
         )
 
     # -- embeddings -------------------------------------------------------------------
@@ -314,6 +323,31 @@ class LlamaServerEngine:
             self.embedder = Embedder(self.binary, self.server.model, self.threads)
             self.embedder.server.watch(lambda reason: self.on_fatal(reason))
         return self.embedder.embed(req)
+
+
+def _unenforceable(body: str) -> UnsupportedParameter:
+    """llama-server could not turn the format into its grammar (a schema feature its
+    converter lacks, e.g. ``items: false``): refused by name, never relaxed."""
+    try:
+        why = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        why = body[:500]
+    return UnsupportedParameter(f"the llama.cpp backend cannot enforce this format: {why}", param="format", backend="llamacpp")
+
+
+def _logprobs(probs: list[dict[str, Any]], top: int) -> list[TokenLogprob]:
+    """llama-server's ``completion_probabilities`` (``n_probs``) as the protocol's."""
+
+    def one(p: dict[str, Any]) -> TopLogprob:
+        raw = bytes(p.get("bytes") or p.get("token", "").encode())
+        return TopLogprob(token=p.get("token", ""), logprob=min(float(p.get("logprob", 0.0)), 0.0), bytes=list(raw))
+
+    out = []
+    for p in probs:
+        own = one(p)
+        alts = sorted((one(t) for t in p.get("top_logprobs") or []), key=lambda t: -t.logprob)[:top]
+        out.append(TokenLogprob(token=own.token, logprob=own.logprob, bytes=own.bytes, top_logprobs=alts))
+    return out
 
 
 def _exit_worker(reason: str) -> None:

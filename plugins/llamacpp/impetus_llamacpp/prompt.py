@@ -14,7 +14,7 @@ import jinja2.nodes
 import jinja2.parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from impetusd.plugin_api import GenerateRequest, InvalidParams
+from impetusd.plugin_api import GenerateRequest, InvalidParams, template_inputs
 
 from .server import LlamaServer
 
@@ -43,6 +43,7 @@ class Prompter:
         self.bos = bos
         self.eos = eos
         self.template = None
+        self.source = template
         if template:
             env = ImmutableSandboxedEnvironment(
                 loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True, extensions=[IgnoreGenerationTags, jinja2.ext.loopcontrols]
@@ -50,9 +51,10 @@ class Prompter:
             env.filters["tojson"] = _tojson
             self.template = env.from_string(template)
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
+    def render(self, messages: list[dict[str, Any]], **extra: Any) -> str:
         assert self.template is not None
         return self.template.render(
+            **extra,
             messages=messages,
             eos_token=self.eos,
             bos_token=self.bos,
@@ -63,18 +65,18 @@ class Prompter:
 
     def ids(self, req: GenerateRequest) -> list[int]:
         if req.kind == "complete":
-            ids = self.tokenize(req.prompt or "", special=True)
+            ids = self.tokenize((req.prompt or "") + req.prefix, special=True)
             if not ids and self.bos:  # an empty prompt: start from the beginning of a text
                 ids = self.tokenize(self.bos, special=False)
             if not ids:
                 raise InvalidParams("Invalid params: prompt is empty", field="prompt")
             return ids
-        messages = [{"role": m.role, "content": m.content} for m in req.messages or []]
+        messages, extra = template_inputs(req, self.source, "llamacpp")
         if self.template is None:  # no template: a plain transcript, as the MLX backend does
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: " + req.prefix
             return self.tokenize(text, special=True)
         try:
-            text = self.render(messages)
+            text = self.render(messages, **extra) + req.prefix
         except Exception as exc:  # the template's raise_exception, or a Jinja2 error
             raise InvalidParams(f"Invalid params: the model's chat template refused the messages ({exc})", field="messages") from exc
         # The template writes its own special tokens; the model's BOS only if it did not.

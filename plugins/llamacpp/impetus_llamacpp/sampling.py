@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from impetusd.plugin_api import GenerateRequest, InvalidParams
+from impetusd.plugin_api import GenerateRequest, GrammarFormat, InvalidParams, JsonObjectFormat, JsonSchemaFormat, UnsupportedParameter, format_dict
 
 RANDOM_SEED = -1  # llama-server: pick a random seed
 
@@ -37,6 +37,23 @@ def options(req: GenerateRequest, n_vocab: int, window: int) -> dict[str, Any]:
         "dry_multiplier": 0.0,
         "top_n_sigma": -1.0,
         "mirostat": 0,
-        "n_probs": 0,
+        "n_probs": 0 if req.top_logprobs is None else max(req.top_logprobs, 1),
         "ignore_eos": False,
+        **constraint(req),
     }
+
+
+def constraint(req: GenerateRequest) -> dict[str, Any]:
+    """``format`` in llama-server's terms: a JSON schema (converted to a grammar by
+    llama.cpp) or a GBNF grammar. Regex and Lark are not declared as capabilities of
+    this backend, so the daemon refuses them before they get here."""
+    fmt = req.format
+    if fmt is None:
+        return {}
+    if isinstance(fmt, JsonObjectFormat):
+        return {"json_schema": {"type": "object"}}
+    if isinstance(fmt, JsonSchemaFormat):
+        return {"json_schema": fmt.schema}
+    if isinstance(fmt, GrammarFormat) and fmt.syntax == "gbnf":
+        return {"grammar": fmt.grammar}
+    raise UnsupportedParameter(f"the llama.cpp backend cannot enforce {format_dict(fmt)['type']!r}", param="format", backend="llamacpp")
