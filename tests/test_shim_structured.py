@@ -183,3 +183,45 @@ def test_bad_input_is_400_naming_the_param(mlx_shim: ShimProcess, extra: dict[st
 def test_bad_completions_logprobs_is_400(mlx_shim: ShimProcess) -> None:
     r = httpx.post(f"{mlx_shim.url}/completions", json={"model": MODEL, "prompt": "x", "logprobs": True}, timeout=120)
     assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
+
+
+THINKING = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def test_reasoning_reaches_openai_and_ollama(mlx_shim: ShimProcess, client: openai.OpenAI, tmp_path: Any) -> None:
+    """A tiny random model whose template switches thinking: with ``think`` and a format the
+    reasoning runs free before the answer; each API returns it in its own field, plain and streamed."""
+    import ollama
+    from gguf_factory import write_tiny_llama
+
+    model = str(write_tiny_llama(tmp_path / "thinker.gguf", chat_template=THINKING))
+    with mlx_shim.daemon.connect() as conn:
+        assert "result" in conn.call("models.load", {"model": model, "backend": "mlx"})
+    try:
+        enum = {"enum": ["yes", "no"]}
+        kwargs: dict[str, Any] = dict(
+            model=model,
+            messages=[{"role": "user", "content": "ok?"}],
+            max_tokens=8,
+            temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "yn", "schema": enum}},
+            extra_body={"think": True},
+        )
+        plain = client.chat.completions.create(**kwargs).choices[0].message
+        reasoning = (plain.model_extra or {}).get("reasoning_content")
+        assert reasoning and reasoning.strip() not in ('"yes"', '"no"') and plain.content in ("", None, '"yes"', '"no"')
+        chunks = [c for c in client.chat.completions.create(**kwargs, stream=True) if c.choices]
+        assert "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks) == reasoning
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == (plain.content or "")
+        ol = ollama.Client(host=mlx_shim.base, timeout=120)
+        said = ol.chat(model=model, messages=[{"role": "user", "content": "ok?"}], format=enum, think=True, options={"temperature": 0, "num_predict": 8})
+        assert said.message.thinking == reasoning
+        parts = list(ol.chat(model=model, messages=[{"role": "user", "content": "ok?"}], format=enum, think=True, options={"temperature": 0, "num_predict": 8}, stream=True))
+        assert "".join(p.message.thinking or "" for p in parts) == reasoning
+    finally:
+        with mlx_shim.daemon.connect() as conn:
+            conn.call("models.unload", {"model": model})
