@@ -225,3 +225,16 @@ def test_reasoning_reaches_openai_and_ollama(mlx_shim: ShimProcess, client: open
     finally:
         with mlx_shim.daemon.connect() as conn:
             conn.call("models.unload", {"model": model})
+
+
+def test_a_call_cut_by_max_tokens_is_text_plain_and_streamed(client: openai.OpenAI) -> None:
+    """A forced call that cannot finish comes back as text with a warning, never lost;
+    a streaming client gets the same text as a plain one."""
+    kwargs: dict[str, Any] = dict(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=4, temperature=0)
+    plain = client.chat.completions.create(**kwargs)
+    c = plain.choices[0]
+    assert c.finish_reason == "length" and not c.message.tool_calls and (c.message.content or "").startswith("<tool_call>")
+    assert "max_tokens" in (plain.model_extra or {})["impetus"]["warning"]
+    chunks = [ch for ch in client.chat.completions.create(**kwargs, stream=True) if ch.choices]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == c.message.content
+    assert chunks[-1].choices[0].finish_reason == "length"

@@ -152,12 +152,33 @@ async def stream(daemon: AsyncDaemon, params: ChatParams | CompleteParams) -> As
 
 async def _items(exchange: Exchange, first: Chunk | msgspec.Raw) -> AsyncIterator[Item]:
     item = first
+    streamed: dict[int, list[str]] = {}
     try:
         while True:
             if isinstance(item, msgspec.Raw):
-                yield msgspec.json.decode(bytes(item), type=GenerationResult)
+                result = msgspec.json.decode(bytes(item), type=GenerationResult)
+                for missing in unstreamed(result, streamed):
+                    yield missing
+                yield result
                 return
+            if item.kind == "content":
+                streamed.setdefault(item.choice, []).append(item.delta)
             yield item
             item = await exchange.next()
     finally:
         await exchange.aclose()
+
+
+def unstreamed(result: GenerationResult, streamed: dict[int, list[str]]) -> list[Chunk]:
+    """Content the result has that no chunk carried (a tool call that failed to parse
+    comes back as text in ``content``): sent as one last content chunk per choice, so a
+    streaming client loses nothing a non-streaming one would get."""
+    finals = [(c.index, c.message.content if c.message else (c.text or "")) for c in result.choices or []]
+    if not finals:
+        finals = [(0, result.message.content if result.message else (result.text or ""))]
+    out = []
+    for index, text in finals:
+        sent = "".join(streamed.get(index, []))
+        if len(text) > len(sent) and text.startswith(sent):
+            out.append(Chunk(id=None, delta=text[len(sent) :], choice=index))
+    return out
