@@ -28,6 +28,8 @@ ASK = [{"role": "user", "content": "Describe a product as JSON."}]
 
 def compile_ms() -> dict[str, float]:
     """The daemon's validation and compile of BIG: first use, then from the cache."""
+    import llguidance  # noqa: F401  # the import is not the compile
+
     from impetusd.plugin.structured import _compiled, grammar_for
     from impetusd.protocol.api import JsonSchemaFormat
 
@@ -73,7 +75,7 @@ def validity(d: Daemon, seeds: int, max_tokens: int) -> dict[str, Any]:
                 continue
             finished += 1
             try:
-                jsonschema.validate(json.loads(result["message"]["content"]), schema)
+                jsonschema.validate(json.loads(result["message"]["content"]), schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
                 valid += 1
             except (ValueError, jsonschema.ValidationError) as exc:
                 failures.append(f"{name}/{seed}: {str(exc)[:120]}")
@@ -84,6 +86,7 @@ def validity(d: Daemon, seeds: int, max_tokens: int) -> dict[str, Any]:
         "valid_of_finished": valid,
         "valid_fraction": round(valid / finished, 4) if finished else None,
         "not_finished_or_invalid": failures,
+        "refused": refused,
     }
 
 
@@ -108,6 +111,7 @@ def main() -> None:
                 "ratio": round(constrained / free, 3) if free else None,
                 "validity": validity(d, args.seeds, args.validity_max_tokens),
             }
+            print(json.dumps({engine: out["engines"][engine]}), file=sys.stderr, flush=True)  # kept if a later engine fails
     print(json.dumps(out, indent=2))
 
 

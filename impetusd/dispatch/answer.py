@@ -21,8 +21,10 @@ from impetusd.workers.messages import GenerateDone
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 Kind = Literal["content", "reasoning", "tool_call"]
-Send = Callable[[Kind, str, ToolCallDelta | None], Awaitable[None]]
-Run = Callable[[GenerateRequest, Callable[[str], Awaitable[None]]], Awaitable[GenerateDone]]
+Logprobs = list[TokenLogprob] | None
+Send = Callable[[Kind, str, ToolCallDelta | None, Logprobs], Awaitable[None]]
+OnText = Callable[[str, Logprobs], Awaitable[None]]
+Run = Callable[[GenerateRequest, OnText], Awaitable[GenerateDone]]
 
 _CALL_HEAD = re.compile(r'\s*\{"name": "((?:[^"\\]|\\.)*)", "arguments": ')
 
@@ -92,20 +94,26 @@ class CallStreamer:
         self.text = ""
         self.start: int | None = None
         self.sent = 0  # characters of the arguments already sent
+        self.pending: list[TokenLogprob] = []  # logprobs of tokens not yet sent with a delta
 
-    async def feed(self, text: str) -> None:
+    async def _send(self, delta: ToolCallDelta) -> None:
+        lps, self.pending = self.pending or None, []
+        await self.send("tool_call", "", delta, lps)
+
+    async def feed(self, text: str, logprobs: Logprobs = None) -> None:
         self.text += text
+        self.pending += logprobs or []
         if self.start is None:
             head = _CALL_HEAD.match(self.text)
             if head is None:
                 return
             self.start = head.end()
-            await self.send("tool_call", "", ToolCallDelta(index=self.index, id=self.id, name=json.loads(f'"{head.group(1)}"')))
+            await self._send(ToolCallDelta(index=self.index, id=self.id, name=json.loads(f'"{head.group(1)}"')))
         end = len(self.text) - 1  # the last character may be the call's closing brace
         if end > self.start + self.sent:
             piece = self.text[self.start + self.sent : end]
             self.sent += len(piece)
-            await self.send("tool_call", "", ToolCallDelta(index=self.index, arguments=piece))
+            await self._send(ToolCallDelta(index=self.index, arguments=piece))
 
     async def finish(self) -> ToolCall | None:
         """The call, or None when the text is not one (it is then returned as text)."""
@@ -123,10 +131,10 @@ class CallStreamer:
             same = False
         if not same or raw[: self.sent] != self.text[self.start : (self.start or 0) + self.sent]:
             raw = json.dumps(args)
-        elif self.start is not None and len(raw) > self.sent:
-            await self.send("tool_call", "", ToolCallDelta(index=self.index, arguments=raw[self.sent :]))
+        elif self.start is not None and (len(raw) > self.sent or self.pending):
+            await self._send(ToolCallDelta(index=self.index, arguments=raw[self.sent :]))
         if self.start is None:
-            await self.send("tool_call", "", ToolCallDelta(index=self.index, id=self.id, name=name, arguments=raw))
+            await self._send(ToolCallDelta(index=self.index, id=self.id, name=name, arguments=raw))
         return ToolCall(id=self.id, name=name, arguments=raw)
 
 
@@ -161,11 +169,12 @@ class ChoiceRun:
         self.send = send
         self.out = Answer()
         self.split = ThinkSplitter() if isinstance(params, ChatParams) else None
+        self.pending: list[TokenLogprob] = []  # logprobs of text held back (a possible marker)
 
-    async def _content(self, text: str) -> None:
+    async def _content(self, text: str, logprobs: Logprobs = None) -> None:
+        self.pending += logprobs or []
         if self.split is None:
-            self.out.content += text
-            await self.send("content", text, None)
+            await self._routed("content", text)
             return
         for kind, piece in self.split.feed(text):
             await self._routed(kind, piece)
@@ -175,13 +184,17 @@ class ChoiceRun:
             self.out.reasoning += piece
         else:
             self.out.content += piece
-        await self.send(kind, piece, None)
+        lps, self.pending = self.pending or None, []
+        if piece or lps:
+            await self.send(kind, piece, None, lps)
 
     async def _flush(self) -> None:
         for kind, piece in self.split.flush() if self.split is not None else []:
             await self._routed(kind, piece)
+        if self.pending:
+            await self._routed("content", "")
 
-    async def _phase(self, request: GenerateRequest, on_text: Callable[[str], Awaitable[None]]) -> EngineResult:
+    async def _phase(self, request: GenerateRequest, on_text: OnText) -> EngineResult:
         done = await self.run_phase(request, on_text)
         res = done.result
         if not self.out.results:
@@ -211,9 +224,10 @@ class ChoiceRun:
             free = msgspec.structs.replace(req, format=None, prefix=req.prefix + THINK_OPEN, stop=[THINK_CLOSE])
             await self._content(THINK_OPEN)
             res = await self._phase(free, self._content)
-            if res.finish_reason != "stop":
+            if res.stop_sequence != THINK_CLOSE:  # the budget ran out, or the model ended, inside its reasoning
                 await self._flush()
                 return self.out
+            self.out.stop_sequence = None
             await self._content(THINK_CLOSE)
             req = msgspec.structs.replace(req, prefix=req.prefix + THINK_OPEN + res.text + THINK_CLOSE + "\n", max_tokens=self._left(req))
         if tools:  # auto: free text until the model opens a call, then the call constrained

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypedDict
 
 import anyio
 import msgspec
 
-from impetusd.dispatch.answer import Answer, ChoiceRun, Kind
+from impetusd.dispatch.answer import Answer, ChoiceRun, Kind, OnText
 from impetusd.dispatch.context import RequestContext
 from impetusd.observe.events import Event
 from impetusd.observe.metrics import Outcome, record_outcome
@@ -27,6 +27,7 @@ from impetusd.protocol.api import (
     Message,
     RecentRequest,
     Timings,
+    TokenLogprob,
     ToolCallDelta,
     Usage,
 )
@@ -206,13 +207,13 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
         outcomes: list[Answer | None] = [None] * params.n
 
         async def one(index: int) -> None:
-            async def send(kind: Kind, text: str, call: ToolCallDelta | None) -> None:
+            async def send(kind: Kind, text: str, call: ToolCallDelta | None, logprobs: list[TokenLogprob] | None) -> None:
                 if not first_text:
                     first_text.append(time.monotonic())
                 if params.stream:
-                    await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text, kind=kind, choice=index, tool_call=call))
+                    await ctx.notify("chat.chunk", Chunk(id=ctx.id, delta=text, kind=kind, choice=index, tool_call=call, logprobs=logprobs))
 
-            async def run(req: GenerateRequest, on_text: Callable[[str], Awaitable[None]]) -> GenerateDone:
+            async def run(req: GenerateRequest, on_text: OnText) -> GenerateDone:
                 return await lease.generate(req, on_text, ctx.cancel_requested)
 
             seeded = request if request.seed is None or index == 0 else msgspec.structs.replace(request, seed=request.seed + index)

@@ -50,6 +50,14 @@ class PromptCacheTier(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
+class TextSink(Protocol):
+    """Where an engine sends decoded text: ``on_text(piece)``, or, when the request
+    asked for logprobs (``top_logprobs`` not None), ``on_text(piece, logprobs)`` with
+    the tokens decoded since the previous call (the piece may be empty)."""
+
+    def __call__(self, text: str, logprobs: list[TokenLogprob] | None = None, /) -> None: ...
+
+
 class Tuning(msgspec.Struct, frozen=True):
     """Notification ``worker.tune``: scheduling settings (None = the engine's default)."""
 
@@ -167,7 +175,7 @@ class Engine(Protocol):
     def generate(
         self,
         req: GenerateRequest,
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
     ) -> EngineResult:
         """Run to completion, calling ``on_text`` per decoded piece and checking
@@ -184,7 +192,7 @@ class BatchEngine(Protocol):
     def submit(
         self,
         req: GenerateRequest,
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
         on_done: Callable[[EngineResult | Exception], None],
     ) -> None:

@@ -13,7 +13,9 @@ from impetusd.protocol.errors import InsufficientMemory
 
 if TYPE_CHECKING:
     from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, GenerateRequest, TokenizeOutput, TokenizeRequest
+    from impetusd.protocol.api import TokenLogprob
     from impetusd.residency.resident import Resident
+    from impetusd.workers.handle import OnText
     from impetusd.workers.messages import EmbedDone, GenerateDone
 
 log = logging.getLogger(__name__)
@@ -46,17 +48,17 @@ class Lease:
             self.resident.in_flight += 1
             self.resident.requests += 1
 
-    async def generate(self, request: GenerateRequest, on_text: Callable[[str], Awaitable[None]], cancel_requested: anyio.Event) -> GenerateDone:
+    async def generate(self, request: GenerateRequest, on_text: OnText, cancel_requested: anyio.Event) -> GenerateDone:
         """``worker.generate``; on ``InsufficientMemory`` before any text was sent,
         unload the other models that are idle and try once more."""
         self._count()
         worker, name = self.resident.worker, self.resident.spec.name
         streamed = False
 
-        async def track(text: str) -> None:
+        async def track(text: str, logprobs: list[TokenLogprob] | None) -> None:
             nonlocal streamed
             streamed = True
-            await on_text(text)
+            await on_text(text, logprobs)
 
         try:
             return await worker.generate(request, track, cancel_requested)

@@ -16,6 +16,7 @@ import msgspec
 from anyio.abc import Process, TaskGroup
 
 from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineInfo, GenerateRequest, ModelSpec, TokenizeOutput, TokenizeRequest
+from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.messages import Message, RequestId
@@ -47,11 +48,14 @@ log = logging.getLogger(__name__)
 WORKER_MAX_LINE = 64 * 1024 * 1024
 
 
-def _texts(on_text: Callable[[str], Awaitable[None]]) -> Callable[[TextChunk], Awaitable[None]]:
+OnText = Callable[[str, list[TokenLogprob] | None], Awaitable[None]]
+
+
+def _texts(on_text: OnText) -> Callable[[TextChunk], Awaitable[None]]:
     """A generate call's handler for its routed ``chunk`` notifications."""
 
     def on_note(chunk: TextChunk) -> Awaitable[None]:
-        return on_text(chunk.text)
+        return on_text(chunk.text, chunk.logprobs)
 
     return on_note
 
@@ -157,7 +161,7 @@ class WorkerHandle:
         async with self._send_lock:
             await self.process.stdin.send(data)
 
-    async def _call(self, method: str, params: Any, on_text: Callable[[str], Awaitable[None]] | None = None, rid: RequestId | None = None) -> msgspec.Raw:
+    async def _call(self, method: str, params: Any, on_text: OnText | None = None, rid: RequestId | None = None) -> msgspec.Raw:
         if not self.peer.pending:
             self.last_output = time.monotonic()  # a busy spell starts now
         done = anyio.Event()
@@ -178,7 +182,7 @@ class WorkerHandle:
     async def generate(
         self,
         request: GenerateRequest,
-        on_text: Callable[[str], Awaitable[None]],
+        on_text: OnText,
         cancel_requested: anyio.Event,
     ) -> GenerateDone:
         """Run one generation; setting ``cancel_requested`` makes the worker stop

@@ -23,6 +23,7 @@ import msgspec
 
 from impetusd.plugin.engine import BatchEngine, DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineResult, TokenizeOutput, TokenizeRequest
 from impetusd.plugin.manager import build_registries, make_plugin_manager
+from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.errors import ImpetusError, InternalError, NoBackend, PluginError
 from impetusd.protocol.messages import Message
 from impetusd.protocol.peer import Incoming, Peer
@@ -325,9 +326,9 @@ class Serve:
         rid = job.msg.reply_id
         notify = self.chan.notify
 
-        def on_text(text: str) -> None:
-            if text:
-                notify(CHUNK, TextChunk(id=rid, text=text))
+        def on_text(text: str, logprobs: list[TokenLogprob] | None = None) -> None:
+            if text or logprobs:
+                notify(CHUNK, TextChunk(id=rid, text=text, logprobs=logprobs or None))
 
         def should_stop() -> bool:  # engines call this between tokens and prefill chunks
             self.chan.heartbeat()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from impetusd.plugin.engine import EmbedOutput, EngineResult, GenerateRequest, ModelSpec, Tuning
+from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.messages import RequestId
 
 # daemon → worker: requests
@@ -72,6 +73,7 @@ class TextChunk(msgspec.Struct, frozen=True):
 
     id: RequestId  # the generate request's, as the daemon sent it (the daemon numbers its calls)
     text: str
+    logprobs: list[TokenLogprob] | None = None  # the tokens decoded since the previous chunk, when asked
 
 
 class Fatal(msgspec.Struct, frozen=True):

@@ -32,6 +32,7 @@ from impetusd.plugin_api import (
     GenerateRequest,
     ModelSpec,
     PluginError,
+    TextSink,
     TokenLogprob,
     TopLogprob,
     Tuning,
@@ -74,7 +75,7 @@ class Stream:
         req: GenerateRequest,
         ids: list[int],
         body: dict[str, Any],
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
         on_done: Callable[[EngineResult | Exception], None],
     ) -> None:
@@ -118,7 +119,7 @@ class LlamaServerEngine:
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
         self.running: list[Stream] = []
-        self.events: queue.Queue[tuple[Stream, str | EngineResult | Exception]] = queue.Queue()
+        self.events: queue.Queue[tuple[Stream, tuple[str, list[TokenLogprob] | None] | EngineResult | Exception]] = queue.Queue()
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
@@ -190,7 +191,7 @@ class LlamaServerEngine:
     def submit(
         self,
         req: GenerateRequest,
-        on_text: Callable[[str], None],
+        on_text: TextSink,
         should_stop: Callable[[], bool],
         on_done: Callable[[EngineResult | Exception], None],
     ) -> None:
@@ -209,7 +210,7 @@ class LlamaServerEngine:
         }
         self.waiting.append(Stream(req, ids, body, on_text, should_stop, on_done))
 
-    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool]) -> EngineResult:
+    def generate(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool]) -> EngineResult:
         """One request on its own (``Engine``): submitted, then stepped to its end."""
         outcome: list[EngineResult | Exception] = []
         self.submit(req, on_text, should_stop, outcome.append)
@@ -242,8 +243,12 @@ class LlamaServerEngine:
             except queue.Empty:
                 break
         for stream, item in news:
-            if isinstance(item, str):
-                stream.on_text(item)
+            if isinstance(item, tuple):
+                text, fresh = item
+                if fresh is None:
+                    stream.on_text(text)
+                else:
+                    stream.on_text(text, fresh)
                 continue
             self.running.remove(stream)
             if isinstance(item, EngineResult):
@@ -276,11 +281,13 @@ class LlamaServerEngine:
                     if data.get("tokens"):
                         stream.tokens += len(data["tokens"])
                         stream.first = stream.first or time.monotonic()
+                    fresh = None
                     if stream.req.top_logprobs is not None:
-                        stream.logprobs.extend(_logprobs(data.get("completion_probabilities") or [], stream.req.top_logprobs))
-                    if data.get("content"):
-                        stream.text.append(data["content"])
-                        self.events.put((stream, data["content"]))
+                        fresh = _logprobs(data.get("completion_probabilities") or [], stream.req.top_logprobs)
+                        stream.logprobs.extend(fresh)
+                    if data.get("content") or fresh:
+                        stream.text.append(data.get("content") or "")
+                        self.events.put((stream, (data.get("content") or "", fresh)))
                     if data.get("stop"):
                         final = data
                         break

@@ -53,7 +53,70 @@ def constraint(req: GenerateRequest) -> dict[str, Any]:
     if isinstance(fmt, JsonObjectFormat):
         return {"json_schema": {"type": "object"}}
     if isinstance(fmt, JsonSchemaFormat):
+        ignored = ignored_keyword(fmt.schema)
+        if ignored is not None:
+            raise UnsupportedParameter(
+                f"the llama.cpp backend cannot enforce {ignored} (llama.cpp's schema converter would ignore it); use the MLX backend or drop it",
+                param="format",
+                backend="llamacpp",
+            )
         return {"json_schema": fmt.schema}
     if isinstance(fmt, GrammarFormat) and fmt.syntax == "gbnf":
         return {"grammar": fmt.grammar}
     raise UnsupportedParameter(f"the llama.cpp backend cannot enforce {format_dict(fmt)['type']!r}", param="format", backend="llamacpp")
+
+
+# What llama.cpp's JSON-schema-to-grammar converter leaves out without a word: a schema
+# using any of it is refused by name rather than enforced in part (docs/structured.md).
+IGNORED_KEYWORDS = frozenset(
+    {
+        "multipleOf",
+        "uniqueItems",
+        "not",
+        "if",
+        "then",
+        "else",
+        "patternProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "contains",
+        "minContains",
+        "maxContains",
+        "dependentRequired",
+        "dependentSchemas",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+    }
+)
+RANGE_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")  # enforced on integers only
+FORMATS = frozenset({"date", "time", "date-time", "uuid"})
+
+
+def ignored_keyword(schema: Any, where: str = "#") -> str | None:
+    """The first part of ``schema`` llama.cpp would not enforce, as ``keyword at path``."""
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            found = ignored_keyword(item, f"{where}/{i}")
+            if found:
+                return found
+        return None
+    if not isinstance(schema, dict):
+        return None
+    for key in sorted(IGNORED_KEYWORDS & schema.keys()):
+        return f"{key!r} at {where}"
+    if any(k in schema for k in RANGE_KEYWORDS) and schema.get("type") != "integer":
+        return f"a number range at {where} (llama.cpp bounds integers only)"
+    if "format" in schema and schema.get("format") not in FORMATS:
+        return f"format {schema.get('format')!r} at {where}"
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            for name, sub in value.items():
+                found = ignored_keyword(sub, f"{where}/{key}/{name}")
+                if found:
+                    return found
+        elif key in ("items", "prefixItems", "anyOf", "oneOf", "allOf", "additionalProperties"):
+            found = ignored_keyword(value, f"{where}/{key}")
+            if found:
+                return found
+    return None

@@ -19,7 +19,7 @@ import msgspec
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 
-from impetusd.plugin_api import EngineResult, FinishReason, GenerateRequest, TokenLogprob
+from impetusd.plugin_api import EngineResult, FinishReason, GenerateRequest, TextSink, TokenLogprob
 
 from .prompt_cache import PromptCaches
 from .stops import StopScanner
@@ -40,9 +40,7 @@ def runs_alone(req: GenerateRequest) -> bool:
 class Job:
     """One request from submission to its result."""
 
-    def __init__(
-        self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]
-    ) -> None:
+    def __init__(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
         self.req = req
         self.on_text = on_text
         self.should_stop = should_stop
@@ -59,6 +57,18 @@ class Job:
         self.detok: Any = None
         self.uid: int | None = None
         self.logprobs: list[TokenLogprob] | None = [] if req.top_logprobs is not None else None
+        self.streamed = 0  # logprobs already sent with text
+
+    def send(self, text: str) -> None:
+        """Text to the worker, with the logprobs of the tokens decoded since the last call."""
+        if self.logprobs is None:
+            if text:
+                self.on_text(text)
+            return
+        fresh = self.logprobs[self.streamed :]
+        self.streamed = len(self.logprobs)
+        if text or fresh:
+            self.on_text(text, fresh)
 
 
 class BatchScheduler:
@@ -99,9 +109,7 @@ class BatchScheduler:
         return gen
 
     # --- the BatchEngine protocol -------------------------------------------
-    def submit(
-        self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]
-    ) -> None:
+    def submit(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
         job = Job(req, on_text, should_stop, on_done)
         job.ids = self.engine.prompt_ids(req)  # raises ContextLengthExceeded / InvalidParams at once
         self.engine.logits_processors(req, 0)  # validates logit_bias before it queues
@@ -143,7 +151,7 @@ class BatchScheduler:
                 job.detok.finalize()
             emit, hit = job.scanner.feed(job.detok.last_segment)
             if emit:
-                job.on_text(emit)
+                job.send(emit)
             if hit:
                 self._finish_removed(job, "stop")
             elif r.finish_reason == "length":
@@ -239,9 +247,7 @@ class BatchScheduler:
         self._result(job, reason)
 
     def _result(self, job: Job, reason: FinishReason) -> None:
-        rest = job.scanner.flush()
-        if rest:
-            job.on_text(rest)
+        job.send(job.scanner.flush())
         joined = job.joined or job.submitted
         prefilled = len(job.ids) - job.cached
         ttft = (job.first - joined) if job.first is not None else None

@@ -25,6 +25,7 @@ from impetusd.plugin_api import (
     InvalidParams,
     ModelSpec,
     PromptCacheTier,
+    TextSink,
     TokenizeOutput,
     TokenizeRequest,
     TokenLogprob,
@@ -74,9 +75,7 @@ class MLXEngine:
         self._lltok: Any = None
 
     # --- continuous batching (BatchEngine) and tuning (TunableEngine) ------------
-    def submit(
-        self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]
-    ) -> None:
+    def submit(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
         self.batch.submit(req, on_text, should_stop, on_done)
 
     def busy(self) -> bool:
@@ -229,7 +228,7 @@ class MLXEngine:
             )
         return ids
 
-    def generate(self, req: GenerateRequest, on_text: Callable[[str], None], should_stop: Callable[[], bool], ids: list[int] | None = None) -> EngineResult:
+    def generate(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool], ids: list[int] | None = None) -> EngineResult:
         """One request on its own with ``stream_generate`` (seeded sampling, or
         callers that do not batch), using and feeding the prompt caches."""
         started = time.monotonic()
@@ -253,6 +252,17 @@ class MLXEngine:
         ttft_ms = None
         last = None
         tokens = 0
+        streamed = 0
+
+        def send(text: str) -> None:
+            nonlocal streamed
+            if logprobs is None:
+                if text:
+                    on_text(text)
+                return
+            fresh, streamed = logprobs[streamed:], len(logprobs)
+            if text or fresh:
+                on_text(text, fresh)
 
         def between_prefill_chunks(done: int, total: int) -> None:
             if done < total and should_stop():
@@ -278,8 +288,7 @@ class MLXEngine:
                 if logprobs is not None and resp.finish_reason != "stop":
                     logprobs.append(self.logprob(req, resp.token, resp.logprobs))
                 emit, hit = scanner.feed(resp.text)
-                if emit:
-                    on_text(emit)
+                send(emit)
                 if hit:
                     finish = "stop"
                     break
@@ -291,9 +300,7 @@ class MLXEngine:
                     break
         except _PrefillStopped:
             finish = "cancelled"
-        rest = scanner.flush()
-        if rest:
-            on_text(rest)
+        send(scanner.flush())
         held = cache_tokens(cache)
         if held >= len(ids):  # keep the prompt's part of the cache for later requests
             trim_prompt_cache(cache, held - len(ids))
