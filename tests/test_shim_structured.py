@@ -238,3 +238,13 @@ def test_a_call_cut_by_max_tokens_is_text_plain_and_streamed(client: openai.Open
     chunks = [ch for ch in client.chat.completions.create(**kwargs, stream=True) if ch.choices]
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == c.message.content
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_streamed_logprobs_match_the_plain_ones(client: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = dict(model=MODEL, messages=ASK, logprobs=True, top_logprobs=2, max_tokens=5, temperature=0)
+    plain = client.chat.completions.create(**kwargs).choices[0].logprobs
+    assert plain is not None and plain.content
+    chunks = [c for c in client.chat.completions.create(**kwargs, stream=True) if c.choices and c.choices[0].logprobs]
+    streamed = [t for c in chunks for t in c.choices[0].logprobs.content or []]  # type: ignore[union-attr]
+    assert [t.token for t in streamed] == [t.token for t in plain.content]
+    assert all(math.isclose(a.logprob, b.logprob, abs_tol=1e-3) and len(a.top_logprobs) == 2 for a, b in zip(streamed, plain.content, strict=True))
