@@ -27,7 +27,7 @@ PULL_PROGRESS = "models.progress"
 
 
 class Exchange:
-    """One request on its own connection: text pieces, then the raw result."""
+    """One request on its own connection: typed chunks, then the raw result."""
 
     def __init__(self, stream: SocketStream, path: str = "", first_reply: float | None = None) -> None:
         self._stream = stream
@@ -36,7 +36,7 @@ class Exchange:
         self._reader = LineReader(stream, MAX_LINE)
         self._peer = Peer(_ignore, on_notification=_ignore, routes={CHAT_CHUNK: Chunk, PULL_PROGRESS: PullProgress})
         self._pending: Pending | None = None
-        self._delta: str | None = None
+        self._delta: Chunk | None = None
         self._progress: PullProgress | None = None
 
     def request(self, method: str, params: Any) -> bytes:
@@ -46,18 +46,18 @@ class Exchange:
 
     def _on_chunk(self, note: Chunk | PullProgress) -> None:
         if isinstance(note, Chunk):
-            self._delta = note.delta
+            self._delta = note
         else:
             self._progress = note
 
-    async def next(self) -> str | msgspec.Raw:
-        """The next streamed text piece, or the final result (raises the typed
-        error the daemon answered with)."""
+    async def next(self) -> Chunk | msgspec.Raw:
+        """The next streamed chunk (a typed delta), or the final result (raises the
+        typed error the daemon answered with)."""
         while isinstance(item := await self.next_event(), PullProgress):
             pass
         return item
 
-    async def next_event(self) -> str | PullProgress | msgspec.Raw:
+    async def next_event(self) -> Chunk | PullProgress | msgspec.Raw:
         """As ``next``, with a pull's ``models.progress`` notifications too."""
         pending = self._pending
         assert pending is not None

@@ -12,7 +12,7 @@ from impetusd.config import Config, load_config
 from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.protocol.errors import ImpetusError
 
-from . import dashboard_cmd, embed_cmd, render, store_cmds
+from . import dashboard_cmd, embed_cmd, render, run_options, store_cmds
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 from .service import commands as service_commands
@@ -156,13 +156,22 @@ def unload(state: State, model: str) -> None:
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--keep-alive", help="How long the model stays loaded afterwards (e.g. 5m, 0, -1).")
 @click.option("--backend", help="Load MODEL on this backend (e.g. llamacpp, mlx) instead of the automatic choice.")
+@click.option("--format", "fmt", metavar="json|FILE", help="Constrain the answer: 'json' (any object), or a file with a JSON schema (or a format object).")
+@click.option("--tools", "tools_file", type=click.Path(exists=True, dir_okay=False), help="A JSON file with a list of OpenAI-shaped function tools.")
+@click.option("--tool-choice", help="auto, none, required, or a tool's name (with --tools).")
+@click.option("--logprobs", type=click.IntRange(0, 20), help="Show each token's log-probability and its N most likely alternatives.")
+@click.option("--think/--no-think", default=None, help="Reasoning on or off, where the model's chat template supports it.")
 @click.pass_obj
 def run(state: State, model: str, prompt: str | None, system: str | None, backend: str | None, **options: Any) -> None:
     """Answer PROMPT with MODEL, or chat interactively when no prompt is given.
 
     In the interactive chat, /bye (or Ctrl-D) quits and history is kept.
+    Tool calls the model makes are printed as NAME(ARGUMENTS), one a line
+    (with --json, under "tool_calls"); reasoning goes to stderr.
     """
+    structured = run_options.params(options.pop("fmt"), options.pop("tools_file"), options.pop("tool_choice"), options.pop("logprobs"))
     params = {k: v for k, v in options.items() if v not in (None, ())}
+    params.update(structured)
     if "stop" in params:
         params["stop"] = list(params["stop"])
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
@@ -215,8 +224,10 @@ def _chat(client: Client, state: State, model: str, history: list[dict[str, str]
 
     def on_note(method: str, raw: msgspec.Raw) -> None:
         if method == "chat.chunk":
-            click.echo(decoder.decode(bytes(raw)).delta, nl=False)
-            sys.stdout.flush()
+            chunk = decoder.decode(bytes(raw))
+            if chunk.kind != "tool_call":  # calls are printed whole, at the end
+                click.echo(chunk.delta, nl=False, err=chunk.kind == "reasoning")
+                (sys.stderr if chunk.kind == "reasoning" else sys.stdout).flush()
 
     rid = client.send("chat", request)
     assert rid is not None
@@ -230,6 +241,7 @@ def _chat(client: Client, state: State, model: str, history: list[dict[str, str]
         render.json_out(render.run_json(result))
     else:
         click.echo()
+        run_options.show(result)
         if result.finish_reason == "cancelled":
             click.echo("[cancelled]", err=True)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -100,12 +101,29 @@ def loaded(result: LoadedList) -> None:
 
 
 def run_json(result: GenerationResult) -> dict[str, Any]:
-    text = result.message.content if result.message is not None else result.text
-    return {
+    m = result.message
+    out: dict[str, Any] = {
         "model": result.model,
         "backend": result.backend,
-        "text": text,
+        "text": m.content if m is not None else result.text,
         "finish_reason": result.finish_reason,
         "usage": result.usage,
         "timings": result.timings,
     }
+    if m is not None and m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": _arguments(c.arguments)} for c in m.tool_calls]
+    if m is not None and m.reasoning:
+        out["reasoning"] = m.reasoning
+    if result.logprobs is not None:
+        out["logprobs"] = result.logprobs
+    if result.warning:
+        out["warning"] = result.warning
+    return out
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as JSON (as the text it was, if it does not parse)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -3,6 +3,8 @@ in front of a real daemon and the bundled SmolLM2 (MLX, a few tokens)."""
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -19,7 +21,13 @@ def client(mlx_shim: ShimProcess) -> anthropic.Anthropic:
 
 
 def test_create_and_stream_agree(client: anthropic.Anthropic) -> None:
-    kwargs = dict(model=MODEL, max_tokens=8, extra_body={"temperature": 0}, system=[{"type": "text", "text": "Answer briefly."}], messages=[{"role": "user", "content": QUESTION}])
+    kwargs = dict(
+        model=MODEL,
+        max_tokens=8,
+        extra_body={"temperature": 0},
+        system=[{"type": "text", "text": "Answer briefly."}],
+        messages=[{"role": "user", "content": QUESTION}],
+    )
     reply = client.messages.create(**kwargs)  # type: ignore[arg-type]
     assert reply.type == "message" and reply.role == "assistant" and reply.id.startswith("msg_")
     assert reply.content[0].type == "text" and reply.content[0].text
@@ -60,10 +68,12 @@ def test_count_tokens_matches_the_prompt(client: anthropic.Anthropic) -> None:
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tools"),
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
+        ({"tools": [{"name": "f"}]}, "input_schema"),
+        ({"tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": {"type": "tool", "name": "g"}}, "tool_choice"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "think"),  # SmolLM2's template cannot switch reasoning
         ({"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}, "output_config"),
-        ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "1"}]}]}, "tool_result"),
+        ({"messages": [{"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "1"}]}]}, "tool_result"),
         ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]}, "image"),
     ],
 )
@@ -87,8 +97,42 @@ def test_x_api_key_is_the_key(shared_daemon: DaemonProcess) -> None:
     s = ShimProcess(shared_daemon, "--api-key", "s3cret").start()
     try:
         with pytest.raises(anthropic.AuthenticationError):
-            anthropic.Anthropic(base_url=s.base, api_key="wrong", max_retries=0).messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
-        ok = anthropic.Anthropic(base_url=s.base, api_key="s3cret", max_retries=0).messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+            anthropic.Anthropic(base_url=s.base, api_key="wrong", max_retries=0).messages.count_tokens(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+        ok = anthropic.Anthropic(base_url=s.base, api_key="s3cret", max_retries=0).messages.count_tokens(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
         assert ok.input_tokens > 0
     finally:
         s.stop()
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"], "additionalProperties": False},
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_tool_use_plain_streamed_and_round_trip(client: anthropic.Anthropic) -> None:
+    kwargs: dict = dict(
+        model=MODEL, max_tokens=30, messages=ASK, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}, extra_body={"temperature": 0}
+    )
+    reply = client.messages.create(**kwargs)
+    uses = [b for b in reply.content if b.type == "tool_use"]
+    assert reply.stop_reason == "tool_use" and len(uses) == 1 and uses[0].name == "get_weather" and set(uses[0].input) == {"city"}
+    with client.messages.stream(**kwargs) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    partial = "".join(e.delta.partial_json for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta")
+    streamed = [b for b in final.content if b.type == "tool_use"]
+    assert final.stop_reason == "tool_use" and streamed[0].input == uses[0].input and json.loads(partial) == uses[0].input
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny, 21 C"}]},
+    ]
+    answer = client.messages.create(model=MODEL, max_tokens=10, messages=history, tools=[WEATHER], tool_choice={"type": "none"}, extra_body={"temperature": 0})  # type: ignore[arg-type]
+    assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[0].type == "text" and answer.content[0].text

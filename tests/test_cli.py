@@ -130,3 +130,58 @@ def test_interactive_chat_keeps_history_and_quits(cli: CLI) -> None:
     os.write(fd, b"/bye\n")
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"], "additionalProperties": False},
+    },
+}
+
+
+@pytest.fixture
+def mlx(cli: CLI) -> tuple[str, ...]:
+    """The bundled model on MLX (it enforces formats, tools and logprobs; docs/structured.md)."""
+    cli("unload", "smollm2-135m")  # loaded on the automatic choice by the tests above, if they ran
+    return ("--backend", "mlx")
+
+
+def test_run_format_schema_file_and_json(cli: CLI, mlx: tuple[str, ...]) -> None:
+    schema = cli.root / "city.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"], "additionalProperties": False}))
+    done = cli("--json", "run", "smollm2-135m", "Paris as JSON.", "--format", str(schema), "--max-tokens", "20", "--temperature", "0", *mlx)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["finish_reason"] == "stop" and list(json.loads(result["text"])) == ["city"]
+    plain = cli("run", "smollm2-135m", "A JSON object about a cat.", "--format", "json", "--max-tokens", "12", "--temperature", "0", *mlx)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.lstrip().startswith("{")
+    bad = cli("run", "smollm2-135m", "x", "--format", str(cli.root / "absent.json"))
+    assert bad.returncode == 2 and "--format" in bad.stderr
+
+
+def test_run_tools_prints_the_call(cli: CLI, mlx: tuple[str, ...]) -> None:
+    tools = cli.root / "tools.json"
+    tools.write_text(json.dumps([WEATHER]))
+    args = ("run", "smollm2-135m", "What is the weather in Paris?", "--tools", str(tools), "--tool-choice", "required", "--max-tokens", "30", "--temperature", "0", *mlx)
+    done = cli("--json", *args)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["finish_reason"] == "tool_calls" and result["tool_calls"][0]["name"] == "get_weather"
+    assert set(result["tool_calls"][0]["arguments"]) == {"city"}
+    plain = cli(*args)
+    assert plain.returncode == 0, plain.stderr
+    line = plain.stdout.strip().splitlines()[-1]
+    assert line.startswith("get_weather(") and json.loads(line.removeprefix("get_weather(").removesuffix(")")) == result["tool_calls"][0]["arguments"]
+
+
+def test_run_logprobs(cli: CLI, mlx: tuple[str, ...]) -> None:
+    done = cli("--json", "run", "smollm2-135m", "Hi", "--logprobs", "2", "--max-tokens", "3", "--temperature", "0", *mlx)
+    assert done.returncode == 0, done.stderr
+    tokens = json.loads(done.stdout)["logprobs"]
+    assert len(tokens) == 3 and all(t["logprob"] <= 0 and len(t["top_logprobs"]) == 2 for t in tokens)
+    plain = cli("run", "smollm2-135m", "Hi", "--logprobs", "2", "--max-tokens", "3", "--temperature", "0", *mlx)
+    assert plain.returncode == 0 and len([line for line in plain.stdout.splitlines() if "\t" in line]) == 3

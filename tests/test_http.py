@@ -179,10 +179,11 @@ def test_embeddings_from_a_backend_that_cannot(client: openai.OpenAI, echo_model
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"n": 9}, "n"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"reasoning_effort": "high"}, "reasoning_effort"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
         ({"extra_body": {"mirostat": 2}}, "mirostat"),
         ({"temperature": 7.0}, "temperature"),
     ],

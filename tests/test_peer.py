@@ -17,6 +17,7 @@ from anyio.abc import SocketStream
 from helpers import DaemonProcess
 from impetusctl.aclient import AsyncDaemon
 from impetusctl.client import Client
+from impetusd.protocol.api import Chunk
 from impetusd.protocol.errors import ImpetusError, ModelNotFound
 from impetusd.protocol.framing import LineReader
 from impetusd.protocol.messages import Message
@@ -188,8 +189,8 @@ def test_async_client_streams_chunks_then_the_result(shared_daemon: DaemonProces
         exchange = await daemon.open("chat", {"model": str(echo_model), "messages": [{"role": "user", "content": "one two three"}], "stream": True})
         pieces: list[str] = []
         try:
-            while isinstance(item := await exchange.next(), str):
-                pieces.append(item)
+            while isinstance(item := await exchange.next(), Chunk):
+                pieces.append(item.delta)
         finally:
             await exchange.aclose()
         health = await daemon.call("daemon.health")

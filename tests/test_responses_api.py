@@ -3,6 +3,8 @@ package's ``responses.create`` and ``responses.stream``, on the bundled SmolLM2 
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -44,20 +46,74 @@ def test_string_input_and_instructions(client: openai.OpenAI) -> None:
     ("extra", "named"),
     [
         ({"previous_response_id": "resp_123"}, "previous_response_id"),
-        ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}]}, "tools"),
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": [{"type": "function", "parameters": {"type": "object"}}]}, "tools[0].name"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format"),
+        ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "nope"}}}}}}, "text.format.schema"),
         ({"store": True}, "store"),
     ],
 )
 def test_unsupported_fields_are_refused_by_name(client: openai.OpenAI, extra: dict, named: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model=MODEL, input="hi", max_output_tokens=4, **extra)
-    assert err.value.body["param"] == named and named in err.value.body["message"]  # type: ignore[index]
+    assert err.value.body["param"] == named and err.value.body["message"]  # type: ignore[index]
 
 
 def test_unknown_model_and_items(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="no-such-model", input="hi")
     with pytest.raises(openai.BadRequestError) as err:
-        client.responses.create(model=MODEL, input=[{"type": "function_call_output", "call_id": "c", "output": "1"}])  # type: ignore[list-item]
-    assert "function_call_output" in err.value.message
+        client.responses.create(model=MODEL, input=[{"type": "computer_call_output", "call_id": "c", "output": {}}])  # type: ignore[list-item]
+    assert "computer_call_output" in err.value.message
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"], "additionalProperties": False},
+}
+
+
+def test_function_call_plain_and_streamed_then_round_trip(client: openai.OpenAI) -> None:
+    ask = "What is the weather in Paris?"
+    kwargs: dict = dict(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required", max_output_tokens=30, temperature=0)
+    reply = client.responses.create(**kwargs)
+    calls = [o for o in reply.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id.startswith("call_")
+    assert set(json.loads(calls[0].arguments)) == {"city"}
+    with client.responses.stream(**kwargs) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[2] == "response.output_item.added" and "response.function_call_arguments.done" in kinds and kinds[-1] == "response.completed"
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    streamed = [o for o in final.output if o.type == "function_call"][0]
+    assert deltas == streamed.arguments == calls[0].arguments
+    history = [
+        {"role": "user", "content": ask},
+        calls[0].model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 21 C"},
+    ]
+    answer = client.responses.create(model=MODEL, input=history, tools=[WEATHER], tool_choice="none", max_output_tokens=10, temperature=0)  # type: ignore[arg-type]
+    assert answer.output_text and not [o for o in answer.output if o.type == "function_call"]
+
+
+def test_text_format_json_schema(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 10}, "big": {"type": "boolean"}},
+        "required": ["city", "big"],
+        "additionalProperties": False,
+    }
+    reply = client.responses.create(
+        model=MODEL,
+        input="Paris as JSON.",
+        text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}},
+        max_output_tokens=30,
+        temperature=0,
+    )
+    assert reply.status == "completed" and reply.text.format.type == "json_schema"
+    value = json.loads(reply.output_text)
+    assert set(value) == {"city", "big"} and isinstance(value["big"], bool) and len(value["city"]) <= 10

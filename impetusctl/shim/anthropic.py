@@ -1,12 +1,15 @@
 """Anthropic's Messages API (``/v1/messages``, ``/v1/messages/count_tokens``) over the daemon.
 
-Text in, text out: system prompts, text blocks, sampling, stop sequences,
-streaming with Anthropic's event sequence. Tool use, images, documents and
-thinking are refused by name. Errors use Anthropic's error object.
+System prompts, text blocks, sampling, stop sequences, client tools (``tools``,
+``tool_choice``, ``tool_use`` and ``tool_result`` blocks), ``thinking`` on or off,
+and streaming with Anthropic's event sequence (``tool_use`` blocks stream their
+input as ``input_json_delta``). Server tools, images, documents and the rest are
+refused by name. Errors use Anthropic's error object.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -16,13 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from impetusd.protocol.api import ChatParams, GenerationResult, Message, TokenizeResult
+from impetusd.protocol.api import ChatParams, GenerationResult, Message, TokenizeResult, Tool, ToolCall
 from impetusd.protocol.errors import ImpetusError
 
-from ..aclient import AsyncDaemon, Exchange
+from ..aclient import AsyncDaemon
 from ..client import DaemonUnavailable
-from .app import MAX_BODY, ClientGone, EventStream, until_disconnect
 from .errors import OpenAIError, from_daemon
+from .generation import BadBody, ClientGone, EventStream, Item, fields_of, first_refused, generate, read_body, stream, until_disconnect
+from .structured import arguments_object, arguments_text, function_tool
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
@@ -36,25 +40,19 @@ _TYPES = {
     429: "rate_limit_error",
 }
 NOT_YET = {
-    "tools": "tool calling is not built yet in Impetus (another issue)",
-    "tool_choice": "tool calling is not built yet in Impetus (another issue)",
-    "thinking": "extended thinking is not supported by Impetus",
     "mcp_servers": "MCP servers are not supported by Impetus",
     "container": "containers are not supported by Impetus",
     "context_management": "context management is not supported by Impetus",
-    "output_config": "output configuration (formats, effort) is not built yet in Impetus (structured outputs are another issue)",
+    "output_config": "output configuration (formats, effort) is not supported on this API in Impetus; use tools, or /v1/chat/completions' response_format",
     "inference_geo": "Impetus runs on this machine only",
     "diagnostics": "diagnostics are not supported by Impetus",
     "user_profile_id": "user profiles are not supported by Impetus",
     "workspace_id": "workspaces are not supported by Impetus",
 }
 _BLOCKS_NOT_YET = {
-    "tool_use": "tool calling is not built yet in Impetus (another issue)",
-    "tool_result": "tool calling is not built yet in Impetus (another issue)",
     "image": "images are not supported by Impetus yet",
     "document": "documents are not supported by Impetus yet",
-    "thinking": "thinking blocks are not supported by Impetus",
-    "redacted_thinking": "thinking blocks are not supported by Impetus",
+    "redacted_thinking": "redacted thinking blocks are not supported by Impetus",
 }
 
 
@@ -109,30 +107,81 @@ class MessagesRequest(_Input, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 
 def _refuse(body: msgspec.Struct) -> None:
-    for name in body.__struct_fields__:
-        if name in NOT_YET and getattr(body, name) not in (None, [], {}):
-            raise _bad(f"'{name}' is not supported: {NOT_YET[name]}")
+    name = first_refused(fields_of(body), dict.fromkeys(NOT_YET, (None, [], {})))
+    if name is not None:
+        raise _bad(f"'{name}' is not supported: {NOT_YET[name]}")
     if getattr(body, "service_tier", None) not in (None, "auto", "standard_only"):
         raise _bad("'service_tier' is not supported by Impetus")
     if getattr(body, "speed", None) not in (None, "standard"):
         raise _bad("'speed' other than 'standard' is not supported by Impetus")
 
 
+def _text_block(block: dict[str, Any], where: str) -> str:
+    kind = block.get("type")
+    if kind in _BLOCKS_NOT_YET:
+        raise _bad(f"{where}: '{kind}' blocks are not supported: {_BLOCKS_NOT_YET[kind]}")
+    if kind != "text" or not isinstance(block.get("text"), str):
+        raise _bad(f"{where}: only text, tool_use, tool_result and thinking blocks are supported, got type {kind!r}")
+    extra = set(block) - {"type", "text", "cache_control", "citations"}
+    if extra or block.get("citations"):
+        raise _bad(f"{where}: '{sorted(extra)[0] if extra else 'citations'}' is not supported on text blocks")
+    return str(block["text"])
+
+
 def _text(content: str | list[dict[str, Any]], where: str) -> str:
     if isinstance(content, str):
         return content
-    texts = []
+    return "".join(_text_block(block, f"{where}[{j}]") for j, block in enumerate(content))
+
+
+def _tool_result(block: dict[str, Any], where: str) -> Message:
+    """A ``tool_result`` block → a ``tool`` message (an error result says so in its text)."""
+    call_id = block.get("tool_use_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad(f"{where}.tool_use_id is required")
+    extra = set(block) - {"type", "tool_use_id", "content", "is_error", "cache_control"}
+    if extra:
+        raise _bad(f"{where}: '{sorted(extra)[0]}' is not supported on tool_result blocks")
+    content = block.get("content", "")
+    text = _text(content, f"{where}.content") if isinstance(content, str | list) else None
+    if text is None:
+        raise _bad(f"{where}.content must be a string or text blocks")
+    if block.get("is_error"):
+        text = f"Error: {text}"
+    return Message(role="tool", content=text, tool_call_id=call_id)
+
+
+def _turn(role: str, content: str | list[dict[str, Any]], where: str) -> list[Message]:
+    """One Anthropic message → protocol messages: a user turn's ``tool_result`` blocks
+    become ``tool`` messages (before its text); an assistant's ``tool_use`` blocks its calls."""
+    if isinstance(content, str):
+        return [Message(role="user" if role == "user" else "assistant", content=content)]
+    texts: list[str] = []
+    results: list[Message] = []
+    calls: list[ToolCall] = []
+    thinking: list[str] = []
     for j, block in enumerate(content):
-        kind = block.get("type")
-        if kind in _BLOCKS_NOT_YET:
-            raise _bad(f"{where}[{j}]: '{kind}' blocks are not supported: {_BLOCKS_NOT_YET[kind]}")
-        if kind != "text" or not isinstance(block.get("text"), str):
-            raise _bad(f"{where}[{j}]: only text blocks are supported, got type {kind!r}")
-        extra = set(block) - {"type", "text", "cache_control", "citations"}
-        if extra or block.get("citations"):
-            raise _bad(f"{where}[{j}]: '{sorted(extra)[0] if extra else 'citations'}' is not supported on text blocks")
-        texts.append(block["text"])
-    return "".join(texts)
+        at = f"{where}[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_result" and role == "user":
+            results.append(_tool_result(block, at))
+        elif kind == "tool_use" and role == "assistant":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise _bad(f"{at}: a tool_use block needs 'id' and 'name'")
+            try:
+                calls.append(ToolCall(id=block["id"], name=block["name"], arguments=arguments_text(block.get("input", {}), f"{at}.input")))
+            except BadBody as exc:
+                raise _bad(exc.message) from None
+        elif kind == "thinking" and role == "assistant":
+            thinking.append(str(block.get("thinking", "")))
+        elif kind in ("tool_result", "tool_use", "thinking"):
+            raise _bad(f"{at}: '{kind}' blocks belong in {'user' if kind == 'tool_result' else 'assistant'} messages")
+        else:
+            texts.append(_text_block(block, at))
+    text = "".join(texts)
+    if role == "user":
+        return results + ([Message(role="user", content=text)] if text or not results else [])
+    return [Message(role="assistant", content=text, tool_calls=calls or None, reasoning="".join(thinking) or None)]
 
 
 def messages_of(body: _Input) -> list[Message]:
@@ -144,16 +193,66 @@ def messages_of(body: _Input) -> list[Message]:
     for i, m in enumerate(body.messages):
         if m.role not in ("user", "assistant"):
             raise _bad(f"messages[{i}].role must be 'user' or 'assistant'")
-        out.append(Message(role="user" if m.role == "user" else "assistant", content=_text(m.content, f"messages[{i}].content")))
+        out.extend(_turn(m.role, m.content, f"messages[{i}].content"))
     if not body.messages:
         raise _bad("messages: at least one message is required")
     return out
+
+
+def tools_of(given: list[Any] | None) -> list[Tool] | None:
+    """Anthropic's ``{name, description, input_schema}`` client tools; server tools are refused."""
+    if not given:
+        return None
+    tools = []
+    for i, t in enumerate(given):
+        at = f"tools[{i}]"
+        if not isinstance(t, dict) or t.get("type", "custom") != "custom":
+            kind = t.get("type") if isinstance(t, dict) else None
+            raise _bad(f"{at}: server tools ({kind!r}) are not supported by Impetus; only client tools with an input_schema")
+        extra = set(t) - {"type", "name", "description", "input_schema", "cache_control", "strict"}
+        if extra:
+            raise _bad(f"{at}: '{sorted(extra)[0]}' is not supported on tools")
+        if not isinstance(t.get("input_schema"), dict):
+            raise _bad(f"{at}.input_schema: a JSON schema object is required")
+        fields = {"name": t.get("name"), "description": t.get("description"), "parameters": t["input_schema"], "strict": t.get("strict")}
+        try:
+            tools.append(function_tool(fields, at))
+        except BadBody as exc:
+            raise _bad(exc.message) from None
+    return tools
+
+
+def choice_of(given: Any, tools: list[Tool] | None) -> tuple[str | None, bool]:
+    """``tool_choice`` → (the protocol's choice, whether parallel calls are allowed)."""
+    if given is None:
+        return None, True
+    kind = given.get("type") if isinstance(given, dict) else None
+    if kind not in ("auto", "any", "tool", "none") or set(given) - {"type", "name", "disable_parallel_tool_use"}:
+        raise _bad("tool_choice: must be {'type': 'auto' | 'any' | 'tool' | 'none'} (with 'name' for 'tool')")
+    parallel = not given.get("disable_parallel_tool_use", False)
+    if kind == "tool":
+        name = given.get("name")
+        if not isinstance(name, str) or name not in {t.function.name for t in tools or []}:
+            raise _bad(f"tool_choice: names {name!r}, which is not among the tools")
+        return name, parallel
+    return {"auto": "auto", "any": "required", "none": "none"}[kind], parallel
+
+
+def think_of(given: Any) -> bool | None:
+    if given is None:
+        return None
+    kind = given.get("type") if isinstance(given, dict) else None
+    if kind not in ("enabled", "disabled", "adaptive"):
+        raise _bad("thinking: must be {'type': 'enabled', 'budget_tokens': N} or {'type': 'disabled'}")
+    return kind != "disabled"  # the budget is not enforced: thinking ends when the model ends it (max_tokens bounds both)
 
 
 def chat_params(body: MessagesRequest) -> ChatParams:
     _refuse(body)
     if body.max_tokens < 1:
         raise _bad("max_tokens: must be at least 1")
+    tools = tools_of(body.tools)
+    choice, parallel = choice_of(body.tool_choice, tools)
     return ChatParams(
         model=body.model,
         messages=messages_of(body),
@@ -163,6 +262,10 @@ def chat_params(body: MessagesRequest) -> ChatParams:
         top_k=body.top_k,
         stop=body.stop_sequences or None,
         stream=body.stream,
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        think=think_of(body.thinking),
     )
 
 
@@ -174,7 +277,7 @@ def _error_of(exc: Exception) -> AnthropicError:
         return AnthropicError(err.status, err.message)
     if isinstance(exc, DaemonUnavailable):
         return AnthropicError(503, f"the Impetus daemon is not reachable: {exc}")
-    if isinstance(exc, OpenAIError):
+    if isinstance(exc, OpenAIError | BadBody):
         return AnthropicError(exc.status, exc.message)
     return AnthropicError(500, f"internal error in the shim: {type(exc).__name__}: {exc}")
 
@@ -192,26 +295,11 @@ def route(handler: Handler) -> Handler:
     return run
 
 
-async def _body(request: Request, kind: type[T]) -> T:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise AnthropicError(413, f"request body exceeds {MAX_BODY} bytes")
-    data = b"".join(chunks)
-    try:
-        return msgspec.json.decode(data, type=kind)
-    except msgspec.ValidationError as exc:
-        raise _bad(f"invalid request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise _bad(f"the request body is not valid JSON: {exc}") from None
-
-
 def stop_reason(result: GenerationResult) -> str:
     if result.finish_reason == "length":
         return "max_tokens"
+    if result.finish_reason == "tool_calls":
+        return "tool_use"
     return "stop_sequence" if result.stop_sequence else "end_turn"
 
 
@@ -238,30 +326,88 @@ def _message(mid: str, model: str, content: list[dict[str, Any]], result: Genera
     }
 
 
+def content_of(message: Message | None) -> list[dict[str, Any]]:
+    """A result's message → content blocks: thinking, text, then each ``tool_use``."""
+    if message is None:
+        return [{"type": "text", "text": ""}]
+    blocks: list[dict[str, Any]] = []
+    if message.reasoning:
+        blocks.append({"type": "thinking", "thinking": message.reasoning, "signature": ""})
+    if message.content or not message.tool_calls:
+        blocks.append({"type": "text", "text": message.content})
+    blocks.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_object(c)} for c in message.tool_calls or [])
+    return blocks
+
+
 def _event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + _encoder.encode({"type": kind, **data}) + b"\n\n"
 
 
-async def _events(exchange: Exchange, first: str | msgspec.Raw, mid: str, model: str) -> AsyncIterator[bytes]:
-    item = first
+class _Blocks:
+    """The content blocks of a streamed message: one open at a time, each with its index."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.open: str | None = None  # "text", "thinking", or a tool call's index as "tool:N"
+
+    def switch(self, key: str, start: dict[str, Any]) -> list[bytes]:
+        if self.open == key:
+            return []
+        events = self.close()
+        self.index += 1
+        self.open = key
+        events.append(_event("content_block_start", {"index": self.index, "content_block": start}))
+        return events
+
+    def close(self) -> list[bytes]:
+        if self.open is None:
+            return []
+        self.open = None
+        return [_event("content_block_stop", {"index": self.index})]
+
+
+def _block_events(item: Any, blocks: _Blocks) -> list[bytes]:
+    if item.kind == "reasoning":
+        events = blocks.switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        return [*events, _event("content_block_delta", {"index": blocks.index, "delta": {"type": "thinking_delta", "thinking": item.delta}})]
+    if item.kind == "tool_call" and item.tool_call is not None:
+        t = item.tool_call
+        events = []
+        if t.id is not None:
+            events = blocks.switch(f"tool:{t.index}", {"type": "tool_use", "id": t.id, "name": t.name or "", "input": {}})
+        if t.arguments:
+            events.append(_event("content_block_delta", {"index": blocks.index, "delta": {"type": "input_json_delta", "partial_json": t.arguments}}))
+        return events
+    events = blocks.switch("text", {"type": "text", "text": ""})
+    return [*events, _event("content_block_delta", {"index": blocks.index, "delta": {"type": "text_delta", "text": item.delta}})]
+
+
+async def _events(items: AsyncIterator[Item], mid: str, model: str) -> AsyncIterator[bytes]:
+    blocks = _Blocks()
     try:
         yield _event("message_start", {"message": _message(mid, model, [], None)})
-        yield _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-        yield _event("ping", {})
-        while not isinstance(item, msgspec.Raw):
-            yield _event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": item}})
-            item = await exchange.next()
-        result = msgspec.json.decode(bytes(item), type=GenerationResult)
-        yield _event("content_block_stop", {"index": 0})
-        # Input tokens are known at the end only; message_delta's usage counts are totals.
-        delta = {"stop_reason": stop_reason(result), "stop_sequence": result.stop_sequence}
-        yield _event("message_delta", {"delta": delta, "usage": usage(result)})
-        yield _event("message_stop", {})
+        started = False
+        async for item in items:
+            if isinstance(item, GenerationResult):
+                if blocks.index < 0:  # nothing was said: one empty text block, as Anthropic sends
+                    yield _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+                    blocks.open = "text"
+                    blocks.index = 0
+                for event in blocks.close():
+                    yield event
+                # Input tokens are known at the end only; message_delta's usage counts are totals.
+                delta = {"stop_reason": stop_reason(item), "stop_sequence": item.stop_sequence}
+                yield _event("message_delta", {"delta": delta, "usage": usage(item)})
+                yield _event("message_stop", {})
+                continue
+            for event in _block_events(item, blocks):
+                yield event
+                if not started:
+                    started = True
+                    yield _event("ping", {})
     except Exception as exc:
         err = _error_of(exc)
         yield b"event: error\ndata: " + _encoder.encode(err.body()) + b"\n\n"
-    finally:
-        await exchange.aclose()
 
 
 class Anthropic:
@@ -269,34 +415,21 @@ class Anthropic:
         self.daemon = daemon
 
     async def messages(self, request: Request) -> Response:
-        body = await _body(request, MessagesRequest)
+        body = await read_body(request, MessagesRequest)
         params = chat_params(body)
         mid = f"msg_{secrets.token_hex(12)}"
-        exchange = await self.daemon.open("chat", params)
         if not body.stream:
-
-            async def collect() -> GenerationResult:
-                while not isinstance(item := await exchange.next(), msgspec.Raw):
-                    pass
-                return msgspec.json.decode(bytes(item), type=GenerationResult)
-
-            try:
-                result = await until_disconnect(request, collect)
-            finally:
-                await exchange.aclose()
-            text = result.message.content if result.message else ""
-            return Response(_encoder.encode(_message(mid, result.model, [{"type": "text", "text": text}], result)), media_type="application/json")
-        try:
-            first = await exchange.next()  # load and validation errors still get a proper status
-        except BaseException:
-            await exchange.aclose()
-            raise
-        return EventStream(_events(exchange, first, mid, body.model))
+            result = await generate(request, self.daemon, params)
+            return Response(_encoder.encode(_message(mid, result.model, content_of(result.message), result)), media_type="application/json")
+        return EventStream(_events(await stream(self.daemon, params), mid, body.model))
 
     async def count_tokens(self, request: Request) -> Response:
-        body = await _body(request, _Input)
+        body = await read_body(request, _Input)
         _refuse(body)
-        params = {"model": body.model, "messages": [msgspec.to_builtins(m) for m in messages_of(body)]}
+        params: dict[str, Any] = {"model": body.model, "messages": [msgspec.to_builtins(m) for m in messages_of(body)]}
+        tools = tools_of(body.tools)
+        if tools:  # the daemon counts what the template renders; tools listed as the fallback would be
+            params["messages"].insert(0, {"role": "system", "content": json.dumps([msgspec.to_builtins(t) for t in tools])})
         result = await until_disconnect(request, lambda: self.daemon.call("tokenize", params, type=TokenizeResult))
         return Response(_encoder.encode({"input_tokens": result.count}), media_type="application/json")
 

@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypedDict, TypeVar
 
-import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from impetusd.dispatch.dispatcher import field_of
-from impetusd.protocol.api import ChatParams, CompleteParams, DaemonInfo, EmbedResult, GenerationResult, Health, Metrics, ModelList
+from impetusd.protocol.api import ChatParams, Chunk, CompleteParams, DaemonInfo, EmbedResult, GenerationResult, Health, Metrics, ModelList
 from impetusd.protocol.errors import ImpetusError
 
-from ..aclient import AsyncDaemon, Exchange
+from ..aclient import AsyncDaemon
 from ..client import DaemonUnavailable
 from . import responses as out
 from .errors import InvalidRequest, OpenAIError, from_daemon, unavailable
+from .generation import MAX_BODY, BadBody, ClientGone, EventStream, Item, generate, read_body, stream, until_disconnect
 from .metrics import HttpMetrics, render
 from .requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, chat_params, complete_params, embed_params
 from .security import ApiKeyMiddleware, CrossSiteMiddleware
 
 T = TypeVar("T")
-
-MAX_BODY = 16 * 1024 * 1024
+__all__ = ["MAX_BODY", "ClientGone", "EventStream", "until_disconnect"]  # for the other APIs' modules
 ROUTES = (
     "/v1/models",
     "/v1/models/{model}",
@@ -49,6 +47,8 @@ ROUTES = (
     *(f"/api/{name}" for name in ("version", "tags", "ps", "show", "pull", "delete", "copy", "chat", "generate", "embed", "embeddings")),
 )
 _encoder = msgspec.json.Encoder()
+# The daemon's field names that OpenAI's API spells otherwise.
+RENAMED = {"format.schema": "response_format.json_schema.schema", "format": "response_format"}
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -58,78 +58,21 @@ class Settings(msgspec.Struct, frozen=True):
     allow_origins: list[str] = []
 
 
-class ClientGone(Exception):
-    """The HTTP client disconnected before the answer was ready."""
-
-
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(obj), status_code=status, media_type="application/json")
 
 
 async def read_json(request: Request, kind: type[T]) -> T:
-    size = 0
-    chunks: list[bytes] = []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise OpenAIError(413, f"request body exceeds {MAX_BODY} bytes", code="request_too_large", type="invalid_request_error")
-        chunks.append(chunk)
     try:
-        return msgspec.json.decode(b"".join(chunks), type=kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid request body: {exc}", param=field_of(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+        return await read_body(request, kind)
+    except BadBody as exc:
+        raise openai_error(exc) from None
 
 
-async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
-    """Run ``work`` unless the client goes away first; then it is cancelled
-    (which closes its daemon connection, so the daemon stops too)."""
-    done: list[T] = []
-    failed: list[Exception] = []
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
-
-        async def run() -> None:
-            try:
-                done.append(await work())
-            except Exception as exc:  # raised below, outside the group, unwrapped
-                failed.append(exc)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        tg.start_soon(run)
-    if failed:
-        raise failed[0]
-    if not done:
-        raise ClientGone()
-    return done[0]
-
-
-class EventStream(StreamingResponse):
-    """Server-sent events that stop (and close the daemon request) as soon as
-    the client disconnects, even while nothing is being sent (a long prefill)."""
-
-    def __init__(self, content: AsyncIterator[bytes]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def stream() -> None:
-                try:
-                    await self.stream_response(send)
-                except OSError:
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stream)
-            await self.listen_for_disconnect(receive)
-            tg.cancel_scope.cancel()
+def openai_error(exc: BadBody) -> OpenAIError:
+    if exc.status == 413:
+        return OpenAIError(413, exc.message, code="request_too_large", type="invalid_request_error")
+    return InvalidRequest(exc.message, param=exc.param)
 
 
 def sse(obj: Any) -> bytes:
@@ -202,39 +145,13 @@ class Shim:
         chat = method == "chat"
         rid = out.new_id("chatcmpl" if chat else "cmpl")
         created = out.now()
-        exchange = await self.daemon.open(method, params)
         if not params.stream:
-
-            async def collect() -> GenerationResult:
-                while not isinstance(item := await exchange.next(), msgspec.Raw):
-                    pass
-                return msgspec.json.decode(bytes(item), type=GenerationResult)
-
-            try:
-                result = await until_disconnect(request, collect)
-            finally:
-                await exchange.aclose()
+            result = await generate(request, self.daemon, params)
             return json_response(out.chat_completion(rid, created, result) if chat else out.text_completion(rid, created, result))
-        try:
-            first = await exchange.next()  # load and validation errors still get a proper status
-        except BaseException:
-            await exchange.aclose()
-            raise
-        events = _chat_events if chat else _text_events
-        return EventStream(_guarded(events(exchange, first, rid, created, params.model, include_usage)))
-
-
-async def _stream(exchange: Exchange, first: str | msgspec.Raw) -> AsyncIterator[str | GenerationResult]:
-    item = first
-    try:
-        while True:
-            if isinstance(item, msgspec.Raw):
-                yield msgspec.json.decode(bytes(item), type=GenerationResult)
-                return
-            yield item
-            item = await exchange.next()
-    finally:
-        await exchange.aclose()
+        items = await stream(self.daemon, params)
+        head = _Head(id=rid, created=created, model=params.model, system_fingerprint=out.fingerprint())
+        events = _chat_events(items, head, params.n, include_usage) if chat else _text_events(items, head, include_usage)
+        return EventStream(_guarded(events))
 
 
 async def _guarded(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -243,7 +160,7 @@ async def _guarded(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for event in events:
             yield event
     except ImpetusError as exc:
-        yield sse(from_daemon(exc).body())
+        yield sse(from_daemon(exc, RENAMED).body())
         return
     except DaemonUnavailable as exc:
         yield sse(unavailable(exc).body())
@@ -260,39 +177,63 @@ class _Head(TypedDict):
     system_fingerprint: str
 
 
-async def _chat_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+def _delta(chunk: Chunk) -> out.Delta:
+    """A typed chunk → OpenAI's delta: content, reasoning_content, or a tool call's
+    piece (the first with index, id, type and name and empty arguments)."""
+    if chunk.kind == "reasoning":
+        return out.Delta(reasoning_content=chunk.delta)
+    if chunk.kind == "tool_call" and chunk.tool_call is not None:
+        t = chunk.tool_call
+        if t.id is not None:
+            return out.Delta(
+                tool_calls=[out.DeltaToolCall(index=t.index, id=t.id, type="function", function=out.FunctionCall(name=t.name or "", arguments=""))]
+            )
+        return out.Delta(tool_calls=[out.DeltaToolCall(index=t.index, function=out.FunctionCall(arguments=t.arguments))])
+    return out.Delta(content=chunk.delta)
+
+
+async def _chat_events(items: AsyncIterator[Item], head: _Head, n: int, include_usage: bool) -> AsyncIterator[bytes]:
     usage: Any = None if include_usage else out.NOT_GIVEN
-    head = _Head(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
-    yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(role="assistant", content=""))], usage=usage, **head))
-    async for item in _stream(exchange, first):
+
+    def one(choice: int, delta: out.Delta, **more: Any) -> bytes:
+        return sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=choice, delta=delta, **more)], usage=usage, **head))
+
+    for i in range(n):
+        yield one(i, out.Delta(role="assistant", content=""))
+    async for item in items:
         if isinstance(item, GenerationResult):
             head["model"] = item.model
-            ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
-            yield sse(
-                out.ChatCompletionChunk(
-                    choices=[out.ChunkChoice(index=0, delta=out.Delta(), finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head
-                )
-            )
+            ext = out.ImpetusExtension(backend=item.backend, timings=item.timings, warning=item.warning)
+            ends = [out.ChunkChoice(index=c.index, delta=out.Delta(), finish_reason=out.finish(c.finish_reason)) for c in out.choices_of(item)]
+            yield sse(out.ChatCompletionChunk(choices=ends, usage=usage, impetus=ext, **head))
             if include_usage:
                 yield sse(out.ChatCompletionChunk(choices=[], usage=out.usage_of(item.usage), **head))
             continue  # the result is the last item
-        yield sse(out.ChatCompletionChunk(choices=[out.ChunkChoice(index=0, delta=out.Delta(content=item))], usage=usage, **head))
+        t = item.tool_call
+        if t is not None and t.id is not None and t.arguments:  # a first piece that carries arguments too: two deltas, as OpenAI sends
+            yield one(item.choice, _delta(item))
+            item = Chunk(
+                id=item.id, delta="", kind="tool_call", choice=item.choice, tool_call=type(t)(index=t.index, arguments=t.arguments), logprobs=item.logprobs
+            )
+        yield one(item.choice, _delta(item), logprobs=out.chat_logprobs(item.logprobs))
 
 
-async def _text_events(exchange: Exchange, first: str | msgspec.Raw, rid: str, created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+async def _text_events(items: AsyncIterator[Item], head: _Head, include_usage: bool) -> AsyncIterator[bytes]:
     usage: Any = None if include_usage else out.NOT_GIVEN
-    head = _Head(id=rid, created=created, model=model, system_fingerprint=out.fingerprint())
-    async for item in _stream(exchange, first):
+    offsets: dict[int, int] = {}
+    async for item in items:
         if isinstance(item, GenerationResult):
             head["model"] = item.model
-            ext = out.ImpetusExtension(backend=item.backend, timings=item.timings)
-            yield sse(
-                out.TextCompletion(choices=[out.TextChoice(index=0, text="", finish_reason=out.finish(item.finish_reason))], usage=usage, impetus=ext, **head)
-            )
+            ext = out.ImpetusExtension(backend=item.backend, timings=item.timings, warning=item.warning)
+            ends = [out.TextChoice(index=c.index, text="", finish_reason=out.finish(c.finish_reason)) for c in out.choices_of(item)]
+            yield sse(out.TextCompletion(choices=ends, usage=usage, impetus=ext, **head))
             if include_usage:
                 yield sse(out.TextCompletion(choices=[], usage=out.usage_of(item.usage), **head))
             continue  # the result is the last item
-        yield sse(out.TextCompletion(choices=[out.TextChoice(index=0, text=item)], usage=usage, **head))
+        at = offsets.get(item.choice, 0)
+        offsets[item.choice] = at + len(item.delta)
+        logprobs = out.legacy_logprobs(item.logprobs, at)
+        yield sse(out.TextCompletion(choices=[out.TextChoice(index=item.choice, text=item.delta, logprobs=logprobs)], usage=usage, **head))
 
 
 class CountRequests:
@@ -324,8 +265,10 @@ class CountRequests:
 async def _openai_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, OpenAIError):
         err = exc
+    elif isinstance(exc, BadBody):
+        err = openai_error(exc)
     elif isinstance(exc, ImpetusError):
-        err = from_daemon(exc)
+        err = from_daemon(exc, RENAMED)
     elif isinstance(exc, DaemonUnavailable):
         err = unavailable(exc)
     elif isinstance(exc, ClientGone):
@@ -365,7 +308,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware.append(Middleware(KeyedPaths, api_key=settings.api_key))
         middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key))
     middleware.append(Middleware(CountRequests, http=shim.http))
-    handlers: dict[Any, Any] = {cls: _openai_error for cls in (OpenAIError, ImpetusError, DaemonUnavailable, ClientGone, Exception)}
+    handlers: dict[Any, Any] = {cls: _openai_error for cls in (OpenAIError, BadBody, ImpetusError, DaemonUnavailable, ClientGone, Exception)}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.shim = shim
     return app

@@ -63,9 +63,14 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def from_daemon(exc: ImpetusError) -> OpenAIError:
+def from_daemon(exc: ImpetusError, renamed: dict[str, str] | None = None) -> OpenAIError:
+    """``renamed``: the daemon's field names as this API spells them (``format`` → ``response_format``)."""
     status = _STATUS.get(exc.name, 500)
     param = exc.fields.get("param") or exc.fields.get("field") or ("model" if status == 404 else None)
+    if param and renamed:
+        for ours, theirs in renamed.items():
+            if param == ours or param.startswith((ours + ".", ours + "[")):
+                param = theirs + param[len(ours) :]
     return OpenAIError(status, f"{exc.message} [{exc.name}]", param=param, code=_snake(exc.name))
 
 

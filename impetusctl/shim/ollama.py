@@ -20,6 +20,7 @@ from starlette.routing import Route
 from impetusd import __version__
 from impetusd.protocol.api import (
     ChatParams,
+    Chunk,
     CompleteParams,
     EmbedParams,
     EmbedResult,
@@ -32,6 +33,8 @@ from impetusd.protocol.api import (
     PullResult,
     RemoveResult,
     Timings,
+    TokenLogprob,
+    ToolCall,
     UnloadParams,
     Usage,
 )
@@ -39,9 +42,9 @@ from impetusd.protocol.errors import ImpetusError
 
 from ..aclient import AsyncDaemon, Exchange
 from ..client import DaemonUnavailable
-from .app import MAX_BODY, ClientGone, EventStream, until_disconnect
 from .errors import OpenAIError
 from .errors import from_daemon as openai_status
+from .generation import BadBody, ClientGone, EventStream, Item, generate, read_body, stream, until_disconnect
 from .ollama_api import (
     ChatRequest,
     CopyRequest,
@@ -56,6 +59,7 @@ from .ollama_api import (
     refuse_not_yet,
     tagged,
 )
+from .structured import CallAssembler, arguments_object
 
 T = TypeVar("T")
 # The Ollama API level these routes follow (clients gate features on it).
@@ -87,7 +91,7 @@ def _error_of(exc: Exception) -> OllamaError:
         return OllamaError(status if status < 500 else 500, f"{exc.message} [{exc.name}]")
     if isinstance(exc, DaemonUnavailable):
         return OllamaError(503, f"the Impetus daemon is not reachable: {exc}")
-    if isinstance(exc, OpenAIError):  # the body reader's size check
+    if isinstance(exc, OpenAIError | BadBody):  # the body reader's checks
         return OllamaError(exc.status, exc.message)
     return OllamaError(500, f"internal error in the shim: {type(exc).__name__}: {exc}")
 
@@ -108,20 +112,7 @@ def route(handler: Handler) -> Handler:
 
 
 async def _body(request: Request, kind: type[T]) -> T:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise OllamaError(413, f"request body exceeds {MAX_BODY} bytes")
-    data = b"".join(chunks)
-    try:
-        return msgspec.json.decode(data or b"{}", type=kind)
-    except msgspec.ValidationError as exc:
-        raise OllamaError(400, f"invalid request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise OllamaError(400, f"the request body is not valid JSON: {exc}") from None
+    return await read_body(request, kind, empty=b"{}")
 
 
 def _stamp(at: float | None = None) -> str:
@@ -151,17 +142,45 @@ def _reason(result: GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def _piece(chat: bool, model: str, text: str) -> dict[str, Any]:
+def _calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Ollama's tool calls: arguments as an object."""
+    return [{"id": c.id, "function": {"index": i, "name": c.name, "arguments": arguments_object(c)}} for i, c in enumerate(calls)]
+
+
+def _piece(
+    chat: bool,
+    model: str,
+    text: str,
+    *,
+    thinking: str | None = None,
+    calls: list[ToolCall] | None = None,
+    logprobs: list[TokenLogprob] | None = None,
+) -> dict[str, Any]:
     head: dict[str, Any] = {"model": model, "created_at": _stamp()}
     if chat:
         head["message"] = {"role": "assistant", "content": text}
+        if thinking:
+            head["message"]["thinking"] = thinking
+        if calls:
+            head["message"]["tool_calls"] = _calls(calls)
     else:
         head["response"] = text
+        if thinking:
+            head["thinking"] = thinking
+    if logprobs is not None:
+        head["logprobs"] = msgspec.to_builtins(logprobs)
+    head["done"] = False
     return head
 
 
-def _final(chat: bool, result: GenerationResult, text: str) -> dict[str, Any]:
-    out = _piece(chat, tagged(result.model), text)
+def _final(chat: bool, result: GenerationResult, whole: bool) -> dict[str, Any]:
+    """The last object; ``whole``: it carries the answer too (not streamed)."""
+    m = result.message
+    if whole:
+        text = m.content if m else (result.text or "")
+        out = _piece(chat, tagged(result.model), text, thinking=m.reasoning if m else None, calls=m.tool_calls if m else None, logprobs=result.logprobs)
+    else:
+        out = _piece(chat, tagged(result.model), "")
     if not chat:
         out["context"] = []
     out.update(done=True, done_reason=_reason(result), **counters(result.usage, result.timings))
@@ -172,9 +191,7 @@ class NdjsonStream(EventStream):
     """NDJSON lines that stop (and close the daemon request) when the client goes away."""
 
     def __init__(self, content: AsyncIterator[bytes]) -> None:
-        super().__init__(content)
-        self.media_type = "application/x-ndjson"
-        self.headers["content-type"] = "application/x-ndjson"
+        super().__init__(content, media_type="application/x-ndjson")
 
 
 def _line(obj: Any) -> bytes:
@@ -261,7 +278,7 @@ class Ollama:
                 "template": "",
                 "details": _details(fmt, meta),
                 "model_info": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
-                "capabilities": ["completion"],
+                "capabilities": ["completion", "tools"],  # every model: a template without tools gets the fallback
                 "modified_at": _stamp(created),
             }
         )
@@ -325,26 +342,10 @@ class Ollama:
         return _json(out)
 
     async def _generate(self, request: Request, method: str, params: ChatParams | CompleteParams, *, chat: bool) -> Response:
-        exchange = await self.daemon.open(method, params)
         if not params.stream:
-
-            async def collect() -> GenerationResult:
-                while not isinstance(item := await exchange.next(), msgspec.Raw):
-                    pass
-                return msgspec.json.decode(bytes(item), type=GenerationResult)
-
-            try:
-                result = await until_disconnect(request, collect)
-            finally:
-                await exchange.aclose()
-            text = result.message.content if result.message else (result.text or "")
-            return _json(_final(chat, result, text))
-        try:
-            first = await exchange.next()  # load and validation errors still get a proper status
-        except BaseException:
-            await exchange.aclose()
-            raise
-        return NdjsonStream(_errors_as_lines(_generate_lines(exchange, first, chat, tagged(params.model))))
+            return _json(_final(chat, await generate(request, self.daemon, params), whole=True))
+        items = await stream(self.daemon, params)
+        return NdjsonStream(_errors_as_lines(_generate_lines(items, chat, tagged(params.model))))
 
     # --- embeddings --------------------------------------------------------------
     async def embed(self, request: Request) -> Response:
@@ -403,7 +404,7 @@ async def _pull_result(exchange: Exchange) -> PullResult:
     return msgspec.json.decode(bytes(item), type=PullResult)
 
 
-async def _pull_lines(exchange: Exchange, first: str | PullProgress | msgspec.Raw) -> AsyncIterator[bytes]:
+async def _pull_lines(exchange: Exchange, first: Chunk | PullProgress | msgspec.Raw) -> AsyncIterator[bytes]:
     item = first
     totals: dict[str, int] = {}
     try:
@@ -432,17 +433,23 @@ async def _pull_lines(exchange: Exchange, first: str | PullProgress | msgspec.Ra
         await exchange.aclose()
 
 
-async def _generate_lines(exchange: Exchange, first: str | msgspec.Raw, chat: bool, model: str) -> AsyncIterator[bytes]:
-    item = first
-    try:
-        while True:
-            if isinstance(item, msgspec.Raw):
-                yield _line(_final(chat, msgspec.json.decode(bytes(item), type=GenerationResult), ""))
-                return
-            yield _line(_piece(chat, model, item))
-            item = await exchange.next()
-    finally:
-        await exchange.aclose()
+async def _generate_lines(items: AsyncIterator[Item], chat: bool, model: str) -> AsyncIterator[bytes]:
+    """Text and thinking as they come; tool calls whole, in one object before the last
+    (as Ollama sends them)."""
+    calls = CallAssembler()
+    async for item in items:
+        if isinstance(item, GenerationResult):
+            taken = calls.take()
+            if taken:
+                yield _line(_piece(chat, model, "", calls=taken))
+            yield _line(_final(chat, item, whole=False))
+            return
+        if item.kind == "tool_call" and item.tool_call is not None:
+            calls.add(item.tool_call)
+        elif item.kind == "reasoning":
+            yield _line(_piece(chat, model, "", thinking=item.delta, logprobs=item.logprobs))
+        else:
+            yield _line(_piece(chat, model, item.delta, logprobs=item.logprobs))
 
 
 def routes(daemon: AsyncDaemon) -> list[Route]:

@@ -10,22 +10,17 @@ from typing import Any, Literal
 
 import msgspec
 
-from impetusd.protocol.api import ChatParams, CompleteParams, Message
+from impetusd.protocol.api import ChatParams, CompleteParams, Format, JsonObjectFormat, Message, ToolCall
+
+from .generation import BadBody, fields_of, first_refused
+from .structured import arguments_text, new_call_id, openai_tools, schema_format
 
 ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 NOT_YET = {
-    "format": "structured outputs are not built yet in Impetus (another issue)",
-    "tools": "tool calling is not built yet in Impetus (another issue)",
-    "think": "thinking output is not built yet in Impetus",
     "images": "images are not supported by Impetus yet",
-    "logprobs": "logprobs are not supported by Impetus yet",
-    "top_logprobs": "logprobs are not supported by Impetus yet",
     "suffix": "fill-in-the-middle (suffix) is not supported by Impetus yet",
     "template": "a per-request template is not supported; Impetus uses the model's own chat template",
     "context": "the legacy 'context' token array is not supported; send the conversation with /api/chat",
-    "tool_calls": "tool calling is not built yet in Impetus (another issue)",
-    "tool_name": "tool calling is not built yet in Impetus (another issue)",
-    "thinking": "thinking output is not built yet in Impetus",
     "dimensions": "Impetus cannot shorten embeddings (dimensions)",
     "insecure": "insecure pulls are not supported",
 }
@@ -47,6 +42,7 @@ class OllamaMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     images: list[str] | None = None
     tool_calls: list[Any] | None = None
     tool_name: str | None = None
+    tool_call_id: str | None = None
     thinking: str | None = None
 
 
@@ -124,10 +120,74 @@ def tagged(name: str) -> str:
 
 
 def refuse_not_yet(body: msgspec.Struct) -> None:
-    for name in body.__struct_fields__:
-        value = getattr(body, name)
-        if name in NOT_YET and value not in (None, [], "", False):
-            raise OllamaBadRequest(f"'{name}' is not supported: {NOT_YET[name]}", name)
+    name = first_refused(fields_of(body), dict.fromkeys(NOT_YET, (None, [], "", False)))
+    if name is not None:
+        raise OllamaBadRequest(f"'{name}' is not supported: {NOT_YET[name]}", name)
+
+
+def _ollama(exc: BadBody) -> OllamaBadRequest:
+    return OllamaBadRequest(exc.message, exc.param)
+
+
+def format_of(given: Any) -> Format | None:
+    """``"json"`` → any JSON object; an object → that JSON schema (enforced, never relaxed)."""
+    if given in (None, ""):
+        return None
+    if given == "json":
+        return JsonObjectFormat()
+    if isinstance(given, dict):
+        try:
+            return schema_format({"schema": given}, "format")
+        except BadBody as exc:
+            raise _ollama(exc) from None
+    raise OllamaBadRequest('format must be "json" or a JSON schema object', "format")
+
+
+def think_of(given: bool | str | None) -> bool | None:
+    if given is None or isinstance(given, bool):
+        return given
+    raise OllamaBadRequest(f"think {given!r}: only true or false is supported (reasoning levels are not)", "think")
+
+
+def _structured(body: _Generation) -> dict[str, Any]:
+    if body.top_logprobs and not body.logprobs:
+        raise OllamaBadRequest("top_logprobs needs logprobs: true", "top_logprobs")
+    return dict(format=format_of(body.format), think=think_of(body.think), logprobs=bool(body.logprobs), top_logprobs=body.top_logprobs or None)
+
+
+def _calls(given: list[Any], where: str) -> list[ToolCall]:
+    """Ollama's ``[{function: {name, arguments: {...}}}]`` → protocol calls (ids made up when absent)."""
+    calls = []
+    for j, c in enumerate(given):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise OllamaBadRequest(f"{where}[{j}] must be {{'function': {{'name': ..., 'arguments': {{...}}}}}}", f"{where}[{j}]")
+        try:
+            args = arguments_text(fn.get("arguments", {}), f"{where}[{j}].function.arguments")
+        except BadBody as exc:
+            raise _ollama(exc) from None
+        calls.append(ToolCall(id=str(c.get("id") or new_call_id()), name=fn["name"], arguments=args))
+    return calls
+
+
+def _message(i: int, m: OllamaMessage, calls_so_far: dict[str, str]) -> Message:
+    """``calls_so_far``: each earlier call's name → its id, so a tool message naming a
+    function (``tool_name``) answers that call."""
+    refuse_not_yet(m)
+    where = f"messages[{i}]"
+    role = ROLES.get(m.role)
+    if role is None:
+        raise OllamaBadRequest(f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role")
+    if role != "assistant" and (m.tool_calls or m.thinking):
+        raise OllamaBadRequest(f"{where}: tool_calls and thinking belong on assistant messages", f"{where}.tool_calls")
+    calls = _calls(m.tool_calls or [], f"{where}.tool_calls")
+    calls_so_far.update((c.name, c.id) for c in calls)
+    if role != "tool":
+        return Message(role=role, content=m.content, tool_calls=calls or None, reasoning=m.thinking or None)
+    call_id = m.tool_call_id or calls_so_far.get(m.tool_name or "") or (next(reversed(calls_so_far.values())) if calls_so_far else None)
+    if call_id is None:
+        raise OllamaBadRequest(f"{where}: a tool message answers a call; none came before it", f"{where}.tool_name")
+    return Message(role="tool", content=m.content, tool_call_id=call_id, name=m.tool_name)
 
 
 def sampling(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -157,25 +217,36 @@ def sampling(options: dict[str, Any] | None) -> dict[str, Any]:
 
 def chat_params(body: ChatRequest) -> ChatParams:
     refuse_not_yet(body)
-    messages = []
-    for i, m in enumerate(body.messages):
-        refuse_not_yet(m)
-        role = ROLES.get(m.role)
-        if role is None:
-            raise OllamaBadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}", f"messages[{i}].role")
-        messages.append(Message(role=role, content=m.content))
-    return ChatParams(model=model_name(body.model), messages=messages, stream=body.stream, keep_alive=body.keep_alive, **sampling(body.options))
+    calls: dict[str, str] = {}
+    messages = [_message(i, m, calls) for i, m in enumerate(body.messages)]
+    try:
+        tools = openai_tools(body.tools)
+    except BadBody as exc:
+        raise _ollama(exc) from None
+    return ChatParams(
+        model=model_name(body.model),
+        messages=messages,
+        stream=body.stream,
+        keep_alive=body.keep_alive,
+        tools=tools,
+        **_structured(body),
+        **sampling(body.options),
+    )
 
 
 def generate_params(body: GenerateRequest) -> ChatParams | CompleteParams:
     """``raw`` prompts go to ``complete`` as they are; others through the chat template, as Ollama does."""
     refuse_not_yet(body)
     common: dict[str, Any] = dict(model=model_name(body.model), stream=body.stream, keep_alive=body.keep_alive, **sampling(body.options))
+    structured = _structured(body)
     prompt = body.prompt or ""
     if body.raw:
         if body.system:
             raise OllamaBadRequest("'system' has no place in a raw prompt", "system")
-        return CompleteParams(prompt=prompt, **common)
+        if structured.pop("think") is not None:
+            raise OllamaBadRequest("'think' has no place in a raw prompt (no chat template renders it)", "think")
+        return CompleteParams(prompt=prompt, **structured, **common)
+    common.update(structured)
     messages = [Message(role="system", content=body.system)] if body.system else []
     messages.append(Message(role="user", content=prompt))
     return ChatParams(messages=messages, **common)

@@ -11,13 +11,26 @@ from typing import Any, Literal
 
 import msgspec
 
-from impetusd.protocol.api import ChatParams, CompleteParams, EmbedParams, KeepAlive, Message
+from impetusd.protocol.api import ChatParams, CompleteParams, EmbedParams, KeepAlive, Message, ToolCall
 
 from .errors import InvalidRequest
+from .generation import BadBody, fields_of, first_refused
+from .structured import choice_name, named_in, openai_tools, response_format
 
 
 class StreamOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     include_usage: bool = False
+
+
+class FunctionCallIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    function: FunctionCallIn
+    type: Literal["function"] = "function"
 
 
 class ChatMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -25,8 +38,9 @@ class ChatMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCallIn] | None = None
     refusal: str | None = None
+    reasoning_content: str | None = None  # an earlier answer's thinking, as llama-server returns it
 
 
 class _Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -48,6 +62,7 @@ class _Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     top_k: int | None = None
     min_p: float | None = None
     keep_alive: KeepAlive = None
+    think: bool | None = None  # reasoning on/off where the model's template supports it (as Ollama's)
 
 
 class ChatCompletionRequest(_Sampling, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -88,11 +103,6 @@ class EmbeddingRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
 # Fields whose every value but the neutral one asks for something not built yet.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logprobs": (None, False, 0),
-    "top_logprobs": (None, 0),
-    "tools": (None, []),
-    "tool_choice": (None, "none"),
-    "parallel_tool_calls": (None, True, False),
     "functions": (None, []),
     "function_call": (None, "none"),
     "store": (None, False),
@@ -110,14 +120,12 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 
 
 def _refuse_unneutral(body: msgspec.Struct) -> None:
-    for name in body.__struct_fields__:
-        if name in _NEUTRAL and getattr(body, name) not in _NEUTRAL[name]:
-            raise InvalidRequest(f"'{name}' is not supported by Impetus yet; remove it from the request", param=name, code="unsupported_parameter")
+    name = first_refused(fields_of(body), _NEUTRAL)
+    if name is not None:
+        raise InvalidRequest(f"'{name}' is not supported by Impetus yet; remove it from the request", param=name, code="unsupported_parameter")
 
 
 def _common(body: _Sampling, max_tokens: int | None) -> dict[str, Any]:
-    if body.n not in (None, 1):
-        raise InvalidRequest("only n=1 is supported", param="n", code="unsupported_parameter")
     if body.stream_options is not None and not body.stream:
         raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
     bias: dict[int, float] | None = None
@@ -140,6 +148,7 @@ def _common(body: _Sampling, max_tokens: int | None) -> dict[str, Any]:
         logit_bias=bias,
         stream=bool(body.stream),
         keep_alive=body.keep_alive,
+        n=1 if body.n is None else body.n,
     )
 
 
@@ -157,16 +166,22 @@ def _message(i: int, m: ChatMessage) -> Message:
     role = _ROLES.get(m.role)
     if role is None:
         raise InvalidRequest(f"{where}.role must be one of {', '.join(_ROLES)}", param=f"{where}.role")
-    if m.tool_calls:
-        raise InvalidRequest("assistant tool calls are not supported by Impetus yet", param=f"{where}.tool_calls", code="unsupported_parameter")
-    if m.name is not None:
-        raise InvalidRequest("message names are not supported by Impetus yet", param=f"{where}.name", code="unsupported_parameter")
+    if m.tool_calls and role != "assistant":
+        raise InvalidRequest("tool_calls belong on assistant messages", param=f"{where}.tool_calls")
+    if m.reasoning_content is not None and role != "assistant":
+        raise InvalidRequest("reasoning_content belongs on assistant messages", param=f"{where}.reasoning_content")
+    if m.name is not None and role != "tool":
+        raise InvalidRequest("message names are supported on tool messages only", param=f"{where}.name", code="unsupported_parameter")
     if m.tool_call_id is not None and role != "tool":
         raise InvalidRequest("tool_call_id belongs on tool messages", param=f"{where}.tool_call_id")
-    if m.content is None:
+    if role == "tool" and not m.tool_call_id:
+        raise InvalidRequest("a tool message needs the tool_call_id it answers", param=f"{where}.tool_call_id")
+    calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in m.tool_calls or []]
+    if m.content is None and not calls:
         raise InvalidRequest(f"{where}.content is required", param=f"{where}.content")
-    if isinstance(m.content, str):
-        return Message(role=role, content=m.content)
+    extra: dict[str, Any] = dict(tool_calls=calls or None, tool_call_id=m.tool_call_id, name=m.name, reasoning=m.reasoning_content)
+    if m.content is None or isinstance(m.content, str):
+        return Message(role=role, content=m.content or "", **extra)
     texts = []
     for j, part in enumerate(m.content):
         kind = part.get("type")
@@ -177,18 +192,41 @@ def _message(i: int, m: ChatMessage) -> Message:
                 code="unsupported_parameter" if kind != "text" else None,
             )
         texts.append(part["text"])
-    return Message(role=role, content="".join(texts))
+    return Message(role=role, content="".join(texts), **extra)
+
+
+def _openai(error: BadBody) -> InvalidRequest:
+    return InvalidRequest(error.message, param=error.param)
 
 
 def chat_params(body: ChatCompletionRequest) -> ChatParams:
     _refuse_unneutral(body)
-    if body.response_format not in (None, {"type": "text"}):
-        raise InvalidRequest("only response_format {'type': 'text'} is supported yet", param="response_format", code="unsupported_parameter")
+    try:
+        fmt = response_format(body.response_format)
+        tools = openai_tools(body.tools)
+        choice = choice_name(body.tool_choice, "tool_choice")
+        named_in(choice, tools, "tool_choice")
+    except BadBody as exc:
+        raise _openai(exc) from None
+    if body.logprobs is not None and not isinstance(body.logprobs, bool):
+        raise InvalidRequest("logprobs must be true or false", param="logprobs")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
     if body.max_tokens is not None and body.max_completion_tokens is not None and body.max_tokens != body.max_completion_tokens:
         raise InvalidRequest("max_tokens and max_completion_tokens disagree; send one", param="max_completion_tokens")
     limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     messages = [_message(i, m) for i, m in enumerate(body.messages)]
-    return ChatParams(messages=messages, **_common(body, limit))
+    return ChatParams(
+        messages=messages,
+        format=fmt,
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs,
+        think=body.think,
+        **_common(body, limit),
+    )
 
 
 def complete_params(body: CompletionRequest) -> CompleteParams:
@@ -198,7 +236,13 @@ def complete_params(body: CompletionRequest) -> CompleteParams:
         if len(prompt) != 1:
             raise InvalidRequest("prompt must be one string (batches of prompts are not supported yet)", param="prompt", code="unsupported_parameter")
         prompt = prompt[0]
-    return CompleteParams(prompt=prompt, **_common(body, body.max_tokens))
+    if body.think is not None:
+        raise InvalidRequest("think applies to chat only", param="think")
+    given = body.logprobs
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < 0):
+        raise InvalidRequest("logprobs must be an integer: how many alternatives per token (0 for the chosen token only)", param="logprobs")
+    logprobs: dict[str, Any] = {} if given is None else {"logprobs": True, "top_logprobs": given}
+    return CompleteParams(prompt=prompt, **logprobs, **_common(body, body.max_tokens))
 
 
 def embed_params(body: EmbeddingRequest) -> EmbedParams:
