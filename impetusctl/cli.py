@@ -12,7 +12,7 @@ from impetusd.config import Config, load_config
 from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.protocol.errors import ImpetusError
 
-from . import dashboard_cmd, embed_cmd, render, store_cmds
+from . import dashboard_cmd, embed_cmd, node_cmd, render, store_cmds
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 from .service import commands as service_commands
@@ -93,10 +93,13 @@ def ps(state: State) -> None:
 @click.argument("model")
 @click.option("--backend", help="Run on this backend instead of the automatic choice.")
 @click.option("--keep-alive", help="How long to stay loaded when idle (e.g. 30s, 5m, -1 = forever).")
+@click.option("--nodes", help="Split it across these compute nodes (names from 'node ls', or host:port; comma-separated; '' = none).")
 @click.pass_obj
-def load(state: State, model: str, backend: str | None, keep_alive: str | None) -> None:
+def load(state: State, model: str, backend: str | None, keep_alive: str | None, nodes: str | None) -> None:
     """Load MODEL into its own worker process."""
-    params = {"model": model, "backend": backend, "keep_alive": keep_alive}
+    params: dict[str, Any] = {"model": model, "backend": backend, "keep_alive": keep_alive}
+    if nodes is not None:
+        params["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]
     with state.client() as client:
         result = client.call("models.load", {k: v for k, v in params.items() if v is not None}, type=LoadResult)
     if state.json:
@@ -106,6 +109,10 @@ def load(state: State, model: str, backend: str | None, keep_alive: str | None) 
         warm = f", warm-up {m.warmup_ms / 1000:.2f} s" if m.warmup_ms is not None else ""
         verb = "already loaded" if result.already_loaded else f"loaded in {m.load_ms / 1000:.1f} s{warm}"
         click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid})")
+        for share in m.nodes:
+            click.echo(f"  {share.name}{f' ({share.address})' if share.address else ''}: {render.size(share.bytes)}")
+        for dropped in m.nodes_dropped:
+            click.echo(f"  left out: {dropped}")
 
 
 @main.command()
@@ -271,6 +278,7 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 store_cmds.register(main, State)
 embed_cmd.register(main, State)
+node_cmd.register(main, State)
 dashboard_cmd.register(main, State)
 service_commands.register(main, State)
 

@@ -93,6 +93,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
     worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
     llama_server: str | None = None  # the llama-server binary the llama.cpp backend runs (None: setup's, or PATH's)
+    nodes: list[str] = []  # compute nodes (names from nodes.list) a load uses when models.load names none
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -135,6 +136,7 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_disk_bytes: int | None = None
     worker_blas: str | None = None
     llama_server: str | None = None
+    nodes: list[str] | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

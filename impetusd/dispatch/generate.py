@@ -151,6 +151,7 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
         decode_tps=None if res.decode_tps is None else round(res.decode_tps, 2),
         total_ms=round((finished - ctx.received) * 1000, 2),
         batch_size=res.batch_size,
+        nodes=[n.address for n in resident.placement.nodes] if resident.placement and resident.placement.nodes else None,
     )
     usage = Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens)
     services.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)

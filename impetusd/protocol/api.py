@@ -75,6 +75,7 @@ class Health(msgspec.Struct, frozen=True):
     loaded_models: int
     failures: list[ModelFailure] = []
     thermal: ThermalState | None = None
+    nodes: list[NodeInfo] = []  # compute nodes, as last probed (nodes.list probes now)
 
 
 class Describe(msgspec.Struct, frozen=True):
@@ -106,6 +107,45 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model: str
     backend: str | None = None
     keep_alive: KeepAlive = None
+    nodes: list[str] | None = None  # compute nodes (names from nodes.list, or host:port) to split it across; [] = this machine only
+
+
+# --- nodes.* (compute nodes: llama.cpp rpc-server) -----------------------------------
+class NodeInfo(msgspec.Struct, frozen=True):
+    """A compute node the daemon may split models across, as last probed."""
+
+    name: str
+    address: str  # host:port
+    state: Literal["ready", "busy", "unreachable", "unknown"]  # busy: serving a client (it serves one at a time)
+    free_bytes: int | None = None  # what its device reports (the last time it answered)
+    total_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # nodes.add's cap on what a load may place there
+    latency_ms: float | None = None  # TCP connect, plus the hello and memory query when it answered
+    error: str | None = None
+    used_by: list[str] = []  # loaded models split across it
+    probed_at: float | None = None
+
+
+class NodeList(msgspec.Struct, frozen=True):
+    nodes: list[NodeInfo]
+
+
+class NodeAddParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    address: str  # host:port of an rpc-server (impetusctl node serve)
+    memory_limit_bytes: int | None = None
+
+
+class NodeRemoveParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+
+
+class NodeShare(msgspec.Struct, frozen=True):
+    """The part of a loaded model's estimate placed on one node."""
+
+    name: str  # "local" for this machine
+    address: str | None
+    bytes: int
 
 
 class UnloadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -155,6 +195,8 @@ class LoadedModel(msgspec.Struct, frozen=True):
     last_used_at: float | None = None
     engine_load_ms: float | None = None  # the backend's own load inside the worker (load_ms adds process start and imports)
     engine: dict[str, Any] = {}  # what the backend reported at load (device, weights, max_batch, prefill_chunk)
+    nodes: list[NodeShare] = []  # split across compute nodes: each part of the estimate (local first)
+    nodes_dropped: list[str] = []  # requested nodes left out at this load (unreachable), with why
 
 
 class LoadResult(msgspec.Struct, frozen=True):
@@ -219,6 +261,7 @@ class Timings(msgspec.Struct, frozen=True):
     decode_tps: float | None
     total_ms: float
     batch_size: int | None = None  # most requests decoded together with this one (batching backends)
+    nodes: list[str] | None = None  # the compute nodes (host:port) the model ran on besides this machine
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

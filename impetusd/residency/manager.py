@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from impetusd.config import parse_keep_alive
 from impetusd.observe.events import Event
 from impetusd.plugin.engine import BackendSpec, ModelSpec, Tuning
-from impetusd.protocol.api import MemoryBudget, ModelEntry, ModelFailure
+from impetusd.protocol.api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure, NodeInfo
 from impetusd.protocol.errors import (
     ImpetusError,
+    InsufficientMemory,
+    InvalidParams,
     ModelFailed,
     ModelLoadFailed,
     ModelNotFound,
@@ -32,6 +35,8 @@ from impetusd.residency.cachedir import cache_settings
 from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
 from impetusd.residency.lease import Lease, Queued
+from impetusd.residency.nodes import Node, NodeBook
+from impetusd.residency.placement import Placement, place, refuse
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.residency.spares import Spares
 from impetusd.residency.thermal import ThermalWatch
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
     from impetusd.plugin.registries import Registries
 
 log = logging.getLogger(__name__)
+NODE_PROBE_S = 10.0  # how often the compute nodes are probed for daemon.health
 
 
 class ModelManager:
@@ -81,17 +87,60 @@ class ModelManager:
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
         self.ledger = MemoryLedger(config)
+        self.nodes = NodeBook(config.home / "nodes.json")
+        self.wanted_nodes: dict[str, list[str]] = {}  # model name -> the nodes its last models.load asked for
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the workers' task group and unload models whose keep-alive ran
         out, until cancelled."""
         async with anyio.create_task_group() as tg:
             self._workers = tg
+            tg.start_soon(self._probe_nodes)
             task_status.started()
             try:
                 await self._reap()
             finally:
                 self._workers = None
+
+    async def _probe_nodes(self) -> None:
+        """Keep ``daemon.health``'s view of the nodes fresh (nodes.list probes at once)."""
+        while True:
+            await self.probe_nodes()
+            await anyio.sleep(NODE_PROBE_S)
+
+    async def probe_nodes(self, nodes: list[Node] | None = None) -> list[NodeInfo]:
+        todo = list(self.nodes.nodes.values()) if nodes is None else nodes
+        found: list[NodeInfo] = [NodeInfo(name=n.name, address=n.address, state="unknown") for n in todo]
+
+        async def one(i: int, node: Node) -> None:
+            found[i] = await anyio.to_thread.run_sync(self.nodes.probe, node)
+
+        async with anyio.create_task_group() as tg:
+            for i, node in enumerate(todo):
+                tg.start_soon(one, i, node)
+        users: dict[str, list[str]] = {}
+        for r in self.resident.values():
+            for share in r.placement.shares[1:] if r.placement else []:
+                users.setdefault(share.address or "", []).append(r.spec.name)
+        result = [msgspec.structs.replace(i, used_by=users.get(i.address, [])) for i in found]
+        for info in result:
+            if info.name in self.nodes.nodes:
+                self.nodes.last[info.name] = info
+        return result
+
+    async def _place(self, spec: ModelSpec, backend: str, need: MemoryEstimate, refs: list[str]) -> Placement:
+        """Probe the requested nodes and split ``need`` across them and this machine."""
+        if backend != "llamacpp":
+            raise NoBackend(
+                f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only",
+                backend=backend,
+            )
+        nodes = [self.nodes.resolve(ref) for ref in refs]
+        infos = await self.probe_nodes(nodes)
+        placement = place(spec, need, list(zip(nodes, infos, strict=True)))
+        if placement.dropped:
+            log.warning("%s: loading without %s", spec.name, ", ".join(placement.dropped))
+        return placement
 
     def memory(self) -> MemoryBudget:
         return self.ledger.describe(self.resident)
@@ -213,7 +262,13 @@ class ModelManager:
 
     # --- load / unload ------------------------------------------------------------
     async def ensure_loaded(
-        self, ref: str, *, backend: str | None = None, keep_alive: float | str | None = None, force: bool = False
+        self,
+        ref: str,
+        *,
+        backend: str | None = None,
+        keep_alive: float | str | None = None,
+        force: bool = False,
+        nodes: list[str] | None = None,
     ) -> tuple[Resident, float, bool]:
         """The resident model for ``ref``, loading it if needed.
 
@@ -240,6 +295,18 @@ class ModelManager:
                 self.choose_backend(spec, backend)  # an unknown or unable backend is refused before the unload
                 await self._stop(current, f"unloaded to switch to {backend}")
                 current = None
+            if current is not None and current.worker.alive and nodes is not None and nodes != current.requested_nodes:
+                if current.in_flight:
+                    raise InvalidParams(
+                        f"{spec.name} is running {current.in_flight} request(s) on nodes {current.requested_nodes or 'none'}; "
+                        "load it on others when they have finished",
+                        model=spec.name,
+                    )
+                await self._stop(current, f"unloaded to move to nodes {nodes or 'none'}")
+                current = None
+            if nodes is not None:
+                self.wanted_nodes[spec.name] = list(nodes)
+            wanted = self.wanted_nodes.get(spec.name, list(self.config.nodes))
             if current is not None and current.worker.alive:
                 current.touch(ka if keep_alive is not None else current.keep_alive)
                 return current, 0.0, True
@@ -255,7 +322,16 @@ class ModelManager:
             env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context, weights)
-            await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
+            placement = await self._place(spec, chosen.name, need, wanted) if wanted else None
+            try:
+                await self.ledger.reserve(
+                    spec, placement.local if placement else need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name)
+                )
+            except InsufficientMemory as exc:
+                raise refuse(spec, placement, exc) if placement else exc from None
+            if placement is not None and placement.nodes:
+                env["IMPETUS_LLAMA_RPC"] = ",".join(n.address for n in placement.nodes)
+                env["IMPETUS_LLAMA_RPC_LAYERS"] = str(placement.layers if placement.layers < placement.total_layers else 999)
             self.emit(Event(kind="model.loading", model=spec.name, data={"backend": chosen.name, "estimate_bytes": need.total_bytes}))
             thermal = self.thermal
             tuning = thermal.tuning()
@@ -284,7 +360,7 @@ class ModelManager:
                 self.spares.refill(chosen)
             load_ms = (time.monotonic() - started) * 1000
             self.metrics.worker_started(spec.name)
-            resident = Resident(spec, chosen, worker, load_ms, ka, need)
+            resident = Resident(spec, chosen, worker, load_ms, ka, need, placement=placement, requested_nodes=wanted)
             self.ledger.learn(worker)
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident

@@ -19,6 +19,7 @@ from impetusd.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:
     from impetusd.config import Config
+    from impetusd.residency.placement import Placement
 
 STATS_WINDOW = 20  # requests in the rolling decode rate
 
@@ -54,7 +55,11 @@ class Resident:
         load_ms: float,
         keep_alive: float | None,
         estimate: MemoryEstimate | None = None,
+        placement: Placement | None = None,
+        requested_nodes: list[str] | None = None,
     ) -> None:
+        self.placement = placement  # split across compute nodes (None: this machine only)
+        self.requested_nodes = requested_nodes or []  # what the load asked for (a reload without a lost node asks again)
         self.spec = spec
         self.backend = backend
         self.worker = worker
@@ -116,6 +121,8 @@ class Resident:
             last_used_at=time.time() - (time.monotonic() - self.last_used),
             engine_load_ms=None if self.worker.info is None else round(self.worker.info.load_ms, 1),
             engine=dict(self.worker.info.details) if self.worker.info else {},
+            nodes=list(self.placement.shares) if self.placement else [],
+            nodes_dropped=list(self.placement.dropped) if self.placement else [],
         )
 
 

@@ -36,7 +36,7 @@ from impetusd.plugin_api import (
     UnsupportedFormat,
 )
 
-from . import binary
+from . import binary, rpc
 from .embed import Embedder
 from .prompt import Prompter
 from .sampling import options
@@ -53,6 +53,7 @@ MAX_CONTEXT = 8192
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
+RPC_EXIT_GRACE_S = 1.0  # a worker whose llama-server died with nodes waits this long for its NodeLost replies
 
 
 def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
@@ -118,6 +119,7 @@ class LlamaServerEngine:
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
+        self.nodes: list[str] = []  # compute nodes llama-server offloads to (rpc.py)
 
     @classmethod
     def load(cls, spec: ModelSpec, slots: int) -> LlamaServerEngine:
@@ -132,7 +134,7 @@ class LlamaServerEngine:
         threads = policy.pick()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads), role="generate")
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads) + rpc.server_args(), role="generate")
         try:
             server.wait_ready()
             props = server.get("/props")
@@ -155,11 +157,22 @@ class LlamaServerEngine:
             "llama_server_pid": server.process.pid,
             "device": "cpu",  # what scripts/setup builds on Linux; Metal offload on macOS is unverified (docs/macos.md)
         }
+        if rpc.nodes():
+            details["rpc_nodes"] = rpc.nodes()
+            details["rpc_layers"] = os.environ.get(rpc.LAYERS_ENV) or "999"
         engine = cls(server, found, details, n_ctx, int(meta["n_vocab"]), prompter)
         engine.threads = threads
-        server.watch(lambda reason: engine.on_fatal(reason))
+        engine.nodes = rpc.nodes()
+        server.watch(engine._server_died)
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
+
+    def _server_died(self, reason: str) -> None:
+        if self.nodes:  # let the streams' NodeLost reach the daemon before the worker ends
+            lost = rpc.gone(self.nodes)
+            reason += f"; compute nodes lost: {', '.join(f'{a} ({why})' for a, why in lost.items()) or 'none refuses a connection'}"
+            time.sleep(RPC_EXIT_GRACE_S)
+        self.on_fatal(reason)
 
     def warm_up(self) -> None:
         """One token through the model (llama-server warmed its buffers at start; this
@@ -252,7 +265,8 @@ class LlamaServerEngine:
         """The stream's thread: text and the end go to ``events`` for the main thread."""
         final: dict[str, Any] | None = None
         try:
-            with self.server.http.stream("POST", "/completion", json=stream.body) as response:
+            timeout = httpx.Timeout(None, connect=10.0, read=rpc.stall_s() if self.nodes else None)
+            with self.server.http.stream("POST", "/completion", json=stream.body, timeout=timeout) as response:
                 with stream.lock:
                     network = response.extensions.get("network_stream")
                     stream.sock = network.get_extra_info("socket") if network is not None else None
@@ -277,6 +291,9 @@ class LlamaServerEngine:
                         final = data
                         break
         except (httpx.HTTPError, OSError) as exc:
+            if not stream.cancelled and self.nodes:
+                self.events.put((stream, self._node_lost(exc)))
+                return
             if not stream.cancelled:
                 if self.server.stopped(wait=1.0):
                     return  # the server's watcher ends the worker; the daemon fails the requests (WorkerCrashed)
@@ -286,6 +303,16 @@ class LlamaServerEngine:
             self.events.put((stream, exc))
             return
         self.events.put((stream, self._result(stream, final)))
+
+    def _node_lost(self, exc: Exception) -> Exception:
+        """A stream with compute nodes broke or stalled: ``NodeLost``, and llama-server is
+        ended when it still runs (a stalled node would hold it forever)."""
+        if self.server.stopped(wait=0.5):
+            what = f"llama-server ended ({self.server.exit_status()}): {self.server.stderr_tail(3)}"
+        else:
+            what = f"no data from llama-server in {rpc.stall_s():g} s ({type(exc).__name__})"
+            self.server.process.kill()
+        return rpc.node_lost(self.nodes, what)
 
     def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
         finish: FinishReason = "cancelled"
