@@ -210,3 +210,37 @@ def test_a_node_killed_mid_stream_is_node_lost_and_the_next_request_recovers(
     shown = call(daemon, "models.loaded")["result"]["models"][0]
     assert any(f"127.0.0.1:{pb}" in d for d in shown["nodes_dropped"])
     call(daemon, "models.unload", {"model": MODEL})
+
+
+def test_a_load_that_fits_no_node_is_insufficient_memory_naming_each_part(daemon: DaemonProcess, nodes: list[tuple[int, subprocess.Popen[bytes]]]) -> None:
+    (port, _), _ = nodes
+    assert ctl(daemon, "node", "add", "tiny", f"127.0.0.1:{port}", "--memory", "1000").returncode == 0
+    try:
+        refused = call(daemon, "models.load", {"model": MODEL, "nodes": ["tiny"]})
+    finally:
+        ctl(daemon, "node", "rm", "tiny")
+    error = refused["error"]
+    assert error["data"]["name"] == "InsufficientMemory", error
+    assert error["data"]["parts"] == {"tiny": 1000} and "tiny 1000 B" in error["message"]
+    assert MODEL not in [m["name"] for m in call(daemon, "models.loaded")["result"]["models"]]
+
+
+def test_nodes_on_the_mlx_backend_are_refused_by_name(daemon: DaemonProcess) -> None:
+    refused = call(daemon, "models.load", {"model": MODEL, "backend": "mlx", "nodes": ["127.0.0.1:1"]})
+    error = refused["error"]
+    assert error["data"]["name"] == "NoBackend" and error["data"]["reason"] == "mlx-distributed-not-wired", error
+    assert "9 query and 3 KV heads" in error["message"]
+
+
+@pytest.mark.model
+def test_a_load_whose_nodes_are_all_gone_runs_here_and_says_so(daemon: DaemonProcess) -> None:
+    gone = f"127.0.0.1:{free_port()}"
+    loaded = call(daemon, "models.load", {"model": MODEL, "keep_alive": -1, "nodes": [gone]})
+    assert "result" in loaded, loaded
+    model = loaded["result"]["model"]
+    assert [s["name"] for s in model["nodes"]] == ["local"] and model["nodes"][0]["bytes"] == model["estimate"]["total_bytes"]
+    assert gone in model["nodes_dropped"][0] and "unreachable" in model["nodes_dropped"][0]
+    assert "rpc_nodes" not in model["engine"]
+    done = complete(daemon, max_tokens=2)
+    assert done["timings"].get("nodes") is None
+    call(daemon, "models.unload", {"model": MODEL})

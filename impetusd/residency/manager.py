@@ -130,6 +130,15 @@ class ModelManager:
 
     async def _place(self, spec: ModelSpec, backend: str, need: MemoryEstimate, refs: list[str]) -> Placement:
         """Probe the requested nodes and split ``need`` across them and this machine."""
+        if backend == "mlx":
+            raise NoBackend(
+                f"{spec.name}: the MLX backend does not split models across nodes yet. mlx.distributed's ring backend runs here, and "
+                "mlx-lm's tensor-parallel shard() needs the attention heads divisible by the number of processes "
+                "(SmolLM2-135M: 9 query and 3 KV heads, so 3 processes work and 2 do not); Impetus does not launch such a group: "
+                "load it with the llama.cpp backend (backend=llamacpp) to use nodes",
+                backend=backend,
+                reason="mlx-distributed-not-wired",
+            )
         if backend != "llamacpp":
             raise NoBackend(
                 f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only",

@@ -134,7 +134,7 @@ class LlamaServerEngine:
         threads = policy.pick()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads) + rpc.server_args(), role="generate")
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads) + rpc.server_args(found.path), role="generate")
         try:
             server.wait_ready()
             props = server.get("/props")
