@@ -109,19 +109,27 @@ class ModelManager:
             await anyio.sleep(NODE_PROBE_S)
 
     async def probe_nodes(self, nodes: list[Node] | None = None) -> list[NodeInfo]:
+        """Each node now. A node serving a loaded model is not probed: an rpc-server
+        serves one client at a time and queues one more (listen backlog 1), so a probe
+        would only wait behind llama-server; the model's requests watch it instead."""
         todo = list(self.nodes.nodes.values()) if nodes is None else nodes
-        found: list[NodeInfo] = [NodeInfo(name=n.name, address=n.address, state="unknown") for n in todo]
-
-        async def one(i: int, node: Node) -> None:
-            found[i] = await anyio.to_thread.run_sync(self.nodes.probe, node)
-
-        async with anyio.create_task_group() as tg:
-            for i, node in enumerate(todo):
-                tg.start_soon(one, i, node)
         users: dict[str, list[str]] = {}
         for r in self.resident.values():
             for share in r.placement.shares[1:] if r.placement else []:
                 users.setdefault(share.address or "", []).append(r.spec.name)
+        found: list[NodeInfo] = [NodeInfo(name=n.name, address=n.address, state="unknown") for n in todo]
+
+        async def one(i: int, node: Node) -> None:
+            serving = users.get(node.address)
+            if serving:
+                last = self.nodes.last.get(node.name) or found[i]
+                found[i] = msgspec.structs.replace(last, state="busy", error=f"serving {', '.join(serving)} (not probed: it serves one client at a time)")
+            else:
+                found[i] = await anyio.to_thread.run_sync(self.nodes.probe, node)
+
+        async with anyio.create_task_group() as tg:
+            for i, node in enumerate(todo):
+                tg.start_soon(one, i, node)
         result = [msgspec.structs.replace(i, used_by=users.get(i.address, [])) for i in found]
         for info in result:
             if info.name in self.nodes.nodes:
