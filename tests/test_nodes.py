@@ -244,3 +244,25 @@ def test_a_load_whose_nodes_are_all_gone_runs_here_and_says_so(daemon: DaemonPro
     done = complete(daemon, max_tokens=2)
     assert done["timings"].get("nodes") is None
     call(daemon, "models.unload", {"model": MODEL})
+
+
+def test_a_llama_server_built_without_rpc_is_no_backend(tmp_path: Path, nodes: list[tuple[int, subprocess.Popen[bytes]]]) -> None:
+    """llama-server lists --rpc in its help whether or not it was built with RPC, and
+    exits on it when not: a build without RPC (made before scripts/setup added it)."""
+    (port, _), _ = nodes
+    fake = tmp_path / "llama-server"
+    options = " ".join(("--kv-unified", "--no-context-shift", "--cache-ram", "--no-webui", "--pooling", "--embedding", "--slots", "--rpc"))
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --version) echo "version: 1 (norpc)"; exit 0;; --help) echo "' + options + '"; exit 0;; esac\n'
+        'echo "error while handling argument \\"--rpc\\": RPC not supported in this build" >&2; exit 1\n'
+    )
+    fake.chmod(0o755)
+    (tmp_path / "d").mkdir()
+    d = DaemonProcess(tmp_path / "d", IMPETUS_LLAMA_SERVER=str(fake)).start()
+    try:
+        refused = call(d, "models.load", {"model": MODEL, "nodes": [f"127.0.0.1:{port}"]})
+    finally:
+        d.stop()
+    error = refused["error"]
+    assert error["data"]["name"] == "NoBackend" and "built without RPC" in error["message"], error

@@ -346,6 +346,7 @@ class ModelManager:
                 )
             except InsufficientMemory as exc:
                 raise refuse(spec, placement, exc) if placement else exc from None
+            env["IMPETUS_LLAMA_RPC"] = ""  # none unless placed below (not the daemon's own environment's)
             if placement is not None and placement.nodes:
                 env["IMPETUS_LLAMA_RPC"] = ",".join(n.address for n in placement.nodes)
                 env["IMPETUS_LLAMA_RPC_LAYERS"] = str(placement.layers if placement.layers < placement.total_layers else 999)

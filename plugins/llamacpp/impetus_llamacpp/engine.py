@@ -30,6 +30,7 @@ from impetusd.plugin_api import (
     EngineResult,
     FinishReason,
     GenerateRequest,
+    InvalidModelFile,
     ModelSpec,
     PluginError,
     Tuning,
@@ -134,9 +135,12 @@ class LlamaServerEngine:
         threads = policy.pick()
         trained = int(spec.metadata.get("context_length") or 0)
         n_ctx = min(trained, MAX_CONTEXT) if trained else MAX_CONTEXT
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads) + rpc.server_args(found.path), role="generate")
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads) + rpc.server_args(), role="generate")
         try:
-            server.wait_ready()
+            try:
+                server.wait_ready()
+            except InvalidModelFile as exc:
+                raise rpc.refusal(exc, found.path) from None
             props = server.get("/props")
             meta = server.get("/v1/models")["data"][0]["meta"]
         except BaseException:

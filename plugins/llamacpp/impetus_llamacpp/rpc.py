@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 
-from impetusd.plugin_api import NoBackend, NodeLost
+from impetusd.plugin_api import InvalidModelFile, NoBackend, NodeLost
 
 NODES_ENV = "IMPETUS_LLAMA_RPC"
 LAYERS_ENV = "IMPETUS_LLAMA_RPC_LAYERS"
@@ -32,18 +31,23 @@ def stall_s() -> float:
     return float(os.environ.get(STALL_ENV) or STALL_S)
 
 
-def server_args(binary: str) -> list[str]:
+def server_args() -> list[str]:
     """``--rpc`` and the layers to offload, when the daemon split the model across nodes."""
     found = nodes()
     if not found:
         return []
-    usage = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30, check=False)
-    if "--rpc" not in usage.stdout + usage.stderr:
-        raise NoBackend(
+    return ["--rpc", ",".join(found), "--n-gpu-layers", os.environ.get(LAYERS_ENV) or "999", "--fit", "off"]
+
+
+def refusal(exc: InvalidModelFile, binary: str) -> Exception:
+    """A llama-server built without RPC lists ``--rpc`` in its help but exits on it
+    ("RPC not supported in this build"): that is ``NoBackend``, not a bad model file."""
+    if nodes() and "RPC not supported" in exc.message:
+        return NoBackend(
             f"llama-server {binary} was built without RPC (GGML_RPC), so it cannot use compute nodes; run scripts/setup (it builds with RPC)",
             backend="llamacpp",
         )
-    return ["--rpc", ",".join(found), "--n-gpu-layers", os.environ.get(LAYERS_ENV) or "999", "--fit", "off"]
+    return exc
 
 
 def gone(addresses: list[str]) -> dict[str, str]:
