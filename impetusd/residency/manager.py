@@ -339,6 +339,8 @@ class ModelManager:
             env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             need = estimate(spec, chosen.memory_overhead_bytes, cfg.memory_estimate_context, weights)
+            if chosen.name != "llamacpp" and spec.name not in self.wanted_nodes:
+                wanted = []  # the config's default nodes are for the backends that can use them
             placement = await self._place(spec, chosen.name, need, wanted) if wanted else None
             try:
                 await self.ledger.reserve(
