@@ -266,3 +266,25 @@ def test_a_llama_server_built_without_rpc_is_no_backend(tmp_path: Path, nodes: l
         d.stop()
     error = refused["error"]
     assert error["data"]["name"] == "NoBackend" and "built without RPC" in error["message"], error
+
+
+@pytest.mark.model
+def test_a_node_that_stalls_mid_stream_is_node_lost_within_5_s(daemon: DaemonProcess, binaries: None, nodes: list[tuple[int, subprocess.Popen[bytes]]]) -> None:
+    (pa, _), (pb, node_b) = nodes
+    loaded = call(daemon, "models.load", {"model": MODEL, "keep_alive": -1, "nodes": [f"127.0.0.1:{pa}", f"127.0.0.1:{pb}"]})
+    assert "result" in loaded, loaded
+    try:
+        with daemon.connect() as conn:
+            rid = conn.send("complete", {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0.0, "stream": True})
+            conn.read()
+            stalled = time.monotonic()
+            node_b.send_signal(signal.SIGSTOP)  # alive, connected, silent
+            _, reply = conn.until_response(rid)
+            took = time.monotonic() - stalled
+        assert reply["error"]["data"]["name"] == "NodeLost", reply
+        assert took < 5.0, took
+        again = complete(daemon, max_tokens=4)  # the silent node is left out at the reload
+        assert again["timings"]["nodes"] == [f"127.0.0.1:{pa}"]
+    finally:
+        node_b.send_signal(signal.SIGCONT)
+    call(daemon, "models.unload", {"model": MODEL})

@@ -54,7 +54,7 @@ MAX_CONTEXT = 8192
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
-RPC_EXIT_GRACE_S = 1.0  # a worker whose llama-server died with nodes waits this long for its NodeLost replies
+RPC_EXIT_GRACE_S = 0.5  # a worker whose llama-server died with nodes waits this long for its NodeLost replies
 
 
 def server_args(n_ctx: int, slots: int, threads: int) -> list[str]:
@@ -311,7 +311,7 @@ class LlamaServerEngine:
     def _node_lost(self, exc: Exception) -> Exception:
         """A stream with compute nodes broke or stalled: ``NodeLost``, and llama-server is
         ended when it still runs (a stalled node would hold it forever)."""
-        if self.server.stopped(wait=0.5):
+        if self.server.stopped(wait=0.2):
             what = f"llama-server ended ({self.server.exit_status()}): {self.server.stderr_tail(3)}"
         else:
             what = f"no data from llama-server in {rpc.stall_s():g} s ({type(exc).__name__})"

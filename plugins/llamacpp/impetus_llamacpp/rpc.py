@@ -19,7 +19,7 @@ from impetusd.plugin_api import InvalidModelFile, NoBackend, NodeLost
 NODES_ENV = "IMPETUS_LLAMA_RPC"
 LAYERS_ENV = "IMPETUS_LLAMA_RPC_LAYERS"
 STALL_ENV = "IMPETUS_LLAMA_RPC_STALL_S"
-STALL_S = 4.0  # no stream data for this long, with nodes: a node stalled
+STALL_S = 3.0  # no stream data for this long, with nodes: a node stalled (NodeLost within 5 s in all)
 CONNECT_S = 0.5
 
 
