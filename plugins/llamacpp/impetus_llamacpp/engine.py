@@ -312,7 +312,8 @@ class LlamaServerEngine:
         """A stream with compute nodes broke or stalled: ``NodeLost``, and llama-server is
         ended when it still runs (a stalled node would hold it forever)."""
         if self.server.stopped(wait=0.2):
-            what = f"llama-server ended ({self.server.exit_status()}): {self.server.stderr_tail(3)}"
+            said = [line for line in self.server.tail if "rpc" in line.lower() or "recv failed" in line.lower()][-2:]
+            what = f"llama-server ended ({self.server.exit_status()}): {' | '.join(said) or self.server.stderr_tail(2)}"
         else:
             what = f"no data from llama-server in {rpc.stall_s():g} s ({type(exc).__name__})"
             self.server.process.kill()
