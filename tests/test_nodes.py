@@ -155,6 +155,8 @@ def test_node_add_ls_rm_through_the_cli(daemon: DaemonProcess, nodes: list[tuple
     assert {n["name"] for n in json.loads((daemon.home / "nodes.json").read_text())} == {"alpha", "beta"}  # kept across restarts
     health = call(daemon, "daemon.health")["result"]
     assert {n["name"] for n in health["nodes"]} == {"alpha", "beta"}
+    status = ctl(daemon, "status").stdout
+    assert f"alpha 127.0.0.1:{port} ready" in status and "beta 127.0.0.1:1 unreachable" in status
     bad = ctl(daemon, "node", "add", "gamma", "no-port-here")
     assert bad.returncode == 1 and "InvalidParams" in bad.stderr
     for name in ("alpha", "beta"):
