@@ -61,8 +61,8 @@ def rpc_binary() -> None:
 
 @pytest.fixture(scope="module")
 def binaries(rpc_binary: None) -> None:
-    usage = subprocess.run([LLAMA_SERVER, "--help"], capture_output=True, text=True, timeout=60).stdout
-    assert "--rpc" in usage, f"{LLAMA_SERVER} was built without RPC: run scripts/setup"
+    # a llama-server built without RPC lists --rpc too; a load then says NoBackend "built without RPC: run scripts/setup"
+    assert os.access(LLAMA_SERVER, os.X_OK), f"no llama-server at {LLAMA_SERVER}: run scripts/setup"
 
 
 @pytest.fixture(scope="module")
