@@ -12,7 +12,7 @@ from impetusd.config import Config, load_config
 from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.protocol.errors import ImpetusError
 
-from . import dashboard_cmd, embed_cmd, render, run_options, store_cmds
+from . import dashboard_cmd, embed_cmd, node_cmd, render, run_options, store_cmds
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 from .service import commands as service_commands
@@ -98,6 +98,7 @@ def ps(state: State) -> None:
 @click.option("--draft", metavar="DRAFT_MODEL", help="Speculative decoding with this draft model (same vocabulary).")
 @click.option("--ngram", is_flag=True, default=None, help="Speculative decoding from n-grams of the context, no draft model.")
 @click.option("--gpu-layers", type=click.IntRange(min=0), help="Layers to offload to the GPU (a backend that offloads; more than the model has: all).")
+@click.option("--nodes", help="Split it across these compute nodes (names from 'node ls', or host:port; comma-separated; '' = none).")
 @click.pass_obj
 def load(
     state: State,
@@ -109,9 +110,10 @@ def load(
     draft: str | None,
     ngram: bool | None,
     gpu_layers: int | None,
+    nodes: str | None,
 ) -> None:
     """Load MODEL into its own worker process."""
-    params = {
+    params: dict[str, Any] = {
         "model": model,
         "backend": backend,
         "keep_alive": keep_alive,
@@ -121,6 +123,8 @@ def load(
         "ngram": ngram,
         "n_gpu_layers": gpu_layers,
     }
+    if nodes is not None:
+        params["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]
     with state.client() as client:
         result = client.call("models.load", {k: v for k, v in params.items() if v is not None}, type=LoadResult)
     if state.json:
@@ -131,6 +135,10 @@ def load(
         verb = "already loaded" if result.already_loaded else f"loaded in {m.load_ms / 1000:.1f} s{warm}"
         gpu = f"; {m.estimate.gpu_layers} layers on the GPU" if m.estimate and m.estimate.gpu_layers else ""
         click.echo(f"{m.name} {verb} on {m.backend} (pid {m.pid}){gpu}")
+        for share in m.nodes:
+            click.echo(f"  {share.name}{f' ({share.address})' if share.address else ''}: {render.size(share.bytes)}")
+        for dropped in m.nodes_dropped:
+            click.echo(f"  left out: {dropped}")
 
 
 @main.command()
@@ -308,6 +316,7 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 store_cmds.register(main, State)
 embed_cmd.register(main, State)
+node_cmd.register(main, State)
 dashboard_cmd.register(main, State)
 service_commands.register(main, State)
 

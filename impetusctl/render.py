@@ -54,6 +54,10 @@ def status(info: DaemonInfo, health: Health) -> None:
     click.echo(f"loaded:    {health.loaded_models} model(s), {health.in_flight} request(s) in flight")
     for f in health.failures:
         click.echo(f"{f.state + ':':10} {f.name} ({f.reason})")
+    for n in health.nodes:
+        latency = f", {n.latency_ms:.1f} ms" if n.latency_ms is not None else ""
+        used = f", used by {', '.join(n.used_by)}" if n.used_by else ""
+        click.echo(f"{'node:':10} {n.name} {n.address} {n.state} ({size(n.free_bytes)} free{latency}{used})")
 
 
 def models(result: ModelList) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from impetusd.dispatch.observe import HardwareSnapshot
-from impetusd.protocol.api import Metrics
+from impetusd.protocol.api import Health, Metrics, NodeInfo
 
 from . import render
 
@@ -19,10 +19,15 @@ from . import render
 class Frame(msgspec.Struct, frozen=True):
     metrics: Metrics
     hardware: HardwareSnapshot
+    nodes: list[NodeInfo] = []  # daemon.health's view (as last probed)
 
 
 def fetch(client: Any) -> Frame:
-    return Frame(metrics=client.call("daemon.metrics", type=Metrics), hardware=client.call("hardware.snapshot", type=HardwareSnapshot))
+    return Frame(
+        metrics=client.call("daemon.metrics", type=Metrics),
+        hardware=client.call("hardware.snapshot", type=HardwareSnapshot),
+        nodes=client.call("daemon.health", type=Health).nodes,
+    )
 
 
 def _machine_line(frame: Frame) -> Text:
@@ -97,4 +102,13 @@ def build(frame: Frame) -> Group:
             "-" if r.decode_tps is None else f"{r.decode_tps:.1f}",
         )
     hardware = _hardware_line(frame)
-    return Group(_machine_line(frame), *([hardware] if hardware else []), models, recent)
+    parts: list[Any] = [_machine_line(frame), *([hardware] if hardware else []), models]
+    if frame.nodes:
+        nodes = Table(title="compute nodes", title_justify="left", expand=False)
+        for col in ("NODE", "ADDRESS", "STATE", "FREE", "LATENCY", "USED BY"):
+            nodes.add_column(col)
+        for n in frame.nodes:
+            latency = "-" if n.latency_ms is None else f"{n.latency_ms:.1f} ms"
+            nodes.add_row(n.name, n.address, n.state, render.size(n.free_bytes), latency, ", ".join(n.used_by) or "-")
+        parts.append(nodes)
+    return Group(*parts, recent)

@@ -96,6 +96,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     llamacpp_gpu_layers: str | None = None  # layers a CUDA llama-server puts on the GPU: a number, "all", "auto" (None: auto)
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"  # per load: models.load kv_type
     flash_attn: Literal["auto", "on", "off"] = "auto"  # per load: models.load flash_attn
+    nodes: list[str] = []  # compute nodes (names from nodes.list) a load uses when models.load names none
 
 
 class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -141,6 +142,7 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     llamacpp_gpu_layers: int | str | None = None
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
     flash_attn: Literal["auto", "on", "off"] | None = None
+    nodes: list[str] | None = None
 
 
 def default_home(env: Mapping[str, str]) -> Path:

@@ -75,6 +75,7 @@ class Health(msgspec.Struct, frozen=True):
     loaded_models: int
     failures: list[ModelFailure] = []
     thermal: ThermalState | None = None
+    nodes: list[NodeInfo] = []  # compute nodes, as last probed (nodes.list probes now)
 
 
 class Describe(msgspec.Struct, frozen=True):
@@ -114,6 +115,45 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Layers to offload to the GPU (a backend that offloads; more than the model has: all of
     # them); None: the backend's default (config ``llamacpp_gpu_layers``: what fits).
     n_gpu_layers: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    nodes: list[str] | None = None  # compute nodes (names from nodes.list, or host:port) to split it across; [] = this machine only
+
+
+# --- nodes.* (compute nodes: llama.cpp rpc-server) -----------------------------------
+class NodeInfo(msgspec.Struct, frozen=True):
+    """A compute node the daemon may split models across, as last probed."""
+
+    name: str
+    address: str  # host:port
+    state: Literal["ready", "busy", "unreachable", "unknown"]  # busy: serving a client (it serves one at a time)
+    free_bytes: int | None = None  # what its device reports (the last time it answered)
+    total_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # nodes.add's cap on what a load may place there
+    latency_ms: float | None = None  # TCP connect, plus the hello and memory query when it answered
+    error: str | None = None
+    used_by: list[str] = []  # loaded models split across it
+    probed_at: float | None = None
+
+
+class NodeList(msgspec.Struct, frozen=True):
+    nodes: list[NodeInfo]
+
+
+class NodeAddParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    address: str  # host:port of an rpc-server (impetusctl node serve)
+    memory_limit_bytes: int | None = None
+
+
+class NodeRemoveParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+
+
+class NodeShare(msgspec.Struct, frozen=True):
+    """The part of a loaded model's estimate placed on one node."""
+
+    name: str  # "local" for this machine
+    address: str | None
+    bytes: int
 
 
 class UnloadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -174,6 +214,8 @@ class LoadedModel(msgspec.Struct, frozen=True):
     engine_load_ms: float | None = None  # the backend's own load inside the worker (load_ms adds process start and imports)
     engine: dict[str, Any] = {}  # what the backend reported at load (device, weights, max_batch, prefill_chunk)
     gpu_memory_bytes: int | None = None  # what it counts against the GPU side of the budget (None: nothing offloaded)
+    nodes: list[NodeShare] = []  # split across compute nodes: each part of the estimate (local first)
+    nodes_dropped: list[str] = []  # requested nodes left out at this load (unreachable), with why
 
 
 class LoadResult(msgspec.Struct, frozen=True):
@@ -297,6 +339,7 @@ class Timings(msgspec.Struct, frozen=True):
     draft_tokens: int | None = None  # speculative decoding: tokens drafted (draft model or n-grams)
     draft_accepted: int | None = None  # of them, accepted by the model
     acceptance_rate: float | None = None  # draft_accepted / draft_tokens
+    nodes: list[str] | None = None  # the compute nodes (host:port) the model ran on besides this machine
 
 
 FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]

@@ -164,6 +164,16 @@ class InsufficientMemory(ImpetusError):
     code = 2006
 
 
+class NodeLost(ImpetusError):
+    """A compute node the model was split across (llama.cpp RPC) died or stopped
+    answering during the request: ``data.node`` (its name, or the names of every
+    node in use when which one stalled cannot be told), ``data.what`` (what was seen).
+    The model's worker is ended; the next request loads it again without the node
+    when memory allows (docs/design.md, Toward many hosts)."""
+
+    code = 2007
+
+
 # --- model store (3xxx) -----------------------------------------------------------
 class RepoNotFound(ImpetusError):
     code = 3001

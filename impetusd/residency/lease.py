@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from impetusd.protocol.errors import InsufficientMemory
+from impetusd.protocol.errors import InsufficientMemory, NodeLost
 
 if TYPE_CHECKING:
     from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, GenerateRequest, TokenizeOutput, TokenizeRequest
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from impetusd.workers.messages import EmbedDone, GenerateDone
 
 log = logging.getLogger(__name__)
+NODE_LOST_EXIT_S = 3.0  # a worker that lost a compute node ends itself (about 1 s); the error waits for that
 
 
 class Queued(Protocol):
@@ -62,6 +63,12 @@ class Lease:
 
         try:
             return await worker.generate(request, track, cancel_requested)
+        except NodeLost:
+            # the worker ends itself after a node loss: once it has, the next request
+            # loads the model again (without the node) instead of meeting the dying worker
+            with anyio.move_on_after(NODE_LOST_EXIT_S):
+                await worker.exited.wait()
+            raise
         except InsufficientMemory as exc:
             if streamed:
                 raise  # a retry would repeat text the client already has

@@ -17,9 +17,11 @@ from anyio.abc import TaskGroup, TaskStatus
 from impetusd.config import parse_keep_alive
 from impetusd.observe.events import Event
 from impetusd.plugin.engine import BackendSpec, LoadOptions, ModelSpec, Tuning
-from impetusd.protocol.api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure
+from impetusd.protocol.api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure, NodeInfo
 from impetusd.protocol.errors import (
     ImpetusError,
+    InsufficientMemory,
+    InvalidParams,
     ModelFailed,
     ModelLoadFailed,
     ModelNotFound,
@@ -34,7 +36,9 @@ from impetusd.residency.cachedir import cache_settings
 from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
 from impetusd.residency.lease import Lease, Queued
+from impetusd.residency.nodes import Node, NodeBook
 from impetusd.residency.options import check_options, for_backend
+from impetusd.residency.placement import Placement, place, refuse
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.residency.spares import Spares
 from impetusd.residency.thermal import ThermalWatch
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from impetusd.plugin.registries import Registries
 
 log = logging.getLogger(__name__)
+NODE_PROBE_S = 10.0  # how often the compute nodes are probed for daemon.health
 
 
 class ModelManager:
@@ -84,6 +89,8 @@ class ModelManager:
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
         self.ledger = MemoryLedger(config, list(registries.monitors.values()))
+        self.nodes = NodeBook(config.home / "nodes.json")
+        self.wanted_nodes: dict[str, list[str]] = {}  # model name -> the nodes its last models.load asked for
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the workers' task group and unload models whose keep-alive ran
@@ -91,11 +98,69 @@ class ModelManager:
         async with anyio.create_task_group() as tg:
             self._workers = tg
             await self.ledger.read_gpus()
+            tg.start_soon(self._probe_nodes)
             task_status.started()
             try:
                 await self._reap()
             finally:
                 self._workers = None
+
+    async def _probe_nodes(self) -> None:
+        """Keep ``daemon.health``'s view of the nodes fresh (nodes.list probes at once)."""
+        while True:
+            await self.probe_nodes()
+            await anyio.sleep(NODE_PROBE_S)
+
+    async def probe_nodes(self, nodes: list[Node] | None = None) -> list[NodeInfo]:
+        """Each node now. A node serving a loaded model is not probed: an rpc-server
+        serves one client at a time and queues one more (listen backlog 1), so a probe
+        would only wait behind llama-server; the model's requests watch it instead."""
+        todo = list(self.nodes.nodes.values()) if nodes is None else nodes
+        users: dict[str, list[str]] = {}
+        for r in self.resident.values():
+            for share in r.placement.shares[1:] if r.placement else []:
+                users.setdefault(share.address or "", []).append(r.spec.name)
+        found: list[NodeInfo] = [NodeInfo(name=n.name, address=n.address, state="unknown") for n in todo]
+
+        async def one(i: int, node: Node) -> None:
+            serving = users.get(node.address)
+            if serving:
+                last = self.nodes.last.get(node.name) or found[i]
+                found[i] = msgspec.structs.replace(last, state="busy", error=f"serving {', '.join(serving)} (not probed: it serves one client at a time)")
+            else:
+                found[i] = await anyio.to_thread.run_sync(self.nodes.probe, node)
+
+        async with anyio.create_task_group() as tg:
+            for i, node in enumerate(todo):
+                tg.start_soon(one, i, node)
+        result = [msgspec.structs.replace(i, used_by=users.get(i.address, [])) for i in found]
+        for info in result:
+            if info.name in self.nodes.nodes:
+                self.nodes.last[info.name] = info
+        return result
+
+    async def _place_nodes(self, spec: ModelSpec, backend: str, need: MemoryEstimate, refs: list[str]) -> Placement:
+        """Probe the requested nodes and split ``need`` across them and this machine."""
+        if backend == "mlx":
+            raise NoBackend(
+                f"{spec.name}: the MLX backend does not split models across nodes yet. mlx.distributed's ring backend runs here, and "
+                "mlx-lm's tensor-parallel shard() needs the attention heads divisible by the number of processes "
+                "(SmolLM2-135M: 9 query and 3 KV heads, so 3 processes work and 2 do not); Impetus does not launch such a group: "
+                "load it with the llama.cpp backend (backend=llamacpp) to use nodes",
+                backend=backend,
+                reason="mlx-distributed-not-wired",
+            )
+        if backend != "llamacpp":
+            raise NoBackend(
+                f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only",
+                backend=backend,
+            )
+        nodes = [self.nodes.resolve(ref) for ref in refs]
+        infos = await self.probe_nodes(nodes)
+        placement = place(spec, need, list(zip(nodes, infos, strict=True)))
+        if placement.dropped:
+            log.warning("%s: loading without %s", spec.name, ", ".join(placement.dropped))
+        return placement
 
     def memory(self) -> MemoryBudget:
         return self.ledger.describe(self.resident)
@@ -228,6 +293,7 @@ class ModelManager:
         force: bool = False,
         options: LoadOptions | None = None,
         gpu_layers: int | None = None,
+        nodes: list[str] | None = None,
     ) -> tuple[Resident, float, bool]:
         """The resident model for ``ref``, loading it if needed.
 
@@ -262,6 +328,18 @@ class ModelManager:
                 self.choose_backend(spec, backend)  # an unknown or unable backend is refused before the unload
                 await self._stop(current, f"unloaded to switch to {backend}")
                 current = None
+            if current is not None and current.worker.alive and nodes is not None and nodes != current.requested_nodes:
+                if current.in_flight:
+                    raise InvalidParams(
+                        f"{spec.name} is running {current.in_flight} request(s) on nodes {current.requested_nodes or 'none'}; "
+                        "load it on others when they have finished",
+                        model=spec.name,
+                    )
+                await self._stop(current, f"unloaded to move to nodes {nodes or 'none'}")
+                current = None
+            if nodes is not None:
+                self.wanted_nodes[spec.name] = list(nodes)
+            wanted = self.wanted_nodes.get(spec.name, list(self.config.nodes))
             if current is not None and current.worker.alive:
                 current.touch(ka if keep_alive is not None else current.keep_alive)
                 return current, 0.0, True
@@ -281,10 +359,22 @@ class ModelManager:
             env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             context = chosen.context_tokens or cfg.memory_estimate_context  # a backend that fixes its context says so
-            need = await self._place(
-                spec, chosen, env, gpu_layers, estimate(spec, chosen.memory_overhead_bytes, context, weights, sequences=chosen.kv_sequences)
-            )
-            await self.ledger.reserve(spec, need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name))
+            need = estimate(spec, chosen.memory_overhead_bytes, context, weights, sequences=chosen.kv_sequences)
+            if chosen.name != "llamacpp" and spec.name not in self.wanted_nodes:
+                wanted = []  # the config's default nodes are for the backends that can use them
+            placement = await self._place_nodes(spec, chosen.name, need, wanted) if wanted else None
+            if placement is None:  # on this machine: its GPU takes what fits (a split across nodes stays on the CPUs)
+                need = await self._place(spec, chosen, env, gpu_layers, need)
+            try:
+                await self.ledger.reserve(
+                    spec, placement.local if placement else need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name)
+                )
+            except InsufficientMemory as exc:
+                raise refuse(spec, placement, exc) if placement else exc from None
+            env["IMPETUS_LLAMA_RPC"] = ""  # none unless placed below (not the daemon's own environment's)
+            if placement is not None and placement.nodes:
+                env["IMPETUS_LLAMA_RPC"] = ",".join(n.address for n in placement.nodes)
+                env["IMPETUS_LLAMA_RPC_LAYERS"] = str(placement.layers if placement.layers < placement.total_layers else 999)
             data = {"backend": chosen.name, "estimate_bytes": need.total_bytes, "gpu_bytes": need.gpu_bytes}
             self.emit(Event(kind="model.loading", model=spec.name, data=data))
             thermal = self.thermal
@@ -314,7 +404,7 @@ class ModelManager:
                 self.spares.refill(chosen)
             load_ms = (time.monotonic() - started) * 1000
             self.metrics.worker_started(spec.name)
-            resident = Resident(spec, chosen, worker, load_ms, ka, need)
+            resident = Resident(spec, chosen, worker, load_ms, ka, need, placement=placement, requested_nodes=wanted)
             self.ledger.learn(worker)
             worker.on_exit = self._on_worker_exit
             self.resident[spec.name] = resident

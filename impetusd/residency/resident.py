@@ -21,6 +21,7 @@ from impetusd.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:
     from impetusd.config import Config
+    from impetusd.residency.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,11 @@ class Resident:
         load_ms: float,
         keep_alive: float | None,
         estimate: MemoryEstimate | None = None,
+        placement: Placement | None = None,
+        requested_nodes: list[str] | None = None,
     ) -> None:
+        self.placement = placement  # split across compute nodes (None: this machine only)
+        self.requested_nodes = requested_nodes or []  # what the load asked for (a reload without a lost node asks again)
         self.spec = spec
         self.backend = backend
         self.worker = worker
@@ -129,6 +134,8 @@ class Resident:
             engine_load_ms=None if self.worker.info is None else round(self.worker.info.load_ms, 1),
             engine=dict(self.worker.info.details) if self.worker.info else {},
             gpu_memory_bytes=self.gpu_memory_bytes() or None,
+            nodes=list(self.placement.shares) if self.placement else [],
+            nodes_dropped=list(self.placement.dropped) if self.placement else [],
         )
 
 

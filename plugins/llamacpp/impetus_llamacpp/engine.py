@@ -32,6 +32,7 @@ from impetusd.plugin_api import (
     EngineResult,
     FinishReason,
     GenerateRequest,
+    InvalidModelFile,
     LoadOptions,
     ModelSpec,
     PluginError,
@@ -44,7 +45,7 @@ from impetusd.plugin_api import (
     UnsupportedParameter,
 )
 
-from . import binary, gpu
+from . import binary, gpu, rpc
 from .embed import Embedder
 from .offload import PLANNED_ENV, kv_bytes, max_context, wanted_layers, weights_bytes
 from .prompt import Prompter
@@ -65,6 +66,7 @@ STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
 DRAFT_SPEC = "draft-simple"
 NGRAM_SPEC = "ngram-mod"
 RESTORE_GAIN = 64  # restore a slot file when it holds this many more prompt tokens than the slot
+RPC_EXIT_GRACE_S = 0.5  # a worker whose llama-server died with nodes waits this long for its NodeLost replies
 
 
 def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, options: LoadOptions | None = None) -> list[str]:
@@ -176,6 +178,7 @@ class LlamaServerEngine:
         self.embedder: Embedder | None = None
         self.threads = 1
         self.on_fatal: Callable[[str], None] = _exit_worker
+        self.nodes: list[str] = []  # compute nodes llama-server offloads to (rpc.py)
 
     @classmethod
     def load(cls, spec: ModelSpec, slots: int) -> LlamaServerEngine:
@@ -192,9 +195,12 @@ class LlamaServerEngine:
         limit = max_context()
         n_ctx = min(trained, limit) if trained else limit
         offload, gpus = gpu_layers(found, spec, n_ctx * slots)
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads, offload, spec.options), role="generate")
+        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads, offload, spec.options) + rpc.server_args(), role="generate")
         try:
-            server.wait_ready()
+            try:
+                server.wait_ready()
+            except InvalidModelFile as exc:
+                raise rpc.refusal(exc, found.path) from None
             props = server.get("/props")
             meta = server.get("/v1/models")["data"][0]["meta"]
         except BaseException:
@@ -224,12 +230,23 @@ class LlamaServerEngine:
             "draft": spec.options.draft.name if spec.options and spec.options.draft else None,
             "speculative": "draft" if spec.options and spec.options.draft else ("ngram" if spec.options and spec.options.ngram else None),
         }
+        if rpc.nodes():
+            details["rpc_nodes"] = rpc.nodes()
+            details["rpc_layers"] = os.environ.get(rpc.LAYERS_ENV) or "999"
         engine = cls(server, found, details, n_ctx, int(meta["n_vocab"]), prompter)
         engine.threads = threads
         engine.cache_variant = cache_variant(spec.options)
-        server.watch(lambda reason: engine.on_fatal(reason))
+        engine.nodes = rpc.nodes()
+        server.watch(engine._server_died)
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
+
+    def _server_died(self, reason: str) -> None:
+        if self.nodes:  # let the streams' NodeLost reach the daemon before the worker ends
+            lost = rpc.gone(self.nodes)
+            reason += f"; compute nodes lost: {', '.join(f'{a} ({why})' for a, why in lost.items()) or 'none refuses a connection'}"
+            time.sleep(RPC_EXIT_GRACE_S)
+        self.on_fatal(reason)
 
     def warm_up(self) -> None:
         """One token through the model (llama-server warmed its buffers at start; this
@@ -403,7 +420,8 @@ class LlamaServerEngine:
             self._restore(stream)
         final: dict[str, Any] | None = None
         try:
-            with self.server.http.stream("POST", "/completion", json=stream.body) as response:
+            timeout = httpx.Timeout(None, connect=10.0, read=rpc.stall_s() if self.nodes else None)
+            with self.server.http.stream("POST", "/completion", json=stream.body, timeout=timeout) as response:
                 with stream.lock:
                     network = response.extensions.get("network_stream")
                     stream.sock = network.get_extra_info("socket") if network is not None else None
@@ -434,6 +452,9 @@ class LlamaServerEngine:
                         final = data
                         break
         except (httpx.HTTPError, OSError) as exc:
+            if not stream.cancelled and self.nodes:
+                self.events.put((stream, self._node_lost(exc)))
+                return
             if not stream.cancelled:
                 if self.server.stopped(wait=1.0):
                     return  # the server's watcher ends the worker; the daemon fails the requests (WorkerCrashed)
@@ -451,6 +472,17 @@ class LlamaServerEngine:
             # per hot prefix (its first reuse); the first token was not held back.
             self._save(stream)
         self.events.put((stream, result))
+
+    def _node_lost(self, exc: Exception) -> Exception:
+        """A stream with compute nodes broke or stalled: ``NodeLost``, and llama-server is
+        ended when it still runs (a stalled node would hold it forever)."""
+        if self.server.stopped(wait=0.2):
+            said = [line for line in self.server.tail if "rpc" in line.lower() or "recv failed" in line.lower()][-2:]
+            what = f"llama-server ended ({self.server.exit_status()}): {' | '.join(said) or self.server.stderr_tail(2)}"
+        else:
+            what = f"no data from llama-server in {rpc.stall_s():g} s ({type(exc).__name__})"
+            self.server.process.kill()
+        return rpc.node_lost(self.nodes, what)
 
     def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
         finish: FinishReason = "cancelled"
