@@ -6,6 +6,7 @@ no orphan after a ``kill -9``, and its refusals typed."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import threading
 import time
@@ -117,6 +118,43 @@ def test_cancel_stops_the_slot_decoding(daemon: DaemonProcess) -> None:
     before = decoded(server)
     time.sleep(1.0)
     assert decoded(server) == before  # nothing decodes for the cancelled request
+
+
+@pytest.mark.model
+def test_streams_dropped_at_random_points_leave_no_slot_busy(daemon: DaemonProcess) -> None:
+    """100 streamed chats whose clients hang up after a random number of chunks (none
+    to a dozen), 8 at a time: afterwards no slot is processing, nothing is in flight,
+    and the model still answers."""
+    model = load(daemon)
+    [server] = llama_servers(model["pid"])
+    rng = random.Random(15)
+    cuts = [rng.randint(0, 12) for _ in range(100)]
+    failures: list[str] = []
+
+    def drop(i: int, after: int) -> None:
+        try:
+            conn = daemon.connect()
+            conn.send("chat", {"model": MODEL, "messages": [{"role": "user", "content": f"Count upwards from {i}."}], "max_tokens": 200, "stream": True})
+            for _ in range(after):
+                if "id" in conn.read():  # the whole answer came first: nothing left to drop
+                    break
+            conn.close()  # the client goes away mid-stream, without $/cancel
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(f"{i}: {exc!r}")
+
+    for start in range(0, len(cuts), 8):
+        batch = [threading.Thread(target=drop, args=(start + j, n)) for j, n in enumerate(cuts[start : start + 8])]
+        for t in batch:
+            t.start()
+        for t in batch:
+            t.join()
+    assert not failures, failures[:3]
+    assert wait_until(lambda: not any(s["is_processing"] for s in slots(server)), timeout=30)
+    with daemon.connect() as conn:
+        assert wait_until(lambda: conn.call("models.loaded")["result"]["models"][0]["in_flight"] == 0, timeout=30)
+        answer = conn.call("chat", {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4})
+    assert answer["result"]["usage"]["completion_tokens"] >= 1
+    assert llama_servers(model["pid"]) == [server]  # the same llama-server served it all
 
 
 @pytest.mark.model
