@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_harness import Daemon  # noqa: E402
-from llama_server import TEXT, figures  # noqa: E402
+from llama_server import TEXT, completion, figures  # noqa: E402
 
 from impetusctl.client import Client  # noqa: E402
 from impetusd.plugin.engine import GenerateRequest  # noqa: E402
@@ -141,22 +141,7 @@ class Direct(Side):
         ids = self.prompter.ids(req)
         self.tokenize_ms.append((time.monotonic() - t0) * 1000)
         body = {"prompt": ids, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "return_tokens": True, **options(req, self.n_vocab, self.n_ctx)}
-        stamps: list[float] = []
-        final: dict[str, Any] = {}
-        started = time.monotonic()
-        with self.server.http.stream("POST", "/completion", json=body) as response:
-            for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = json.loads(line[6:])
-                if data.get("content"):
-                    stamps.append(time.monotonic())
-                if data.get("stop"):
-                    final = data
-                    break
-        timings = final.get("timings") or {}
-        server = {"prefill_tps": timings.get("prompt_per_second"), "decode_tps": timings.get("predicted_per_second")}
-        return figures(started, stamps or [time.monotonic()], int(final.get("tokens_predicted", 0)), len(ids), int(timings.get("cache_n") or 0), server)
+        return completion(self.server, body, len(ids))
 
 
 def median(rows: list[dict[str, float]]) -> dict[str, float]:

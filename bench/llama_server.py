@@ -111,22 +111,28 @@ class Direct:
         req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in convo or messages(run)])  # type: ignore[arg-type]
         ids = self.prompter.ids(req)
         body = {"prompt": ids, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True}
-        stamps: list[float] = []
-        final: dict[str, Any] = {}
-        started = time.monotonic()
-        with self.server.http.stream("POST", "/completion", json=body) as response:
-            for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = json.loads(line[6:])
-                if data.get("content"):
-                    stamps.append(time.monotonic())
-                if data.get("stop"):
-                    final = data
-                    break
-        timings = final.get("timings") or {}
-        server = {"prefill_tps": timings.get("prompt_per_second"), "decode_tps": timings.get("predicted_per_second")}
-        return figures(started, stamps or [time.monotonic()], int(final.get("tokens_predicted", 0)), len(ids), int(timings.get("cache_n") or 0), server)
+        return completion(self.server, body, len(ids))
+
+
+def completion(server: Any, body: dict[str, Any], prompt_tokens: int) -> dict[str, float]:
+    """One streamed ``/completion`` on a llama-server started by a bench, timed at the client
+    (bench/gpu.py's direct side too)."""
+    stamps: list[float] = []
+    final: dict[str, Any] = {}
+    started = time.monotonic()
+    with server.http.stream("POST", "/completion", json=body) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = json.loads(line[6:])
+            if data.get("content"):
+                stamps.append(time.monotonic())
+            if data.get("stop"):
+                final = data
+                break
+    timings = final.get("timings") or {}
+    rates = {"prefill_tps": timings.get("prompt_per_second"), "decode_tps": timings.get("predicted_per_second")}
+    return figures(started, stamps or [time.monotonic()], int(final.get("tokens_predicted", 0)), prompt_tokens, int(timings.get("cache_n") or 0), rates)
 
 
 def median(rows: list[dict[str, float]]) -> dict[str, float]:
