@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -23,14 +23,12 @@ from impetusd.protocol.api import ChatParams, GenerationResult, Message, Tokeniz
 from impetusd.protocol.errors import ImpetusError
 
 from ..aclient import AsyncDaemon
-from ..client import DaemonUnavailable
-from .errors import OpenAIError, from_daemon
-from .generation import BadBody, ClientGone, EventStream, Item, fields_of, first_refused, generate, read_body, stream, until_disconnect
+from .errors import from_daemon
+from .generation import BadBody, EventStream, Item, answering, common_failure, fields_of, first_refused, generate, read_body, stream, until_disconnect
 from .structured import arguments_object, arguments_text, function_tool
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
-Handler = Callable[[Request], Awaitable[Response]]
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -275,24 +273,15 @@ def _error_of(exc: Exception) -> AnthropicError:
     if isinstance(exc, ImpetusError):
         err = from_daemon(exc)
         return AnthropicError(err.status, err.message)
-    if isinstance(exc, DaemonUnavailable):
-        return AnthropicError(503, f"the Impetus daemon is not reachable: {exc}")
-    if isinstance(exc, OpenAIError | BadBody):
-        return AnthropicError(exc.status, exc.message)
-    return AnthropicError(500, f"internal error in the shim: {type(exc).__name__}: {exc}")
+    return AnthropicError(*common_failure(exc))
 
 
-def route(handler: Handler) -> Handler:
-    async def run(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ClientGone:
-            return Response(status_code=499)
-        except Exception as exc:
-            err = _error_of(exc)
-            return Response(_encoder.encode(err.body()), status_code=err.status, media_type="application/json")
+def _error_response(exc: Exception) -> Response:
+    err = _error_of(exc)
+    return Response(_encoder.encode(err.body()), status_code=err.status, media_type="application/json")
 
-    return run
+
+route = answering(_error_response)
 
 
 def stop_reason(result: GenerationResult) -> str:

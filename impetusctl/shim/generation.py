@@ -14,13 +14,15 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from impetusd.dispatch.dispatcher import field_of
 from impetusd.protocol.api import ChatParams, Chunk, CompleteParams, GenerationResult
 
 from ..aclient import AsyncDaemon, Exchange
+from ..client import DaemonUnavailable
+from .errors import OpenAIError
 
 T = TypeVar("T")
 MAX_BODY = 16 * 1024 * 1024
@@ -40,6 +42,37 @@ class BadBody(Exception):
         self.status = status
         self.message = message
         self.param = param
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def common_failure(exc: Exception) -> tuple[int, str]:
+    """Status and message for the failures every API answers alike: the daemon out of
+    reach, a body the reader refused, and a bug in the shim."""
+    if isinstance(exc, DaemonUnavailable):
+        return 503, f"the Impetus daemon is not reachable: {exc}"
+    if isinstance(exc, OpenAIError | BadBody):
+        return exc.status, exc.message
+    return 500, f"internal error in the shim: {type(exc).__name__}: {exc}"
+
+
+def answering(failure: Callable[[Exception], Response]) -> Callable[[Handler], Handler]:
+    """A route decorator: a client that went away gets 499 (nobody reads it), any other
+    failure the API's own error response."""
+
+    def route(handler: Handler) -> Handler:
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ClientGone:
+                return Response(status_code=499)
+            except Exception as exc:
+                return failure(exc)
+
+        return run
+
+    return route
 
 
 async def read_body(request: Request, kind: type[T], *, empty: bytes = b"") -> T:

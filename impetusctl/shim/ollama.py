@@ -8,7 +8,7 @@ Streaming (Ollama's default) is NDJSON: one object per line, the last with
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -41,10 +41,8 @@ from impetusd.protocol.api import (
 from impetusd.protocol.errors import ImpetusError
 
 from ..aclient import AsyncDaemon, Exchange
-from ..client import DaemonUnavailable
-from .errors import OpenAIError
 from .errors import from_daemon as openai_status
-from .generation import BadBody, ClientGone, EventStream, Item, generate, read_body, stream, until_disconnect
+from .generation import EventStream, Item, answering, common_failure, generate, read_body, stream, until_disconnect
 from .ollama_api import (
     ChatRequest,
     CopyRequest,
@@ -65,7 +63,6 @@ T = TypeVar("T")
 # The Ollama API level these routes follow (clients gate features on it).
 OLLAMA_VERSION = "0.6.3"
 _encoder = msgspec.json.Encoder()
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 class OllamaError(Exception):
@@ -89,26 +86,15 @@ def _error_of(exc: Exception) -> OllamaError:
         if exc.name in ("ModelNotFound", "ModelNotLoaded"):
             return OllamaError(404, exc.message if "not found" in exc.message else f"model not found: {exc.message}")
         return OllamaError(status if status < 500 else 500, f"{exc.message} [{exc.name}]")
-    if isinstance(exc, DaemonUnavailable):
-        return OllamaError(503, f"the Impetus daemon is not reachable: {exc}")
-    if isinstance(exc, OpenAIError | BadBody):  # the body reader's checks
-        return OllamaError(exc.status, exc.message)
-    return OllamaError(500, f"internal error in the shim: {type(exc).__name__}: {exc}")
+    return OllamaError(*common_failure(exc))
 
 
-def route(handler: Handler) -> Handler:
-    """Answer every failure in Ollama's shape."""
+def _error_response(exc: Exception) -> Response:
+    err = _error_of(exc)
+    return _json({"error": err.message}, err.status)
 
-    async def run(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ClientGone:
-            return Response(status_code=499)
-        except Exception as exc:
-            err = _error_of(exc)
-            return _json({"error": err.message}, err.status)
 
-    return run
+route = answering(_error_response)  # every failure in Ollama's shape
 
 
 async def _body(request: Request, kind: type[T]) -> T:
