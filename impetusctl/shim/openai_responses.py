@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from impetusd.protocol.api import ChatParams, Chunk, Format, GenerationResult, JsonObjectFormat, Message, Tool, ToolCall
+from impetusd.protocol.api import ChatParams, Chunk, Format, GenerationResult, Message, Tool, ToolCall
 from impetusd.protocol.errors import ImpetusError
 
 from ..aclient import AsyncDaemon
@@ -29,7 +29,7 @@ from ..client import DaemonUnavailable
 from .app import json_response, read_json
 from .errors import InvalidRequest, OpenAIError, from_daemon, unavailable
 from .generation import BadBody, EventStream, Item, first_refused, generate, stream
-from .structured import arguments_text, choice_name, function_tool, named_in, schema_format
+from .structured import arguments_text, choice_name, function_tool, named_in, response_format
 
 _encoder = msgspec.json.Encoder()
 # Fields that are passed on or echoed back.
@@ -91,17 +91,7 @@ def _check_fields(body: dict[str, Any]) -> None:
 
 def format_of(body: dict[str, Any]) -> Format | None:
     """``text.format``: text, json_object, or json_schema (name, schema, strict at its top level)."""
-    given = (body.get("text") or {}).get("format")
-    if given is None:
-        return None
-    kind = given.get("type") if isinstance(given, dict) else None
-    if kind == "text" and len(given) == 1:
-        return None
-    if kind == "json_object" and len(given) == 1:
-        return JsonObjectFormat()
-    if kind == "json_schema":
-        return schema_format(given, "text.format")
-    raise InvalidRequest("text.format must be {'type': 'text' | 'json_object' | 'json_schema', ...}", param="text.format")
+    return response_format((body.get("text") or {}).get("format"), "text.format", flat=True)
 
 
 def tools_of(given: Any) -> list[Tool] | None:

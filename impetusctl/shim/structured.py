@@ -96,8 +96,10 @@ def schema_format(spec: Any, where: str) -> JsonSchemaFormat:
     return JsonSchemaFormat(schema=schema, name=spec.get("name"), **extra)
 
 
-def response_format(given: Any, where: str = "response_format") -> Format | None:
-    """OpenAI's ``response_format``: text, json_object or json_schema."""
+def response_format(given: Any, where: str = "response_format", *, flat: bool = False) -> Format | None:
+    """OpenAI's ``response_format``: text, json_object or json_schema (its name, schema
+    and strict under ``json_schema``; at the top level when ``flat``, as the Responses
+    API's ``text.format`` has them)."""
     if given is None:
         return None
     kind = given.get("type") if isinstance(given, dict) else None
@@ -105,9 +107,12 @@ def response_format(given: Any, where: str = "response_format") -> Format | None
         return None
     if kind == "json_object" and len(given) == 1:
         return JsonObjectFormat()
+    if kind == "json_schema" and flat:
+        return schema_format(given, where)
     if kind == "json_schema" and set(given) <= {"type", "json_schema"}:
         return schema_format(given.get("json_schema"), f"{where}.json_schema")
-    raise bad("must be {'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {...}}", where)
+    schema = "{'type': 'json_schema', 'name': ..., 'schema': {...}}" if flat else "{'type': 'json_schema', 'json_schema': {...}}"
+    raise bad(f"must be {{'type': 'text'}}, {{'type': 'json_object'}} or {schema}", where)
 
 
 def new_call_id() -> str:
