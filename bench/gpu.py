@@ -24,7 +24,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_harness import Daemon  # noqa: E402
-from llama_server import TEXT, completion, figures  # noqa: E402
+from llama_server import TEXT, completion, figures, median, together  # noqa: E402
 
 from impetusctl.client import Client  # noqa: E402
 from impetusd.plugin.engine import GenerateRequest  # noqa: E402
@@ -144,30 +143,6 @@ class Direct(Side):
         return completion(self.server, body, len(ids))
 
 
-def median(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
-
-
-def together(side: Side, base: int, n: int, max_tokens: int) -> dict[str, float]:
-    rows: list[dict[str, float]] = []
-    threads = [threading.Thread(target=lambda i=i: rows.append(side.stream(base + i, max_tokens))) for i in range(n)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - started
-    tokens = sum(r["tokens"] for r in rows)
-    return {
-        "streams": n,
-        "tokens": tokens,
-        "wall_s": round(wall, 3),
-        "aggregate_tps": round(tokens / wall, 1),
-        "ttft_ms_median": round(statistics.median(r["client_ttft_ms"] for r in rows), 1),
-        "ttft_ms_max": round(max(r["client_ttft_ms"] for r in rows), 1),
-    }
-
-
 def bench_model(label: str, path: Path, args: argparse.Namespace, bandwidth: float | None) -> dict[str, Any]:
     from impetus_llamacpp.engine import server_args
 
@@ -213,7 +188,7 @@ def bench_model(label: str, path: Path, args: argparse.Namespace, bandwidth: flo
                 runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in sides}
                 for rep in range(args.reps):  # the sides alternate which goes first
                     for j, side in enumerate(sides if (n + rep) % 2 else sides[::-1]):
-                        runs[side.name].append(together(side, 100_000 * rep + 10_000 * (n + 1) + 1000 * j, n, args.concurrent_max_tokens))
+                        runs[side.name].append(together(side.stream, 100_000 * rep + 10_000 * (n + 1) + 1000 * j, n, args.concurrent_max_tokens))
                 row: dict[str, Any] = {"streams": n}
                 for name, rs in runs.items():
                     row[name] = {
