@@ -139,9 +139,11 @@ class ModelManager:
                 self.nodes.last[info.name] = info
         return result
 
-    async def _place_nodes(self, spec: ModelSpec, backend: str, need: MemoryEstimate, refs: list[str]) -> Placement:
-        """Probe the requested nodes and split ``need`` across them and this machine."""
-        if backend == "mlx":
+    async def _place_nodes(self, spec: ModelSpec, chosen: BackendSpec, need: MemoryEstimate, refs: list[str]) -> Placement:
+        """Probe the requested nodes and split ``need`` across them and this machine
+        (backends declaring the ``nodes`` capability)."""
+        backend = chosen.name
+        if backend == "mlx":  # the one refusal with more to say: why MLX cannot yet, and what would
             raise NoBackend(
                 f"{spec.name}: the MLX backend does not split models across nodes yet. mlx.distributed's ring backend runs here, and "
                 "mlx-lm's tensor-parallel shard() needs the attention heads divisible by the number of processes "
@@ -150,7 +152,7 @@ class ModelManager:
                 backend=backend,
                 reason="mlx-distributed-not-wired",
             )
-        if backend != "llamacpp":
+        if "nodes" not in chosen.capabilities:
             raise NoBackend(
                 f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only",
                 backend=backend,
@@ -360,9 +362,9 @@ class ModelManager:
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             context = chosen.context_tokens or cfg.memory_estimate_context  # a backend that fixes its context says so
             need = estimate(spec, chosen.memory_overhead_bytes, context, weights, sequences=chosen.kv_sequences)
-            if chosen.name != "llamacpp" and spec.name not in self.wanted_nodes:
+            if "nodes" not in chosen.capabilities and spec.name not in self.wanted_nodes:
                 wanted = []  # the config's default nodes are for the backends that can use them
-            placement = await self._place_nodes(spec, chosen.name, need, wanted) if wanted else None
+            placement = await self._place_nodes(spec, chosen, need, wanted) if wanted else None
             if placement is None:  # on this machine: its GPU takes what fits (a split across nodes stays on the CPUs)
                 need = await self._place(spec, chosen, env, gpu_layers, need)
             try:

@@ -37,6 +37,7 @@ CAPABILITIES = frozenset(
         "format.json_schema",
         "format.gbnf",
         "logprobs",
+        "nodes",  # a model split across compute nodes (llama-server --rpc)
         "embed",
         "max_tokens",
         "temperature",
