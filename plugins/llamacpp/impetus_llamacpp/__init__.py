@@ -71,6 +71,8 @@ def start(spec: ModelSpec) -> Engine:
 
 @hookimpl
 def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
+    from .offload import max_context  # IMPETUS_LLAMACPP_CONTEXT, which the worker reads too
+
     n = slot_count()
     registry.add(
         BackendSpec(
@@ -82,7 +84,7 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",
             max_batch=n,
             kv_sequences=n,  # a KV cache per slot
-            context_tokens=MAX_CONTEXT,
+            context_tokens=max_context(),  # the estimate reckons the context the worker will give each slot
             gpu_layers=gpu_layers,
         )
     )
