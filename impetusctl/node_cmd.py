@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -27,6 +28,8 @@ import click
 from impetusd.protocol.api import NodeInfo, NodeList
 
 from . import render
+from .service import manage
+from .service import node as node_service
 
 BINARY_ENV = "IMPETUS_RPC_SERVER"
 DEFAULT_PORT = 50052  # rpc-server's own default
@@ -60,24 +63,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(binary: str, host: str, port: int, threads: int | None, log_path: Path, max_restarts: int | None = None) -> int:
-    """Run rpc-server until SIGTERM/SIGINT, restarting it when it dies."""
-    cmd = [binary, "--host", host, "--port", str(port)]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    stopping = False
-    child: subprocess.Popen[bytes] | None = None
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        if child is not None and child.poll() is None:
-            child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    backoff, restarts = 0.5, 0
+def _supervise(cmd: list[str], log_path: Path, stop: threading.Event, children: dict[int, subprocess.Popen[bytes]], slot: int) -> None:
+    """Run ``cmd`` until ``stop``, restarting it when it dies (0.5 s doubling to 30 s,
+    reset after a minute up); its output to stderr and ``log_path``."""
+    backoff = 0.5
     with log_path.open("ab") as log:
 
         def note(line: str) -> None:
@@ -86,10 +75,12 @@ def serve(binary: str, host: str, port: int, threads: int | None, log_path: Path
             log.flush()
             click.echo(stamped, nl=False, err=True)
 
-        while not stopping:
+        while not stop.is_set():
             note(f"starting {' '.join(cmd)}")
             started = time.monotonic()
-            child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            child = children[slot] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if stop.is_set():  # stopped between the check and the start
+                child.terminate()
             assert child.stdout is not None
             for raw in child.stdout:
                 log.write(raw)
@@ -97,20 +88,56 @@ def serve(binary: str, host: str, port: int, threads: int | None, log_path: Path
                 sys.stderr.buffer.write(raw)
                 sys.stderr.flush()
             code = child.wait()
-            if stopping:
+            if stop.is_set():
                 break
             if time.monotonic() - started > 60:
                 backoff = 0.5
-            restarts += 1
             note(f"rpc-server exited ({code}); restarting in {backoff:g} s")
-            if max_restarts is not None and restarts > max_restarts:
-                return 1
-            deadline = time.monotonic() + backoff
-            while not stopping and time.monotonic() < deadline:
-                time.sleep(0.05)
+            stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)
         note("stopped")
+
+
+def serve(binary: str, host: str, ports: list[int], threads: int | None, logs: Path) -> int:
+    """Run one rpc-server per port until SIGTERM/SIGINT, restarting each when it dies.
+
+    An rpc-server serves one client (one llama-server, so one loaded model) at a time;
+    each further port lets one more model use this node at once."""
+    stop = threading.Event()
+    children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        for child in list(children.values()):
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logs.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for slot, port in enumerate(ports):
+        cmd = [binary, "--host", host, "--port", str(port), *(["--threads", str(threads)] if threads else [])]
+        worker = threading.Thread(target=_supervise, args=(cmd, logs / f"node-{port}.log", stop, children, slot), daemon=True)
+        worker.start()
+        workers.append(worker)
+    while any(w.is_alive() for w in workers):
+        for w in workers:
+            w.join(0.2)  # short joins: the main thread stays free for the signal handler
     return 0
+
+
+def check_host(host: str, port: int, allow_remote: bool, warn: bool) -> None:
+    """Loopback, or ``--allow-remote`` (and then a warning on stderr)."""
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise click.UsageError(
+            f"--host {host} is not a loopback address; llama.cpp RPC has no authentication, so binding another "
+            "interface needs --allow-remote (and a network you trust: docs/SECURITY.md)"
+        )
+    if warn:
+        click.echo(WARNING.format(host=host, port=port), err=True)
 
 
 def show(nodes: list[NodeInfo]) -> None:
@@ -132,22 +159,32 @@ def register(main: click.Group, state_type: Any) -> None:
     def node() -> None:
         """Compute nodes a model can be split across (llama.cpp RPC)."""
 
+    serve_options = [
+        click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+        click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535), help="The first client's port."),
+        click.option(
+            "--clients",
+            default=1,
+            show_default=True,
+            type=click.IntRange(1, 16),
+            help="Models that may use this node at once: one rpc-server each, on ports PORT..PORT+N-1 (give the daemon the same: node add --clients).",
+        ),
+        click.option("--threads", type=int, help="CPU threads of each rpc-server's compute (default: rpc-server's)."),
+        click.option("--allow-remote", is_flag=True, help="Allow a non-loopback address (RPC has no authentication: trusted networks only)."),
+    ]
+
+    def with_serve_options(fn: Any) -> Any:
+        for option in reversed(serve_options):
+            fn = option(fn)
+        return fn
+
     @node.command("serve")
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-    @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+    @with_serve_options
     @click.option("--memory", type=int, help="Bytes this node offers (needs an rpc-server that can cap it; else give the cap to 'node add --memory').")
-    @click.option("--threads", type=int, help="CPU threads of the node's compute (default: rpc-server's).")
-    @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback address (RPC has no authentication: trusted networks only).")
     @pass_state
-    def node_serve(state: Any, host: str, port: int, memory: int | None, threads: int | None, allow_remote: bool) -> None:
+    def node_serve(state: Any, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, memory: int | None) -> None:
         """Run a compute node (rpc-server) here, restarted when it dies, until stopped."""
-        if not is_loopback(host):
-            if not allow_remote:
-                raise click.UsageError(
-                    f"--host {host} is not a loopback address; llama.cpp RPC has no authentication, so binding another "
-                    "interface needs --allow-remote (and a network you trust: docs/SECURITY.md)"
-                )
-            click.echo(WARNING.format(host=host, port=port), err=True)
+        check_host(host, port, allow_remote, warn=True)
         binary = rpc_server_path()
         if memory is not None:
             usage = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30, check=False)
@@ -156,12 +193,50 @@ def register(main: click.Group, state_type: Any) -> None:
                     f"this rpc-server ({binary}) reports its device's free memory and cannot be capped; "
                     f"give the cap where the daemon adds the node: impetusctl node add NAME {host}:{port} --memory {memory}"
                 )
-        try:  # a clear error rather than rpc-server's own when the port is taken
-            with socket.create_server((host, port)):
-                pass
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
-        sys.exit(serve(binary, host, port, threads, state.config.home / "logs" / f"node-{port}.log"))
+        ports = list(range(port, port + clients))
+        if ports[-1] > 65535:
+            raise click.UsageError(f"--port {port} --clients {clients} goes past port 65535")
+        for p in ports:  # a clear error rather than rpc-server's own when a port is taken
+            try:
+                with socket.create_server((host, p)):
+                    pass
+            except OSError as exc:
+                raise click.ClickException(f"cannot listen on {host}:{p}: {exc}") from None
+        sys.exit(serve(binary, host, ports, threads, state.config.home / "logs"))
+
+    @node.command("install")
+    @with_serve_options
+    @click.option("--no-start", is_flag=True, help="Write the service file only; do not ask the service manager to start it.")
+    @pass_state
+    def node_install(state: Any, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, no_start: bool) -> None:
+        """Run 'node serve' with these options at login (systemd --user / launchd). Safe to run again."""
+        check_host(host, port, allow_remote, warn=True)
+        args = ["--host", host, "--port", str(port)]
+        args += [*(["--clients", str(clients)] if clients != 1 else []), *(["--threads", str(threads)] if threads else [])]
+        args += ["--allow-remote"] if allow_remote else []
+        try:
+            changed = node_service.install(args, start=not no_start)
+        except manage.ServiceError as exc:
+            raise click.ClickException(str(exc)) from None
+        if state.json:
+            render.json_out({"changed": changed, "started": not no_start})
+            return
+        for path in changed:
+            click.echo(f"wrote {path}")
+        if not changed:
+            click.echo("node service file already up to date")
+        if not no_start:
+            click.echo(f"node service enabled; it serves {host}:{port} at login")
+
+    @node.command("uninstall")
+    @pass_state
+    def node_uninstall(state: Any) -> None:
+        """Stop the node service and remove its file."""
+        removed = node_service.uninstall()
+        if state.json:
+            render.json_out({"removed": removed})
+        else:
+            click.echo("\n".join(f"removed {p}" for p in removed) or "no node service was installed")
 
     @node.command("ls")
     @pass_state

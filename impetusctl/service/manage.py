@@ -51,7 +51,7 @@ def paths_for(config: Config) -> Paths:
     return Paths(impetusd=impetusd_path(), socket="%t/impetus/impetusd.sock", logs="", home=home_env)
 
 
-def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -67,21 +67,21 @@ BOOTSTRAP_RETRY_S = 15.0
 
 
 def _launchd_present(service: str) -> bool:
-    return _run(["launchctl", "print", service], check=False).returncode == 0
+    return run(["launchctl", "print", service], check=False).returncode == 0
 
 
-def _launchd_load(target: str, plist: str, *, reload: bool, exit_timeout: float) -> None:
+def launchd_load(target: str, plist: str, *, reload: bool, exit_timeout: float, label: str = LABEL) -> None:
     """Load the agent; with ``reload``, boot the running one out first.
 
     ``launchctl bootout`` returns before launchd has removed the job: the old
     daemon drains after SIGTERM (up to ExitTimeOut), and a ``bootstrap`` meanwhile
     fails with exit 5, which would leave the agent unloaded. So wait until
     ``print`` no longer finds the job, then bootstrap, retrying exit 5 a while."""
-    service = f"{target}/{LABEL}"
+    service = f"{target}/{label}"
     if _launchd_present(service):
         if not reload:
             return
-        _run(["launchctl", "bootout", service], check=False)
+        run(["launchctl", "bootout", service], check=False)
         deadline = time.monotonic() + exit_timeout + GONE_MARGIN_S
         while _launchd_present(service):
             if time.monotonic() >= deadline:
@@ -89,7 +89,7 @@ def _launchd_load(target: str, plist: str, *, reload: bool, exit_timeout: float)
             time.sleep(0.2)
     deadline = time.monotonic() + BOOTSTRAP_RETRY_S
     while True:
-        done = _run(["launchctl", "bootstrap", target, plist], check=False)
+        done = run(["launchctl", "bootstrap", target, plist], check=False)
         if done.returncode == 0:
             return
         if done.returncode != BOOTSTRAP_EIO or time.monotonic() >= deadline:
@@ -118,12 +118,12 @@ def install(config: Config, start: bool = True) -> list[str]:
     if plat == "darwin":
         plist_path, plist = next(iter(files_for(plat, paths, Path.home()).items()))
         exit_timeout = float(plistlib.loads(plist).get("ExitTimeOut", 20))
-        _launchd_load(f"gui/{os.getuid()}", str(plist_path), reload=bool(changed), exit_timeout=exit_timeout)
+        launchd_load(f"gui/{os.getuid()}", str(plist_path), reload=bool(changed), exit_timeout=exit_timeout)
     else:
-        _run(["systemctl", "--user", "daemon-reload"])
-        _run(["systemctl", "--user", "enable", "--now", f"{UNIT}.socket"])
+        run(["systemctl", "--user", "daemon-reload"])
+        run(["systemctl", "--user", "enable", "--now", f"{UNIT}.socket"])
         if changed:
-            _run(["systemctl", "--user", "try-restart", f"{UNIT}.service"], check=False)
+            run(["systemctl", "--user", "try-restart", f"{UNIT}.service"], check=False)
     return changed
 
 
@@ -131,16 +131,16 @@ def uninstall(config: Config) -> list[str]:
     plat = platform()
     files = files_for(plat, paths_for(config), Path.home())
     if plat == "darwin":
-        _run(["launchctl", "bootout", f"gui/{os.getuid()}/{LABEL}"], check=False)
+        run(["launchctl", "bootout", f"gui/{os.getuid()}/{LABEL}"], check=False)
     elif any(p.exists() for p in files):
-        _run(["systemctl", "--user", "disable", "--now", f"{UNIT}.socket", f"{UNIT}.service"], check=False)
+        run(["systemctl", "--user", "disable", "--now", f"{UNIT}.socket", f"{UNIT}.service"], check=False)
     removed = []
     for path in files:
         if path.exists():
             path.unlink()
             removed.append(str(path))
     if plat == "linux" and removed:
-        _run(["systemctl", "--user", "daemon-reload"], check=False)
+        run(["systemctl", "--user", "daemon-reload"], check=False)
     return removed
 
 
@@ -149,11 +149,11 @@ def status(config: Config) -> ServiceStatus:
     files = list(files_for(plat, paths_for(config), Path.home()))
     installed = all(p.exists() for p in files)
     if plat == "darwin":
-        done = _run(["launchctl", "print", f"gui/{os.getuid()}/{LABEL}"], check=False) if shutil.which("launchctl") else None
+        done = run(["launchctl", "print", f"gui/{os.getuid()}/{LABEL}"], check=False) if shutil.which("launchctl") else None
         running = None if done is None else ("state = running" in done.stdout)
         detail = "launchctl not available" if done is None else (done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else "not loaded")
         return ServiceStatus(platform=plat, manager="launchd", installed=installed, files=[str(p) for p in files], running=running, detail=detail)
-    done = _run(["systemctl", "--user", "is-active", f"{UNIT}.service", f"{UNIT}.socket"], check=False) if shutil.which("systemctl") else None
+    done = run(["systemctl", "--user", "is-active", f"{UNIT}.service", f"{UNIT}.socket"], check=False) if shutil.which("systemctl") else None
     if done is None:
         return ServiceStatus(
             platform=plat, manager="systemd", installed=installed, files=[str(p) for p in files], running=None, detail="systemctl not available"
