@@ -148,7 +148,8 @@ def show(nodes: list[NodeInfo]) -> None:
     for n in nodes:
         latency = f"{n.latency_ms:.1f} ms" if n.latency_ms is not None else "-"
         memory = f"{render.size(n.free_bytes):>9} {render.size(n.total_bytes):>9}"
-        line = f"{n.name:<16} {n.address:<22} {n.state:<12} {memory} {latency:>9}  {', '.join(n.used_by) or '-'}"
+        address = n.address + (f" (+{n.clients - 1})" if n.clients > 1 else "")
+        line = f"{n.name:<16} {address:<22} {n.state:<12} {memory} {latency:>9}  {', '.join(n.used_by) or '-'}"
         click.echo(line + (f"  ({n.error})" if n.error and n.state != "ready" else ""))
 
 
@@ -249,11 +250,14 @@ def register(main: click.Group, state_type: Any) -> None:
     @node.command("add")
     @click.argument("name")
     @click.argument("address")
-    @click.option("--memory", type=int, help="Most bytes a load may place on this node.")
+    @click.option("--memory", type=int, help="Most bytes the loads together may place on this node.")
+    @click.option(
+        "--clients", default=1, show_default=True, type=click.IntRange(1, 16), help="Its rpc-servers' count (node serve --clients): ports PORT..PORT+N-1."
+    )
     @pass_state
-    def node_add(state: Any, name: str, address: str, memory: int | None) -> None:
+    def node_add(state: Any, name: str, address: str, memory: int | None, clients: int) -> None:
         """Let the daemon use the node at ADDRESS (host:port) as NAME."""
-        params: dict[str, Any] = {"name": name, "address": address}
+        params: dict[str, Any] = {"name": name, "address": address, "clients": clients}
         if memory is not None:
             params["memory_limit_bytes"] = memory
         with state.client() as client:

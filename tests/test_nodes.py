@@ -290,3 +290,55 @@ def test_a_node_that_stalls_mid_stream_is_node_lost_within_5_s(daemon: DaemonPro
     finally:
         node_b.send_signal(signal.SIGCONT)
     call(daemon, "models.unload", {"model": MODEL})
+
+
+@pytest.mark.model
+def test_two_models_share_a_node_of_two_clients_and_the_second_gets_what_the_first_left(
+    daemon: DaemonProcess, binaries: None, tmp_path: Path
+) -> None:
+    """An rpc-server serves one client at a time (ggml-rpc's accept loop); ``node serve
+    --clients 2`` runs two, so two models can be split across one node; the second's
+    part counts what the first holds there against the node's cap."""
+    from impetusd.store.catalog import CATALOG
+
+    bundled = CATALOG[MODEL].local_path()
+    assert bundled is not None
+    second = tmp_path / "second.gguf"
+    second.symlink_to(bundled)
+    port = free_port()
+    env = daemon_env(tmp_path, tmp_path / "none.sock", IMPETUS_RPC_SERVER=RPC_SERVER)
+    serve = [sys.executable, "-m", "impetusctl", "node", "serve", "--port", str(port), "--clients", "2"]
+    proc = subprocess.Popen(serve, env=env, stderr=subprocess.DEVNULL)
+    try:
+        for p in (port, port + 1):
+            assert wait_until(lambda p=p: probe(Node("n", "127.0.0.1", p)).state == "ready", timeout=20), f"port {p}"
+        assert ctl(daemon, "node", "add", "shared", f"127.0.0.1:{port}", "--clients", "2").returncode == 0
+        first = call(daemon, "models.load", {"model": MODEL, "keep_alive": -1, "nodes": ["shared"]})
+        assert "result" in first, first
+        held = {s["name"]: s["bytes"] for s in first["result"]["model"]["nodes"]}["shared"]
+        assert first["result"]["model"]["engine"]["rpc_nodes"] == [f"127.0.0.1:{port}"]
+        # the cap leaves half of what the first holds for the second
+        assert ctl(daemon, "node", "add", "shared", f"127.0.0.1:{port}", "--clients", "2", "--memory", str(held * 3 // 2)).returncode == 0
+        loaded = call(daemon, "models.load", {"model": str(second), "keep_alive": -1, "nodes": ["shared"]})
+        assert "result" in loaded, loaded
+        model = loaded["result"]["model"]
+        assert model["engine"]["rpc_nodes"] == [f"127.0.0.1:{port + 1}"] and model["nodes_dropped"] == []
+        part = {s["name"]: s["bytes"] for s in model["nodes"]}["shared"]
+        assert 0 < part <= held * 3 // 2 - held, (part, held)
+        both = [complete(daemon)["text"], call(daemon, "complete", {"model": model["name"], "prompt": PROMPT, "max_tokens": 12, "temperature": 0.0})]
+        assert both[1]["result"]["text"] == both[0], both  # both answer, each from its own rpc-server
+        [shared] = [n for n in call(daemon, "nodes.list")["result"]["nodes"] if n["name"] == "shared"]
+        assert shared["state"] == "busy" and set(shared["used_by"]) == {MODEL, model["name"]} and shared["held_bytes"] == held + part
+        assert MODEL in shared["error"] and "--clients" in shared["error"]
+        # the same rpc-server added as a one-client node: busy, naming the model on it
+        assert ctl(daemon, "node", "add", "solo", f"127.0.0.1:{port}").returncode == 0
+        [solo] = [n for n in call(daemon, "nodes.list")["result"]["nodes"] if n["name"] == "solo"]
+        assert solo["state"] == "busy" and solo["used_by"] == [MODEL] and f"serving {MODEL}" in solo["error"]
+    finally:
+        for name in (MODEL, str(second)):
+            call(daemon, "models.unload", {"model": name})
+        for name in ("shared", "solo"):
+            ctl(daemon, "node", "rm", name)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0

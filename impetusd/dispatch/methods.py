@@ -157,7 +157,7 @@ async def nodes_list(services: Services, params: Empty, ctx: RequestContext) -> 
 
 async def nodes_add(services: Services, params: NodeAddParams, ctx: RequestContext) -> NodeInfo:
     book = services.residency.nodes
-    node = book.add(params.name, params.address, params.memory_limit_bytes)
+    node = book.add(params.name, params.address, params.memory_limit_bytes, params.clients)
     (info,) = await services.residency.probe_nodes([node])
     return info
 

@@ -124,7 +124,7 @@ class NodeInfo(msgspec.Struct, frozen=True):
 
     name: str
     address: str  # host:port
-    state: Literal["ready", "busy", "unreachable", "unknown"]  # busy: serving a client (it serves one at a time)
+    state: Literal["ready", "busy", "unreachable", "unknown"]  # busy: every port serving a client (each serves one at a time)
     free_bytes: int | None = None  # what its device reports (the last time it answered)
     total_bytes: int | None = None
     memory_limit_bytes: int | None = None  # nodes.add's cap on what a load may place there
@@ -132,6 +132,8 @@ class NodeInfo(msgspec.Struct, frozen=True):
     error: str | None = None
     used_by: list[str] = []  # loaded models split across it
     probed_at: float | None = None
+    clients: int = 1  # rpc-servers on ports port..port+clients-1 (node serve --clients): models that may use it at once
+    held_bytes: int = 0  # what the loaded models split across it hold there (counted against its room at the next load)
 
 
 class NodeList(msgspec.Struct, frozen=True):
@@ -142,6 +144,7 @@ class NodeAddParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     address: str  # host:port of an rpc-server (impetusctl node serve)
     memory_limit_bytes: int | None = None
+    clients: int = 1  # its rpc-servers listen on port..port+clients-1 (node serve --clients)
 
 
 class NodeRemoveParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -112,32 +112,46 @@ class ModelManager:
             await anyio.sleep(NODE_PROBE_S)
 
     async def probe_nodes(self, nodes: list[Node] | None = None) -> list[NodeInfo]:
-        """Each node now. A node serving a loaded model is not probed: an rpc-server
-        serves one client at a time and queues one more (listen backlog 1), so a probe
-        would only wait behind llama-server; the model's requests watch it instead."""
+        """Each node now (see ``_probe_free``)."""
+        return [info for _, info in await self._probe_free(nodes)]
+
+    async def _probe_free(self, nodes: list[Node] | None = None) -> list[tuple[Node, NodeInfo]]:
+        """Each node now, with the node narrowed to a port no loaded model holds.
+
+        A port serving a loaded model is not probed: an rpc-server serves one client at a
+        time and queues one more (listen backlog 1), so a probe would only wait behind
+        llama-server; the model's requests watch it instead. A node with a free port
+        (``clients`` > 1) is probed there; one with none is ``busy``, naming its models.
+        ``held_bytes``: what the models on it hold there (an idle CPU rpc-server reports
+        all of its memory free whatever its siblings hold)."""
         todo = list(self.nodes.nodes.values()) if nodes is None else nodes
-        users: dict[str, list[str]] = {}
+        holders: dict[str, tuple[str, int]] = {}  # address -> (model, bytes there)
         for r in self.resident.values():
             for share in r.placement.shares[1:] if r.placement else []:
-                users.setdefault(share.address or "", []).append(r.spec.name)
-        found: list[NodeInfo] = [NodeInfo(name=n.name, address=n.address, state="unknown") for n in todo]
+                holders[share.address or ""] = (r.spec.name, share.bytes)
+        found: list[tuple[Node, NodeInfo]] = [(n, NodeInfo(name=n.name, address=n.address, state="unknown", clients=n.clients)) for n in todo]
 
         async def one(i: int, node: Node) -> None:
-            serving = users.get(node.address)
-            if serving:
-                last = self.nodes.last.get(node.name) or found[i]
-                found[i] = msgspec.structs.replace(last, state="busy", error=f"serving {', '.join(serving)} (not probed: it serves one client at a time)")
-            else:
-                found[i] = await anyio.to_thread.run_sync(self.nodes.probe, node)
+            held = [holders[a] for a in node.addresses if a in holders]
+            users = [model for model, _ in held]
+            extra = {"used_by": users, "held_bytes": sum(b for _, b in held), "address": node.address, "clients": node.clients}
+            free = [a for a in node.addresses if a not in holders]
+            if not free:
+                last = self.nodes.last.get(node.name) or found[i][1]
+                error = f"serving {', '.join(users)} (each of its {node.clients} rpc-server(s) serves one model at a time; node serve --clients for more)"
+                found[i] = (node, msgspec.structs.replace(last, state="busy", error=error, **extra))
+                return
+            port = node.at(free[0])
+            info = await anyio.to_thread.run_sync(self.nodes.probe, port)
+            found[i] = (port, msgspec.structs.replace(info, **extra))
 
         async with anyio.create_task_group() as tg:
             for i, node in enumerate(todo):
                 tg.start_soon(one, i, node)
-        result = [msgspec.structs.replace(i, used_by=users.get(i.address, [])) for i in found]
-        for info in result:
+        for _, info in found:
             if info.name in self.nodes.nodes:
                 self.nodes.last[info.name] = info
-        return result
+        return found
 
     async def _place_nodes(self, spec: ModelSpec, chosen: BackendSpec, need: MemoryEstimate, refs: list[str]) -> Placement:
         """Probe the requested nodes and split ``need`` across them and this machine
@@ -157,9 +171,7 @@ class ModelManager:
                 f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only",
                 backend=backend,
             )
-        nodes = [self.nodes.resolve(ref) for ref in refs]
-        infos = await self.probe_nodes(nodes)
-        placement = place(spec, need, list(zip(nodes, infos, strict=True)))
+        placement = place(spec, need, await self._probe_free([self.nodes.resolve(ref) for ref in refs]))
         if placement.dropped:
             log.warning("%s: loading without %s", spec.name, ", ".join(placement.dropped))
         return placement

@@ -5,7 +5,9 @@ model's layers can be split across (``llama-server --rpc``).
 asks one node how it is: a timed TCP connect, then the RPC protocol's HELLO, device
 count and memory query (the same messages llama-server sends first). An rpc-server
 serves one client at a time, so a node serving a model accepts the connection but does
-not answer: it is ``busy`` (its memory is the last one it reported).
+not answer: it is ``busy`` (its memory is the last one it reported). A node of
+``clients`` > 1 is that many rpc-servers on consecutive ports (``node serve --clients``),
+one model on each.
 """
 
 from __future__ import annotations
@@ -38,10 +40,19 @@ class Node(msgspec.Struct, frozen=True):
     host: str
     port: int
     memory_limit_bytes: int | None = None
+    clients: int = 1  # rpc-servers on port..port+clients-1
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"{self.host}:{p}" for p in range(self.port, self.port + self.clients)]
+
+    def at(self, address: str) -> Node:
+        """This node narrowed to the one port of ``address`` (one of ``addresses``)."""
+        return msgspec.structs.replace(self, port=int(address.rpartition(":")[2]), clients=1)
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -73,7 +84,9 @@ def _call(sock: socket.socket, cmd: int, payload: bytes, answer: int) -> bytes:
 def probe(node: Node, last: NodeInfo | None = None) -> NodeInfo:
     """How ``node`` is now (blocking, about 1.5 s at most)."""
     started = time.monotonic()
-    base = NodeInfo(name=node.name, address=node.address, state="unknown", memory_limit_bytes=node.memory_limit_bytes, probed_at=time.time())
+    base = NodeInfo(
+        name=node.name, address=node.address, state="unknown", memory_limit_bytes=node.memory_limit_bytes, probed_at=time.time(), clients=node.clients
+    )
     say = msgspec.structs.replace
     try:
         sock = socket.create_connection((node.host, node.port), timeout=CONNECT_TIMEOUT_S)
@@ -122,13 +135,15 @@ class NodeBook:
         tmp.write_bytes(msgspec.json.encode(sorted(self.nodes.values(), key=lambda n: n.name)))
         os.replace(tmp, self.path)
 
-    def add(self, name: str, address: str, memory_limit_bytes: int | None = None) -> Node:
+    def add(self, name: str, address: str, memory_limit_bytes: int | None = None, clients: int = 1) -> Node:
         if not NAME.match(name):
             raise InvalidParams(f"{name!r} is not a node name (letters, digits, '.', '_', '-'; up to 64)", name=name)
         if memory_limit_bytes is not None and memory_limit_bytes <= 0:
             raise InvalidParams("memory_limit_bytes must be positive", memory_limit_bytes=memory_limit_bytes)
         host, port = parse_address(address)
-        node = Node(name=name, host=host, port=port, memory_limit_bytes=memory_limit_bytes)
+        if not 1 <= clients <= 16 or port + clients - 1 > 65535:
+            raise InvalidParams(f"clients must be 1-16 with port+clients-1 a port (got {clients} from port {port})", clients=clients)
+        node = Node(name=name, host=host, port=port, memory_limit_bytes=memory_limit_bytes, clients=clients)
         self.nodes[name] = node
         self.last.pop(name, None)
         self._save()
@@ -160,6 +175,6 @@ class NodeBook:
     def snapshot(self) -> list[NodeInfo]:
         """Each node as last probed (``unknown`` before the first probe)."""
         return [
-            self.last.get(n.name) or NodeInfo(name=n.name, address=n.address, state="unknown", memory_limit_bytes=n.memory_limit_bytes)
+            self.last.get(n.name) or NodeInfo(name=n.name, address=n.address, state="unknown", memory_limit_bytes=n.memory_limit_bytes, clients=n.clients)
             for n in self.nodes.values()
         ]

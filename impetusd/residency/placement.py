@@ -3,7 +3,8 @@
 proportion to their free memory) and what stays on this machine.
 
 The estimate's weights and KV cache are reckoned per layer (``block_count``); each node
-takes at most the smaller of its free memory and its ``memory_limit_bytes``. The
+takes at most the smaller of its free memory and its ``memory_limit_bytes``, less what
+the models already split across it hold there. The
 nodes take as many layers as they hold; the rest, and the runtime overhead, stay local.
 """
 
@@ -27,8 +28,10 @@ class Placement(msgspec.Struct, frozen=True):
 
 
 def _room(node: Node, info: NodeInfo) -> int:
+    """Its free memory or its cap, less what loaded models already hold there."""
     free = info.free_bytes or 0
-    return min(free, node.memory_limit_bytes) if node.memory_limit_bytes is not None else free
+    offered = min(free, node.memory_limit_bytes) if node.memory_limit_bytes is not None else free
+    return max(0, offered - info.held_bytes)
 
 
 def place(spec: ModelSpec, need: MemoryEstimate, nodes: list[tuple[Node, NodeInfo]]) -> Placement:
