@@ -290,3 +290,54 @@ def test_theme_toggle_and_keyboard_reach(shim: ShimProcess, browser: WebDriver) 
         reached.add(active.get_attribute("id") or f"{active.tag_name}:{active.text}")
     for wanted in ("theme", "pull-name", "chat-model", "temperature", "max-tokens", "system", "prompt", "send", "button:Load", "button:Remove"):
         assert wanted in reached, (wanted, reached)
+
+
+def test_registered_compute_nodes_are_shown_with_the_models_using_them(shim: ShimProcess, daemon: DaemonProcess, browser: WebDriver) -> None:
+    """A real rpc-server on loopback and an address nobody listens on: the Nodes table
+    shows each (state, memory, latency), then the model split across the first."""
+    import socket
+    import subprocess
+    import sys
+
+    from impetusd.residency.nodes import Node, probe
+
+    rpc_server = os.environ.get("IMPETUS_RPC_SERVER") or str(Path(sys.prefix) / "libexec" / "impetus" / "rpc-server")
+    assert os.access(rpc_server, os.X_OK), f"no rpc-server at {rpc_server}: run scripts/setup"
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+    node = subprocess.Popen([rpc_server, "--host", "127.0.0.1", "--port", str(ports[0])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: probe(Node("n", "127.0.0.1", ports[0])).state == "ready", timeout=20)
+        browser.get(shim.base + "/dashboard")
+        assert not browser.find_element(By.ID, "nodes-section").is_displayed()  # no nodes: no section
+        with daemon.connect() as conn:
+            assert "result" in conn.call("nodes.add", {"name": "alpha", "address": f"127.0.0.1:{ports[0]}", "memory_limit_bytes": 2**30})
+            assert "result" in conn.call("nodes.add", {"name": "gone", "address": f"127.0.0.1:{ports[1]}"})
+        alpha = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"]'), timeout=30)
+        cells = [c.text for c in alpha.find_elements(By.TAG_NAME, "td")]
+        assert cells[:3] == ["alpha", f"127.0.0.1:{ports[0]}", "ready"], cells
+        assert "free of" in cells[3] and "cap 1.0 GB" in cells[3] and cells[4].endswith(" ms") and cells[5] == "–", cells
+        gone = browser.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="gone"]')
+        assert "unreachable" in gone.text and "refused" in (gone.find_element(By.CSS_SELECTOR, ".badge").get_attribute("title") or "")
+        # a model split across alpha: the row names it (at the next probe round, within 10 s)
+        with daemon.connect() as conn:
+            loaded = conn.call("models.load", {"model": MODEL, "backend": "llamacpp", "keep_alive": -1, "nodes": ["alpha"]})
+        assert "result" in loaded and loaded["result"]["model"]["engine"]["rpc_nodes"] == [f"127.0.0.1:{ports[0]}"], loaded
+        try:
+            wait_for(browser, lambda d: MODEL in d.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"] td.used-by').text, timeout=30)
+            assert "held" in browser.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"] td.memory').text
+        finally:
+            with daemon.connect() as conn:
+                conn.call("models.unload", {"model": MODEL})
+        with daemon.connect() as conn:
+            for name in ("alpha", "gone"):
+                conn.call("nodes.remove", {"name": name})
+        wait_for(browser, lambda d: not d.find_element(By.ID, "nodes-section").is_displayed(), timeout=30)
+    finally:
+        node.kill()
+        node.wait()
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

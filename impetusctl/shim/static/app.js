@@ -116,6 +116,7 @@ function render() {
   $("facts").textContent = `v${state.version} · up ${duration(health.uptime_s)} · thermal ${thermal} · ${health.in_flight} in flight` + (failed ? ` · failed: ${failed}` : "");
   renderModels(models.models);
   renderLoaded(loaded);
+  renderNodes(health.nodes || []);
   renderPicker(models.models);
   // until the user picks, the playground follows the first loaded model
   const select = $("chat-model");
@@ -170,6 +171,31 @@ function renderLoaded(loaded) {
     const gpu = m.gpu_memory_bytes ? ` · GPU ${bytes(m.gpu_memory_bytes)}${m.estimate && m.estimate.gpu_layers ? ` (${m.estimate.gpu_layers} layers)` : ""}` : "";
     parts.info.textContent = `${bytes(m.memory_bytes)}${gpu} · ${m.in_flight} in flight · ${m.requests} requests · decode ${fixed(m.decode_tps)} tok/s · ${expiry}`;
   }
+}
+
+// Compute nodes (daemon.health's view: probed every 10 s; a port serving a model is not probed).
+let nodesShown = "";
+
+function renderNodes(nodes) {
+  $("nodes-section").hidden = nodes.length === 0;
+  const signature = JSON.stringify(nodes.map((n) => [n.name, n.address, n.clients, n.state, n.free_bytes, n.total_bytes, n.memory_limit_bytes, n.held_bytes, n.latency_ms, n.used_by, n.error]));
+  if (signature === nodesShown) return;
+  nodesShown = signature;
+  $("nodes").replaceChildren(...nodes.map((n) => {
+    const address = n.clients > 1 ? `${n.address} (+${n.clients - 1})` : n.address;
+    const badge = el("span", { className: `badge ${n.state === "ready" ? "ok" : n.state === "busy" ? "degraded" : n.state === "unreachable" ? "down" : ""}`, textContent: n.state });
+    if (n.error) badge.title = n.error;
+    const limit = n.memory_limit_bytes != null ? ` · cap ${bytes(n.memory_limit_bytes)}` : "";
+    const held = n.held_bytes ? ` · ${bytes(n.held_bytes)} held` : "";
+    const memory = n.total_bytes != null ? `${bytes(n.free_bytes)} free of ${bytes(n.total_bytes)}${limit}${held}` : `–${limit}${held}`;
+    const latency = n.latency_ms != null ? `${fixed(n.latency_ms)} ms` : "–";
+    const row = el("tr", {},
+      el("td", { textContent: n.name }), el("td", { textContent: address }), el("td", {}, badge),
+      el("td", { className: "memory", textContent: memory }), el("td", { className: "num", textContent: latency }),
+      el("td", { className: "used-by", textContent: (n.used_by || []).join(", ") || "–" }));
+    row.dataset.node = n.name;
+    return row;
+  }));
 }
 
 function renderPicker(entries) {
