@@ -312,7 +312,9 @@ def test_registered_compute_nodes_are_shown_with_the_models_using_them(shim: Shi
     try:
         assert wait_until(lambda: probe(Node("n", "127.0.0.1", ports[0])).state == "ready", timeout=20)
         browser.get(shim.base + "/dashboard")
+        wait_for(browser, lambda d: d.find_element(By.ID, "status").text in ("ok", "degraded"))
         assert not browser.find_element(By.ID, "nodes-section").is_displayed()  # no nodes: no section
+        browser.get_log("browser")  # what pages of the earlier tests logged (their shims are gone)
         with daemon.connect() as conn:
             assert "result" in conn.call("nodes.add", {"name": "alpha", "address": f"127.0.0.1:{ports[0]}", "memory_limit_bytes": 2**30})
             assert "result" in conn.call("nodes.add", {"name": "gone", "address": f"127.0.0.1:{ports[1]}"})
