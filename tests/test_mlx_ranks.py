@@ -1,0 +1,106 @@
+"""An MLX model split across processes on this machine (issue 19, ``models.load``
+``ranks``): the bundled SmolLM2-135M (9 query, 3 KV heads) across 3 ring-backend ranks
+gives the same greedy answer as one process; a killed rank fails the request with
+``WorkerCrashed`` within seconds and the daemon goes on serving; a rank count the heads do
+not divide, an encoder and a backend without ranks are refused by name before loading;
+no rank outlives the worker (unload, or ``kill -9`` of the worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import DaemonProcess, pid_alive, wait_until
+
+MODEL = "smollm2-135m"
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(tmp_path_factory.mktemp("ranks"), "crash_limit = 100\nrestart_backoff_s = 0\n").start()
+    yield d
+    d.stop()
+
+
+def call(d: DaemonProcess, method: str, params: Any = None) -> dict[str, Any]:
+    with d.connect() as conn:
+        return conn.call(method, params)
+
+
+def load(d: DaemonProcess, **params: Any) -> dict[str, Any]:
+    reply = call(d, "models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1, **params})
+    assert "result" in reply, reply
+    model: dict[str, Any] = reply["result"]["model"]
+    return model
+
+
+def complete(d: DaemonProcess, max_tokens: int = 6) -> str:
+    reply = call(d, "complete", {"model": MODEL, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.0})
+    assert "result" in reply, reply
+    text: str = reply["result"]["text"]
+    return text
+
+
+def test_a_rank_count_the_heads_do_not_divide_is_refused_by_name(daemon: DaemonProcess) -> None:
+    error = call(daemon, "models.load", {"model": MODEL, "backend": "mlx", "ranks": 2})["error"]
+    assert error["data"]["name"] == "NoBackend" and error["data"]["reason"] == "heads-not-divisible", error
+    assert "9 query and 3 KV heads" in error["message"] and "(ranks that do: 3)" in error["message"], error
+    assert MODEL not in [m["name"] for m in call(daemon, "models.loaded")["result"]["models"]]
+
+
+def test_ranks_on_a_backend_without_them_and_nodes_on_mlx_are_refused(daemon: DaemonProcess) -> None:
+    error = call(daemon, "models.load", {"model": MODEL, "backend": "llamacpp", "ranks": 3})["error"]
+    assert error["data"]["name"] == "UnsupportedParameter" and error["data"]["parameter"] == "ranks", error
+    error = call(daemon, "models.load", {"model": MODEL, "backend": "mlx", "nodes": ["127.0.0.1:1"]})["error"]
+    assert error["data"]["name"] == "NoBackend" and error["data"]["reason"] == "no-nodes", error
+    assert "(ranks)" in error["message"], error
+
+
+def test_an_encoder_is_refused_by_name(daemon: DaemonProcess) -> None:
+    error = call(daemon, "models.load", {"model": "all-minilm-l6-v2", "backend": "mlx", "ranks": 2})["error"]
+    assert error["data"]["name"] == "NoBackend" and error["data"]["reason"] == "not-shardable", error
+
+
+@pytest.mark.model
+def test_three_ranks_answer_as_one_and_leave_no_process_behind(daemon: DaemonProcess) -> None:
+    one = load(daemon, ranks=1)
+    assert "ranks" not in one["engine"]
+    alone = complete(daemon)
+    call(daemon, "models.unload", {"model": MODEL})
+    split = load(daemon, ranks=3)
+    assert split["engine"]["ranks"] == 3 and split["engine"]["max_batch"] == 1, split["engine"]
+    pids = split["engine"]["rank_pids"]
+    assert len(set(pids)) == 3 and pids[0] == split["pid"] and all(pid_alive(p) for p in pids)
+    assert complete(daemon) == alone and alone.strip(), alone
+    call(daemon, "models.unload", {"model": MODEL})
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
+
+
+@pytest.mark.model
+def test_a_rank_killed_mid_request_fails_it_with_worker_crashed_and_the_daemon_serves_on(daemon: DaemonProcess) -> None:
+    pids = load(daemon, ranks=3)["engine"]["rank_pids"]
+    with daemon.connect() as conn:
+        rid = conn.send("complete", {"model": MODEL, "prompt": PROMPT, "max_tokens": 200, "temperature": 0.0, "stream": True})
+        first = conn.read()
+        assert first.get("method") == "complete.chunk", first
+        os.kill(pids[2], signal.SIGKILL)
+        killed = time.monotonic()
+        _, reply = conn.until_response(rid)
+    assert time.monotonic() - killed < 10
+    error = reply["error"]
+    assert error["data"]["name"] == "WorkerCrashed", error
+    assert "MLX rank 2" in error["message"] + str(error["data"]), error
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
+    assert complete(daemon).strip()  # reloaded (one process: the load's options are not kept after a crash)
+
+
+@pytest.mark.model
+def test_kill_9_of_the_worker_takes_its_ranks_with_it(daemon: DaemonProcess) -> None:
+    pids = load(daemon, ranks=3)["engine"]["rank_pids"]
+    os.kill(pids[0], signal.SIGKILL)
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
