@@ -87,7 +87,7 @@ def test_a_rank_killed_mid_request_fails_it_with_worker_crashed_and_the_daemon_s
     with daemon.connect() as conn:
         rid = conn.send("complete", {"model": MODEL, "prompt": PROMPT, "max_tokens": 200, "temperature": 0.0, "stream": True})
         first = conn.read()
-        assert first.get("method") == "complete.chunk", first
+        assert first.get("method") == "chat.chunk", first
         os.kill(pids[2], signal.SIGKILL)
         killed = time.monotonic()
         _, reply = conn.until_response(rid)
