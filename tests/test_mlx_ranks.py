@@ -53,12 +53,9 @@ def test_a_rank_count_the_heads_do_not_divide_is_refused_by_name(daemon: DaemonP
     assert MODEL not in [m["name"] for m in call(daemon, "models.loaded")["result"]["models"]]
 
 
-def test_ranks_on_a_backend_without_them_and_nodes_on_mlx_are_refused(daemon: DaemonProcess) -> None:
+def test_ranks_on_a_backend_without_them_are_refused(daemon: DaemonProcess) -> None:
     error = call(daemon, "models.load", {"model": MODEL, "backend": "llamacpp", "ranks": 3})["error"]
     assert error["data"]["name"] == "UnsupportedParameter" and error["data"]["parameter"] == "ranks", error
-    error = call(daemon, "models.load", {"model": MODEL, "backend": "mlx", "nodes": ["127.0.0.1:1"]})["error"]
-    assert error["data"]["name"] == "NoBackend" and error["data"]["reason"] == "no-nodes", error
-    assert "(ranks)" in error["message"], error
 
 
 def test_an_encoder_is_refused_by_name(daemon: DaemonProcess) -> None:

@@ -53,9 +53,9 @@ def _die_with(parent: int) -> Callable[[], None]:
 
 def _pythonpath() -> str:
     """The follower imports impetus_mlx and impetusd from where this worker did."""
-    import impetusd
-
-    here = [str(Path(__file__).resolve().parent.parent), str(Path(impetusd.__file__).resolve().parent.parent)]
+    api = sys.modules["impetusd.plugin_api"].__file__  # imported by this package already
+    assert api is not None
+    here = [str(Path(__file__).resolve().parent.parent), str(Path(api).resolve().parent.parent)]
     return os.pathsep.join(dict.fromkeys([*here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
 
 
