@@ -99,7 +99,8 @@ class MLXEngine:
         trim_prompt_cache(cache, n)
 
     @classmethod
-    def load(cls, spec: ModelSpec) -> MLXEngine:
+    def load(cls, spec: ModelSpec, shard: Callable[[Any], None] | None = None) -> MLXEngine:
+        """``shard``: this process's part of a model split across ranks (sharded.py)."""
         started = time.monotonic()
         if spec.format in folder_model.FORMATS:  # mlx-lm and Hugging Face folders
             model, wrapper, add_bos, details = folder_model.load(spec.path)
@@ -110,7 +111,7 @@ class MLXEngine:
             wrapper, add_bos = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta)), hf.add_bos
         else:
             raise UnsupportedFormat(f"the MLX backend cannot load {spec.format!r} models", format=spec.format)
-        variant = widen_for_blas(model, details)
+        variant = widen_for_blas(model, details, shard)
         engine = cls(model, wrapper, add_bos, int(details["context_length"]), 0.0, {**details, **device_memory()}, variant)
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine

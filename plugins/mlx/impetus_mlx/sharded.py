@@ -72,9 +72,7 @@ class Lockstep:
 def join(spec: ModelSpec) -> tuple[MLXEngine, Any]:
     """Meet the other ranks (``MLX_RANK``, ``MLX_HOSTFILE``), load the model and keep this rank's shard."""
     group = mx.distributed.init(backend="ring", strict=True)
-    engine = MLXEngine.load(spec)
-    engine.model.shard(group)
-    mx.eval(engine.model.parameters())
+    engine = MLXEngine.load(spec, shard=lambda model: model.shard(group))
     engine.details["ranks"] = group.size()
     return engine, group
 
