@@ -51,6 +51,14 @@ def _die_with(parent: int) -> Callable[[], None]:
     return child
 
 
+def share_cores(threads: int) -> None:
+    """This process's OpenBLAS (when preloaded, impetusd/workers/blas.py) to ``threads`` threads."""
+    try:
+        ctypes.CDLL(None).openblas_set_num_threads(threads)
+    except (AttributeError, OSError):  # no OpenBLAS here
+        pass
+
+
 def _pythonpath() -> str:
     """The follower imports impetus_mlx and impetusd from where this worker did."""
     api = sys.modules["impetusd.plugin_api"].__file__  # imported by this package already
@@ -69,7 +77,9 @@ class Group:
         self.hostfile = os.path.join(self.dir, "hosts.json")
         with open(self.hostfile, "w") as fh:
             json.dump([[f"127.0.0.1:{port}"] for port in free_ports(size)], fh)
-        env = {**os.environ, "MLX_HOSTFILE": self.hostfile, "PYTHONPATH": _pythonpath()}
+        threads = str(max(1, (os.cpu_count() or 1) // size))  # the ranks share the cores: no BLAS thread spins on another's
+        share_cores(int(threads))
+        env = {**os.environ, "MLX_HOSTFILE": self.hostfile, "PYTHONPATH": _pythonpath(), "OPENBLAS_NUM_THREADS": threads}
         self.followers: list[subprocess.Popen[bytes]] = []
         for rank in range(1, size):
             proc = subprocess.Popen(
