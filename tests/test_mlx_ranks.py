@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ def test_an_encoder_is_refused_by_name(daemon: DaemonProcess) -> None:
 
 
 @pytest.mark.model
-def test_three_ranks_answer_as_one_and_leave_no_process_behind(daemon: DaemonProcess) -> None:
+def test_three_ranks_answer_as_one_stay_in_step_after_a_cancel_and_leave_no_process_behind(daemon: DaemonProcess) -> None:
     one = load(daemon, ranks=1)
     assert "ranks" not in one["engine"]
     alone = complete(daemon)
@@ -74,6 +75,13 @@ def test_three_ranks_answer_as_one_and_leave_no_process_behind(daemon: DaemonPro
     pids = split["engine"]["rank_pids"]
     assert len(set(pids)) == 3 and pids[0] == split["pid"] and all(pid_alive(p) for p in pids)
     assert complete(daemon) == alone and alone.strip(), alone
+    with daemon.connect() as conn:  # a cancellation only rank 0 hears stops every rank at the same token
+        rid = conn.send("complete", {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 200, "temperature": 0.0, "stream": True})
+        assert conn.read().get("method") == "chat.chunk"
+        conn.send("$/cancel", {"id": rid}, notify=True)
+        _, cancelled = conn.until_response(rid)
+    assert "error" in cancelled or cancelled["result"]["finish_reason"] == "cancelled", cancelled
+    assert complete(daemon) == alone  # the ranks are still in step
     call(daemon, "models.unload", {"model": MODEL})
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
 
@@ -100,4 +108,14 @@ def test_a_rank_killed_mid_request_fails_it_with_worker_crashed_and_the_daemon_s
 def test_kill_9_of_the_worker_takes_its_ranks_with_it(daemon: DaemonProcess) -> None:
     pids = load(daemon, ranks=3)["engine"]["rank_pids"]
     os.kill(pids[0], signal.SIGKILL)
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
+
+
+@pytest.mark.model
+def test_kill_9_of_the_daemon_leaves_no_rank_behind(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path).start()
+    try:
+        pids = load(d, ranks=3)["engine"]["rank_pids"]
+    finally:
+        d.stop(signal.SIGKILL)
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
