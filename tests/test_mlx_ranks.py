@@ -72,6 +72,9 @@ def test_three_ranks_answer_as_one_stay_in_step_after_a_cancel_and_leave_no_proc
     call(daemon, "models.unload", {"model": MODEL})
     split = load(daemon, ranks=3)
     assert split["engine"]["ranks"] == 3 and split["engine"]["max_batch"] == 1, split["engine"]
+    # the estimate: the weights once (the shards add up to them), a runtime overhead per rank
+    assert split["estimate"]["weights_bytes"] == one["estimate"]["weights_bytes"]
+    assert split["estimate"]["overhead_bytes"] == 3 * one["estimate"]["overhead_bytes"], (split["estimate"], one["estimate"])
     pids = split["engine"]["rank_pids"]
     assert len(set(pids)) == 3 and pids[0] == split["pid"] and all(pid_alive(p) for p in pids)
     assert complete(daemon) == alone and alone.strip(), alone
@@ -119,3 +122,24 @@ def test_kill_9_of_the_daemon_leaves_no_rank_behind(tmp_path: Path) -> None:
     finally:
         d.stop(signal.SIGKILL)
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
+
+
+@pytest.mark.model
+def test_a_stalled_rank_is_a_hung_worker_within_the_watchdog_time(tmp_path: Path) -> None:
+    """SIGSTOP on a follower leaves rank 0 waiting in a collective: no heartbeat, so the
+    daemon's watchdog (hung_timeout_s) kills the worker, and the stopped rank dies with it."""
+    d = DaemonProcess(tmp_path, "hung_timeout_s = 10\n").start()
+    try:
+        pids = load(d, ranks=3)["engine"]["rank_pids"]
+        with d.connect() as conn:
+            rid = conn.send("complete", {"model": MODEL, "prompt": PROMPT, "max_tokens": 200, "temperature": 0.0, "stream": True})
+            assert conn.read().get("method") == "chat.chunk"
+            os.kill(pids[1], signal.SIGSTOP)
+            stalled = time.monotonic()
+            _, reply = conn.until_response(rid)
+        assert time.monotonic() - stalled < 30
+        assert reply["error"]["data"]["name"] == "WorkerHung", reply
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
+        assert complete(d).strip()
+    finally:
+        d.stop()
