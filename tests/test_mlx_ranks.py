@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,12 @@ def test_a_rank_count_the_heads_do_not_divide_is_refused_by_name(daemon: DaemonP
     assert error["data"]["name"] == "NoBackend" and error["data"]["reason"] == "heads-not-divisible", error
     assert "9 query and 3 KV heads" in error["message"] and "(ranks that do: 3)" in error["message"], error
     assert MODEL not in [m["name"] for m in call(daemon, "models.loaded")["result"]["models"]]
+
+
+def test_impetusctl_load_ranks_says_why_it_is_refused(daemon: DaemonProcess) -> None:
+    args = ["--socket", str(daemon.socket), "--no-autostart", "load", MODEL, "--backend", "mlx", "--ranks", "2"]
+    done = subprocess.run([sys.executable, "-m", "impetusctl", *args], env=daemon.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "9 query and 3 KV heads do not divide by 2" in done.stderr, done
 
 
 def test_ranks_on_a_backend_without_them_are_refused(daemon: DaemonProcess) -> None:
