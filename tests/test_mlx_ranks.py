@@ -93,6 +93,12 @@ def test_three_ranks_answer_as_one_stay_in_step_after_a_cancel_and_leave_no_proc
         _, cancelled = conn.until_response(rid)
     assert "error" in cancelled or cancelled["result"]["finish_reason"] == "cancelled", cancelled
     assert complete(daemon) == alone  # the ranks are still in step
+    # sampling without a seed (rank 0 picks one for all) and a grammar (every rank masks alike)
+    sampled = call(daemon, "complete", {"model": MODEL, "prompt": PROMPT, "max_tokens": 6, "temperature": 1.0})
+    assert "result" in sampled, sampled
+    shaped = call(daemon, "complete", {"model": MODEL, "prompt": "A JSON object:", "max_tokens": 6, "format": {"type": "json_object"}})
+    assert "result" in shaped and shaped["result"]["text"].lstrip().startswith("{"), shaped
+    assert complete(daemon) == alone  # still in step
     call(daemon, "models.unload", {"model": MODEL})
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
 
