@@ -49,6 +49,13 @@ def complete(d: DaemonProcess, max_tokens: int = 6) -> str:
     return text
 
 
+def embed(d: DaemonProcess, text: str) -> list[float]:
+    reply = call(d, "embed", {"model": MODEL, "input": text})
+    assert "result" in reply, reply
+    vector: list[float] = reply["result"]["embeddings"][0]
+    return vector
+
+
 def test_a_rank_count_the_heads_do_not_divide_is_refused_by_name(daemon: DaemonProcess) -> None:
     error = call(daemon, "models.load", {"model": MODEL, "backend": "mlx", "ranks": 2})["error"]
     assert error["data"]["name"] == "NoBackend" and error["data"]["reason"] == "heads-not-divisible", error
@@ -77,6 +84,7 @@ def test_three_ranks_answer_as_one_stay_in_step_after_a_cancel_and_leave_no_proc
     one = load(daemon, ranks=1)
     assert "ranks" not in one["engine"]
     alone = complete(daemon)
+    alone_vector = embed(daemon, "a lighthouse at dusk")
     call(daemon, "models.unload", {"model": MODEL})
     split = load(daemon, ranks=3)
     assert split["engine"]["ranks"] == 3 and split["engine"]["max_batch"] == 1, split["engine"]
@@ -86,6 +94,10 @@ def test_three_ranks_answer_as_one_stay_in_step_after_a_cancel_and_leave_no_proc
     pids = split["engine"]["rank_pids"]
     assert len(set(pids)) == 3 and pids[0] == split["pid"] and all(pid_alive(p) for p in pids)
     assert complete(daemon) == alone and alone.strip(), alone
+    vector = embed(daemon, "a lighthouse at dusk")  # every rank runs the encoder pass
+    assert sum(a * b for a, b in zip(vector, alone_vector, strict=True)) > 0.9999  # unit vectors: the cosine
+    too_long = call(daemon, "embed", {"model": MODEL, "input": "hi " * 9000})["error"]  # refused on rank 0 alone
+    assert too_long["data"]["name"] == "ContextLengthExceeded", too_long
     with daemon.connect() as conn:  # a cancellation only rank 0 hears stops every rank at the same token
         rid = conn.send("complete", {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 200, "temperature": 0.0, "stream": True})
         assert conn.read().get("method") == "chat.chunk"
@@ -99,6 +111,7 @@ def test_three_ranks_answer_as_one_stay_in_step_after_a_cancel_and_leave_no_proc
     shaped = call(daemon, "complete", {"model": MODEL, "prompt": "A JSON object:", "max_tokens": 6, "format": {"type": "json_object"}})
     assert "result" in shaped and shaped["result"]["text"].lstrip().startswith("{"), shaped
     assert complete(daemon) == alone  # still in step
+    assert [m["pid"] for m in call(daemon, "models.loaded")["result"]["models"]] == [pids[0]]  # no restart on the way
     call(daemon, "models.unload", {"model": MODEL})
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10), [p for p in pids if pid_alive(p)]
 

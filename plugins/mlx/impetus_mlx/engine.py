@@ -183,11 +183,9 @@ class MLXEngine:
     def logprob(self, req: GenerateRequest, token: int, logprobs: Any) -> TokenLogprob:
         return token_logprob(self.lltokenizer(), token, logprobs, req.top_logprobs or 0)
 
-    def embed(self, req: EmbedRequest) -> EmbedOutput:
-        """Mean of the final normalised hidden states over the text's tokens,
-        scaled to unit length."""
-        vectors: list[list[float]] = []
-        total = 0
+    def embed_inputs(self, req: EmbedRequest) -> list[list[int]]:
+        """Each text's tokens; ``ContextLengthExceeded`` for one longer than the context."""
+        inputs = []
         for text in req.texts:
             ids = self.tokenizer.encode(text, add_special_tokens=False) or [self.tokenizer.eos_token_id or 0]
             if len(ids) > self.context_length:
@@ -196,6 +194,15 @@ class MLXEngine:
                     prompt_tokens=len(ids),
                     context_length=self.context_length,
                 )
+            inputs.append(ids)
+        return inputs
+
+    def embed(self, req: EmbedRequest) -> EmbedOutput:
+        """Mean of the final normalised hidden states over the text's tokens,
+        scaled to unit length."""
+        vectors: list[list[float]] = []
+        total = 0
+        for ids in self.embed_inputs(req):
             hidden = self.model.model(mx.array([ids]))[0].astype(mx.float32)
             pooled = hidden.mean(axis=0)
             pooled = pooled / mx.maximum(mx.linalg.norm(pooled), 1e-12)

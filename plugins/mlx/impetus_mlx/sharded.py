@@ -123,7 +123,7 @@ class ShardedEngine:
 
     def generate(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool]) -> EngineResult:
         ids = self.engine.prompt_ids(req)  # refusals (context length) before any rank starts
-        self.engine.processors(req, 1)  # and bad logit_bias
+        self.engine.logits_processors(req, 1)  # and a bad logit_bias
         if req.seed is None:  # every rank must draw the same tokens
             req = msgspec.structs.replace(req, seed=secrets.randbits(31))
         result = self._together(Command(op="generate", request=req, ids=ids), on_text, lambda: self.lockstep.agree(should_stop()))
@@ -131,6 +131,7 @@ class ShardedEngine:
         return result
 
     def embed(self, req: EmbedRequest) -> EmbedOutput:
+        self.engine.embed_inputs(req)  # refusals (context length) before any rank starts
         out = self._together(Command(op="embed", embed=req), lambda *_: None, lambda: False)
         assert isinstance(out, EmbedOutput)
         return out
