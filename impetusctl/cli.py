@@ -99,6 +99,7 @@ def ps(state: State) -> None:
 @click.option("--ngram", is_flag=True, default=None, help="Speculative decoding from n-grams of the context, no draft model.")
 @click.option("--gpu-layers", type=click.IntRange(min=0), help="Layers to offload to the GPU (a backend that offloads; more than the model has: all).")
 @click.option("--nodes", help="Split it across these compute nodes (names from 'node ls', or host:port; comma-separated; '' = none).")
+@click.option("--ranks", type=click.IntRange(min=1, max=16), help="Split it across this many processes on this machine (MLX: mlx.distributed ring).")
 @click.pass_obj
 def load(
     state: State,
@@ -111,6 +112,7 @@ def load(
     ngram: bool | None,
     gpu_layers: int | None,
     nodes: str | None,
+    ranks: int | None,
 ) -> None:
     """Load MODEL into its own worker process."""
     params: dict[str, Any] = {
@@ -122,6 +124,7 @@ def load(
         "draft": draft,
         "ngram": ngram,
         "n_gpu_layers": gpu_layers,
+        "ranks": ranks,
     }
     if nodes is not None:
         params["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]

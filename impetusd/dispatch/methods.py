@@ -124,11 +124,13 @@ def models_list(services: Services, params: Empty, ctx: RequestContext) -> Model
 
 
 async def models_load(services: Services, params: LoadParams, ctx: RequestContext) -> LoadResult:
-    asked = (params.kv_type, params.flash_attn, params.draft, params.ngram) != (None, None, None, None)
+    asked = (params.kv_type, params.flash_attn, params.draft, params.ngram, params.ranks) != (None, None, None, None, None)
     options = None
     if asked:
         cfg, residency = services.residency.config, services.residency
-        options = load_options(cfg, residency.resolve, kv_type=params.kv_type, flash_attn=params.flash_attn, draft=params.draft, ngram=params.ngram)
+        options = load_options(
+            cfg, residency.resolve, kv_type=params.kv_type, flash_attn=params.flash_attn, draft=params.draft, ngram=params.ngram, ranks=params.ranks
+        )
     resident, _, already = await services.residency.ensure_loaded(
         params.model,
         backend=params.backend,

@@ -88,6 +88,7 @@ class LoadOptions(msgspec.Struct, frozen=True, kw_only=True):
     flash_attn: FlashAttn = "auto"
     draft: ModelSpec | None = None  # speculative decoding with this draft model
     ngram: bool = False  # speculative decoding from n-grams of the context (no draft model)
+    ranks: int = 1  # processes on this machine the model is split across (backends with ``check_ranks``)
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -320,3 +321,7 @@ class BackendSpec(msgspec.Struct, frozen=True):
     # ``min(context_tokens, the model's context)`` tokens; None: the configured estimate context.
     kv_sequences: int = 1
     context_tokens: int | None = None
+    # A backend that can split a model across ``ranks`` processes on this machine: given the
+    # model and the rank count (> 1), returns, or raises ``NoBackend`` naming why that model
+    # cannot be split so (checked in the daemon, before anything loads). None: one process only.
+    check_ranks: Callable[[ModelSpec, int], None] | None = None

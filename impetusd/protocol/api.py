@@ -116,6 +116,8 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # them); None: the backend's default (config ``llamacpp_gpu_layers``: what fits).
     n_gpu_layers: Annotated[int, msgspec.Meta(ge=0)] | None = None
     nodes: list[str] | None = None  # compute nodes (names from nodes.list, or host:port) to split it across; [] = this machine only
+    # processes on this machine to split it across (MLX: mlx.distributed's ring backend, tensor parallel); None: 1
+    ranks: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None
 
 
 # --- nodes.* (compute nodes: llama.cpp rpc-server) -----------------------------------

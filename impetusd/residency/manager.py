@@ -157,19 +157,12 @@ class ModelManager:
         """Probe the requested nodes and split ``need`` across them and this machine
         (backends declaring the ``nodes`` capability)."""
         backend = chosen.name
-        if backend == "mlx":  # the one refusal with more to say: why MLX cannot yet, and what would
-            raise NoBackend(
-                f"{spec.name}: the MLX backend does not split models across nodes yet. mlx.distributed's ring backend runs here, and "
-                "mlx-lm's tensor-parallel shard() needs the attention heads divisible by the number of processes "
-                "(SmolLM2-135M: 9 query and 3 KV heads, so 3 processes work and 2 do not); Impetus does not launch such a group: "
-                "load it with the llama.cpp backend (backend=llamacpp) to use nodes",
-                backend=backend,
-                reason="mlx-distributed-not-wired",
-            )
         if "nodes" not in chosen.capabilities:
+            ranks = "; it can split a model across processes on this machine instead (ranks)" if chosen.check_ranks is not None else ""
             raise NoBackend(
-                f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only",
+                f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only{ranks}",
                 backend=backend,
+                reason="no-nodes",
             )
         placement = place(spec, need, await self._probe_free([self.nodes.resolve(ref) for ref in refs]))
         if placement.dropped:
@@ -373,7 +366,8 @@ class ModelManager:
             env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers)}
             weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
             context = chosen.context_tokens or cfg.memory_estimate_context  # a backend that fixes its context says so
-            need = estimate(spec, chosen.memory_overhead_bytes, context, weights, sequences=chosen.kv_sequences)
+            ranks = spec.options.ranks if spec.options else 1  # each rank a process: its own overhead, a share of the rest
+            need = estimate(spec, chosen.memory_overhead_bytes * ranks, context, weights, sequences=chosen.kv_sequences)
             if "nodes" not in chosen.capabilities and spec.name not in self.wanted_nodes:
                 wanted = []  # the config's default nodes are for the backends that can use them
             placement = await self._place_nodes(spec, chosen, need, wanted) if wanted else None

@@ -24,6 +24,7 @@ def load_options(
     flash_attn: Any = None,
     draft: str | None = None,
     ngram: bool | None = None,
+    ranks: int | None = None,
 ) -> LoadOptions:
     kv = kv_type or cfg.kv_cache_type
     fa = flash_attn or cfg.flash_attn
@@ -32,7 +33,7 @@ def load_options(
     if draft and ngram:
         raise InvalidParams("speculative decoding takes a draft model or n-grams, not both", field="draft")
     draft_spec = msgspec.structs.replace(resolve(draft), options=None) if draft else None
-    return LoadOptions(kv_type=kv, flash_attn=fa, draft=draft_spec, ngram=bool(ngram))
+    return LoadOptions(kv_type=kv, flash_attn=fa, draft=draft_spec, ngram=bool(ngram), ranks=ranks or 1)
 
 
 def for_backend(options: LoadOptions | None, backend: BackendSpec) -> LoadOptions | None:
@@ -46,6 +47,7 @@ def for_backend(options: LoadOptions | None, backend: BackendSpec) -> LoadOption
         flash_attn=options.flash_attn if "flash_attn" in caps else "auto",
         draft=options.draft if "speculative" in caps else None,
         ngram=options.ngram and "speculative" in caps,
+        ranks=options.ranks if backend.check_ranks is not None else 1,
     )
 
 
@@ -68,8 +70,12 @@ def check_options(spec: ModelSpec, backend: BackendSpec, explicit: bool, inspect
         "speculative": options.draft is not None or options.ngram,
     }
     missing = [name for name, on in wanted.items() if on and name not in backend.capabilities]
+    if options.ranks > 1 and backend.check_ranks is None:
+        missing.append("ranks")
     if explicit and missing:
         raise UnsupportedParameter(f"the {backend.name} backend does not take {', '.join(missing)} at load", parameter=missing[0], backend=backend.name)
+    if options.ranks > 1 and backend.check_ranks is not None:
+        backend.check_ranks(spec, options.ranks)  # NoBackend naming why this model cannot be split so
     draft = options.draft
     if draft is None:
         return

@@ -11,6 +11,8 @@ from typing import Any
 
 from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
+from .shardable import check_ranks
+
 CAPABILITIES = frozenset(
     {
         "chat",
@@ -57,6 +59,10 @@ def start(spec: ModelSpec) -> Engine:
         from .embedding_engine import EmbeddingEngine
 
         return EmbeddingEngine.load(spec)
+    if spec.options is not None and spec.options.ranks > 1:  # split across a ring group (sharded.py)
+        from .sharded import ShardedEngine
+
+        return ShardedEngine.load(spec)
     from .engine import MLXEngine  # heavy imports happen here, in the worker
 
     return MLXEngine.load(spec)
@@ -87,6 +93,7 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             preload=("impetus_mlx.engine",),  # mlx, mlx-lm and transformers: most of a cold start
             max_batch=MAX_BATCH,
             memory_weights=memory_weights,
+            check_ranks=check_ranks,
         )
     )
 

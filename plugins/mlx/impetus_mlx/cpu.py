@@ -10,6 +10,7 @@ only when OpenBLAS is mapped in this process, and only up to FLOAT32_MAX_BYTES.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
@@ -28,19 +29,26 @@ def openblas_loaded() -> bool:
         return False
 
 
-def widen_for_blas(model: nn.Module, details: dict[str, Any]) -> str:
+def widen_for_blas(model: nn.Module, details: dict[str, Any], shard: Callable[[nn.Module], None] | None = None) -> str:
     """Dequantize to float32 when that is the fast path here; the cache variant
-    ("f32" or "") so prompt caches of other precisions are kept apart."""
+    ("f32" or "") so prompt caches of other precisions are kept apart. ``shard``
+    (a rank of a split model) keeps its part before anything is computed, so a rank
+    never holds the whole model widened."""
     from mlx_lm.utils import dequantize_model, get_total_parameters
 
+    def done(variant: str) -> str:
+        if shard is not None:
+            shard(model)
+        mx.eval(model.parameters())
+        return variant
+
     if mx.default_device() != mx.cpu or not openblas_loaded():
-        return ""
+        return done("")
     needed = get_total_parameters(model) * 4
     if needed > FLOAT32_MAX_BYTES:
         log.info("keeping quantized weights: float32 would take %.1f GB", needed / 1e9)
-        return ""
-    dequantize_model(model)
+        return done("")
+    dequantize_model(model)  # lazy: computed by done()'s eval, a rank's part only
     model.set_dtype(mx.float32)
-    mx.eval(model.parameters())
     details["weights"] = "float32 (OpenBLAS)"
-    return "f32"
+    return done("f32")

@@ -99,7 +99,8 @@ class MLXEngine:
         trim_prompt_cache(cache, n)
 
     @classmethod
-    def load(cls, spec: ModelSpec) -> MLXEngine:
+    def load(cls, spec: ModelSpec, shard: Callable[[Any], None] | None = None) -> MLXEngine:
+        """``shard``: this process's part of a model split across ranks (sharded.py)."""
         started = time.monotonic()
         if spec.format in folder_model.FORMATS:  # mlx-lm and Hugging Face folders
             model, wrapper, add_bos, details = folder_model.load(spec.path)
@@ -110,7 +111,7 @@ class MLXEngine:
             wrapper, add_bos = TokenizerWrapper(hf, eos_token_ids=eos_ids(meta)), hf.add_bos
         else:
             raise UnsupportedFormat(f"the MLX backend cannot load {spec.format!r} models", format=spec.format)
-        variant = widen_for_blas(model, details)
+        variant = widen_for_blas(model, details, shard)
         engine = cls(model, wrapper, add_bos, int(details["context_length"]), 0.0, {**details, **device_memory()}, variant)
         engine.load_ms = (time.monotonic() - started) * 1000
         return engine
@@ -182,11 +183,9 @@ class MLXEngine:
     def logprob(self, req: GenerateRequest, token: int, logprobs: Any) -> TokenLogprob:
         return token_logprob(self.lltokenizer(), token, logprobs, req.top_logprobs or 0)
 
-    def embed(self, req: EmbedRequest) -> EmbedOutput:
-        """Mean of the final normalised hidden states over the text's tokens,
-        scaled to unit length."""
-        vectors: list[list[float]] = []
-        total = 0
+    def embed_inputs(self, req: EmbedRequest) -> list[list[int]]:
+        """Each text's tokens; ``ContextLengthExceeded`` for one longer than the context."""
+        inputs = []
         for text in req.texts:
             ids = self.tokenizer.encode(text, add_special_tokens=False) or [self.tokenizer.eos_token_id or 0]
             if len(ids) > self.context_length:
@@ -195,6 +194,15 @@ class MLXEngine:
                     prompt_tokens=len(ids),
                     context_length=self.context_length,
                 )
+            inputs.append(ids)
+        return inputs
+
+    def embed(self, req: EmbedRequest) -> EmbedOutput:
+        """Mean of the final normalised hidden states over the text's tokens,
+        scaled to unit length."""
+        vectors: list[list[float]] = []
+        total = 0
+        for ids in self.embed_inputs(req):
             hidden = self.model.model(mx.array([ids]))[0].astype(mx.float32)
             pooled = hidden.mean(axis=0)
             pooled = pooled / mx.maximum(mx.linalg.norm(pooled), 1e-12)
