@@ -262,7 +262,8 @@ class ChoiceRun:
             prefix = prefix + TOOL_OPENER if res.finish_reason == "stop" and res.text == TOOL_OPEN else None
             if prefix is not None and self._left() == 0:  # another call began where the budget ended
                 self.out.finish, prefix = "length", None
-                self.out.warning = "max_tokens ran out as another tool call began"
+                self.out.content += res.text  # what the model wrote comes back, as a cut call does
+                self.out.warning = "max_tokens ran out as another tool call began; it is returned as text in content"
         self._calls_finished()
         await self._flush()
 

@@ -487,8 +487,11 @@ class LlamaServerEngine:
     def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
         finish: FinishReason = "cancelled"
         timings: dict[str, Any] = {}
+        stop_sequence = None
         if final is not None and not (stream.cancelled and final.get("stop_type") == "none"):
             finish = "length" if final.get("stop_type") == "limit" else "stop"
+            if final.get("stop_type") == "word":  # one of the request's stop strings ended it
+                stop_sequence = final.get("stopping_word") or None
             timings = final.get("timings") or {}
             stream.tokens = int(final.get("tokens_predicted", stream.tokens))
         prefill = timings.get("prompt_per_second")
@@ -505,6 +508,7 @@ class LlamaServerEngine:
             draft_tokens=int(timings["draft_n"]) if "draft_n" in timings else None,
             draft_accepted=int(timings["draft_n_accepted"]) if "draft_n_accepted" in timings else None,
             logprobs=stream.logprobs if stream.req.top_logprobs is not None else None,
+            stop_sequence=stop_sequence,
         )
 
     # -- embeddings -------------------------------------------------------------------
