@@ -78,7 +78,7 @@ WEATHER = {
 
 def test_function_call_plain_and_streamed_then_round_trip(client: openai.OpenAI) -> None:
     ask = "What is the weather in Paris?"
-    kwargs: dict = dict(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required", max_output_tokens=30, temperature=0)
+    kwargs: dict = dict(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, max_output_tokens=30, temperature=0)
     reply = client.responses.create(**kwargs)
     calls = [o for o in reply.output if o.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id.startswith("call_")
