@@ -314,6 +314,45 @@ def test_a_thinking_template_keeps_reasoning_free_and_out_of_content(shared_daem
     assert answer["message"]["content"] in ('"yes"', '"no"') and "reasoning" not in answer["message"], answer
 
 
+OPENS_THINKING = (  # DeepSeek-R1 / Qwen3-thinking style: the generation prompt opens the reasoning
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("backend", ["mlx", "llamacpp"])
+def test_a_template_that_opens_the_reasoning_starts_the_answer_in_it(shared_daemon: DaemonProcess, tmp_path: Path, backend: str) -> None:
+    """The template ends its prompt with ``<think>\n``: what the model writes (a tiny
+    random model: never ``</think>`` here) is reasoning, not content, plain and streamed;
+    with a format, the reasoning stays free of it."""
+    from gguf_factory import write_tiny_llama
+
+    model = str(write_tiny_llama(tmp_path / "opener.gguf", chat_template=OPENS_THINKING))
+    base = {"model": model, "messages": [{"role": "user", "content": "ok?"}], "temperature": 0, "max_tokens": 8}
+    with shared_daemon.connect() as conn:
+        assert "result" in conn.call("models.load", {"model": model, "backend": backend})
+        plain = conn.call("chat", base)["result"]
+        rid = conn.send("chat", {**base, "stream": True})
+        notes, final = conn.until_response(rid)
+        shaped = conn.call("chat", {**base, "format": {"type": "json_schema", "schema": {"enum": ["yes", "no"]}}})["result"]
+        conn.call("models.unload", {"model": model})
+    message = plain["message"]
+    assert message.get("reasoning") and message["content"] == "", plain
+    assert final["result"]["message"] == message
+    assert {n["params"].get("kind") for n in notes} == {"reasoning"}
+    assert "".join(n["params"]["delta"] for n in notes) == message["reasoning"]
+    assert shaped["message"]["content"] == "" and shaped["message"]["reasoning"].strip() not in ('"yes"', '"no"'), shaped
+
+
+def test_the_splitter_started_inside_the_reasoning() -> None:
+    from impetusd.dispatch.answer import ThinkSplitter
+
+    split = ThinkSplitter(opened=True)
+    pieces = [p for text in ("I plan", " a bit</th", "ink>\n\n", "The answer") for p in split.feed(text)] + split.flush()
+    assert pieces == [("reasoning", "I plan"), ("reasoning", " a bit"), ("content", "The answer")]
+    assert ThinkSplitter().feed("no reasoning </think> here") == [("content", "no reasoning </think> here")]
+
+
 def test_complete_with_a_format(engine: tuple[DaemonProcess, str]) -> None:
     d, _ = engine
     with d.connect() as conn:

@@ -44,8 +44,9 @@ class ThinkSplitter:
     """Routes an answer's text: a leading ``<think>…</think>`` block is reasoning,
     the rest content. Holds back only what might be the start of a marker."""
 
-    def __init__(self) -> None:
-        self.state: Literal["start", "reasoning", "after", "content"] = "start"
+    def __init__(self, opened: bool = False) -> None:
+        # opened: the prompt ended with ``<think>``, so the answer starts inside the reasoning
+        self.state: Literal["start", "reasoning", "after", "content"] = "reasoning" if opened else "start"
         self.buf = ""
 
     def feed(self, text: str) -> list[tuple[Kind, str]]:
@@ -165,13 +166,16 @@ def _tools_in_play(params: ChatParams | CompleteParams) -> list[Tool]:
 class ChoiceRun:
     """Runs one choice through its phases, sending typed deltas as text arrives."""
 
-    def __init__(self, params: ChatParams | CompleteParams, request: GenerateRequest, run: Run, send: Send) -> None:
+    def __init__(self, params: ChatParams | CompleteParams, request: GenerateRequest, run: Run, send: Send, opened: bool = False) -> None:
+        """``opened``: the rendered prompt ends inside ``<think>`` (the model's template
+        opens the reasoning itself; docs/structured.md, Reasoning)."""
         self.params = params
         self.request = request
         self.run_phase = run
         self.send = send
         self.out = Answer()
-        self.split = ThinkSplitter() if isinstance(params, ChatParams) else None
+        self.opened = opened and isinstance(params, ChatParams)
+        self.split = ThinkSplitter(self.opened) if isinstance(params, ChatParams) else None
         self.pending: list[TokenLogprob] = []  # logprobs of text held back (a possible marker)
 
     async def _content(self, text: str, logprobs: Logprobs = None) -> None:
@@ -223,17 +227,18 @@ class ChoiceRun:
             allowed = tools if choice == "required" else [t for t in tools if t.function.name == choice]
             await self._forced(req, allowed)
             return self.out
-        if req.format is not None and isinstance(params, ChatParams) and params.think:
+        if req.format is not None and isinstance(params, ChatParams) and (params.think or self.opened):
             # the reasoning stays free: think first, then the constrained answer after it
-            free = msgspec.structs.replace(req, format=None, prefix=req.prefix + THINK_OPEN, stop=[THINK_CLOSE])
-            await self._content(THINK_OPEN)
+            opener = "" if self.opened else THINK_OPEN  # a template that opened it has written the opener already
+            free = msgspec.structs.replace(req, format=None, prefix=req.prefix + opener, stop=[THINK_CLOSE])
+            await self._content(opener)
             res = await self._phase(free, self._content)
             if res.stop_sequence != THINK_CLOSE:  # the budget ran out, or the model ended, inside its reasoning
                 await self._flush()
                 return self.out
             self.out.stop_sequence = None
             await self._content(THINK_CLOSE)
-            req = msgspec.structs.replace(req, prefix=req.prefix + THINK_OPEN + res.text + THINK_CLOSE + "\n", max_tokens=max(1, self._left()))
+            req = msgspec.structs.replace(req, prefix=req.prefix + opener + res.text + THINK_CLOSE + "\n", max_tokens=max(1, self._left()))
         if tools:
             await self._auto(req, tools)
             return self.out

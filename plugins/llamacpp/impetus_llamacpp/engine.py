@@ -43,6 +43,7 @@ from impetusd.plugin_api import (
     Tuning,
     UnsupportedFormat,
     UnsupportedParameter,
+    reasoning_opened,
 )
 
 from . import binary, gpu, rpc
@@ -165,6 +166,7 @@ class LlamaServerEngine:
         self.n_ctx = n_ctx
         self.n_vocab = n_vocab
         self.prompter = prompter
+        self.opened = reasoning_opened(lambda m, extra: prompter.render(m, **extra), prompter.source) if prompter.template is not None else []
         self.load_ms = 0.0
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
@@ -262,7 +264,7 @@ class LlamaServerEngine:
         if self.disk is not None:
             with self.disk_lock:
                 details["prompt_cache_disk"] = self.disk.stats()
-        return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details)
+        return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details, reasoning_opened=self.opened)
 
     def close(self) -> None:
         self.server.close()
