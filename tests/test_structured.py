@@ -144,7 +144,7 @@ def test_parallel_calls_when_required(engine: tuple[DaemonProcess, str]) -> None
         "tool_choice": "required",
     }
     with d.connect() as conn:
-        rid = conn.send("chat", {**params, "stream": True})
+        rid = conn.send("chat", {**params, "stream": True, "logprobs": True})
         notes, final = conn.until_response(rid)
         single = conn.call("chat", {**params, "parallel_tool_calls": False})["result"]
     result = final["result"]
@@ -162,6 +162,9 @@ def test_parallel_calls_when_required(engine: tuple[DaemonProcess, str]) -> None
         assert all("id" not in x and "name" not in x for x in mine[1:])
         assert "".join(x.get("arguments", "") for x in mine) == call["arguments"]
     assert deltas == sorted(deltas, key=lambda x: x["index"])  # one call after the other
+    # every generated token's logprob streams once, the markers' between calls too
+    assert [t for n in notes for t in n["params"].get("logprobs", [])] == result["logprobs"]
+    assert result["logprobs"] and all(t["logprob"] <= 0 for t in result["logprobs"])
     assert single["finish_reason"] == "tool_calls" and len(single["message"]["tool_calls"]) == 1, single
     assert single["message"]["tool_calls"][0]["arguments"] == calls[0]["arguments"]
 

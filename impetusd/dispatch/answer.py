@@ -288,6 +288,7 @@ class ChoiceRun:
                 break
             prefix = after
         self._calls_finished()
+        await self._flush()  # logprobs of a call that did not parse
 
     def _calls_finished(self) -> None:
         """An answer whose calls all parsed and whose last phase ended normally says
