@@ -318,6 +318,7 @@ def test_a_thinking_template_keeps_reasoning_free_and_out_of_content(shared_daem
 
 
 OPENS_THINKING = (  # DeepSeek-R1 / Qwen3-thinking style: the generation prompt opens the reasoning
+    "{# takes tools and tool_call messages, lists none: the tiny model's context is short #}"
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
 )
@@ -327,7 +328,7 @@ OPENS_THINKING = (  # DeepSeek-R1 / Qwen3-thinking style: the generation prompt 
 def test_a_template_that_opens_the_reasoning_starts_the_answer_in_it(shared_daemon: DaemonProcess, tmp_path: Path, backend: str) -> None:
     """The template ends its prompt with ``<think>\n``: what the model writes (a tiny
     random model: never ``</think>`` here) is reasoning, not content, plain and streamed;
-    with a format, the reasoning stays free of it."""
+    with a format or a forced call, the reasoning stays free of it."""
     from gguf_factory import write_tiny_llama
 
     model = str(write_tiny_llama(tmp_path / "opener.gguf", chat_template=OPENS_THINKING))
@@ -338,6 +339,9 @@ def test_a_template_that_opens_the_reasoning_starts_the_answer_in_it(shared_daem
         rid = conn.send("chat", {**base, "stream": True})
         notes, final = conn.until_response(rid)
         shaped = conn.call("chat", {**base, "format": {"type": "json_schema", "schema": {"enum": ["yes", "no"]}}})["result"]
+        forced = conn.call("chat", {**base, "tools": [WEATHER], "tool_choice": "required"})
+        assert "result" in forced, forced
+        forced = forced["result"]
         conn.call("models.unload", {"model": model})
     message = plain["message"]
     assert message.get("reasoning") and message["content"] == "", plain
@@ -345,6 +349,8 @@ def test_a_template_that_opens_the_reasoning_starts_the_answer_in_it(shared_daem
     assert {n["params"].get("kind") for n in notes} == {"reasoning"}
     assert "".join(n["params"]["delta"] for n in notes) == message["reasoning"]
     assert shaped["message"]["content"] == "" and shaped["message"]["reasoning"].strip() not in ('"yes"', '"no"'), shaped
+    # a forced call comes after the reasoning, never inside it: here the budget ends first
+    assert forced["finish_reason"] == "length" and forced["message"]["reasoning"] and "tool_calls" not in forced["message"], forced
 
 
 def test_the_splitter_started_inside_the_reasoning() -> None:

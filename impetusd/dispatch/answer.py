@@ -223,12 +223,9 @@ class ChoiceRun:
         choice = (params.tool_choice if isinstance(params, ChatParams) else None) or "auto"
         if tools:
             req = msgspec.structs.replace(req, tools=tools)
-        if tools and choice != "auto":
-            allowed = tools if choice == "required" else [t for t in tools if t.function.name == choice]
-            await self._forced(req, allowed)
-            return self.out
-        if req.format is not None and isinstance(params, ChatParams) and (params.think or self.opened):
-            # the reasoning stays free: think first, then the constrained answer after it
+        forced = bool(tools) and choice != "auto"
+        if (req.format is not None or forced) and isinstance(params, ChatParams) and (params.think or self.opened):
+            # the reasoning stays free: think first, then the constrained answer (or call) after it
             opener = "" if self.opened else THINK_OPEN  # a template that opened it has written the opener already
             free = msgspec.structs.replace(req, format=None, prefix=req.prefix + opener, stop=[THINK_CLOSE])
             await self._content(opener)
@@ -239,6 +236,10 @@ class ChoiceRun:
             self.out.stop_sequence = None
             await self._content(THINK_CLOSE)
             req = msgspec.structs.replace(req, prefix=req.prefix + opener + res.text + THINK_CLOSE + "\n", max_tokens=max(1, self._left()))
+        if forced:
+            allowed = tools if choice == "required" else [t for t in tools if t.function.name == choice]
+            await self._forced(req, allowed)
+            return self.out
         if tools:
             await self._auto(req, tools)
             return self.out
