@@ -13,7 +13,7 @@ from __future__ import annotations
 from impetusd.config import Config
 from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
 from impetusd.observe.events import Event
-from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER, template_inputs
+from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER, reasoning_opened, template_inputs
 from impetusd.plugin.engine import (
     BackendSpec,
     BatchEngine,
@@ -137,6 +137,7 @@ __all__ = [
     "GrammarFormat",
     "grammar_for",
     "format_dict",
+    "reasoning_opened",
     "template_inputs",
     "TOOL_OPEN",
     "TOOL_OPENER",

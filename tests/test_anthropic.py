@@ -136,3 +136,24 @@ def test_tool_use_plain_streamed_and_round_trip(client: anthropic.Anthropic) -> 
     ]
     answer = client.messages.create(model=MODEL, max_tokens=10, messages=history, tools=[WEATHER], tool_choice={"type": "none"}, extra_body={"temperature": 0})  # type: ignore[arg-type]
     assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[0].type == "text" and answer.content[0].text
+
+
+def test_several_tool_use_blocks_plain_and_streamed(client: anthropic.Anthropic) -> None:
+    """``any`` with parallel use: one tool_use block per call, each streamed as its own
+    content block (start with id and name, then its input_json_delta pieces)."""
+    two = [{"role": "user", "content": "What is the weather in Paris and in Rome?"}]
+    kwargs: dict = dict(model=MODEL, max_tokens=60, messages=two, tools=[WEATHER], tool_choice={"type": "any"}, extra_body={"temperature": 0})
+    reply = client.messages.create(**kwargs)
+    uses = [b for b in reply.content if b.type == "tool_use"]
+    assert len(uses) >= 2 and [u.input["city"] for u in uses[:2]] == ["Paris", "Rome"], reply
+    with client.messages.stream(**kwargs) as stream:
+        events = list(stream)
+    starts = [e for e in events if e.type == "content_block_start" and e.content_block.type == "tool_use"]
+    assert [s.content_block.id for s in starts] and len(starts) == len(uses)
+    for start, use in zip(starts, uses, strict=True):
+        assert start.content_block.name == "get_weather"
+        partial = "".join(e.delta.partial_json for e in events if e.type == "content_block_delta" and e.index == start.index and e.delta.type == "input_json_delta")
+        assert json.loads(partial) == use.input
+    assert len({s.index for s in starts}) == len(starts)
+    single = client.messages.create(**{**kwargs, "tool_choice": {"type": "any", "disable_parallel_tool_use": True}})
+    assert single.stop_reason == "tool_use" and len([b for b in single.content if b.type == "tool_use"]) == 1

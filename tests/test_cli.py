@@ -166,7 +166,7 @@ def test_run_format_schema_file_and_json(cli: CLI, mlx: tuple[str, ...]) -> None
 def test_run_tools_prints_the_call(cli: CLI, mlx: tuple[str, ...]) -> None:
     tools = cli.root / "tools.json"
     tools.write_text(json.dumps([WEATHER]))
-    args = ("run", "smollm2-135m", "What is the weather in Paris?", "--tools", str(tools), "--tool-choice", "required", "--max-tokens", "30", "--temperature", "0", *mlx)
+    args = ("run", "smollm2-135m", "What is the weather in Paris?", "--tools", str(tools), "--tool-choice", "get_weather", "--max-tokens", "30", "--temperature", "0", *mlx)
     done = cli("--json", *args)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

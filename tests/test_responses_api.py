@@ -78,7 +78,7 @@ WEATHER = {
 
 def test_function_call_plain_and_streamed_then_round_trip(client: openai.OpenAI) -> None:
     ask = "What is the weather in Paris?"
-    kwargs: dict = dict(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required", max_output_tokens=30, temperature=0)
+    kwargs: dict = dict(model=MODEL, input=ask, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, max_output_tokens=30, temperature=0)
     reply = client.responses.create(**kwargs)
     calls = [o for o in reply.output if o.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id.startswith("call_")
@@ -117,3 +117,20 @@ def test_text_format_json_schema(client: openai.OpenAI) -> None:
     assert reply.status == "completed" and reply.text.format.type == "json_schema"
     value = json.loads(reply.output_text)
     assert set(value) == {"city", "big"} and isinstance(value["big"], bool) and len(value["city"]) <= 10
+
+
+def test_parallel_function_calls_are_items_of_their_own(client: openai.OpenAI) -> None:
+    """Several calls: one function_call item each, plain and streamed (each item
+    added with its call id and name, then its own argument deltas)."""
+    kwargs: dict = dict(model=MODEL, input="What is the weather in Paris and in Rome?", tools=[WEATHER], tool_choice="required", max_output_tokens=60, temperature=0)
+    reply = client.responses.create(**kwargs)
+    calls = [o for o in reply.output if o.type == "function_call"]
+    assert len(calls) >= 2 and [json.loads(c.arguments)["city"] for c in calls[:2]] == ["Paris", "Rome"], reply.output
+    with client.responses.stream(**kwargs) as stream:
+        events = list(stream)
+    added = [e for e in events if e.type == "response.output_item.added" and e.item.type == "function_call"]
+    assert len(added) == len(calls) and len({e.output_index for e in added}) == len(added)
+    for event, call in zip(added, calls, strict=True):
+        assert event.item.name == "get_weather" and event.item.call_id.startswith("call_")
+        deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta" and e.output_index == event.output_index)
+        assert deltas == call.arguments

@@ -74,7 +74,9 @@ def test_json_object_gives_an_object(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_time"}}])
 def test_required_and_named_choices_give_valid_calls(client: openai.OpenAI, choice: Any) -> None:
-    done = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER, TIME], tool_choice=choice, max_tokens=40, temperature=0)  # type: ignore[list-item,arg-type]
+    done = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[WEATHER, TIME], tool_choice=choice, parallel_tool_calls=False, max_tokens=40, temperature=0  # type: ignore[list-item,arg-type]
+    )
     c = done.choices[0]
     assert c.finish_reason == "tool_calls" and c.message.tool_calls and c.message.content is None
     call = c.message.tool_calls[0]
@@ -88,7 +90,7 @@ def test_required_and_named_choices_give_valid_calls(client: openai.OpenAI, choi
 
 
 def test_streamed_call_assembles_to_the_plain_one(client: openai.OpenAI) -> None:
-    kwargs: dict[str, Any] = dict(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=40, temperature=0)
+    kwargs: dict[str, Any] = dict(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, max_tokens=40, temperature=0)
     plain = client.chat.completions.create(**kwargs).choices[0].message.tool_calls
     assert plain
     pieces = [c for c in client.chat.completions.create(**kwargs, stream=True) if c.choices]
@@ -100,8 +102,30 @@ def test_streamed_call_assembles_to_the_plain_one(client: openai.OpenAI) -> None
     assert pieces[-1].choices[0].finish_reason == "tool_calls"
 
 
+def test_parallel_calls_plain_and_streamed(client: openai.OpenAI) -> None:
+    """Several calls in one answer: one tool_calls entry each, and streamed under
+    their own index, each call's first delta with id, type and name before its arguments."""
+    two = [{"role": "user", "content": "What is the weather in Paris and in Rome?"}]
+    kwargs: dict[str, Any] = dict(model=MODEL, messages=two, tools=[WEATHER], tool_choice="required", max_tokens=60, temperature=0)
+    plain = client.chat.completions.create(**kwargs).choices[0]
+    calls = plain.message.tool_calls or []
+    assert len(calls) >= 2 and [json.loads(c.function.arguments)["city"] for c in calls[:2]] == ["Paris", "Rome"], plain
+    assert len({c.id for c in calls}) == len(calls) and all(c.function.name == "get_weather" for c in calls)
+    pieces = [c for c in client.chat.completions.create(**kwargs, stream=True) if c.choices]
+    deltas = [d for p in pieces for d in p.choices[0].delta.tool_calls or []]
+    assert sorted({d.index for d in deltas}) == list(range(len(calls)))
+    for i, call in enumerate(calls):
+        mine = [d for d in deltas if d.index == i]
+        assert mine[0].id and mine[0].type == "function" and mine[0].function.name == call.function.name and mine[0].function.arguments == ""
+        assert all(d.id is None and d.function.name is None for d in mine[1:])
+        assert "".join(d.function.arguments or "" for d in mine) == call.function.arguments
+    assert pieces[-1].choices[0].finish_reason == plain.finish_reason
+    one = client.chat.completions.create(**kwargs, parallel_tool_calls=False).choices[0]
+    assert one.finish_reason == "tool_calls" and len(one.message.tool_calls or []) == 1
+
+
 def test_a_full_tool_round_trip(client: openai.OpenAI) -> None:
-    first = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=40, temperature=0)
+    first = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, max_tokens=40, temperature=0)
     asked = first.choices[0].message
     assert asked.tool_calls
     call = asked.tool_calls[0]

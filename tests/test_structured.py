@@ -90,7 +90,7 @@ def test_regex_and_lark_on_mlx_gbnf_on_both(engine: tuple[DaemonProcess, str]) -
 @pytest.mark.parametrize("choice", ["required", "get_weather"])
 def test_forced_tool_calls_are_valid(engine: tuple[DaemonProcess, str], choice: str) -> None:
     d, _ = engine
-    result = chat(d, messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=[WEATHER, TIME], tool_choice=choice)
+    result = chat(d, messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=[WEATHER, TIME], tool_choice=choice, parallel_tool_calls=False)
     assert result["finish_reason"] == "tool_calls", result
     (call,) = result["message"]["tool_calls"]
     assert call["id"].startswith("call_")
@@ -109,6 +109,7 @@ def test_streamed_tool_call_deltas_assemble_to_the_call(engine: tuple[DaemonProc
         "temperature": 0,
         "tools": [WEATHER],
         "tool_choice": "required",
+        "parallel_tool_calls": False,
     }
     with d.connect() as conn:
         rid = conn.send("chat", {**params, "stream": True})
@@ -123,9 +124,73 @@ def test_streamed_tool_call_deltas_assemble_to_the_call(engine: tuple[DaemonProc
     assert deltas[0]["id"] == call["id"]
 
 
+def _assert_calls_valid(message: dict[str, Any]) -> None:
+    for call in message["tool_calls"]:
+        assert call["name"] == "get_weather" and call["id"].startswith("call_")
+        jsonschema.validate(json.loads(call["arguments"]), WEATHER["function"]["parameters"])
+
+
+def test_parallel_calls_when_required(engine: tuple[DaemonProcess, str]) -> None:
+    """Asked about two cities, the model calls the tool more than once; each call is
+    its own entry, streamed under its own index (id and name first, then its
+    arguments); with parallel_tool_calls false there is exactly one."""
+    d, _ = engine
+    params = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "What is the weather in Paris and in Rome?"}],
+        "max_tokens": 60,
+        "temperature": 0,
+        "tools": [WEATHER],
+        "tool_choice": "required",
+    }
+    with d.connect() as conn:
+        rid = conn.send("chat", {**params, "stream": True, "logprobs": True})
+        notes, final = conn.until_response(rid)
+        single = conn.call("chat", {**params, "parallel_tool_calls": False})["result"]
+    result = final["result"]
+    calls = result["message"]["tool_calls"]
+    assert len(calls) >= 2, result
+    _assert_calls_valid(result["message"])
+    assert [json.loads(c["arguments"])["city"] for c in calls[:2]] == ["Paris", "Rome"]
+    if result["finish_reason"] != "tool_calls":  # a later call cut by max_tokens: text, with why
+        assert result["finish_reason"] == "length" and result["warning"] and result["message"]["content"].startswith("<tool_call>")
+    deltas = [n["params"]["tool_call"] for n in notes if n["params"].get("kind") == "tool_call"]
+    assert sorted({x["index"] for x in deltas}) == list(range(len(calls)))
+    for i, call in enumerate(calls):
+        mine = [x for x in deltas if x["index"] == i]
+        assert mine[0]["id"] == call["id"] and mine[0]["name"] == call["name"] and not mine[0].get("arguments"), mine
+        assert all("id" not in x and "name" not in x for x in mine[1:])
+        assert "".join(x.get("arguments", "") for x in mine) == call["arguments"]
+    assert deltas == sorted(deltas, key=lambda x: x["index"])  # one call after the other
+    # every generated token's logprob streams once, the markers' between calls too
+    assert [t for n in notes for t in n["params"].get("logprobs", [])] == result["logprobs"]
+    assert result["logprobs"] and all(t["logprob"] <= 0 for t in result["logprobs"])
+    assert single["finish_reason"] == "tool_calls" and len(single["message"]["tool_calls"]) == 1, single
+    assert single["message"]["tool_calls"][0]["arguments"] == calls[0]["arguments"]
+
+
+def test_parallel_calls_when_auto(engine: tuple[DaemonProcess, str]) -> None:
+    """auto: after a call the model writes on freely; every call it opens is held to
+    the schema. An example exchange in the history makes this model open one."""
+    d, _ = engine
+    example = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    messages = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": example},
+        {"role": "user", "content": "Weather in Paris and in Rome?"},
+    ]
+    result = chat(d, messages=messages, tools=[WEATHER], tool_choice="auto", max_tokens=50)
+    assert result["message"].get("tool_calls"), result
+    _assert_calls_valid(result["message"])
+    assert "<tool_call>" not in result["message"]["content"] or result.get("warning")
+    single = chat(d, messages=messages, tools=[WEATHER], tool_choice="auto", max_tokens=50, parallel_tool_calls=False)
+    assert len(single["message"]["tool_calls"]) == 1 and single["finish_reason"] == "tool_calls", single
+    assert single["message"]["content"] == "" and single["usage"]["completion_tokens"] < result["usage"]["completion_tokens"]
+
+
 def test_tool_round_trip(engine: tuple[DaemonProcess, str]) -> None:
     d, _ = engine
-    first = chat(d, messages=[{"role": "user", "content": "Weather in Oslo?"}], tools=[WEATHER], tool_choice="required")
+    first = chat(d, messages=[{"role": "user", "content": "Weather in Oslo?"}], tools=[WEATHER], tool_choice="required", parallel_tool_calls=False)
     call = first["message"]["tool_calls"][0]
     history = [
         {"role": "user", "content": "Weather in Oslo?"},
@@ -250,6 +315,51 @@ def test_a_thinking_template_keeps_reasoning_free_and_out_of_content(shared_daem
     assert {n["params"].get("kind") for n in notes} == {"reasoning"}
     answer = off["result"]
     assert answer["message"]["content"] in ('"yes"', '"no"') and "reasoning" not in answer["message"], answer
+
+
+OPENS_THINKING = (  # DeepSeek-R1 / Qwen3-thinking style: the generation prompt opens the reasoning
+    "{# takes tools and tool_call messages, lists none: the tiny model's context is short #}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("backend", ["mlx", "llamacpp"])
+def test_a_template_that_opens_the_reasoning_starts_the_answer_in_it(shared_daemon: DaemonProcess, tmp_path: Path, backend: str) -> None:
+    """The template ends its prompt with ``<think>\n``: what the model writes (a tiny
+    random model: never ``</think>`` here) is reasoning, not content, plain and streamed;
+    with a format or a forced call, the reasoning stays free of it."""
+    from gguf_factory import write_tiny_llama
+
+    model = str(write_tiny_llama(tmp_path / "opener.gguf", chat_template=OPENS_THINKING))
+    base = {"model": model, "messages": [{"role": "user", "content": "ok?"}], "temperature": 0, "max_tokens": 8}
+    with shared_daemon.connect() as conn:
+        assert "result" in conn.call("models.load", {"model": model, "backend": backend})
+        plain = conn.call("chat", base)["result"]
+        rid = conn.send("chat", {**base, "stream": True})
+        notes, final = conn.until_response(rid)
+        shaped = conn.call("chat", {**base, "format": {"type": "json_schema", "schema": {"enum": ["yes", "no"]}}})["result"]
+        forced = conn.call("chat", {**base, "tools": [WEATHER], "tool_choice": "required"})
+        assert "result" in forced, forced
+        forced = forced["result"]
+        conn.call("models.unload", {"model": model})
+    message = plain["message"]
+    assert message.get("reasoning") and message["content"] == "", plain
+    assert final["result"]["message"] == message
+    assert {n["params"].get("kind") for n in notes} == {"reasoning"}
+    assert "".join(n["params"]["delta"] for n in notes) == message["reasoning"]
+    assert shaped["message"]["content"] == "" and shaped["message"]["reasoning"].strip() not in ('"yes"', '"no"'), shaped
+    # a forced call comes after the reasoning, never inside it: here the budget ends first
+    assert forced["finish_reason"] == "length" and forced["message"]["reasoning"] and "tool_calls" not in forced["message"], forced
+
+
+def test_the_splitter_started_inside_the_reasoning() -> None:
+    from impetusd.dispatch.answer import ThinkSplitter
+
+    split = ThinkSplitter(opened=True)
+    pieces = [p for text in ("I plan", " a bit</th", "ink>\n\n", "The answer") for p in split.feed(text)] + split.flush()
+    assert pieces == [("reasoning", "I plan"), ("reasoning", " a bit"), ("content", "The answer")]
+    assert ThinkSplitter().feed("no reasoning </think> here") == [("content", "no reasoning </think> here")]
 
 
 def test_complete_with_a_format(engine: tuple[DaemonProcess, str]) -> None:

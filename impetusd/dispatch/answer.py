@@ -13,10 +13,10 @@ from typing import Literal
 
 import msgspec
 
-from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER
+from impetusd.plugin.chat import TOOL_CLOSE, TOOL_OPEN, TOOL_OPENER
 from impetusd.plugin.engine import EngineResult, GenerateRequest
 from impetusd.plugin.structured import tool_call_schema
-from impetusd.protocol.api import ChatParams, CompleteParams, FinishReason, JsonSchemaFormat, TokenLogprob, Tool, ToolCall, ToolCallDelta
+from impetusd.protocol.api import ChatParams, CompleteParams, FinishReason, GrammarFormat, JsonSchemaFormat, TokenLogprob, Tool, ToolCall, ToolCallDelta
 from impetusd.workers.messages import GenerateDone
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -26,6 +26,9 @@ Send = Callable[[Kind, str, ToolCallDelta | None, Logprobs], Awaitable[None]]
 OnText = Callable[[str, Logprobs], Awaitable[None]]
 Run = Callable[[GenerateRequest, OnText], Awaitable[GenerateDone]]
 
+MAX_CALLS = 8  # parallel tool calls: at most this many in one answer
+# After a call (required or named, parallel): another call's opener, or the end.
+ANOTHER_CALL = GrammarFormat(syntax="gbnf", grammar=f'root ::= "{TOOL_OPEN}"?')
 _CALL_HEAD = re.compile(r'\s*\{"name": "((?:[^"\\]|\\.)*)", "arguments": ')
 
 
@@ -41,8 +44,9 @@ class ThinkSplitter:
     """Routes an answer's text: a leading ``<think>…</think>`` block is reasoning,
     the rest content. Holds back only what might be the start of a marker."""
 
-    def __init__(self) -> None:
-        self.state: Literal["start", "reasoning", "after", "content"] = "start"
+    def __init__(self, opened: bool = False) -> None:
+        # opened: the prompt ended with ``<think>``, so the answer starts inside the reasoning
+        self.state: Literal["start", "reasoning", "after", "content"] = "reasoning" if opened else "start"
         self.buf = ""
 
     def feed(self, text: str) -> list[tuple[Kind, str]]:
@@ -162,13 +166,16 @@ def _tools_in_play(params: ChatParams | CompleteParams) -> list[Tool]:
 class ChoiceRun:
     """Runs one choice through its phases, sending typed deltas as text arrives."""
 
-    def __init__(self, params: ChatParams | CompleteParams, request: GenerateRequest, run: Run, send: Send) -> None:
+    def __init__(self, params: ChatParams | CompleteParams, request: GenerateRequest, run: Run, send: Send, opened: bool = False) -> None:
+        """``opened``: the rendered prompt ends inside ``<think>`` (the model's template
+        opens the reasoning itself; docs/structured.md, Reasoning)."""
         self.params = params
         self.request = request
         self.run_phase = run
         self.send = send
         self.out = Answer()
-        self.split = ThinkSplitter() if isinstance(params, ChatParams) else None
+        self.opened = opened and isinstance(params, ChatParams)
+        self.split = ThinkSplitter(self.opened) if isinstance(params, ChatParams) else None
         self.pending: list[TokenLogprob] = []  # logprobs of text held back (a possible marker)
 
     async def _content(self, text: str, logprobs: Logprobs = None) -> None:
@@ -205,9 +212,10 @@ class ChoiceRun:
         self.out.finish, self.out.stop_sequence = res.finish_reason, res.stop_sequence
         return res
 
-    def _left(self, request: GenerateRequest) -> int:
+    def _left(self) -> int:
+        """Tokens of ``max_tokens`` not yet spent by earlier phases (0 when none)."""
         used = sum(r.completion_tokens for r in self.out.results)
-        return max(1, request.max_tokens - used)
+        return max(0, self.request.max_tokens - used)
 
     async def run(self) -> Answer:
         params, req = self.params, self.request
@@ -215,44 +223,101 @@ class ChoiceRun:
         choice = (params.tool_choice if isinstance(params, ChatParams) else None) or "auto"
         if tools:
             req = msgspec.structs.replace(req, tools=tools)
-        if tools and choice != "auto":
-            allowed = tools if choice == "required" else [t for t in tools if t.function.name == choice]
-            await self._call(req, allowed, req.prefix + TOOL_OPENER, "")
-            return self.out
-        if req.format is not None and isinstance(params, ChatParams) and params.think:
-            # the reasoning stays free: think first, then the constrained answer after it
-            free = msgspec.structs.replace(req, format=None, prefix=req.prefix + THINK_OPEN, stop=[THINK_CLOSE])
-            await self._content(THINK_OPEN)
+        forced = bool(tools) and choice != "auto"
+        if (req.format is not None or forced) and isinstance(params, ChatParams) and (params.think or self.opened):
+            # the reasoning stays free: think first, then the constrained answer (or call) after it
+            opener = "" if self.opened else THINK_OPEN  # a template that opened it has written the opener already
+            free = msgspec.structs.replace(req, format=None, prefix=req.prefix + opener, stop=[THINK_CLOSE])
+            await self._content(opener)
             res = await self._phase(free, self._content)
             if res.stop_sequence != THINK_CLOSE:  # the budget ran out, or the model ended, inside its reasoning
                 await self._flush()
                 return self.out
             self.out.stop_sequence = None
             await self._content(THINK_CLOSE)
-            req = msgspec.structs.replace(req, prefix=req.prefix + THINK_OPEN + res.text + THINK_CLOSE + "\n", max_tokens=self._left(req))
-        if tools:  # auto: free text until the model opens a call, then the call constrained
-            res = await self._phase(msgspec.structs.replace(req, stop=[*req.stop, TOOL_OPEN]), self._content)
-            await self._flush()
-            if res.finish_reason == "stop" and res.stop_sequence == TOOL_OPEN:
-                self.out.stop_sequence = None
-                prefix = req.prefix + res.text + TOOL_OPENER
-                await self._call(msgspec.structs.replace(req, max_tokens=self._left(req)), tools, prefix, self.out.content)
+            req = msgspec.structs.replace(req, prefix=req.prefix + opener + res.text + THINK_CLOSE + "\n", max_tokens=max(1, self._left()))
+        if forced:
+            allowed = tools if choice == "required" else [t for t in tools if t.function.name == choice]
+            await self._forced(req, allowed)
+            return self.out
+        if tools:
+            await self._auto(req, tools)
             return self.out
         await self._phase(req, self._content)
         await self._flush()
         return self.out
 
-    async def _call(self, req: GenerateRequest, allowed: list[Tool], prefix: str, before: str) -> None:
+    def _parallel(self) -> bool:
+        """Whether another call may follow the last one: ``parallel_tool_calls`` with
+        ``auto`` or ``required`` (a named function is called once), fewer than
+        ``MAX_CALLS`` so far, and tokens left."""
+        params = self.params
+        more = isinstance(params, ChatParams) and params.parallel_tool_calls and params.tool_choice in (None, "auto", "required")
+        return more and len(self.out.tool_calls) < MAX_CALLS and self._left() > 0
+
+    async def _forced(self, req: GenerateRequest, allowed: list[Tool]) -> None:
+        """``required`` or a named function: a call at once; with parallel calls, after
+        each one a phase held to ``<tool_call>`` or nothing decides whether another follows."""
+        prefix: str | None = req.prefix + TOOL_OPENER
+        while prefix is not None:
+            prefix = await self._call(req, allowed, prefix)
+            if prefix is None or not self._parallel():
+                break
+            more = msgspec.structs.replace(req, prefix=prefix, format=ANOTHER_CALL, stop=[], max_tokens=self._left())
+            res = await self._phase(more, self._held)
+            prefix = prefix + TOOL_OPENER if res.finish_reason == "stop" and res.text == TOOL_OPEN else None
+            if prefix is not None and self._left() == 0:  # another call began where the budget ended
+                self.out.finish, prefix = "length", None
+                self.out.content += res.text  # what the model wrote comes back, as a cut call does
+                self.out.warning = "max_tokens ran out as another tool call began; it is returned as text in content"
+        self._calls_finished()
+        await self._flush()
+
+    async def _auto(self, req: GenerateRequest, tools: list[Tool]) -> None:
+        """``auto``: free text until the model opens a call, then the call constrained;
+        with parallel calls, free again after it (with the same stop), and so on."""
+        prefix = req.prefix
+        while True:
+            free = msgspec.structs.replace(req, prefix=prefix, stop=[*req.stop, TOOL_OPEN], max_tokens=max(1, self._left()))
+            res = await self._phase(free, self._content)
+            await self._flush()
+            if res.finish_reason != "stop" or res.stop_sequence != TOOL_OPEN:
+                break
+            self.out.stop_sequence = None
+            after = await self._call(req, tools, prefix + res.text + TOOL_OPENER)
+            if after is None or not self._parallel():
+                break
+            prefix = after
+        self._calls_finished()
+        await self._flush()  # logprobs of a call that did not parse
+
+    def _calls_finished(self) -> None:
+        """An answer whose calls all parsed and whose last phase ended normally says
+        ``tool_calls``; one cut by ``max_tokens`` or cancelled says so instead."""
+        if self.out.tool_calls and self.out.finish == "stop" and self.out.warning is None:
+            self.out.finish = "tool_calls"
+            self.out.stop_sequence = None
+
+    async def _held(self, text: str, logprobs: Logprobs = None) -> None:
+        """A phase whose text is Impetus's own marker: only its logprobs travel on."""
+        self.pending += logprobs or []
+
+    async def _call(self, req: GenerateRequest, allowed: list[Tool], prefix: str) -> str | None:
+        """One call constrained to ``allowed``'s schema after ``prefix`` (which ends with
+        the opener). The prefix after the closed call, or None when it did not parse."""
         schema = tool_call_schema([{"name": t.function.name, "parameters": t.function.parameters or None} for t in allowed])
-        call_req = msgspec.structs.replace(req, prefix=prefix, format=JsonSchemaFormat(schema=schema), stop=[])
+        call_req = msgspec.structs.replace(req, prefix=prefix, format=JsonSchemaFormat(schema=schema), stop=[], max_tokens=max(1, self._left()))
         streamer = CallStreamer(len(self.out.tool_calls), self.send)
+        streamer.pending, self.pending = self.pending, []
         res = await self._phase(call_req, streamer.feed)
         call = await streamer.finish() if res.finish_reason == "stop" else None
         if call is not None:
             self.out.tool_calls.append(call)
             self.out.finish = "tool_calls"
-            return
+            return f"{prefix}{streamer.text.strip()}\n{TOOL_CLOSE}\n"
         # never lost: what the model wrote comes back as text, with why
-        self.out.content = before + TOOL_OPENER + streamer.text
+        self.out.content += TOOL_OPENER + streamer.text
+        self.pending += streamer.pending
         why = {"length": "did not finish within max_tokens", "cancelled": "was cancelled"}.get(res.finish_reason, "did not parse")
         self.out.warning = f"the tool call {why}; it is returned as text in content"
+        return None

@@ -203,6 +203,8 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
         _check_capabilities(params, lease.resident.backend)
         request = build_request(params, services.config.default_max_tokens, services.config.default_temperature)
         ctx.cooperative = True  # $/cancel ends the generation with finish_reason "cancelled"
+        info = lease.resident.worker.info
+        opened = isinstance(params, ChatParams) and info is not None and params.think in info.reasoning_opened
         first_text: list[float] = []
         outcomes: list[Answer | None] = [None] * params.n
 
@@ -217,7 +219,7 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
                 return await lease.generate(req, on_text, ctx.cancel_requested)
 
             seeded = request if request.seed is None or index == 0 else msgspec.structs.replace(request, seed=request.seed + index)
-            outcomes[index] = await ChoiceRun(params, seeded, run, send).run()
+            outcomes[index] = await ChoiceRun(params, seeded, run, send, opened).run()
 
         sent = time.monotonic()
         if params.n == 1:

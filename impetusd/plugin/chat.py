@@ -5,6 +5,7 @@ for templates that cannot render tools (docs/structured.md)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from impetusd.plugin.engine import GenerateRequest
@@ -20,6 +21,27 @@ FALLBACK_HEADER = (
     '<tool_call>\n{"name": "<function name>", "arguments": {<arguments as JSON>}}\n</tool_call>\n'
     "The functions you may call:\n"
 )
+
+
+THINK_OPEN = "<think>"
+
+
+def reasoning_opened(render: Callable[[list[dict[str, Any]], dict[str, Any]], str], template: str | None) -> list[bool | None]:
+    """The values of ``think`` (None: the template's default) for which ``template``'s
+    generation prompt ends with ``<think>`` (Qwen3-thinking, DeepSeek-R1): the model's
+    answer then begins inside its reasoning and only ``</think>`` appears in it.
+    ``render(messages, extra)`` renders with the generation prompt; probed with one message."""
+    if not template or THINK_OPEN not in template:
+        return []
+    opened: list[bool | None] = []
+    for think in (None, True, False) if "enable_thinking" in template else (None,):
+        try:
+            text = render([{"role": "user", "content": "Hi"}], {} if think is None else {"enable_thinking": think})
+        except Exception:  # a template that refuses the probe: its answers are read as they come
+            continue
+        if text.rstrip().endswith(THINK_OPEN):
+            opened.append(think)
+    return opened
 
 
 def fallback_system(tools: list[Tool]) -> str:

@@ -179,6 +179,9 @@ class EngineInfo(msgspec.Struct, frozen=True):
     load_ms: float
     context_length: int | None = None
     details: dict[str, Any] = {}
+    # the values of ``think`` (None: the template's default) for which the chat template's
+    # generation prompt ends inside ``<think>``: the answer then starts in its reasoning
+    reasoning_opened: list[bool | None] = []
 
 
 class Engine(Protocol):

@@ -28,7 +28,8 @@ def format_key(fmt: Format) -> str:
     if isinstance(fmt, JsonObjectFormat):
         return json.dumps({"type": "json_object"})
     if isinstance(fmt, JsonSchemaFormat):
-        return json.dumps({"type": "json_schema", "schema": fmt.schema}, sort_keys=True)
+        # keys in the schema's own order: the engines write an object's properties in that order
+        return json.dumps({"type": "json_schema", "schema": fmt.schema})
     if isinstance(fmt, RegexFormat):
         return json.dumps({"type": "regex", "pattern": fmt.pattern})
     return json.dumps({"type": "grammar", "syntax": fmt.syntax, "grammar": fmt.grammar})

@@ -43,6 +43,7 @@ from impetusd.plugin_api import (
     Tuning,
     UnsupportedFormat,
     UnsupportedParameter,
+    reasoning_opened,
 )
 
 from . import binary, gpu, rpc
@@ -165,6 +166,7 @@ class LlamaServerEngine:
         self.n_ctx = n_ctx
         self.n_vocab = n_vocab
         self.prompter = prompter
+        self.opened = reasoning_opened(lambda m, extra: prompter.render(m, **extra), prompter.source) if prompter.template is not None else []
         self.load_ms = 0.0
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
@@ -262,7 +264,7 @@ class LlamaServerEngine:
         if self.disk is not None:
             with self.disk_lock:
                 details["prompt_cache_disk"] = self.disk.stats()
-        return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details)
+        return EngineInfo(backend="llamacpp", load_ms=self.load_ms, context_length=self.n_ctx, details=details, reasoning_opened=self.opened)
 
     def close(self) -> None:
         self.server.close()
@@ -487,8 +489,11 @@ class LlamaServerEngine:
     def _result(self, stream: Stream, final: dict[str, Any] | None) -> EngineResult:
         finish: FinishReason = "cancelled"
         timings: dict[str, Any] = {}
+        stop_sequence = None
         if final is not None and not (stream.cancelled and final.get("stop_type") == "none"):
             finish = "length" if final.get("stop_type") == "limit" else "stop"
+            if final.get("stop_type") == "word":  # one of the request's stop strings ended it
+                stop_sequence = final.get("stopping_word") or None
             timings = final.get("timings") or {}
             stream.tokens = int(final.get("tokens_predicted", stream.tokens))
         prefill = timings.get("prompt_per_second")
@@ -505,6 +510,7 @@ class LlamaServerEngine:
             draft_tokens=int(timings["draft_n"]) if "draft_n" in timings else None,
             draft_accepted=int(timings["draft_n_accepted"]) if "draft_n_accepted" in timings else None,
             logprobs=stream.logprobs if stream.req.top_logprobs is not None else None,
+            stop_sequence=stop_sequence,
         )
 
     # -- embeddings -------------------------------------------------------------------

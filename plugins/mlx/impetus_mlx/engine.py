@@ -31,6 +31,7 @@ from impetusd.plugin_api import (
     TokenLogprob,
     UnsupportedFormat,
     grammar_for,
+    reasoning_opened,
     template_inputs,
 )
 
@@ -73,6 +74,7 @@ class MLXEngine:
         self.batch = BatchScheduler(self, self.prefill_step)
         self.cache_variant = variant  # "f32" when the weights were widened; prompt caches are per variant
         self._lltok: Any = None
+        self.opened: list[bool | None] | None = None  # reasoning_opened(), probed on the first info()
 
     # --- continuous batching (BatchEngine) and tuning (TunableEngine) ------------
     def submit(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool], on_done: Callable[[EngineResult | Exception], None]) -> None:
@@ -122,11 +124,19 @@ class MLXEngine:
         for _ in stream_generate(self.model, self.tokenizer, ids, max_tokens=1, sampler=make_sampler(0.0)):
             pass
 
+    def _reasoning_opened(self) -> list[bool | None]:
+        if self.opened is None:
+            tok = self.tokenizer
+            template = tok.chat_template if isinstance(tok.chat_template, str) else None
+            self.opened = reasoning_opened(lambda m, extra: str(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False, **extra)), template)
+        return self.opened
+
     def info(self) -> EngineInfo:
         return EngineInfo(
             backend="mlx",
             load_ms=self.load_ms,
             context_length=self.context_length,
+            reasoning_opened=self._reasoning_opened(),
             details={
                 **self.details,
                 "device": str(mx.default_device()),
