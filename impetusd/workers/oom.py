@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from impetusd.observe.cgroup import memory_cgroup
-from impetusd.observe.rss import tree_rss
+from impetusd.observe.rss import ProcessTree
 
 LOW_AVAILABLE = 0.05  # fraction of RAM still available
 BIG_WORKER = 0.5  # fraction of RAM held by the worker
@@ -47,6 +47,7 @@ class MemoryWatch:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.tree = ProcessTree(pid)
         self.kills_at_start = oom_kill_count()
         self.available_fraction: float | None = None
         self.worker_fraction: float | None = None
@@ -56,7 +57,7 @@ class MemoryWatch:
             vm = psutil.virtual_memory()
         except psutil.Error:
             return
-        rss = tree_rss(self.pid)
+        rss = self.tree.rss()
         if rss is None:
             return
         self.available_fraction = vm.available / vm.total

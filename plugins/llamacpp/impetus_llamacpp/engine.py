@@ -1,9 +1,11 @@
 """The llama.cpp engine inside a worker: a llama-server child process (server.py) serves
 the GGUF model, and up to ``max_batch`` requests stream through its parallel slots at
-once, each on its own thread and HTTP stream (``BatchEngine``). The worker's main
-thread runs ``step``: it hands the streams' text and results to the worker, and closes
-the stream of a request that is cancelled or whose client went away (llama-server then
-stops that slot)."""
+once, each on its own thread and HTTP stream (``BatchEngine``). A stream's thread hands
+its text to the worker itself (the worker's sink is thread-safe), so a token costs no
+hand-over between threads, and closes its stream when the request is cancelled or its
+client went away (llama-server then stops that slot). The worker's main thread runs
+``step``: it starts requests on free slots, watches the ones still in prefill, and hands
+each request's end to the worker."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +161,29 @@ class Stream:
                     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """A request arrived: ``step`` stops waiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFree:
+    """The stream's request is over and its slot may take the next one."""
+
+    stream: Stream
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The stream's outcome, for the worker's ``on_done``."""
+
+    stream: Stream
+    outcome: EngineResult | Exception
+
+
+Event = Wake | SlotFree | Finished
+
+
 class LlamaServerEngine:
     def __init__(self, server: LlamaServer, found: binary.Binary, details: dict[str, Any], n_ctx: int, n_vocab: int, prompter: Prompter) -> None:
         self.server = server
@@ -171,8 +197,7 @@ class LlamaServerEngine:
         self.default_max_batch = self.max_batch = int(details["slots"])
         self.waiting: collections.deque[Stream] = collections.deque()
         self.running: list[Stream] = []
-        # (None, None): wake(); (stream, None): its slot is free; else text with its logprobs, or the end
-        self.events: queue.Queue[tuple[Stream | None, tuple[str, list[TokenLogprob] | None] | EngineResult | Exception | None]] = queue.Queue()
+        self.events: queue.Queue[Event] = queue.Queue()  # from the streams' threads and wake()
         self.slots = Slots(self.default_max_batch)
         self.disk: SlotFileTier | None = None
         self.disk_lock = threading.Lock()  # the tier is used from the streams' threads
@@ -315,7 +340,7 @@ class LlamaServerEngine:
 
     def wake(self) -> None:
         """A request arrived (the worker's reader thread): end step()'s wait for news."""
-        self.events.put((None, None))
+        self.events.put(Wake())
 
     def step(self) -> None:
         while self.waiting and len(self.running) < self.max_batch:
@@ -344,32 +369,23 @@ class LlamaServerEngine:
                 news.append(self.events.get_nowait())
             except queue.Empty:
                 break
-        for sender, item in news:
-            if sender is None:  # wake()
-                continue
-            stream = sender
-            if item is None:
-                self.slots.release(stream.slot, stream.held)
-                continue
-            if isinstance(item, tuple):
-                text, fresh = item
-                if fresh is None:
-                    stream.on_text(text)
-                else:
-                    stream.on_text(text, fresh)
-                continue
-            self.running.remove(stream)
-            if isinstance(item, EngineResult):
-                item = msgspec.structs.replace(
-                    item, batch_size=stream.batch_size, batch_limit=self.max_batch, queued_ms=(stream.joined - stream.submitted) * 1000
-                )
-            stream.on_done(item)
+        for event in news:
+            if isinstance(event, SlotFree):
+                self.slots.release(event.stream.slot, event.stream.held)
+            elif isinstance(event, Finished):
+                stream, outcome = event.stream, event.outcome
+                self.running.remove(stream)
+                if isinstance(outcome, EngineResult):
+                    outcome = msgspec.structs.replace(
+                        outcome, batch_size=stream.batch_size, batch_limit=self.max_batch, queued_ms=(stream.joined - stream.submitted) * 1000
+                    )
+                stream.on_done(outcome)
 
     def _read(self, stream: Stream) -> None:
-        """The stream's thread: text and the end go to ``events`` for the main thread,
-        then the slot is handed back."""
+        """The stream's thread: its end goes to ``events`` for the main thread, then the
+        slot is handed back."""
         self._stream(stream)
-        self.events.put((stream, None))
+        self.events.put(SlotFree(stream))
 
     # -- the disk tier (slot_files.py) ---------------------------------------------------
 
@@ -448,22 +464,29 @@ class LlamaServerEngine:
                         fresh = _logprobs(data.get("completion_probabilities") or [], stream.req.top_logprobs)
                         stream.logprobs.extend(fresh)
                     if data.get("content") or fresh:
-                        stream.text.append(data.get("content") or "")
-                        self.events.put((stream, (data.get("content") or "", fresh)))
+                        text = data.get("content") or ""
+                        stream.text.append(text)
+                        if fresh is None:
+                            stream.on_text(text)
+                        else:
+                            stream.on_text(text, fresh)
                     if data.get("stop"):
                         final = data
                         break
+                    if stream.should_stop():  # between tokens: also the worker's heartbeat
+                        stream.cancel()
+                        break
         except (httpx.HTTPError, OSError) as exc:
             if not stream.cancelled and self.nodes:
-                self.events.put((stream, self._node_lost(exc)))
+                self.events.put(Finished(stream, self._node_lost(exc)))
                 return
             if not stream.cancelled:
                 if self.server.stopped(wait=1.0):
                     return  # the server's watcher ends the worker; the daemon fails the requests (WorkerCrashed)
-                self.events.put((stream, PluginError(f"the stream from llama-server broke: {exc}", backend="llamacpp")))
+                self.events.put(Finished(stream, PluginError(f"the stream from llama-server broke: {exc}", backend="llamacpp")))
                 return
         except Exception as exc:
-            self.events.put((stream, exc))
+            self.events.put(Finished(stream, exc))
             return
         result = self._result(stream, final)
         if stream.tokens:  # the whole prompt went through the slot
@@ -473,7 +496,7 @@ class LlamaServerEngine:
             # Before the result: a worker asked to stop exits at once, and this happens once
             # per hot prefix (its first reuse); the first token was not held back.
             self._save(stream)
-        self.events.put((stream, result))
+        self.events.put(Finished(stream, result))
 
     def _node_lost(self, exc: Exception) -> Exception:
         """A stream with compute nodes broke or stalled: ``NodeLost``, and llama-server is
