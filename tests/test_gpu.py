@@ -140,7 +140,7 @@ def test_the_budget_counts_the_gpu_and_a_load_takes_n_gpu_layers(tmp_path: Path)
     """On a GPU: the Linux monitor's GPUs are the budget's GPU side, and ``n_gpu_layers`` per
     load is what llama-server gets; its GPU part counts against that side."""
     model = write_tiny_llama(tmp_path / "tiny.gguf")
-    d = DaemonProcess(tmp_path / "d", **server_env()).start()
+    d = DaemonProcess(tmp_path, **server_env()).start()
     try:
         with d.connect() as conn:
             loaded = conn.call("models.load", {"model": str(model), "n_gpu_layers": 1})["result"]["model"]

@@ -57,10 +57,11 @@ CAPABILITIES = frozenset(
 
 
 def gpu_layers(spec: ModelSpec, env: Mapping[str, str], requested: int | None, room: int) -> tuple[int, int]:
-    """In the daemon: the layers a load will offload, and the model's (offload.py)."""
+    """In the daemon: the layers a load will offload, and the model's (offload.py). ``env`` is
+    what the daemon adds to the worker's environment, which inherits the daemon's own."""
     from .offload import max_context, offload
 
-    return offload(spec, env, requested, room, context=max_context(), slots=slot_count())
+    return offload(spec, {**os.environ, **env}, requested, room, context=max_context(), slots=slot_count())
 
 
 def start(spec: ModelSpec) -> Engine:
