@@ -30,6 +30,7 @@ from impetusd.protocol.api import NodeInfo, NodeList
 from . import render
 from .service import manage
 from .service import node as node_service
+from .service.commands import report_install
 
 BINARY_ENV = "IMPETUS_RPC_SERVER"
 DEFAULT_PORT = 50052  # rpc-server's own default
@@ -219,15 +220,7 @@ def register(main: click.Group, state_type: Any) -> None:
             changed = node_service.install(args, start=not no_start)
         except manage.ServiceError as exc:
             raise click.ClickException(str(exc)) from None
-        if state.json:
-            render.json_out({"changed": changed, "started": not no_start})
-            return
-        for path in changed:
-            click.echo(f"wrote {path}")
-        if not changed:
-            click.echo("node service file already up to date")
-        if not no_start:
-            click.echo(f"node service enabled; it serves {host}:{port} at login")
+        report_install(state.json, changed, not no_start, "node service file", f"the node serves {host}:{port} at login")
 
     @node.command("uninstall")
     @pass_state

@@ -14,6 +14,7 @@ from impetusd.config import Config
 from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
 from impetusd.observe.events import Event
 from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER, reasoning_opened, template_inputs
+from impetusd.plugin.children import die_with
 from impetusd.plugin.engine import (
     BackendSpec,
     BatchEngine,
@@ -87,6 +88,8 @@ __all__ = [
     "HardwareMonitor",
     "Gpu",
     "MethodSpec",
+    # child processes of a worker
+    "die_with",
     # the engine contract
     "ModelSpec",
     "LoadOptions",

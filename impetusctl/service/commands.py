@@ -11,6 +11,19 @@ from .. import render
 from . import manage
 
 
+def report_install(as_json: bool, changed: list[str], started: bool, what: str, when: str) -> None:
+    """What ``install`` did: the files written (``what`` when none was) and, if started, ``when`` it runs."""
+    if as_json:
+        render.json_out({"changed": changed, "started": started})
+        return
+    for path in changed:
+        click.echo(f"wrote {path}")
+    if not changed:
+        click.echo(f"{what} already up to date")
+    if started:
+        click.echo(f"service enabled; {when}")
+
+
 def register(main: click.Group, state_type: Any) -> None:
     pass_state = click.make_pass_decorator(state_type)
 
@@ -27,15 +40,7 @@ def register(main: click.Group, state_type: Any) -> None:
             changed = manage.install(state.config, start=not no_start)
         except manage.ServiceError as exc:
             raise click.ClickException(str(exc)) from None
-        if state.json:
-            render.json_out({"changed": changed, "started": not no_start})
-            return
-        for path in changed:
-            click.echo(f"wrote {path}")
-        if not changed:
-            click.echo("service files already up to date")
-        if not no_start:
-            click.echo("service enabled; impetusd starts at login and on the first connection")
+        report_install(state.json, changed, not no_start, "service files", "impetusd starts at login and on the first connection")
 
     @service.command()
     @pass_state

@@ -97,12 +97,11 @@ def launchd_load(target: str, plist: str, *, reload: bool, exit_timeout: float, 
         time.sleep(0.5)
 
 
-def install(config: Config, start: bool = True) -> list[str]:
-    """Write the files (only if they differ) and start the service. Returns what changed."""
-    plat = platform()
-    paths = paths_for(config)
+def write_files(files: dict[Path, bytes]) -> list[str]:
+    """Write each file whose content differs (through a temporary file, so a reader never
+    sees half of one). Returns the paths written."""
     changed = []
-    for path, content in files_for(plat, paths, Path.home()).items():
+    for path, content in files.items():
         if path.exists() and path.read_bytes() == content:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +109,14 @@ def install(config: Config, start: bool = True) -> list[str]:
         tmp.write_bytes(content)
         os.replace(tmp, path)
         changed.append(str(path))
+    return changed
+
+
+def install(config: Config, start: bool = True) -> list[str]:
+    """Write the files (only if they differ) and start the service. Returns what changed."""
+    plat = platform()
+    paths = paths_for(config)
+    changed = write_files(files_for(plat, paths, Path.home()))
     if plat == "darwin":
         Path(paths.logs).mkdir(parents=True, exist_ok=True)
         Path(paths.socket).parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -113,15 +113,7 @@ def install(args: list[str], start: bool = True) -> list[str]:
     plat = manage.platform()
     svc = service_for(args)
     files = files_for(plat, svc, Path.home())
-    changed = []
-    for path, content in files.items():
-        if path.exists() and path.read_bytes() == content:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-        changed.append(str(path))
+    changed = manage.write_files(files)
     if plat == "darwin":
         Path(svc.logs).mkdir(parents=True, exist_ok=True)
     if not start:

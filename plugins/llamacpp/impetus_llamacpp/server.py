@@ -9,13 +9,11 @@ ends the worker) leaves no llama-server behind; elsewhere and on a normal exit
 from __future__ import annotations
 
 import collections
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,25 +22,14 @@ from typing import Any
 
 import httpx
 
-from impetusd.plugin_api import InvalidModelFile, PluginError
+from impetusd.plugin_api import InvalidModelFile, PluginError, die_with
 
 from .binary import Binary
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 STDERR_LINES = 40
 READY_TIMEOUT_S = 600.0  # a large model read from a slow disk
-
-
-def _die_with(parent: int) -> Callable[[], None]:
-    def child() -> None:  # runs in the child between fork and exec
-        if sys.platform == "linux":
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != parent:  # the worker died before the line above
-                os._exit(1)
-
-    return child
 
 
 class LlamaServer:
@@ -63,7 +50,7 @@ class LlamaServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 (the worker starts it from one thread, before serving)
+            preexec_fn=die_with(os.getpid()),  # noqa: PLW1509 (the worker starts it from one thread, before serving)
             close_fds=True,
         )
         threading.Thread(target=self._read_stderr, name=f"llama-server-{role}-stderr", daemon=True).start()

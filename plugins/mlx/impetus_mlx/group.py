@@ -15,7 +15,6 @@ import ctypes
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,9 +23,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from impetusd.plugin_api import die_with
 
-PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def free_ports(n: int) -> list[int]:
@@ -39,16 +38,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _die_with(parent: int) -> Callable[[], None]:
-    def child() -> None:  # runs in the child between fork and exec
-        if sys.platform == "linux":
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != parent:  # the worker died before the line above
-                os._exit(1)
-
-    return child
 
 
 def share_cores(threads: int) -> None:
@@ -87,7 +76,7 @@ class Group:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,  # stderr: the worker's (the daemon logs it)
                 env={**env, "MLX_RANK": str(rank)},
-                preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 (started from the worker's main thread, before serving)
+                preexec_fn=die_with(os.getpid()),  # noqa: PLW1509 (started from the worker's main thread, before serving)
                 close_fds=True,
             )
             self.followers.append(proc)
