@@ -8,6 +8,12 @@ request with its prompt tokens and a seed) on their stdin, and all ranks run the
 through ``Lockstep.agree``, one collective at every point where the engine asks whether
 to stop: between prefill chunks and after each token. The rest (end of text, token
 limit, stop sequences, grammars) every rank decides alike from the same tokens.
+Every collective runs on mlx-lm's generation stream, which executes in order: a stop
+decision or an embedding on another stream could run its sums while the generation's
+next step (which ``generate_step`` queues before it hands over a token) runs its own,
+in another order on each rank, and the ranks would add up parts of different sums (an
+embedding after a request came out wrong that way, one time in several). Each command
+ends by waiting for that stream, so the next starts with nothing in flight.
 
 One request at a time (no batching) and no prompt caches: the ranks would have to agree
 on every batch and cache decision too. A failure partway through a request leaves the
@@ -25,6 +31,7 @@ from typing import Any, Literal
 
 import mlx.core as mx
 import msgspec
+from mlx_lm.generate import generation_stream
 
 from impetusd.plugin_api import (
     DetokenizeOutput,
@@ -62,8 +69,9 @@ class Lockstep:
         self.group = group
 
     def agree(self, stop: bool) -> bool:
-        flag = mx.distributed.all_sum(mx.array([1 if stop else 0], dtype=mx.int32), group=self.group)
-        return bool(flag.item())
+        with mx.stream(generation_stream):  # after the step in flight, on every rank
+            flag = mx.distributed.all_sum(mx.array([1 if stop else 0], dtype=mx.int32), group=self.group)
+            return bool(flag.item())
 
     def follow(self) -> Callable[[], bool]:
         return lambda: self.agree(False)
@@ -79,14 +87,18 @@ def join(spec: ModelSpec) -> tuple[MLXEngine, Any]:
 
 def run(engine: MLXEngine, lockstep: Lockstep, cmd: Command, on_text: TextSink, should_stop: Callable[[], bool]) -> EngineResult | EmbedOutput | None:
     """``cmd`` on this rank: every rank calls this with the same command."""
-    if cmd.op == "generate":
-        assert cmd.request is not None
-        return engine.generate(cmd.request, on_text, should_stop, ids=cmd.ids)
-    if cmd.op == "embed":
-        assert cmd.embed is not None
-        return engine.embed(cmd.embed)
-    engine.warm_up()
-    return None
+    try:
+        with mx.stream(generation_stream):
+            if cmd.op == "generate":
+                assert cmd.request is not None
+                return engine.generate(cmd.request, on_text, should_stop, ids=cmd.ids)
+            if cmd.op == "embed":
+                assert cmd.embed is not None
+                return engine.embed(cmd.embed)
+            engine.warm_up()
+            return None
+    finally:
+        mx.synchronize(generation_stream)  # the step generate_step queued past the last token
 
 
 def _exit_worker(reason: str) -> None:
