@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,5 +122,31 @@ def test_the_configuration_sets_the_default_kv_type_and_flash_attn(tmp_path: Pat
         cmd = server_cmdline(model["pid"])
         assert after(cmd, "--cache-type-v") == "q4_0" and after(cmd, "--flash-attn") == "on"
         assert model["estimate"]["kv_cache_bytes"] == 4 * 8192 * 30 * 192 * 2 * 18 // 32
+    finally:
+        d.stop()
+
+
+@pytest.mark.model
+def test_a_reload_after_a_crash_or_an_unload_keeps_the_options_last_asked_for(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path).start()
+    try:
+        first = load(d, kv_type="q8_0", flash_attn="on")
+        worker = psutil.Process(first["pid"])
+        worker.kill()  # the worker dies; once the daemon has seen it go, the next request loads the model again
+        worker.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with d.connect() as conn:
+                if first["pid"] not in [m["pid"] for m in conn.call("models.loaded")["result"]["models"]]:
+                    break
+            time.sleep(0.1)
+        assert ask(d, "The capital of France is")["usage"]["completion_tokens"] > 0
+        with d.connect() as conn:
+            [again] = [m for m in conn.call("models.loaded")["result"]["models"] if m["name"] == MODEL]
+            assert again["pid"] != first["pid"] and (again["engine"]["kv_type"], again["engine"]["flash_attn"]) == ("q8_0", "on"), again["engine"]
+            assert "result" in conn.call("models.unload", {"model": MODEL})
+        plain = load(d)  # no options: the model's last ones
+        assert after(server_cmdline(plain["pid"]), "--cache-type-k") == "q8_0"
+        assert load(d, kv_type="f16", flash_attn="auto")["engine"]["kv_type"] == "f16"  # asked again: the new ones
     finally:
         d.stop()

@@ -91,6 +91,9 @@ class ModelManager:
         self.ledger = MemoryLedger(config, list(registries.monitors.values()))
         self.nodes = NodeBook(config.home / "nodes.json")
         self.wanted_nodes: dict[str, list[str]] = {}  # model name -> the nodes its last models.load asked for
+        # model name -> the options of its last models.load: a reload after a crash, an unload or a
+        # keep-alive expiry brings the model back as it was asked for, not with the defaults
+        self.wanted_options: dict[str, LoadOptions] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the workers' task group and unload models whose keep-alive ran
@@ -318,7 +321,7 @@ class ModelManager:
         lock = self._locks.setdefault(spec.name, anyio.Lock())
         async with lock:
             current = self.resident.get(spec.name)
-            spec = msgspec.structs.replace(spec, options=options or self.default_options())
+            spec = msgspec.structs.replace(spec, options=options or self.wanted_options.get(spec.name) or self.default_options())
             if current is not None and current.worker.alive and options is not None and options != current.spec.options:
                 if current.in_flight:
                     busy = f"{spec.name} is running {current.in_flight} request(s)"
@@ -346,6 +349,8 @@ class ModelManager:
                 current = None
             if nodes is not None:
                 self.wanted_nodes[spec.name] = list(nodes)
+            if options is not None:
+                self.wanted_options[spec.name] = options
             wanted = self.wanted_nodes.get(spec.name, list(self.config.nodes))
             if current is not None and current.worker.alive:
                 current.touch(ka if keep_alive is not None else current.keep_alive)
