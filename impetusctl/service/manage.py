@@ -137,10 +137,16 @@ def install(config: Config, start: bool = True) -> list[str]:
 def uninstall(config: Config) -> list[str]:
     plat = platform()
     files = files_for(plat, paths_for(config), Path.home())
+    return remove_service(plat, list(files), LABEL, [f"{UNIT}.socket", f"{UNIT}.service"])
+
+
+def remove_service(plat: str, files: list[Path], label: str, units: list[str]) -> list[str]:
+    """Stop a login service (launchd ``label``, or systemd ``units``) and delete its files.
+    Returns the paths removed."""
     if plat == "darwin":
-        run(["launchctl", "bootout", f"gui/{os.getuid()}/{LABEL}"], check=False)
+        run(["launchctl", "bootout", f"gui/{os.getuid()}/{label}"], check=False)
     elif any(p.exists() for p in files):
-        run(["systemctl", "--user", "disable", "--now", f"{UNIT}.socket", f"{UNIT}.service"], check=False)
+        run(["systemctl", "--user", "disable", "--now", *units], check=False)
     removed = []
     for path in files:
         if path.exists():

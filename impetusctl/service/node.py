@@ -132,16 +132,4 @@ def install(args: list[str], start: bool = True) -> list[str]:
 
 def uninstall() -> list[str]:
     plat = manage.platform()
-    files = [unit_path(plat, Path.home())]
-    if plat == "darwin":
-        manage.run(["launchctl", "bootout", f"gui/{os.getuid()}/{LABEL}"], check=False)
-    elif any(p.exists() for p in files):
-        manage.run(["systemctl", "--user", "disable", "--now", f"{UNIT}.service"], check=False)
-    removed = []
-    for path in files:
-        if path.exists():
-            path.unlink()
-            removed.append(str(path))
-    if plat == "linux" and removed:
-        manage.run(["systemctl", "--user", "daemon-reload"], check=False)
-    return removed
+    return manage.remove_service(plat, [unit_path(plat, Path.home())], LABEL, [f"{UNIT}.service"])
