@@ -74,7 +74,8 @@ def llama_server(config: Config) -> Check:
     except Exception as exc:  # NoBackend: none, or one too old
         return Check("llama-server", "warn" if sys.platform == "darwin" else "fail", str(exc), binary.FIX)
     flags = f"; built with {found.flags}" if found.flags else ""
-    said = f"{found.path}: {found.variant} build, {found.version}, {found.built_with}{flags}"
+    grammar = f"llguidance {found.llguidance} grammars" if found.llguidance else "llama.cpp's GBNF grammars (no regex or Lark formats)"
+    said = f"{found.path}: {found.variant} build, {found.version}, {found.built_with}, {grammar}{flags}"
     if found.variant == "cuda":
         from impetus_llamacpp import gpu
 

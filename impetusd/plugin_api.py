@@ -56,7 +56,7 @@ from impetusd.plugin.registries import (
 )
 from impetusd.plugin.signed_files import SignedFiles
 from impetusd.plugin.stops import StopScanner
-from impetusd.plugin.structured import format_dict, grammar_for
+from impetusd.plugin.structured import format_dict, grammar_for, lark_for
 from impetusd.protocol.api import FinishReason, GrammarFormat, JsonObjectFormat, JsonSchemaFormat, RegexFormat, TokenLogprob, TopLogprob
 from impetusd.protocol.errors import (
     ContextLengthExceeded,
@@ -139,6 +139,7 @@ __all__ = [
     "RegexFormat",
     "GrammarFormat",
     "grammar_for",
+    "lark_for",
     "format_dict",
     "reasoning_opened",
     "template_inputs",

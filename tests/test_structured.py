@@ -73,16 +73,23 @@ def test_json_object(engine: tuple[DaemonProcess, str]) -> None:
         assert result["finish_reason"] == "length"
 
 
-def test_regex_and_lark_on_mlx_gbnf_on_both(engine: tuple[DaemonProcess, str]) -> None:
+def llguidance_everywhere(backend: str) -> bool:
+    """MLX always runs llguidance; llama-server does when scripts/setup built it so."""
+    from impetus_llamacpp.binary import declared_llguidance
+
+    return backend == "mlx" or declared_llguidance()
+
+
+def test_regex_and_lark_where_llguidance_runs_gbnf_on_both(engine: tuple[DaemonProcess, str]) -> None:
     d, backend = engine
     gbnf = chat(d, format={"type": "grammar", "syntax": "gbnf", "grammar": 'root ::= ("yes" | "no") "!"'})
     assert gbnf["message"]["content"] in ("yes!", "no!")
-    if backend == "mlx":
+    if llguidance_everywhere(backend):
         regex = chat(d, format={"type": "regex", "pattern": "[A-Z]{3}-[0-9]{2}"})
         assert __import__("re").fullmatch("[A-Z]{3}-[0-9]{2}", regex["message"]["content"]), regex
         lark = chat(d, format={"type": "grammar", "syntax": "lark", "grammar": 'start: "n=" /[0-9]{1,3}/'})
         assert __import__("re").fullmatch("n=[0-9]{1,3}", lark["message"]["content"]), lark
-    else:  # llama-server cannot enforce them: refused by name, never relaxed
+    else:  # a llama-server built without llguidance cannot enforce them: refused by name, never relaxed
         err = error(d, format={"type": "regex", "pattern": "a+"})
         assert err["data"]["param"] == "format" and err["data"]["backend"] == "llamacpp", err
 
@@ -249,13 +256,14 @@ def test_bad_input_is_invalid_params_naming_the_field(engine: tuple[DaemonProces
 
 
 @pytest.mark.parametrize("name", ["tuple", "number_range", "multiple_of", "email"])
-def test_a_schema_feature_the_engine_cannot_enforce_is_refused_by_name(engine: tuple[DaemonProcess, str], name: str) -> None:
-    """llama.cpp's converter fails on some features and silently drops others (float
-    ranges, multipleOf, most string formats): each is refused by name there, never
-    relaxed; MLX enforces them."""
+def test_a_schema_feature_llama_cpps_converter_drops_is_enforced_or_refused_by_name(engine: tuple[DaemonProcess, str], name: str) -> None:
+    """llama.cpp's own converter fails on some features and silently drops others (float
+    ranges, multipleOf, most string formats): on a llama-server built without llguidance
+    each is refused by name, never relaxed; llguidance (MLX, and llama-server built with
+    it) enforces them."""
     d, backend = engine
     schema = SCHEMAS[name]
-    if backend == "mlx":
+    if llguidance_everywhere(backend):
         result = chat(d, format={"type": "json_schema", "schema": schema}, max_tokens=24)
         if result["finish_reason"] == "stop":
             jsonschema.validate(json.loads(result["message"]["content"]), schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)

@@ -83,6 +83,19 @@ def _compiled(key: str, field: str) -> str:
     return grammar
 
 
+def lark_for(fmt: Format, field: str = "format") -> str:
+    """``fmt`` as one Lark text (llguidance's dialect): the form an engine that embeds
+    llguidance and takes grammars as text (llama-server built with it) accepts. The same
+    grammar as ``grammar_for``: a JSON schema becomes ``%json`` with the same options."""
+    grammar = grammar_for(fmt, field)
+    if not grammar.startswith("{"):
+        return grammar  # already Lark
+    (one,) = json.loads(grammar)["grammars"]
+    if one.get("lark_grammar"):
+        return str(one["lark_grammar"])
+    return "start: %json " + json.dumps(one["json_schema"])
+
+
 def tool_call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON schema of one call to one of ``tools`` (each ``{name, parameters}``):
     ``{"name": <that name>, "arguments": <its parameters>}``."""

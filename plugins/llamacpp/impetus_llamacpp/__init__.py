@@ -56,6 +56,10 @@ CAPABILITIES = frozenset(
 )
 
 
+# What a llama-server built with llguidance enforces beside them (docs/structured.md).
+LLGUIDANCE_CAPABILITIES = frozenset({"format.regex", "format.lark"})
+
+
 def gpu_layers(spec: ModelSpec, env: Mapping[str, str], requested: int | None, room: int) -> tuple[int, int]:
     """In the daemon: the layers a load will offload, and the model's (offload.py). ``env`` is
     what the daemon adds to the worker's environment, which inherits the daemon's own."""
@@ -72,6 +76,7 @@ def start(spec: ModelSpec) -> Engine:
 
 @hookimpl
 def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
+    from .binary import declared_llguidance
     from .offload import max_context  # IMPETUS_LLAMACPP_CONTEXT, which the worker reads too
 
     n = slot_count()
@@ -79,7 +84,7 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
         BackendSpec(
             name=NAME,
             formats=frozenset({"gguf"}),
-            capabilities=CAPABILITIES,
+            capabilities=CAPABILITIES | LLGUIDANCE_CAPABILITIES if declared_llguidance() else CAPABILITIES,
             start=start,
             devices=frozenset({"cpu", "cuda"}),
             description="llama.cpp's llama-server (GGUF; the default where Metal is absent)",

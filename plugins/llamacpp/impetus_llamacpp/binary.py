@@ -45,6 +45,32 @@ class Binary:
 
     devices: str = ""  # what --version printed about the devices it found (a CUDA build names them)
 
+    @property
+    def llguidance(self) -> str | None:
+        """The llguidance version the grammar sampler was built with (scripts/setup), or None:
+        llama.cpp's GBNF sampler (a build of unknown flags counts as one without)."""
+        return _llguidance(self.flags)
+
+
+LLGUIDANCE_FLAG = "-DIMPETUS_LLGUIDANCE="
+
+
+def _llguidance(flags: str) -> str | None:
+    for flag in flags.split():
+        if flag.startswith(LLGUIDANCE_FLAG):
+            return flag[len(LLGUIDANCE_FLAG) :]
+    return None
+
+
+def declared_llguidance() -> bool:
+    """In the daemon, without running anything: whether the binary a worker will run was
+    built with llguidance (its flags file says so)."""
+    for path, _ in candidates():
+        if os.path.exists(path):
+            flags_file = Path(path + ".flags")
+            return flags_file.is_file() and _llguidance(flags_file.read_text()) is not None
+    return False
+
 
 def installed_path() -> Path:
     return Path(sys.prefix) / "libexec" / "impetus" / "llama-server"

@@ -249,6 +249,7 @@ class LlamaServerEngine:
             # Metal offload on macOS is unverified (docs/macos.md); CUDA was measured (docs/gpu.md).
             "device": "cuda" if offload and gpus else "cpu",
             "build": found.variant,
+            "grammar_engine": f"llguidance {found.llguidance}" if found.llguidance else "llama.cpp GBNF",
             "gpu_layers": offload,
             "layers": int(spec.metadata.get("block_count") or 0),
             "gpus": [g.name for g in gpus],
@@ -321,7 +322,7 @@ class LlamaServerEngine:
             "stream": True,
             "cache_prompt": True,
             "return_tokens": True,
-            **options(req, self.n_vocab, self.n_ctx),
+            **options(req, self.n_vocab, self.n_ctx, self.binary.llguidance is not None),
         }
         self.waiting.append(Stream(req, ids, body, on_text, should_stop, on_done))
 

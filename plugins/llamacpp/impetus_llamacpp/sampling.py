@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from impetusd.plugin_api import GenerateRequest, GrammarFormat, InvalidParams, JsonObjectFormat, JsonSchemaFormat, UnsupportedParameter, format_dict
+from impetusd.plugin_api import GenerateRequest, GrammarFormat, InvalidParams, JsonObjectFormat, JsonSchemaFormat, UnsupportedParameter, format_dict, lark_for
 
 RANDOM_SEED = -1  # llama-server: pick a random seed
+LLGUIDANCE_HEADER = "%llguidance {}\n"  # how llama-server tells an llguidance grammar from GBNF
 
 
-def options(req: GenerateRequest, n_vocab: int, window: int) -> dict[str, Any]:
-    """``window``: the tokens the penalties look back over (the whole context)."""
+def options(req: GenerateRequest, n_vocab: int, window: int, llguidance: bool = False) -> dict[str, Any]:
+    """``window``: the tokens the penalties look back over (the whole context);
+    ``llguidance``: the binary's grammar sampler is llguidance (``constraint``)."""
     bad = [t for t in req.logit_bias if t < 0 or t >= n_vocab]
     if bad:
         raise InvalidParams(f"Invalid params: logit_bias names token {bad[0]}, past the vocabulary ({n_vocab})", field="logit_bias")
@@ -39,17 +41,21 @@ def options(req: GenerateRequest, n_vocab: int, window: int) -> dict[str, Any]:
         "mirostat": 0,
         "n_probs": 0 if req.top_logprobs is None else max(req.top_logprobs, 1),
         "ignore_eos": False,
-        **constraint(req),
+        **constraint(req, llguidance),
     }
 
 
-def constraint(req: GenerateRequest) -> dict[str, Any]:
-    """``format`` in llama-server's terms: a JSON schema (converted to a grammar by
-    llama.cpp) or a GBNF grammar. Regex and Lark are not declared as capabilities of
-    this backend, so the daemon refuses them before they get here."""
+def constraint(req: GenerateRequest, llguidance: bool = False) -> dict[str, Any]:
+    """``format`` in llama-server's terms. Built with llguidance: every kind as the same
+    llguidance grammar MLX's matcher runs (``lark_for``), so both engines enforce one
+    grammar. Otherwise: a JSON schema (converted to GBNF by llama.cpp) or a GBNF grammar;
+    regex and Lark are then not declared as capabilities of this backend, so the daemon
+    refuses them before they get here."""
     fmt = req.format
     if fmt is None:
         return {}
+    if llguidance:
+        return {"grammar": LLGUIDANCE_HEADER + lark_for(fmt)}
     if isinstance(fmt, JsonObjectFormat):
         return {"json_schema": {"type": "object"}}
     if isinstance(fmt, JsonSchemaFormat):
