@@ -5,17 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import msgspec
 from anyio.abc import Process, TaskGroup
 
-from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineInfo, GenerateRequest, ModelSpec, TokenizeOutput, TokenizeRequest
+from impetusd.plugin.engine import (
+    DetokenizeOutput,
+    DetokenizeRequest,
+    EmbedRequest,
+    EngineInfo,
+    GenerateRequest,
+    ModelSpec,
+    RelayDecoder,
+    TokenizeOutput,
+    TokenizeRequest,
+)
 from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from impetusd.protocol.framing import LineReader
@@ -27,6 +39,9 @@ from impetusd.workers.messages import (
     EMBED,
     FATAL,
     GENERATE,
+    RELAY_DONE,
+    RELAY_FD_ENV,
+    RELAY_OFF_ENV,
     SHUTDOWN,
     START,
     TOKENIZE,
@@ -37,6 +52,7 @@ from impetusd.workers.messages import (
     Fatal,
     GenerateDone,
     GenerateParams,
+    RelayDone,
     StartParams,
     TextChunk,
     Tuning,
@@ -71,25 +87,59 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-async def spawn_worker(env: dict[str, str] | None = None) -> Process:
+@dataclass
+class Spawned:
+    """A worker process, and the daemon's end of the socket pair on which it hands over
+    streams for the daemon to read (``relay``; docs/design.md, "Relay")."""
+
+    process: Process
+    relay: socket.socket
+
+
+async def spawn_worker(env: dict[str, str] | None = None) -> Spawned:
     """A worker process waiting for its ``worker.start`` on stdin."""
-    return await anyio.open_process(
-        [sys.executable, "-m", "impetusd.workers"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=None,  # the worker logs to the daemon's stderr
-        env={**os.environ, **(env or {})},
-    )
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "impetusd.workers"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # the worker logs to the daemon's stderr
+            env={**os.environ, **(env or {}), **({} if os.environ.get(RELAY_OFF_ENV) == "0" else {RELAY_FD_ENV: str(theirs.fileno())})},
+            pass_fds=(theirs.fileno(),),
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return Spawned(process, ours)
+
+
+class _Relayed:
+    """A generate call waiting for, then reading, the stream its worker hands over."""
+
+    __slots__ = ("arrived", "sock", "cut")
+
+    def __init__(self) -> None:
+        self.arrived = anyio.Event()
+        self.sock: socket.socket | None = None
+        self.cut = False  # the daemon ended the stream (cancel, or the call itself ended)
 
 
 class WorkerHandle:
     """One worker process hosting one backend and one model."""
 
-    def __init__(self, spec: ModelSpec, backend: str, process: Process) -> None:
+    def __init__(self, spec: ModelSpec, backend: str, spawned: Spawned, relay_decoder: Callable[[GenerateRequest], RelayDecoder] | None = None) -> None:
         self.spec = spec
         self.backend = backend
-        self.process = process
+        self.process = process = spawned.process
         self.pid = process.pid
+        self.relay_sock = spawned.relay
+        self.relay_decoder = relay_decoder
+        self._relayed: dict[RequestId, _Relayed] = {}
+        self._relay_scope = anyio.CancelScope()
         self.peer = Peer(self._on_message, on_notification=self._on_notification, routes={CHUNK: TextChunk})
         self._send_lock = anyio.Lock()
         self._done_decoder = msgspec.json.Decoder(GenerateDone)
@@ -118,16 +168,20 @@ class WorkerHandle:
         env: dict[str, str] | None = None,
         tuning: Tuning | None = None,
         warm_up: bool = True,
-        process: Process | None = None,
+        process: Spawned | None = None,
         cache: CacheSettings | None = None,
+        relay_decoder: Callable[[GenerateRequest], RelayDecoder] | None = None,
     ) -> WorkerHandle:
-        """Start a worker (or use ``process``, a spare one already waiting) and load ``spec``."""
+        """Start a worker (or use ``process``, a spare one already waiting) and load ``spec``.
+        ``relay_decoder``: the backend's (``BackendSpec.relay_decoder``), for streams its
+        engine hands over."""
         if process is None:
             process = await spawn_worker(env)
-        handle = cls(spec, backend, process)
+        handle = cls(spec, backend, process, relay_decoder)
         handle.tuning = tuning or Tuning()
         handle.warm_up_pending = not warm_up
         tg.start_soon(handle._read_loop)
+        tg.start_soon(handle._relay_loop)
         start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up, cache=cache)
         try:
             with anyio.fail_after(timeout):
@@ -188,26 +242,108 @@ class WorkerHandle:
         """Run one generation; setting ``cancel_requested`` makes the worker stop
         at the next token and answer with finish reason ``cancelled``."""
         rid = self.peer.next_id()
-        async with anyio.create_task_group() as tg:
+        relayed = None
+        if self.relay_decoder is not None:
+            relayed = self._relayed[rid] = _Relayed()
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def forward_cancel() -> None:
-                await cancel_requested.wait()
+                async def forward_cancel() -> None:
+                    await cancel_requested.wait()
+                    if relayed is not None:
+                        relayed.cut = True
+                        if relayed.sock is not None:
+                            _shut(relayed.sock)  # the relayed stream ends now; llama-server's slot too
+                    try:
+                        await self._send(self.peer.cancellation(rid))
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        pass
+
+                tg.start_soon(forward_cancel)
+                if relayed is not None:
+                    tg.start_soon(self._relay, rid, relayed, request, on_text)
+                failure: ImpetusError | None = None
                 try:
-                    await self._send(self.peer.cancellation(rid))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass
-
-            tg.start_soon(forward_cancel)
-            failure: ImpetusError | None = None
-            try:
-                raw = await self._call(GENERATE, GenerateParams(request=request), on_text, rid=rid)
-            except ImpetusError as exc:  # raised outside the group, not wrapped in one
-                failure = exc
-            finally:
-                tg.cancel_scope.cancel()
+                    raw = await self._call(GENERATE, GenerateParams(request=request), on_text, rid=rid)
+                except ImpetusError as exc:  # raised outside the group, not wrapped in one
+                    failure = exc
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if relayed is not None:
+                del self._relayed[rid]
+                if relayed.sock is not None:
+                    relayed.sock.close()
         if failure is not None:
             raise failure
         return self._done_decoder.decode(bytes(raw))
+
+    # -- the relay (docs/design.md, "Relay") ----------------------------------------------
+
+    async def _relay_loop(self) -> None:
+        """Take the streams the worker hands over: each comes with its request's id."""
+        try:
+            with self._relay_scope:
+                await self._take_relays()
+        finally:
+            self.relay_sock.close()
+
+    async def _take_relays(self) -> None:
+        while True:
+            await anyio.wait_readable(self.relay_sock)
+            try:
+                data, fds, _, _ = socket.recv_fds(self.relay_sock, 1024, 4)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            streams = [socket.socket(fileno=fd) for fd in fds]
+            try:
+                rid = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                rid = None
+            waiter = self._relayed.get(rid) if isinstance(rid, (int, str)) else None
+            if waiter is None or len(streams) != 1 or waiter.arrived.is_set():
+                for sock in streams:  # its call is over (or the message is bad): end the stream
+                    _shut(sock)
+                    sock.close()
+                if isinstance(rid, (int, str)):
+                    await self.notify(RELAY_DONE, RelayDone(id=rid, summary=msgspec.Raw(b"null"), cancelled=True))
+                continue
+            waiter.sock = streams[0]
+            waiter.sock.setblocking(False)
+            waiter.arrived.set()
+
+    async def _relay(self, rid: RequestId, relayed: _Relayed, request: GenerateRequest, on_text: OnText) -> None:
+        """Read the handed-over response, give its text to ``on_text``, then tell the
+        worker it is over (``relay.done`` with the decoder's summary)."""
+        await relayed.arrived.wait()
+        sock = relayed.sock
+        assert sock is not None and self.relay_decoder is not None
+        if relayed.cut:  # cancelled before the worker handed it over
+            _shut(sock)
+        decoder = self.relay_decoder(request)
+        try:
+            while not decoder.finished:
+                await anyio.wait_readable(sock)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                self.last_output = time.monotonic()
+                for text, logprobs in decoder.feed(data):
+                    await on_text(text, logprobs)
+                if not data:
+                    break
+        except anyio.get_cancelled_exc_class():
+            relayed.cut = True  # the call ended (the client left, or the worker died)
+            raise
+        finally:
+            _shut(sock)
+            with anyio.CancelScope(shield=True):
+                await self.notify(RELAY_DONE, RelayDone(id=rid, summary=msgspec.Raw(decoder.summary()), cancelled=relayed.cut))
 
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         raw = await self._call(EMBED, request)
@@ -259,6 +395,7 @@ class WorkerHandle:
                     hint = self.memory.hint(code)
                     self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "") + (f": {self.fatal}" if self.fatal else "")
                 self.exited.set()
+                self._relay_scope.cancel()
                 self.peer.fail_all(self._death_error)
                 if self.on_exit is not None:
                     self.on_exit(self)
@@ -331,3 +468,11 @@ class WorkerHandle:
             if self.alive:
                 self.process.kill()
                 await self.exited.wait()
+
+
+def _shut(sock: socket.socket) -> None:
+    """End a relayed connection (the peer sees it closed) without closing the descriptor."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -40,9 +40,9 @@ from impetusd.plugin_api import (
     ModelSpec,
     PluginError,
     PromptCacheTier,
+    RelaySink,
     TextSink,
     TokenLogprob,
-    TopLogprob,
     Tuning,
     UnsupportedFormat,
     UnsupportedParameter,
@@ -53,6 +53,7 @@ from . import binary, gpu, rpc
 from .embed import Embedder
 from .offload import PLANNED_ENV, kv_bytes, max_context, wanted_layers, weights_bytes
 from .prompt import Prompter
+from .relay import SseDecoder, Summary, request_bytes
 from .sampling import options
 from .server import LlamaServer
 from .slot_files import SlotFileTier
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 # Prompt tokens per llama_decode call: a cancel stops a long prompt within one of these.
 PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
+CONNECT_TIMEOUT_S = 10.0
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
 # llama-server's speculation types: a draft model (-md alone loads it but drafts nothing),
 # and n-grams of the context ("ngram-mod" drafted on a repetitive prompt here; "ngram-simple" did not)
@@ -437,59 +439,25 @@ class LlamaServerEngine:
     def _stream(self, stream: Stream) -> None:
         if stream.restore:
             self._restore(stream)
-        final: dict[str, Any] | None = None
         try:
-            timeout = httpx.Timeout(None, connect=10.0, read=rpc.stall_s() if self.nodes else None)
-            with self.server.http.stream("POST", "/completion", json=stream.body, timeout=timeout) as response:
-                with stream.lock:
-                    network = response.extensions.get("network_stream")
-                    stream.sock = network.get_extra_info("socket") if network is not None else None
-                    if stream.cancelled and stream.sock is not None:
-                        stream.sock.shutdown(socket.SHUT_RDWR)
-                if response.status_code != 200:
-                    response.read()
-                    if response.status_code == 400 and stream.req.format is not None and ("json_schema" in response.text or "grammar" in response.text):
-                        raise _unenforceable(response.text)
-                    raise PluginError(f"llama-server refused the request ({response.status_code}): {response.text[:500]}", backend="llamacpp")
-                for line in response.iter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    data = json.loads(line[6:])
-                    if "error" in data:
-                        raise PluginError(f"llama-server: {data['error']}", backend="llamacpp")
-                    if data.get("tokens"):
-                        stream.tokens += len(data["tokens"])
-                        stream.first = stream.first or time.monotonic()
-                    fresh = None
-                    if stream.req.top_logprobs is not None:
-                        fresh = _logprobs(data.get("completion_probabilities") or [], stream.req.top_logprobs)
-                        stream.logprobs.extend(fresh)
-                    if data.get("content") or fresh:
-                        text = data.get("content") or ""
-                        stream.text.append(text)
-                        if fresh is None:
-                            stream.on_text(text)
-                        else:
-                            stream.on_text(text, fresh)
-                    if data.get("stop"):
-                        final = data
-                        break
-                    if stream.should_stop():  # between tokens: also the worker's heartbeat
-                        stream.cancel()
-                        break
-        except (httpx.HTTPError, OSError) as exc:
-            if not stream.cancelled and self.nodes:
-                self.events.put(Finished(stream, self._node_lost(exc)))
-                return
+            out = self._exchange(stream)
+        except OSError as exc:  # no connection, a broken one, or a node that stalled (timeout)
             if not stream.cancelled:
-                if self.server.stopped(wait=1.0):
-                    return  # the server's watcher ends the worker; the daemon fails the requests (WorkerCrashed)
-                self.events.put(Finished(stream, PluginError(f"the stream from llama-server broke: {exc}", backend="llamacpp")))
+                self._broken(stream, exc)
                 return
+            out = Summary()
         except Exception as exc:
             self.events.put(Finished(stream, exc))
             return
-        result = self._result(stream, final)
+        failure = self._refusal(stream, out)
+        if failure is not None:
+            self.events.put(Finished(stream, failure))
+            return
+        if out.final is None and not stream.cancelled:  # the response ended before its end
+            self._broken(stream, OSError("the response ended early"))
+            return
+        stream.text, stream.tokens, stream.first, stream.logprobs = [out.text], out.tokens, out.first, out.logprobs
+        result = self._result(stream, out.final)
         if stream.tokens:  # the whole prompt went through the slot
             stream.held = stream.ids
             stream.reused = result.cached_tokens
@@ -498,6 +466,70 @@ class LlamaServerEngine:
             # per hot prefix (its first reuse); the first token was not held back.
             self._save(stream)
         self.events.put(Finished(stream, result))
+
+    def _exchange(self, stream: Stream) -> Summary:
+        """Send the request on a connection of its own, then either hand the connection to
+        the daemon (``RelaySink``: the daemon reads the tokens, the worker waits for the
+        summary) or read the response here (with nodes, always here: a stalled node is a
+        read timeout)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.connect(self.server.socket)
+            sock.sendall(request_bytes(stream.body))
+        except BaseException:
+            sock.close()
+            raise
+        with stream.lock:
+            stream.sock = sock
+            if stream.cancelled:
+                sock.shutdown(socket.SHUT_RDWR)
+        try:
+            if not self.nodes and isinstance(stream.on_text, RelaySink):
+                sock.settimeout(None)
+                summary = stream.on_text.relay(sock)  # blocks until the daemon has read it all
+                if summary is not None:
+                    if stream.should_stop():  # the daemon ended it: the request was cancelled
+                        stream.cancelled = True
+                    return msgspec.json.decode(summary, type=Summary | None) or Summary()
+            return self._read_here(stream, sock)
+        finally:
+            with stream.lock:
+                stream.sock = None
+            sock.close()
+
+    def _read_here(self, stream: Stream, sock: socket.socket) -> Summary:
+        decoder = SseDecoder(stream.req)
+        sock.settimeout(rpc.stall_s() if self.nodes else None)
+        while not decoder.finished:
+            data = sock.recv(65536)
+            for text, logprobs in decoder.feed(data):
+                if logprobs is None:
+                    stream.on_text(text)
+                else:
+                    stream.on_text(text, logprobs)
+            if not data:
+                break
+            if stream.should_stop():  # between tokens: also the worker's heartbeat
+                stream.cancel()
+                break
+        return decoder.result()
+
+    def _refusal(self, stream: Stream, out: Summary) -> Exception | None:
+        if out.status not in (0, 200):
+            if out.status == 400 and stream.req.format is not None and ("json_schema" in out.body or "grammar" in out.body):
+                return _unenforceable(out.body)
+            return PluginError(f"llama-server refused the request ({out.status}): {out.body[:500]}", backend="llamacpp")
+        if out.error is not None:
+            return PluginError(f"llama-server: {out.error}", backend="llamacpp")
+        return None
+
+    def _broken(self, stream: Stream, exc: Exception) -> None:
+        if self.nodes:
+            self.events.put(Finished(stream, self._node_lost(exc)))
+        elif not self.server.stopped(wait=1.0):
+            self.events.put(Finished(stream, PluginError(f"the stream from llama-server broke: {exc}", backend="llamacpp")))
+        # else: the server's watcher ends the worker; the daemon fails the requests (WorkerCrashed)
 
     def _node_lost(self, exc: Exception) -> Exception:
         """A stream with compute nodes broke or stalled: ``NodeLost``, and llama-server is
@@ -554,21 +586,6 @@ def _unenforceable(body: str) -> UnsupportedParameter:
     except (ValueError, KeyError, TypeError):
         why = body[:500]
     return UnsupportedParameter(f"the llama.cpp backend cannot enforce this format: {why}", param="format", backend="llamacpp")
-
-
-def _logprobs(probs: list[dict[str, Any]], top: int) -> list[TokenLogprob]:
-    """llama-server's ``completion_probabilities`` (``n_probs``) as the protocol's."""
-
-    def one(p: dict[str, Any]) -> TopLogprob:
-        raw = bytes(p.get("bytes") or p.get("token", "").encode())
-        return TopLogprob(token=p.get("token", ""), logprob=min(float(p.get("logprob", 0.0)), 0.0), bytes=list(raw))
-
-    out = []
-    for p in probs:
-        own = one(p)
-        alts = sorted((one(t) for t in p.get("top_logprobs") or []), key=lambda t: -t.logprob)[:top]
-        out.append(TokenLogprob(token=own.token, logprob=own.logprob, bytes=own.bytes, top_logprobs=alts))
-    return out
 
 
 def _exit_worker(reason: str) -> None:
