@@ -174,7 +174,11 @@ def _measure(daemon: Daemon, neighbour: Neighbour, attack: Callable[[], dict[str
         **result,
         "seconds": round(took, 2),
         "daemon_alive": daemon.alive(),
-        "daemon_rss_mb": {"before": round(before / 1e6, 1), "peak": round(rss.peak / 1e6, 1), "after": round(daemon.rss() / 1e6, 1) if daemon.alive() else None},
+        "daemon_rss_mb": {
+            "before": round(before / 1e6, 1),
+            "peak": round(rss.peak / 1e6, 1),
+            "after": round(daemon.rss() / 1e6, 1) if daemon.alive() else None,
+        },
         "neighbour_latency": lat,
     }
 

@@ -18,8 +18,24 @@ from typing import Any
 
 from reference import ImpetusDaemon, ImpetusStreams, MlxServer
 
-TOPICS = ["the sea", "a mountain", "a city at night", "a forest", "a desert", "a river", "winter", "a garden",
-          "a storm", "a library", "a harbour", "a train", "a castle", "a market", "the moon", "an island"]
+TOPICS = [
+    "the sea",
+    "a mountain",
+    "a city at night",
+    "a forest",
+    "a desert",
+    "a river",
+    "winter",
+    "a garden",
+    "a storm",
+    "a library",
+    "a harbour",
+    "a train",
+    "a castle",
+    "a market",
+    "the moon",
+    "an island",
+]
 
 
 def prompts(level: int, offset: int) -> list[list[dict[str, str]]]:
@@ -73,8 +89,20 @@ def main() -> None:
         for i, m in zip(results["impetus"], results["mlx_lm_server"])
     }
     engine = daemon_engine
-    print(json.dumps({"benchmark": "concurrency", "model": "smollm2-135m", "max_tokens": args.max_tokens,
-                      "impetus_engine": engine, "reference_setup": args.reference_setup, **results, "ratio_impetus_over_mlx_lm_server": ratios}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "concurrency",
+                "model": "smollm2-135m",
+                "max_tokens": args.max_tokens,
+                "impetus_engine": engine,
+                "reference_setup": args.reference_setup,
+                **results,
+                "ratio_impetus_over_mlx_lm_server": ratios,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ class Daemon:
         self.log = self.root / "daemon.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMPETUS_")}
         env.update(
-            IMPETUS_HOME=str(self.home), IMPETUS_SOCKET=str(self.socket), IMPETUS_PLUGINS="impetus_echo",
+            IMPETUS_HOME=str(self.home),
+            IMPETUS_SOCKET=str(self.socket),
+            IMPETUS_PLUGINS="impetus_echo",
             PYTHONPATH=os.pathsep.join(filter(None, [str(ECHO_PLUGINS), env.get("PYTHONPATH", "")])),
         )
         self.env = env

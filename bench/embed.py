@@ -69,8 +69,15 @@ def in_process(inputs: list[str], runs: int) -> list[float]:
 
     from impetusd.workers.blas import worker_env
 
-    out = subprocess.run([sys.executable, __file__, "--in-process"], input=json.dumps({"texts": inputs, "runs": runs}),
-                         capture_output=True, text=True, check=True, timeout=900, env={**os.environ, **worker_env("auto")})
+    out = subprocess.run(
+        [sys.executable, __file__, "--in-process"],
+        input=json.dumps({"texts": inputs, "runs": runs}),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+        env={**os.environ, **worker_env("auto")},
+    )
     return json.loads(out.stdout)
 
 
@@ -92,8 +99,14 @@ def sentence_transformers(inputs: list[str], runs: int) -> list[float] | None:
     python = ROOT / ".venv-reference" / "bin" / "python"
     if not python.exists():
         return None
-    out = subprocess.run([str(python), "-c", REFERENCE], input=json.dumps({"model": str(folder()), "texts": inputs, "runs": runs}),
-                         capture_output=True, text=True, check=True, timeout=900)
+    out = subprocess.run(
+        [str(python), "-c", REFERENCE],
+        input=json.dumps({"model": str(folder()), "texts": inputs, "runs": runs}),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
     return json.loads(out.stdout)
 
 
@@ -112,7 +125,10 @@ def main() -> None:
     local_times = in_process(inputs, args.runs)
     reference = sentence_transformers(inputs, args.runs)
     result = {
-        "model": MODEL, "texts": args.texts, "prompt_tokens": tokens, "runs": args.runs,
+        "model": MODEL,
+        "texts": args.texts,
+        "prompt_tokens": tokens,
+        "runs": args.runs,
         "texts_per_s": {
             "impetus_daemon": rate(args.texts, daemon_times),
             "mlx_in_process": rate(args.texts, local_times),

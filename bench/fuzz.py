@@ -34,8 +34,18 @@ from daemon_harness import Daemon, ValidClient
 BIG_LINE = 64 * 1024 * 1024
 NAME = re.compile(rb'"data":\{"name":"(\w+)"')
 CATEGORIES = (
-    "bad_utf8", "deep_nesting", "huge_number", "wrong_type", "bad_params", "random_json",
-    "truncated", "junk_batch", "odd_method", "bad_cancel", "long_string", "control_bytes",
+    "bad_utf8",
+    "deep_nesting",
+    "huge_number",
+    "wrong_type",
+    "bad_params",
+    "random_json",
+    "truncated",
+    "junk_batch",
+    "odd_method",
+    "bad_cancel",
+    "long_string",
+    "control_bytes",
 )
 
 
@@ -63,11 +73,13 @@ def make_frame(rng: random.Random, category: str) -> bytes:
     rid = rng.randrange(1, 10**6)
     if category == "bad_utf8":
         junk = bytes(rng.choice([0xC3, 0x28, 0xFF, 0xFE, 0xED, 0xA0, 0x80, 0xF8]) for _ in range(rng.randrange(1, 12)))
-        return rng.choice([
-            b'{"jsonrpc":"2.0","id":%d,"method":"' % rid + junk + b'"}',
-            b'{"jsonrpc":"2.0","id":%d,"method":"chat","params":{"model":"' % rid + junk + b'","messages":[]}}',
-            junk,
-        ])
+        return rng.choice(
+            [
+                b'{"jsonrpc":"2.0","id":%d,"method":"' % rid + junk + b'"}',
+                b'{"jsonrpc":"2.0","id":%d,"method":"chat","params":{"model":"' % rid + junk + b'","messages":[]}}',
+                junk,
+            ]
+        )
     if category == "deep_nesting":
         depth = rng.choice([64, 1000, 10_000, 100_000, 500_000])
         opener, closer = rng.choice([(b"[", b"]"), (b'{"a":', b"}")])
@@ -86,24 +98,26 @@ def make_frame(rng: random.Random, category: str) -> bytes:
         return _json(base)
     if category == "bad_params":
         method = rng.choice(["chat", "complete", "models.load", "models.unload", "models.list", "daemon.info", "echo.ping"])
-        params = rng.choice([
-            {"model": "smollm2-135m", "messages": 5},
-            {"model": "m", "messages": [{"role": "wizard", "content": "x"}]},
-            {"model": "m", "messages": [{"role": "user"}]},
-            {"model": 7, "prompt": "x"},
-            {"model": "m", "prompt": "x", "temperature": "hot"},
-            {"model": "m", "prompt": "x", "max_tokens": -5},
-            {"model": "m", "prompt": "x", "stop": ["a"] * 1000},
-            {"model": "m", "prompt": "x", "keep_alive": "forever-ish"},
-            {"model": "/", "prompt": "x"},
-            {"model": "/etc/passwd", "prompt": "x"},
-            {"model": "../../../../etc/shadow", "prompt": "x"},
-            {"model": "no\u0000such", "prompt": "x"},
-            {"model": "m" * 5000, "prompt": "x"},
-            {"model": "m", "messages": [], "frequency_penalty": 2},
-            [1, 2, 3],
-            "params as a string",
-        ])
+        params = rng.choice(
+            [
+                {"model": "smollm2-135m", "messages": 5},
+                {"model": "m", "messages": [{"role": "wizard", "content": "x"}]},
+                {"model": "m", "messages": [{"role": "user"}]},
+                {"model": 7, "prompt": "x"},
+                {"model": "m", "prompt": "x", "temperature": "hot"},
+                {"model": "m", "prompt": "x", "max_tokens": -5},
+                {"model": "m", "prompt": "x", "stop": ["a"] * 1000},
+                {"model": "m", "prompt": "x", "keep_alive": "forever-ish"},
+                {"model": "/", "prompt": "x"},
+                {"model": "/etc/passwd", "prompt": "x"},
+                {"model": "../../../../etc/shadow", "prompt": "x"},
+                {"model": "no\u0000such", "prompt": "x"},
+                {"model": "m" * 5000, "prompt": "x"},
+                {"model": "m", "messages": [], "frequency_penalty": 2},
+                [1, 2, 3],
+                "params as a string",
+            ]
+        )
         return _json({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
     if category == "random_json":
         return _json(_random_json(rng))
@@ -212,8 +226,9 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(frames: int = 10_000, rate: float = 2000.0, seed: int = 0, conns: int = 4, baseline: int = 40,
-        big_line: bool = True, token_s: float = 0.01) -> dict[str, Any]:
+def run(
+    frames: int = 10_000, rate: float = 2000.0, seed: int = 0, conns: int = 4, baseline: int = 40, big_line: bool = True, token_s: float = 0.01
+) -> dict[str, Any]:
     with Daemon() as daemon:
         client = ValidClient(daemon.socket, daemon.echo_model(token_s))
         client.warm_up()

@@ -162,7 +162,9 @@ def bench_model(label: str, path: Path, args: argparse.Namespace, bandwidth: flo
         loaded = client.call("models.load", {"model": str(path), "keep_alive": -1})["model"]
         out["impetus_load_s"] = round(time.monotonic() - t0, 2)
         details = loaded.get("engine") or {}
-        out["engine"] = {k: details.get(k) for k in ("device", "build", "gpu_layers", "layers", "gpus", "slots", "context_length", "threads", "gpu_memory_bytes")}
+        out["engine"] = {
+            k: details.get(k) for k in ("device", "build", "gpu_layers", "layers", "gpus", "slots", "context_length", "threads", "gpu_memory_bytes")
+        }
         n_vocab = int(details.get("vocab_size") or 0)
         ban = {str(n_vocab - 1): -100.0, str(n_vocab - 2): -100.0}  # <|im_end|> (end of generation) and <|im_start|>
         t0 = time.monotonic()

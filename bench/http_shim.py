@@ -52,7 +52,11 @@ def socket_stream(sock: Path, max_tokens: int) -> dict[str, float]:
     with Client(sock) as client:
         started = time.monotonic()
         stamps: list[float] = []
-        client.stream("chat", {"model": MODEL, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True}, lambda m, r: stamps.append(time.monotonic()))
+        client.stream(
+            "chat",
+            {"model": MODEL, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True},
+            lambda m, r: stamps.append(time.monotonic()),
+        )
     return row(started, stamps)
 
 
@@ -104,18 +108,23 @@ def main() -> None:
         with Client(sock) as c:
             direct = latencies(lambda: c.call("models.list"), args.calls)
         over_http = latencies(lambda: api.models.list(), args.calls)
-        print(json.dumps({
-            "model": MODEL,
-            "max_tokens": args.max_tokens,
-            "runs": args.runs,
-            "http_stream": h,
-            "socket_stream": s,
-            "ratio_client_tps_http_vs_socket": round(h["client_tps"] / s["client_tps"], 3) if s["client_tps"] else None,
-            "ratio_ttft_http_vs_socket": round(h["ttft_ms"] / s["ttft_ms"], 3) if s["ttft_ms"] else None,
-            "list_models_calls": args.calls,
-            "list_models_socket": direct,
-            "list_models_http": over_http,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": MODEL,
+                    "max_tokens": args.max_tokens,
+                    "runs": args.runs,
+                    "http_stream": h,
+                    "socket_stream": s,
+                    "ratio_client_tps_http_vs_socket": round(h["client_tps"] / s["client_tps"], 3) if s["client_tps"] else None,
+                    "ratio_ttft_http_vs_socket": round(h["ttft_ms"] / s["ttft_ms"], 3) if s["ttft_ms"] else None,
+                    "list_models_calls": args.calls,
+                    "list_models_socket": direct,
+                    "list_models_http": over_http,
+                },
+                indent=2,
+            )
+        )
     finally:
         shim.terminate()
         shim.wait(30)

@@ -92,8 +92,7 @@ def process_memory(daemon: Daemon, settled: bool = True) -> dict[str, int]:
         except psutil.Error:
             pass
     daemon_rss = proc.memory_info().rss
-    return {"daemon_rss": daemon_rss, "workers_rss": workers, "total_rss": daemon_rss + workers,
-            "system_available": psutil.virtual_memory().available}
+    return {"daemon_rss": daemon_rss, "workers_rss": workers, "total_rss": daemon_rss + workers, "system_available": psutil.virtual_memory().available}
 
 
 LLAMACPP_IN_PROCESS = r"""
@@ -142,9 +141,14 @@ def through_daemon(daemon: Daemon, client: Client, model: str, backend: str | No
         time.sleep(0.02)
     after_unload = process_memory(daemon)
     return {
-        "backend": loaded["backend"], "load_ms": loaded["load_ms"], "client_ms": round(client_ms, 1), "engine_load_ms": loaded["engine_load_ms"],
-        "warmup_ms": loaded["warmup_ms"], "process_start_ms": round(loaded["load_ms"] - (loaded["engine_load_ms"] or 0), 1),
-        "estimate_bytes": loaded["estimate"]["total_bytes"], "worker_rss_after_load": loaded["rss_bytes"],
+        "backend": loaded["backend"],
+        "load_ms": loaded["load_ms"],
+        "client_ms": round(client_ms, 1),
+        "engine_load_ms": loaded["engine_load_ms"],
+        "warmup_ms": loaded["warmup_ms"],
+        "process_start_ms": round(loaded["load_ms"] - (loaded["engine_load_ms"] or 0), 1),
+        "estimate_bytes": loaded["estimate"]["total_bytes"],
+        "worker_rss_after_load": loaded["rss_bytes"],
         "memory": {"before_load": before, "after_load": after_load, "after_unload": after_unload},
     }
 

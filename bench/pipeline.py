@@ -38,7 +38,13 @@ def stream_rate(sock_path: str, model: str, tokens: int) -> dict:
     end = time.perf_counter()
     conn.close()
     done = msg["result"]["usage"]["completion_tokens"]
-    return {"tokens": done, "chunks": chunks, "seconds": round(end - started, 3), "tokens_per_s": round(done / (end - started)), "ttft_ms": round((first - started) * 1000, 2) if first else None}
+    return {
+        "tokens": done,
+        "chunks": chunks,
+        "seconds": round(end - started, 3),
+        "tokens_per_s": round(done / (end - started)),
+        "ttft_ms": round((first - started) * 1000, 2) if first else None,
+    }
 
 
 def health(sock_path: str, calls: int) -> dict:

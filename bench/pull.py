@@ -32,7 +32,14 @@ FILE = "payload-F32.gguf"
 
 
 def start_daemon(root: Path, hub: FakeHub) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    env = {**os.environ, "IMPETUS_HOME": str(root / "home"), "IMPETUS_SOCKET": str(root / "d.sock"), "HF_ENDPOINT": hub.url, "HF_HOME": str(root / "hf"), "IMPETUS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "IMPETUS_HOME": str(root / "home"),
+        "IMPETUS_SOCKET": str(root / "d.sock"),
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(root / "hf"),
+        "IMPETUS_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen([sys.executable, "-m", "impetusd"], env=env)
     deadline = time.monotonic() + 30
     while True:
@@ -82,16 +89,21 @@ def main() -> None:
             daemon.wait(30)
     mb = len(payload) / 1e6
     o, t = statistics.median(ours), statistics.median(theirs)
-    print(json.dumps({
-        "file_mb": round(mb, 1),
-        "runs": args.runs,
-        "impetus_pull_s": round(o, 3),
-        "impetus_mb_per_s": round(mb / o, 1),
-        "hf_hub_download_s": round(t, 3),
-        "hf_hub_download_mb_per_s": round(mb / t, 1),
-        "ratio_throughput_impetus_vs_hf": round(t / o, 3),
-        "note": "impetus time includes the CLI start, sha256 verification and registration",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "file_mb": round(mb, 1),
+                "runs": args.runs,
+                "impetus_pull_s": round(o, 3),
+                "impetus_mb_per_s": round(mb / o, 1),
+                "hf_hub_download_s": round(t, 3),
+                "hf_hub_download_mb_per_s": round(mb / t, 1),
+                "ratio_throughput_impetus_vs_hf": round(t / o, 3),
+                "note": "impetus time includes the CLI start, sha256 verification and registration",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,23 @@ class MlxServer:
         self.model_dir = mlx_copy(self.tmp / "model", widen=bool(extra))
         log = open(self.tmp / "server.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlx_lm.server", "--model", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "WARNING", *self.args],
-            stdout=log, stderr=log, env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **extra},
+            [
+                sys.executable,
+                "-m",
+                "mlx_lm.server",
+                "--model",
+                str(self.model_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "WARNING",
+                *self.args,
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **extra},
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -108,8 +123,14 @@ class MlxServer:
 
     def stream_chat(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
         """One streamed chat; client-side start, first-token and end times, tokens."""
-        body = {"model": str(self.model_dir), "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-                "stream": True, "stream_options": {"include_usage": True}}
+        body = {
+            "model": str(self.model_dir),
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         started = time.perf_counter()
         first = None
         tokens = chunks = 0
@@ -157,8 +178,14 @@ class ImpetusStreams:
                     if "error" in msg:
                         raise RuntimeError(msg["error"])
                     res = msg["result"]
-                    return {"start": started, "first": first, "end": time.perf_counter(), "tokens": res["usage"]["completion_tokens"],
-                            "cached_tokens": res["usage"]["cached_tokens"], "batch_size": res["timings"].get("batch_size")}
+                    return {
+                        "start": started,
+                        "first": first,
+                        "end": time.perf_counter(),
+                        "tokens": res["usage"]["completion_tokens"],
+                        "cached_tokens": res["usage"]["cached_tokens"],
+                        "batch_size": res["timings"].get("batch_size"),
+                    }
         finally:
             f.close()
             conn.close()

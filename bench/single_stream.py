@@ -57,12 +57,14 @@ def through_daemon(runs: int, max_tokens: int) -> dict:
                         first.append(time.monotonic())
 
                 res = client.stream("chat", {"model": "smollm2-135m", "messages": PROMPT, "max_tokens": max_tokens, "stream": True, "temperature": 0}, on_note)
-                rows.append({
-                    "client_ttft_ms": (first[0] - started) * 1000,
-                    "decode_tps": res["timings"]["decode_tps"],
-                    "prefill_tps": res["timings"]["prefill_tps"],
-                    "tokens": res["usage"]["completion_tokens"],
-                })
+                rows.append(
+                    {
+                        "client_ttft_ms": (first[0] - started) * 1000,
+                        "decode_tps": res["timings"]["decode_tps"],
+                        "prefill_tps": res["timings"]["prefill_tps"],
+                        "tokens": res["usage"]["completion_tokens"],
+                    }
+                )
         return {"load_ms": load["model"]["load_ms"], "runs": rows}
     finally:
         proc.terminate()
@@ -127,19 +129,24 @@ def main() -> None:
     same = reference(args.runs, args.max_tokens, worker_setup=True)
     plain = reference(args.runs, args.max_tokens, worker_setup=False)
     d, r, p = summary(daemon["runs"]), summary(same["runs"]), summary(plain["runs"])
-    print(json.dumps({
-        "benchmark": "single_stream",
-        "model": "smollm2-135m",
-        "max_tokens": args.max_tokens,
-        "impetus": {**d, "load_ms": daemon["load_ms"]},
-        "mlx_lm_in_process": {**r, "weights": same["weights"]},
-        "mlx_lm_in_process_plain": {**p, "weights": plain["weights"]},
-        "ratio_decode_tps": round(d["decode_tps"] / r["decode_tps"], 3),
-        "ratio_ttft": round(d["client_ttft_ms"] / r["client_ttft_ms"], 3),
-        "ttft_diff_ms": round(d["client_ttft_ms"] - r["client_ttft_ms"], 2),
-        "ratio_decode_tps_vs_plain": round(d["decode_tps"] / p["decode_tps"], 3),
-        "ratio_ttft_vs_plain": round(d["client_ttft_ms"] / p["client_ttft_ms"], 3),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "single_stream",
+                "model": "smollm2-135m",
+                "max_tokens": args.max_tokens,
+                "impetus": {**d, "load_ms": daemon["load_ms"]},
+                "mlx_lm_in_process": {**r, "weights": same["weights"]},
+                "mlx_lm_in_process_plain": {**p, "weights": plain["weights"]},
+                "ratio_decode_tps": round(d["decode_tps"] / r["decode_tps"], 3),
+                "ratio_ttft": round(d["client_ttft_ms"] / r["client_ttft_ms"], 3),
+                "ttft_diff_ms": round(d["client_ttft_ms"] - r["client_ttft_ms"], 2),
+                "ratio_decode_tps_vs_plain": round(d["decode_tps"] / p["decode_tps"], 3),
+                "ratio_ttft_vs_plain": round(d["client_ttft_ms"] / p["client_ttft_ms"], 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

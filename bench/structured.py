@@ -63,7 +63,14 @@ def validity(d: Daemon, seeds: int, max_tokens: int) -> dict[str, Any]:
     for name, schema in SCHEMAS.items():
         for seed in range(seeds):
             total += 1
-            params = {"model": MODEL, "messages": ASK, "max_tokens": max_tokens, "temperature": 0.7, "seed": seed, "format": {"type": "json_schema", "schema": schema}}
+            params = {
+                "model": MODEL,
+                "messages": ASK,
+                "max_tokens": max_tokens,
+                "temperature": 0.7,
+                "seed": seed,
+                "format": {"type": "json_schema", "schema": schema},
+            }
             try:
                 result = d.call("chat", params)
             except RuntimeError as exc:  # refused by name: a schema feature this engine cannot enforce

@@ -14,7 +14,7 @@ from impetusd.config import Config
 from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
 from impetusd.observe.events import Event
 from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER, reasoning_opened, template_inputs
-from impetusd.plugin.children import die_with
+from impetusd.plugin.children import child_env, die_with
 from impetusd.plugin.engine import (
     BackendSpec,
     BatchEngine,
@@ -91,6 +91,7 @@ __all__ = [
     "Gpu",
     "MethodSpec",
     # child processes of a worker
+    "child_env",
     "die_with",
     # the engine contract
     "ModelSpec",

@@ -11,11 +11,12 @@ worker that streams to it (and through it, every other client of that model).
 from __future__ import annotations
 
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 
 import anyio
-from anyio.abc import ByteSendStream
+from anyio.abc import ByteSendStream, SocketAttribute
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ class Outbox:
         self.closed = False  # no more puts
         self._scope = anyio.CancelScope()
         self.broken = False  # the client cannot be written to
+        # When nothing is queued and the writer is not mid-send, a message goes straight to
+        # the socket: a streamed token then costs no wake of the writer task.
+        self._raw: socket.socket | None = stream.extra(SocketAttribute.raw_socket, None)
+        self._sending = False
 
     def put(self, data: bytes) -> None:
         """Queue ``data``; raises BrokenResourceError if the client is gone or overflowed.
@@ -49,6 +54,18 @@ class Outbox:
             self._wake.set()
             self._on_overflow(self.queued_bytes + len(data))
             raise anyio.BrokenResourceError
+        if not self._queue and not self._sending and self._raw is not None:
+            try:
+                sent = self._raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.broken = True
+                self._wake.set()  # the writer ends
+                raise anyio.BrokenResourceError from None
+            if sent == len(data):
+                return
+            data = data[sent:]  # the rest waits for the socket, as a queued message
         self._queue.append(data)
         self.queued_bytes += len(data)
         self._wake.set()
@@ -88,6 +105,7 @@ class Outbox:
             while self._queue and size + len(self._queue[0]) <= WRITE_BATCH:
                 parts.append(self._queue.popleft())
                 size += len(parts[-1])
+            self._sending = True
             try:
                 await self._stream.send(b"".join(parts) if len(parts) > 1 else parts[0])
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -96,6 +114,7 @@ class Outbox:
                 self._set_emptied()
                 return
             finally:
+                self._sending = False
                 self.queued_bytes -= size
             if self.broken:
                 return

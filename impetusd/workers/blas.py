@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from impetusd.plugin.children import WORKER_BLAS_ENV
+
 log = logging.getLogger(__name__)
 
 OPENBLAS_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
@@ -45,7 +47,7 @@ def worker_env(setting: str, env: dict[str, str] | None = None) -> dict[str, str
         log.warning("worker_blas %s does not exist; workers start without it", lib)
         return {}
     current = (env if env is not None else os.environ).get("LD_PRELOAD", "")
-    return {"LD_PRELOAD": f"{lib} {current}".strip(), "IMPETUS_WORKER_BLAS": lib}
+    return {"LD_PRELOAD": f"{lib} {current}".strip(), WORKER_BLAS_ENV: lib}
 
 
 def binary_env(llama_server: str | None, gpu_layers: str | None = None) -> dict[str, str]:

@@ -67,6 +67,7 @@ PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 CONNECT_TIMEOUT_S = 10.0
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
+RELAYED_WAIT_S = 0.5  # ... when the daemon reads every running stream (the relay)
 # llama-server's speculation types: a draft model (-md alone loads it but drafts nothing),
 # and n-grams of the context ("ngram-mod" drafted on a repetitive prompt here; "ngram-simple" did not)
 DRAFT_SPEC = "draft-simple"
@@ -151,6 +152,7 @@ class Stream:
         self.restore = False  # whether the disk tier holds more of the prompt than the slot
         self.held: list[int] = []  # what the slot holds once the request is over
         self.logprobs: list[TokenLogprob] = []
+        self.relayed = False  # the daemon reads the response (RelaySink)
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -363,8 +365,11 @@ class LlamaServerEngine:
             stream.batch_size = max(stream.batch_size, len(self.running))
             if not stream.cancelled and stream.should_stop():  # also the worker's heartbeat
                 stream.cancel()
+        # Relayed streams need no watching here (the daemon reads them, and ends them on a
+        # cancel); the loop still wakes now and then for the worker's heartbeat.
+        wait = RELAYED_WAIT_S if all(s.relayed for s in self.running) else STEP_WAIT_S
         try:
-            news = [self.events.get(timeout=STEP_WAIT_S)]
+            news = [self.events.get(timeout=wait)]
         except queue.Empty:
             return
         while True:
@@ -487,7 +492,9 @@ class LlamaServerEngine:
         try:
             if not self.nodes and isinstance(stream.on_text, RelaySink):
                 sock.settimeout(None)
+                stream.relayed = True
                 summary = stream.on_text.relay(sock)  # blocks until the daemon has read it all
+                stream.relayed = summary is not None
                 if summary is not None:
                     if stream.should_stop():  # the daemon ended it: the request was cancelled
                         stream.cancelled = True

@@ -22,7 +22,10 @@ def options(req: GenerateRequest, n_vocab: int, window: int, llguidance: bool = 
     seed = RANDOM_SEED if req.seed is None else req.seed & 0x7FFFFFFF
     return {
         "temperature": req.temperature,  # 0: greedy
-        "top_k": req.top_k,  # 0: off
+        # 0: off. Greedy (temperature 0) picks the top token whatever top-k/p and min-p say;
+        # top-k 1 says so to llama.cpp, whose later samplers then see one token instead of
+        # the whole vocabulary (measured: ~3% of the decode rate on the bundled model).
+        "top_k": 1 if req.temperature == 0 else req.top_k,
         "top_p": req.top_p,
         "min_p": req.min_p,
         "seed": seed,

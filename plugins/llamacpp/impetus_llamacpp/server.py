@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from impetusd.plugin_api import InvalidModelFile, PluginError, die_with
+from impetusd.plugin_api import InvalidModelFile, PluginError, child_env, die_with
 
 from .binary import Binary
 
@@ -52,6 +52,7 @@ class LlamaServer:
             stderr=subprocess.PIPE,
             preexec_fn=die_with(os.getpid()),  # noqa: PLW1509 (the worker starts it from one thread, before serving)
             close_fds=True,
+            env=child_env(),  # without the worker's preloaded BLAS
         )
         threading.Thread(target=self._read_stderr, name=f"llama-server-{role}-stderr", daemon=True).start()
         self.http = httpx.Client(transport=httpx.HTTPTransport(uds=self.socket), base_url="http://llama-server", timeout=httpx.Timeout(None, connect=10.0))

