@@ -22,8 +22,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def shared_daemon(tmp_path_factory: pytest.TempPathFactory):
-    """One daemon for the many tests that only talk to it."""
-    d = DaemonProcess(tmp_path_factory.mktemp("s"), IMPETUS_PLUGINS="impetus_echo").start()
+    """One daemon for the many tests that only talk to it (echo and script test plugins)."""
+    d = DaemonProcess(tmp_path_factory.mktemp("s"), IMPETUS_PLUGINS="impetus_echo,impetus_script").start()
     yield d
     d.stop()
 

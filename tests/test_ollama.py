@@ -226,3 +226,33 @@ def test_bad_format_is_400(mlx_shim: ShimProcess) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "format": "xml", "stream": False}
     r = httpx.post(f"{mlx_shim.base}/api/chat", json=body, timeout=120)
     assert r.status_code == 400 and "format" in r.json()["error"]
+
+
+def test_parallel_tool_calls_in_one_message(client: ollama.Client) -> None:
+    """Several calls in one answer (an example exchange in the history makes this model
+    write two): each in Ollama's shape, arguments as an object, in the order written;
+    streamed, the same calls arrive whole, and the text matches the plain answer."""
+    example = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Bergen"}}\n</tool_call>'
+    messages = [
+        {"role": "user", "content": "Weather in Oslo and in Bergen?"},
+        {"role": "assistant", "content": example},
+        {"role": "user", "content": "Weather in Paris and in Rome?"},
+    ]
+    options = {"temperature": 0, "num_predict": 60}
+    plain = client.chat(model=MODEL, messages=messages, tools=[WEATHER], options=options)
+    calls = plain.message.tool_calls or []
+    assert len(calls) >= 2, plain
+    assert all(c.function.name == "get_weather" and isinstance(c.function.arguments, dict) and isinstance(c.function.arguments.get("city"), str) for c in calls)
+    assert calls[0].function.arguments == {"city": "Paris"}
+    parts = list(client.chat(model=MODEL, messages=messages, tools=[WEATHER], options=options, stream=True))
+    streamed = [c for p in parts for c in p.message.tool_calls or []]
+    assert [(c.function.name, c.function.arguments) for c in streamed] == [(c.function.name, c.function.arguments) for c in calls]
+    assert sum(1 for p in parts if p.message.tool_calls) == 1  # whole, in one object, as Ollama sends them
+    assert "".join(p.message.content or "" for p in parts) == plain.message.content
+    last = parts[-1]
+    assert last.done and last.done_reason == plain.done_reason and last.eval_count == plain.eval_count
+    for done in (plain, last):  # the second asks from the prompt cache: its prefill took no 205 tokens' time
+        assert done.prompt_eval_duration <= done.total_duration and done.eval_duration <= done.total_duration, done
+    raw = httpx.post(f"{client._client.base_url}/api/chat", json={"model": MODEL, "messages": messages, "tools": [WEATHER], "options": options, "stream": False}, timeout=120).json()
+    assert [c["function"]["index"] for c in raw["message"]["tool_calls"]] == list(range(len(calls)))
+    assert all(isinstance(c["function"]["arguments"], dict) for c in raw["message"]["tool_calls"])

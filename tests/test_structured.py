@@ -190,6 +190,7 @@ def test_parallel_calls_when_auto(engine: tuple[DaemonProcess, str]) -> None:
     assert result["message"].get("tool_calls"), result
     _assert_calls_valid(result["message"])
     assert "<tool_call>" not in result["message"]["content"] or result.get("warning")
+    assert not result["message"]["content"][:1].isspace(), result  # the line break after a call is layout, not text
     single = chat(d, messages=messages, tools=[WEATHER], tool_choice="auto", max_tokens=50, parallel_tool_calls=False)
     assert len(single["message"]["tool_calls"]) == 1 and single["finish_reason"] == "tool_calls", single
     assert single["message"]["content"] == "" and single["usage"]["completion_tokens"] < result["usage"]["completion_tokens"]
@@ -386,3 +387,38 @@ def test_streamed_logprobs_come_with_their_text(engine: tuple[DaemonProcess, str
     streamed = [lp for n in notes for lp in n["params"].get("logprobs") or []]
     assert streamed == final["result"]["logprobs"] and streamed
     assert "".join(n["params"]["delta"] for n in notes) == final["result"]["message"]["content"]
+
+
+def test_completion_tokens_count_alike_on_both_engines(tmp_path: Path) -> None:
+    """``usage.completion_tokens`` counts every token the engine sampled, in every phase:
+    the one that ends the phase (end-of-sequence, the last token of a stop string such
+    as ``<tool_call>`` or ``</think>``, the end a grammar allows) included. MLX and
+    llama-server count alike: the same answers report the same counts, ended each way,
+    and a forced call (its own phase, ended where its JSON ends) costs its text plus
+    that one end token on each."""
+    asks: dict[str, dict[str, Any]] = {
+        "end-of-sequence": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 30},
+        "stop string": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 30, "stop": [" How"]},
+        "grammar's end": {"messages": [{"role": "user", "content": "yes or no?"}], "max_tokens": 10, "format": {"type": "json_schema", "schema": {"enum": ["yes", "no"]}}},
+    }
+    seen: dict[str, dict[str, tuple[str, int]]] = {}
+    d = DaemonProcess(tmp_path).start()
+    try:
+        for backend in ("llamacpp", "mlx"):
+            with d.connect() as conn:
+                assert "result" in conn.call("models.load", {"model": MODEL, "backend": backend})
+                for name, ask in asks.items():
+                    result = conn.call("chat", {"model": MODEL, "temperature": 0, **ask})["result"]
+                    assert result["finish_reason"] == "stop", result
+                    seen.setdefault(name, {})[backend] = (result["message"]["content"], result["usage"]["completion_tokens"])
+                if backend == "mlx":  # the call's text, tokenized, plus its end token
+                    forced = conn.call("chat", {"model": MODEL, "temperature": 0, "messages": [{"role": "user", "content": "Time?"}], "tools": [TIME], "tool_choice": "required", "parallel_tool_calls": False, "max_tokens": 30})["result"]
+                    call = forced["message"]["tool_calls"][0]
+                    text = '{"name": "%s", "arguments": %s}' % (call["name"], call["arguments"])
+                    count = conn.call("tokenize", {"model": MODEL, "text": text})["result"]["count"]
+                    assert forced["usage"]["completion_tokens"] == count + 1, (forced, count)
+                conn.call("models.unload", {"model": MODEL})
+    finally:
+        d.stop()
+    for name, by in seen.items():
+        assert by["mlx"] == by["llamacpp"], (name, by)

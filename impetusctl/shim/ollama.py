@@ -112,8 +112,11 @@ def _ns(ms: float | None) -> int:
 def counters(usage: Usage, timings: Timings) -> dict[str, Any]:
     """Ollama's final counters from Impetus's timings (nanoseconds)."""
     ttft = timings.ttft_ms or 0.0
-    prefill_ms = usage.prompt_tokens / timings.prefill_tps * 1000 if timings.prefill_tps else max(ttft - timings.load_ms - timings.queued_ms, 0.0)
+    # the rate is over the tokens prefilled: a prompt read from the cache took none of that time
+    prefilled = usage.prompt_tokens - usage.cached_tokens
+    prefill_ms = prefilled / timings.prefill_tps * 1000 if timings.prefill_tps else max(ttft - timings.load_ms - timings.queued_ms, 0.0)
     decode_ms = usage.completion_tokens / timings.decode_tps * 1000 if timings.decode_tps else max(timings.total_ms - ttft, 0.0)
+    prefill_ms, decode_ms = min(prefill_ms, timings.total_ms), min(decode_ms, timings.total_ms)  # rates of one phase of several
     return {
         "total_duration": _ns(timings.total_ms),
         "load_duration": _ns(timings.load_ms),

@@ -177,6 +177,23 @@ class ChoiceRun:
         self.opened = opened and isinstance(params, ChatParams)
         self.split = ThinkSplitter(self.opened) if isinstance(params, ChatParams) else None
         self.pending: list[TokenLogprob] = []  # logprobs of text held back (a possible marker)
+        self.after_call = False  # auto: the text now written follows a call (its layout comes first)
+        self.gap = ""  # whitespace after a call, held until text follows it
+
+    def _after_call(self, piece: str) -> str:
+        """Text after a call: the whitespace that begins it separates it from the call
+        (``</tool_call>`` and a newline, the Hermes layout); it is not the answer's text
+        where it would begin ``content`` or double a break already there. Between two
+        texts that do not already break (``Look.`` call ``\nSunny.``), it is what
+        separates them, and stays."""
+        self.gap += piece
+        text = self.gap.lstrip()
+        if not text:
+            return ""
+        gap, self.gap, self.after_call = self.gap[: len(self.gap) - len(text)], "", False
+        if self.out.content and not self.out.content[-1].isspace():
+            return gap + text
+        return text
 
     async def _content(self, text: str, logprobs: Logprobs = None) -> None:
         self.pending += logprobs or []
@@ -187,6 +204,8 @@ class ChoiceRun:
             await self._routed(kind, piece)
 
     async def _routed(self, kind: Kind, piece: str) -> None:
+        if kind == "content" and self.after_call:
+            piece = self._after_call(piece)
         if kind == "reasoning":
             self.out.reasoning += piece
         else:
@@ -280,13 +299,24 @@ class ChoiceRun:
         while True:
             free = msgspec.structs.replace(req, prefix=prefix, stop=[*req.stop, TOOL_OPEN], max_tokens=max(1, self._left()))
             res = await self._phase(free, self._content)
+            opener = res.finish_reason == "stop" and res.stop_sequence == TOOL_OPEN
+            if opener and self.split is not None and self.split.state == "reasoning":
+                # a call written inside the still-open reasoning is part of the reasoning
+                self.out.stop_sequence = None
+                await self._content(TOOL_OPEN)
+                prefix = prefix + res.text + TOOL_OPEN
+                if self._left() == 0:
+                    self.out.finish = "length"
+                    break
+                continue
             await self._flush()
-            if res.finish_reason != "stop" or res.stop_sequence != TOOL_OPEN:
+            if not opener:
                 break
             self.out.stop_sequence = None
             after = await self._call(req, tools, prefix + res.text + TOOL_OPENER)
             if after is None or not self._parallel():
                 break
+            self.after_call = True
             prefix = after
         self._calls_finished()
         await self._flush()  # logprobs of a call that did not parse
