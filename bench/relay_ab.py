@@ -7,8 +7,10 @@ Three sides, each a streamed chat of the bundled SmolLM2-135M through the same c
 harness as bench/llama_server.py: a daemon whose worker hands llama-server's stream to
 the daemon (the relay, the default), a daemon whose worker reads it and passes each token
 on (``IMPETUS_RELAY=0``), and llama-server started directly. Every round runs one stream
-on each side in turn, then ``--concurrency`` streams at once on each side; the figures are
-medians over the rounds, and the ratios are to direct (docs/design.md, "Relay").
+on each side in turn, then ``--concurrency`` streams at once on each side, then a short
+question after a long system prompt every round shares (warm TTFT: a few tokens to
+prefill, so the time is the path's); the figures are medians over the rounds, and the
+ratios are to direct (docs/design.md, "Relay").
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_harness import Daemon  # noqa: E402
-from llama_server import MODEL, Direct, ThroughImpetus, together  # noqa: E402
+from llama_server import MODEL, TEXT, Direct, ThroughImpetus, together  # noqa: E402
 
 from impetusctl.client import Client  # noqa: E402
 from impetusd.store.catalog import CATALOG  # noqa: E402
+
+
+def warm_convo(r: int) -> list[dict[str, str]]:
+    """A long system prompt every round shares, and a short question of its own: the
+    time to first token is then mostly the path to llama-server and back, not prefill."""
+    return [{"role": "system", "content": "You are a poet. " + TEXT}, {"role": "user", "content": f"Question {r}: one word?"}]
 
 
 def main() -> None:
@@ -48,6 +56,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     single: dict[str, list[dict[str, float]]] = {"relay": [], "worker_reads": [], "direct": []}
     conc: dict[str, list[float]] = {k: [] for k in single}
+    warm: dict[str, list[float]] = {k: [] for k in single}
     with contextlib.ExitStack() as stack:
         sides: dict[str, Any] = {}
         for name, relay in (("relay", True), ("worker_reads", False)):
@@ -69,6 +78,9 @@ def main() -> None:
                 single[name].append(side.stream(100 * r + i, args.max_tokens))
             for i, (name, side) in enumerate(sides.items()):
                 conc[name].append(together(side.stream, 10_000 + 1000 * r + 100 * i, args.concurrency, args.max_tokens)["aggregate_tps"])
+        for r in range(args.rounds + 1):  # the same long prefix each time: a few new tokens to prefill
+            for name, side in sides.items():
+                warm[name].append(side.stream(0, 2, warm_convo(r))["client_ttft_ms"])
     out: dict[str, Any] = {
         "benchmark": "relay_ab",
         "model": MODEL,
@@ -80,10 +92,12 @@ def main() -> None:
     }
     base = {k: statistics.median(row[k] for row in single["direct"]) for k in ("decode_tps", "client_ttft_ms")}
     base_conc = statistics.median(conc["direct"])
+    base_warm = statistics.median(warm["direct"][1:])
     for name in single:
         decode = statistics.median(row["decode_tps"] for row in single[name])
         ttft = statistics.median(row["client_ttft_ms"] for row in single[name])
         agg = statistics.median(conc[name])
+        warm_ttft = statistics.median(warm[name][1:])  # round 0 filled the cache
         out["sides"][name] = {
             "decode_tps": round(decode, 2),
             "client_ttft_ms": round(ttft, 1),
@@ -91,6 +105,9 @@ def main() -> None:
             "decode_vs_direct": round(decode / base["decode_tps"], 3),
             "ttft_minus_direct_ms": round(ttft - base["client_ttft_ms"], 1),
             f"aggregate_{args.concurrency}_vs_direct": round(agg / base_conc, 3),
+            "warm_ttft_ms": round(warm_ttft, 1),
+            "warm_ttft_minus_direct_ms": round(warm_ttft - base_warm, 1),
+            "client_ttft_ms_per_round": [round(row["client_ttft_ms"], 1) for row in single[name]],
             "decode_tps_per_round": [round(row["decode_tps"], 1) for row in single[name]],
         }
     print(json.dumps(out, indent=2))

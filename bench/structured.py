@@ -4,6 +4,7 @@ the schema's compile time on first use and cached; and validity over the schema 
 (bench/schemas.py) at temperature 0.7 with several seeds, checked with ``jsonschema``.
 
 Prints one JSON object. Usage: .venv/bin/python bench/structured.py [--seeds 3] [--runs 2] [--engines mlx,llamacpp]
+[--llama-server PATH] (e.g. a llama-server built with IMPETUS_LLAMA_LLGUIDANCE=0, for llama.cpp's own GBNF sampler)
 """
 
 from __future__ import annotations
@@ -104,15 +105,20 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--validity-max-tokens", type=int, default=96)
     ap.add_argument("--engines", default="mlx,llamacpp")
+    ap.add_argument("--llama-server", help="this llama-server binary (IMPETUS_LLAMA_SERVER), e.g. one built without llguidance")
     args = ap.parse_args()
     out: dict[str, Any] = {"model": MODEL, "schema_compile": compile_ms(), "engines": {}}
     for engine in args.engines.split(","):
-        with Daemon() as d:
-            d.call("models.load", {"model": MODEL, "backend": engine, "keep_alive": -1})
+        daemon = Daemon()
+        if args.llama_server:
+            daemon.env["IMPETUS_LLAMA_SERVER"] = args.llama_server
+        with daemon as d:
+            loaded = d.call("models.load", {"model": MODEL, "backend": engine, "keep_alive": -1})
             d.call("chat", {"model": MODEL, "messages": ASK, "max_tokens": 2, "format": {"type": "json_schema", "schema": BIG}})  # warm: tokenizer, caches
             free = decode(d, args.max_tokens, args.runs, None)
             constrained = decode(d, args.max_tokens, args.runs, {"type": "json_schema", "schema": BIG})
             out["engines"][engine] = {
+                "grammar_engine": loaded["model"]["engine"].get("grammar_engine", "llguidance"),
                 "free_decode_tps": free,
                 "constrained_decode_tps": constrained,
                 "ratio": round(constrained / free, 3) if free else None,

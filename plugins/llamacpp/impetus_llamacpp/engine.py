@@ -153,6 +153,7 @@ class Stream:
         self.held: list[int] = []  # what the slot holds once the request is over
         self.logprobs: list[TokenLogprob] = []
         self.relayed = False  # the daemon reads the response (RelaySink)
+        self.sent: socket.socket | None = None  # the connection, request written, when step() sent it
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -359,6 +360,11 @@ class LlamaServerEngine:
                     stream.restore = self.disk.match(stream.ids) >= stream.reused + RESTORE_GAIN
             stream.body["id_slot"] = stream.slot
             stream.joined = time.monotonic()
+            if not stream.restore:  # sent from here: llama-server starts before the stream's thread does
+                try:
+                    stream.sent = self._send(stream)
+                except OSError:
+                    pass  # the stream's thread tries again, and reports what fails
             self.running.append(stream)
             threading.Thread(target=self._read, args=(stream,), name="llama-server-stream", daemon=True).start()
         for stream in self.running:
@@ -477,14 +483,7 @@ class LlamaServerEngine:
         the daemon (``RelaySink``: the daemon reads the tokens, the worker waits for the
         summary) or read the response here (with nodes, always here: a stalled node is a
         read timeout)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(CONNECT_TIMEOUT_S)
-            sock.connect(self.server.socket)
-            sock.sendall(request_bytes(stream.body))
-        except BaseException:
-            sock.close()
-            raise
+        sock = stream.sent if stream.sent is not None else self._send(stream)
         with stream.lock:
             stream.sock = sock
             if stream.cancelled:
@@ -504,6 +503,18 @@ class LlamaServerEngine:
             with stream.lock:
                 stream.sock = None
             sock.close()
+
+    def _send(self, stream: Stream) -> socket.socket:
+        """A connection of the request's own, with the request written on it."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.connect(self.server.socket)
+            sock.sendall(request_bytes(stream.body))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _read_here(self, stream: Stream, sock: socket.socket) -> Summary:
         decoder = SseDecoder(stream.req)

@@ -1,5 +1,5 @@
-"""One streamed ``/completion`` of llama-server, as bytes on a socket: the request written,
-the response decoded (HTTP/1.1 by h11, then server-sent events, one JSON object each).
+"""llama-server's HTTP on raw sockets (h11). Mostly one streamed ``/completion``: the request
+written, the response decoded (HTTP/1.1, then server-sent events, one JSON object each).
 
 The decoder runs where the response is read: in the daemon when the worker hands the
 socket over (``RelaySink``; the tokens then skip the worker), else in the worker's stream
@@ -9,6 +9,7 @@ thread. Either way its ``summary`` is what the engine finishes the request from
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -36,16 +37,40 @@ class Summary(msgspec.Struct, kw_only=True):
     logprobs: list[TokenLogprob] = []
 
 
-def request_bytes(body: dict[str, Any]) -> bytes:
-    """The HTTP request for a streamed ``/completion`` with ``body``."""
+def request_bytes(body: dict[str, Any], target: str = "/completion") -> bytes:
+    """The HTTP request POSTing ``body`` (JSON) to ``target``: a streamed ``/completion``."""
     data = msgspec.json.encode(body)
     conn = h11.Connection(h11.CLIENT)
     head = h11.Request(
         method="POST",
-        target="/completion",
+        target=target,
         headers=[("Host", "llama-server"), ("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
     )
     return b"".join(filter(None, (conn.send(head), conn.send(h11.Data(data=data)), conn.send(h11.EndOfMessage()))))
+
+
+def post(path: str, target: str, body: dict[str, Any], timeout: float) -> tuple[int, bytes]:
+    """One small request on a connection of its own to the socket at ``path``: the status
+    and the body. For the hot path before a request starts (``/tokenize``), where httpx's
+    layers cost more than the exchange itself (0.71 against 0.42 ms, measured)."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="POST", target=target, headers=[("Host", "llama-server"), ("Content-Length", "0")]))
+    conn.send(h11.EndOfMessage())
+    status, chunks = 0, []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(request_bytes(body, target))
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return status, b"".join(chunks)
 
 
 class SseDecoder:

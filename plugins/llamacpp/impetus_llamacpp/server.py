@@ -9,6 +9,7 @@ ends the worker) leaves no llama-server behind; elsewhere and on a normal exit
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STDERR_LINES = 40
 READY_TIMEOUT_S = 600.0  # a large model read from a slow disk
+READ_TIMEOUT_S = 60.0  # a small request (tokenize) on a busy machine
 
 
 class LlamaServer:
@@ -126,6 +128,15 @@ class LlamaServer:
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._json(self.http.post(path, json=body))
+
+    def post_small(self, path: str, body: dict[str, Any]) -> Any:
+        """``post`` on a raw socket (relay.py's ``post``): for small, frequent requests."""
+        from .relay import post
+
+        status, data = post(self.socket, path, body, timeout=READ_TIMEOUT_S)
+        if status != 200:
+            raise PluginError(f"llama-server answered {status} to {path}: {data[:500].decode(errors='replace')}", backend="llamacpp")
+        return json.loads(data)
 
     def _json(self, response: httpx.Response) -> Any:
         if response.status_code != 200:
