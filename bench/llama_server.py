@@ -161,7 +161,7 @@ def together(stream: Callable[[int, int], dict[str, float]], base: int, n: int, 
     }
 
 
-def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None, relay: bool = True) -> dict[str, Any]:
+def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None, relay: bool = False) -> dict[str, Any]:
     from impetus_llamacpp.threads import THREADS_ENV, ThreadPolicy
 
     threads = threads or ThreadPolicy().last
@@ -172,8 +172,8 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
     load_before = os.getloadavg()[0]
     daemon = Daemon()
     daemon.env[THREADS_ENV] = str(threads)
-    if not relay:  # the worker reads llama-server's stream and passes each token on (docs/design.md, "Relay")
-        daemon.env["IMPETUS_RELAY"] = "0"
+    if relay:  # the daemon reads llama-server's stream itself (docs/design.md, "Relay")
+        daemon.env["IMPETUS_RELAY"] = "1"
     rows: dict[str, list[dict[str, float]]] = {"impetus": [], "direct": []}
     with daemon, Client(daemon.socket, timeout=600) as client:
         loaded = client.call("models.load", {"model": MODEL, "keep_alive": -1})["model"]
@@ -278,7 +278,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--threads", type=int, help="llama.cpp threads on both sides (default: the physical cores)")
-    ap.add_argument("--no-relay", action="store_true", help="the worker reads llama-server's stream itself (IMPETUS_RELAY=0)")
+    ap.add_argument("--relay", action="store_true", help="the daemon reads llama-server's stream itself (IMPETUS_RELAY=1)")
     ap.add_argument("--prefix", action="store_true", help="only the ~1,000-token shared-prefix figures")
     ap.add_argument("--speculation", action="store_true", help="only the speculative-decoding figures")
     args = ap.parse_args()
@@ -293,7 +293,7 @@ def main() -> None:
             result["speculation"] = speculation_figures(threads)
         print(json.dumps(result, indent=2))
         return
-    print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads, relay=not args.no_relay), indent=2))
+    print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads, relay=args.relay), indent=2))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ Prints one JSON object. Usage:
 
 Three sides, each a streamed chat of the bundled SmolLM2-135M through the same client
 harness as bench/llama_server.py: a daemon whose worker hands llama-server's stream to
-the daemon (the relay, the default), a daemon whose worker reads it and passes each token
-on (``IMPETUS_RELAY=0``), and llama-server started directly. Every round runs one stream
+the daemon (the relay, ``IMPETUS_RELAY=1``), a daemon whose worker reads it and passes each token
+on (the default), and llama-server started directly. Every round runs one stream
 on each side in turn, then ``--concurrency`` streams at once on each side, then a short
 question after a long system prompt every round shares (warm TTFT: a few tokens to
 prefill, so the time is the path's); the figures are medians over the rounds, and the
@@ -62,8 +62,8 @@ def main() -> None:
         for name, relay in (("relay", True), ("worker_reads", False)):
             daemon = Daemon()
             daemon.env[THREADS_ENV] = str(threads)
-            if not relay:
-                daemon.env["IMPETUS_RELAY"] = "0"
+            if relay:
+                daemon.env["IMPETUS_RELAY"] = "1"
             stack.enter_context(daemon)
             with Client(daemon.socket, timeout=600) as client:
                 client.call("models.load", {"model": MODEL, "keep_alive": -1})

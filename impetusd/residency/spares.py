@@ -87,7 +87,8 @@ class Spares:
         calls ``refill`` once its load is over (so the two do not compete for the CPU)."""
         spare = self.waiting.pop(backend.name, None)
         if spare is not None and spare.process.returncode is not None:
-            spare.relay.close()
+            if spare.relay is not None:
+                spare.relay.close()
             return None  # it died while waiting (its imports failed?): start afresh
         return spare
 
@@ -96,7 +97,8 @@ class Spares:
         spawned, self.waiting = list(self.waiting.values()), {}
         spares = [s.process for s in spawned]
         for s in spawned:
-            s.relay.close()
+            if s.relay is not None:
+                s.relay.close()
         for process in spares:
             try:
                 assert process.stdin is not None

@@ -40,8 +40,8 @@ from impetusd.workers.messages import (
     FATAL,
     GENERATE,
     RELAY_DONE,
+    RELAY_ENV,
     RELAY_FD_ENV,
-    RELAY_OFF_ENV,
     SHUTDOWN,
     START,
     TOKENIZE,
@@ -93,21 +93,20 @@ class Spawned:
     streams for the daemon to read (``relay``; docs/design.md, "Relay")."""
 
     process: Process
-    relay: socket.socket
+    relay: socket.socket | None  # None: the relay is off (``IMPETUS_RELAY`` is not "1")
 
 
 async def spawn_worker(env: dict[str, str] | None = None) -> Spawned:
     """A worker process waiting for its ``worker.start`` on stdin."""
+    command = [sys.executable, "-m", "impetusd.workers"]
+    env = {**os.environ, **(env or {})}
+    # stderr: the worker logs to the daemon's stderr
+    if os.environ.get(RELAY_ENV) != "1":
+        return Spawned(await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env), None)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        process = await anyio.open_process(
-            [sys.executable, "-m", "impetusd.workers"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # the worker logs to the daemon's stderr
-            env={**os.environ, **(env or {}), **({} if os.environ.get(RELAY_OFF_ENV) == "0" else {RELAY_FD_ENV: str(theirs.fileno())})},
-            pass_fds=(theirs.fileno(),),
-        )
+        env[RELAY_FD_ENV] = str(theirs.fileno())
+        process = await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, pass_fds=(theirs.fileno(),))
     except BaseException:
         ours.close()
         raise
@@ -137,7 +136,7 @@ class WorkerHandle:
         self.process = process = spawned.process
         self.pid = process.pid
         self.relay_sock = spawned.relay
-        self.relay_decoder = relay_decoder
+        self.relay_decoder = relay_decoder if spawned.relay is not None else None
         self._relayed: dict[RequestId, _Relayed] = {}
         self._relay_scope = anyio.CancelScope()
         self.peer = Peer(self._on_message, on_notification=self._on_notification, routes={CHUNK: TextChunk})
@@ -181,7 +180,8 @@ class WorkerHandle:
         handle.tuning = tuning or Tuning()
         handle.warm_up_pending = not warm_up
         tg.start_soon(handle._read_loop)
-        tg.start_soon(handle._relay_loop)
+        if handle.relay_sock is not None:
+            tg.start_soon(handle._relay_loop)
         start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up, cache=cache)
         try:
             with anyio.fail_after(timeout):
@@ -286,13 +286,16 @@ class WorkerHandle:
             with self._relay_scope:
                 await self._take_relays()
         finally:
-            self.relay_sock.close()
+            if self.relay_sock is not None:
+                self.relay_sock.close()
 
     async def _take_relays(self) -> None:
+        relay = self.relay_sock
+        assert relay is not None
         while True:
-            await anyio.wait_readable(self.relay_sock)
+            await anyio.wait_readable(relay)
             try:
-                data, fds, _, _ = socket.recv_fds(self.relay_sock, 1024, 4)
+                data, fds, _, _ = socket.recv_fds(relay, 1024, 4)
             except BlockingIOError:
                 continue
             except OSError:

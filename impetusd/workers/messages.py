@@ -33,7 +33,7 @@ HEARTBEAT = "heartbeat"
 FATAL = "worker.fatal"
 RELAY_DONE = "relay.done"  # daemon -> worker: a relayed response is over (RelayDone)
 RELAY_FD_ENV = "IMPETUS_WORKER_RELAY_FD"  # the worker's end of the socket it passes streams on
-RELAY_OFF_ENV = "IMPETUS_RELAY"  # "0" in the daemon's environment: workers read their streams themselves
+RELAY_ENV = "IMPETUS_RELAY"  # "1" in the daemon's environment: workers hand their streams over (off by default)
 
 
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
