@@ -87,7 +87,12 @@ def lark_for(fmt: Format, field: str = "format") -> str:
     """``fmt`` as one Lark text (llguidance's dialect): the form an engine that embeds
     llguidance and takes grammars as text (llama-server built with it) accepts. The same
     grammar as ``grammar_for``: a JSON schema becomes ``%json`` with the same options."""
-    grammar = grammar_for(fmt, field)
+    return _lark(format_key(fmt), field)
+
+
+@functools.lru_cache(maxsize=256)
+def _lark(key: str, field: str) -> str:
+    grammar = _compiled(key, field)
     if not grammar.startswith("{"):
         return grammar  # already Lark
     (one,) = json.loads(grammar)["grammars"]

@@ -87,18 +87,16 @@ class Spares:
         calls ``refill`` once its load is over (so the two do not compete for the CPU)."""
         spare = self.waiting.pop(backend.name, None)
         if spare is not None and spare.process.returncode is not None:
-            if spare.relay is not None:
-                spare.relay.close()
+            spare.close_relay()
             return None  # it died while waiting (its imports failed?): start afresh
         return spare
 
     async def stop_all(self) -> None:
         """End the spares: closing stdin makes a waiting worker exit."""
         spawned, self.waiting = list(self.waiting.values()), {}
-        spares = [s.process for s in spawned]
         for s in spawned:
-            if s.relay is not None:
-                s.relay.close()
+            s.close_relay()
+        spares = [s.process for s in spawned]
         for process in spares:
             try:
                 assert process.stdin is not None

@@ -95,24 +95,35 @@ class Spawned:
     process: Process
     relay: socket.socket | None  # None: the relay is off (``IMPETUS_RELAY`` is not "1")
 
+    def close_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+
 
 async def spawn_worker(env: dict[str, str] | None = None) -> Spawned:
     """A worker process waiting for its ``worker.start`` on stdin."""
-    command = [sys.executable, "-m", "impetusd.workers"]
     env = {**os.environ, **(env or {})}
-    # stderr: the worker logs to the daemon's stderr
-    if os.environ.get(RELAY_ENV) != "1":
-        return Spawned(await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env), None)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
+    ours = theirs = None
+    if os.environ.get(RELAY_ENV) == "1":
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
         env[RELAY_FD_ENV] = str(theirs.fileno())
-        process = await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, pass_fds=(theirs.fileno(),))
+    try:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "impetusd.workers"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # the worker logs to the daemon's stderr
+            env=env,
+            pass_fds=() if theirs is None else (theirs.fileno(),),
+        )
     except BaseException:
-        ours.close()
+        if ours is not None:
+            ours.close()
         raise
     finally:
-        theirs.close()
-    ours.setblocking(False)
+        if theirs is not None:
+            theirs.close()  # the worker has its own copy now
     return Spawned(process, ours)
 
 
@@ -135,6 +146,7 @@ class WorkerHandle:
         self.backend = backend
         self.process = process = spawned.process
         self.pid = process.pid
+        self.spawned = spawned
         self.relay_sock = spawned.relay
         self.relay_decoder = relay_decoder if spawned.relay is not None else None
         self._relayed: dict[RequestId, _Relayed] = {}
@@ -286,8 +298,7 @@ class WorkerHandle:
             with self._relay_scope:
                 await self._take_relays()
         finally:
-            if self.relay_sock is not None:
-                self.relay_sock.close()
+            self.spawned.close_relay()
 
     async def _take_relays(self) -> None:
         relay = self.relay_sock

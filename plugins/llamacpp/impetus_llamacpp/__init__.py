@@ -76,7 +76,7 @@ def start(spec: ModelSpec) -> Engine:
 
 def relay_decoder(req: GenerateRequest) -> RelayDecoder:
     """In the daemon: a decoder of one llama-server response the worker hands over."""
-    from .relay import SseDecoder
+    from .wire import SseDecoder
 
     return SseDecoder(req)
 

@@ -10,6 +10,7 @@ each request's end to the worker."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -53,12 +54,12 @@ from . import binary, gpu, rpc
 from .embed import Embedder
 from .offload import PLANNED_ENV, kv_bytes, max_context, wanted_layers, weights_bytes
 from .prompt import Prompter
-from .relay import SseDecoder, Summary, request_bytes
 from .sampling import options
 from .server import LlamaServer
 from .slot_files import SlotFileTier
 from .slots import Slots
 from .threads import ThreadPolicy
+from .wire import SseDecoder, Summary, request_bytes
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,6 @@ class Stream:
         self.held: list[int] = []  # what the slot holds once the request is over
         self.logprobs: list[TokenLogprob] = []
         self.relayed = False  # the daemon reads the response (RelaySink)
-        self.sent: socket.socket | None = None  # the connection, request written, when step() sent it
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -362,7 +362,7 @@ class LlamaServerEngine:
             stream.joined = time.monotonic()
             if not stream.restore:  # sent from here: llama-server starts before the stream's thread does
                 try:
-                    stream.sent = self._send(stream)
+                    stream.sock = self._send(stream)
                 except OSError:
                     pass  # the stream's thread tries again, and reports what fails
             self.running.append(stream)
@@ -483,11 +483,12 @@ class LlamaServerEngine:
         the daemon (``RelaySink``: the daemon reads the tokens, the worker waits for the
         summary) or read the response here (with nodes, always here: a stalled node is a
         read timeout)."""
-        sock = stream.sent if stream.sent is not None else self._send(stream)
+        sock = stream.sock or self._send(stream)
         with stream.lock:
             stream.sock = sock
-            if stream.cancelled:
-                sock.shutdown(socket.SHUT_RDWR)
+            if stream.cancelled:  # before it was sent, or before this thread began
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         try:
             if not self.nodes and isinstance(stream.on_text, RelaySink):
                 sock.settimeout(None)
@@ -522,10 +523,7 @@ class LlamaServerEngine:
         while not decoder.finished:
             data = sock.recv(65536)
             for text, logprobs in decoder.feed(data):
-                if logprobs is None:
-                    stream.on_text(text)
-                else:
-                    stream.on_text(text, logprobs)
+                stream.on_text(text, logprobs)
             if not data:
                 break
             if stream.should_stop():  # between tokens: also the worker's heartbeat

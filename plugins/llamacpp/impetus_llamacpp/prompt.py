@@ -85,5 +85,5 @@ class Prompter:
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """llama.cpp's tokens for ``text``; ``special``: add the model's BOS if it wants one.
         Special tokens written in the text (a template's, or a raw prompt's) are parsed as such."""
-        out = self.server.post_small("/tokenize", {"content": text, "add_special": special, "parse_special": True})
+        out = self.server.post("/tokenize", {"content": text, "add_special": special, "parse_special": True})
         return [int(t) for t in out["tokens"]]

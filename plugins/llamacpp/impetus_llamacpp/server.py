@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 STDERR_LINES = 40
 READY_TIMEOUT_S = 600.0  # a large model read from a slow disk
-READ_TIMEOUT_S = 60.0  # a small request (tokenize) on a busy machine
 
 
 class LlamaServer:
@@ -127,13 +126,10 @@ class LlamaServer:
         return self._json(self.http.get(path))
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        return self._json(self.http.post(path, json=body))
+        """POST ``body`` as JSON on a raw socket (wire.py), the answer's JSON."""
+        from .wire import post
 
-    def post_small(self, path: str, body: dict[str, Any]) -> Any:
-        """``post`` on a raw socket (relay.py's ``post``): for small, frequent requests."""
-        from .relay import post
-
-        status, data = post(self.socket, path, body, timeout=READ_TIMEOUT_S)
+        status, data = post(self.socket, path, body)
         if status != 200:
             raise PluginError(f"llama-server answered {status} to {path}: {data[:500].decode(errors='replace')}", backend="llamacpp")
         return json.loads(data)
