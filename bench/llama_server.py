@@ -109,12 +109,16 @@ class Direct:
 
     def stream(self, run: int, max_tokens: int, convo: list[dict[str, str]] | None = None) -> dict[str, float]:
         req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in convo or messages(run)])  # type: ignore[arg-type]
-        ids = self.prompter.ids(req)
-        body = {"prompt": ids, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True}
-        return completion(self.server, body, len(ids))
+        # The chat rendered here, as a client of llama-server's /completion does; the text is
+        # sent, so llama-server tokenizes it inside the timed request, as it does for a user.
+        # (Tokenized here through /tokenize instead, the server was woken just before every
+        # timed request, which the Impetus side's request is not: cold TTFT ran ~3 ms faster.)
+        text, _ = self.prompter.text(req)  # /completion adds the BOS where the model wants one
+        body = {"prompt": text, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True}
+        return completion(self.server, body)
 
 
-def completion(server: Any, body: dict[str, Any], prompt_tokens: int) -> dict[str, float]:
+def completion(server: Any, body: dict[str, Any], prompt_tokens: int | None = None) -> dict[str, float]:
     """One streamed ``/completion`` on a llama-server started by a bench, timed at the client
     (bench/gpu.py's direct side too)."""
     stamps: list[float] = []
@@ -132,6 +136,8 @@ def completion(server: Any, body: dict[str, Any], prompt_tokens: int) -> dict[st
                 break
     timings = final.get("timings") or {}
     rates = {"prefill_tps": timings.get("prompt_per_second"), "decode_tps": timings.get("predicted_per_second")}
+    if prompt_tokens is None:  # a text prompt: as many as llama-server made of it
+        prompt_tokens = int(final.get("tokens_evaluated", 0))
     return figures(started, stamps or [time.monotonic()], int(final.get("tokens_predicted", 0)), prompt_tokens, int(timings.get("cache_n") or 0), rates)
 
 
@@ -201,6 +207,7 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
         "relay": relay,
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
         "single_stream": {"impetus": a, "llama_server_direct": b},
+        "same_prompt_tokens": [r["prompt_tokens"] for r in rows["impetus"]] == [r["prompt_tokens"] for r in rows["direct"]],
         "ratio_impetus_vs_direct": {k: round(a[k] / b[k], 3) if b[k] else None for k in ("client_decode_tps", "client_ttft_ms", "decode_tps", "prefill_tps")},
         "concurrent": {**conc, "ratio_aggregate_tps": round(conc["impetus"]["aggregate_tps"] / conc["direct"]["aggregate_tps"], 3)},
     }

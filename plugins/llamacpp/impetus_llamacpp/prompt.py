@@ -64,23 +64,28 @@ class Prompter:
         )
 
     def ids(self, req: GenerateRequest) -> list[int]:
+        text, special = self.text(req)
+        ids = self.tokenize(text, special=special)
         if req.kind == "complete":
-            ids = self.tokenize((req.prompt or "") + req.prefix, special=True)
             if not ids and self.bos:  # an empty prompt: start from the beginning of a text
                 ids = self.tokenize(self.bos, special=False)
             if not ids:
                 raise InvalidParams("Invalid params: prompt is empty", field="prompt")
-            return ids
+        return ids
+
+    def text(self, req: GenerateRequest) -> tuple[str, bool]:
+        """The prompt as text, and whether the model's BOS is still to be added to it."""
+        if req.kind == "complete":
+            return (req.prompt or "") + req.prefix, True
         messages, extra = template_inputs(req, self.source, "llamacpp")
         if self.template is None:  # no template: a plain transcript, as the MLX backend does
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: " + req.prefix
-            return self.tokenize(text, special=True)
+            return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: " + req.prefix, True
         try:
             text = self.render(messages, **extra) + req.prefix
         except Exception as exc:  # the template's raise_exception, or a Jinja2 error
             raise InvalidParams(f"Invalid params: the model's chat template refused the messages ({exc})", field="messages") from exc
         # The template writes its own special tokens; the model's BOS only if it did not.
-        return self.tokenize(text, special=not (self.bos and text.startswith(self.bos)))
+        return text, not (self.bos and text.startswith(self.bos))
 
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """llama.cpp's tokens for ``text``; ``special``: add the model's BOS if it wants one.
