@@ -60,8 +60,14 @@ def messages(run: int) -> list[dict[str, str]]:
 
 def figures(started: float, stamps: list[float], tokens: int, prompt_tokens: int, cached: int, server: dict[str, Any]) -> dict[str, float]:
     first, last = stamps[0], stamps[-1]
+    prefill = server.get("prefill_tps") or 0.0
+    # llama-server's own time for the prompt (its timings), and the rest of the time to the
+    # first text: the path to llama-server and back, which prefill's pace does not move
+    prefill_ms = (prompt_tokens - cached) / prefill * 1000 if prefill else 0.0
     return {
         "client_ttft_ms": (first - started) * 1000,
+        "prefill_ms": prefill_ms,
+        "ttft_beyond_prefill_ms": (first - started) * 1000 - prefill_ms,
         "client_decode_tps": (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0,
         "prefill_tps": server.get("prefill_tps") or 0.0,
         "decode_tps": server.get("decode_tps") or 0.0,
@@ -187,9 +193,9 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
         try:
             impetus.stream(-1, 4)  # warm-ups, unmeasured
             direct.stream(-1, 4)
-            for i in range(runs):
-                rows["impetus"].append(impetus.stream(i, max_tokens))
-                rows["direct"].append(direct.stream(i, max_tokens))
+            for i in range(runs):  # which side goes first alternates: neither always follows the other
+                for name, side in (("impetus", impetus), ("direct", direct))[:: 1 if i % 2 == 0 else -1]:
+                    rows[name].append(side.stream(i, max_tokens))
             conc = {
                 "impetus": together(impetus.stream, 1000, concurrency, max_tokens),
                 "direct": together(direct.stream, 2000, concurrency, max_tokens),
@@ -197,6 +203,8 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
         finally:
             direct.close()
     a, b = median(rows["impetus"]), median(rows["direct"])
+    pairs = [x["client_ttft_ms"] - y["client_ttft_ms"] for x, y in zip(rows["impetus"], rows["direct"], strict=True)]
+    beyond = [x["ttft_beyond_prefill_ms"] - y["ttft_beyond_prefill_ms"] for x, y in zip(rows["impetus"], rows["direct"], strict=True)]
     return {
         "benchmark": "llama_server",
         "model": MODEL,
@@ -209,6 +217,13 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
         "single_stream": {"impetus": a, "llama_server_direct": b},
         "same_prompt_tokens": [r["prompt_tokens"] for r in rows["impetus"]] == [r["prompt_tokens"] for r in rows["direct"]],
         "ratio_impetus_vs_direct": {k: round(a[k] / b[k], 3) if b[k] else None for k in ("client_decode_tps", "client_ttft_ms", "decode_tps", "prefill_tps")},
+        # the same run's two requests side by side (the machine's pace drifts between runs)
+        "ttft_minus_direct_ms": {
+            "median_of_pairs": round(statistics.median(pairs), 1),
+            "per_run": [round(d, 1) for d in pairs],
+            # the same without each side's prefill time: what the path adds
+            "beyond_prefill_median_of_pairs": round(statistics.median(beyond), 1),
+        },
         "concurrent": {**conc, "ratio_aggregate_tps": round(conc["impetus"]["aggregate_tps"] / conc["direct"]["aggregate_tps"], 3)},
     }
 

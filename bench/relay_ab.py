@@ -39,6 +39,10 @@ def warm_convo(r: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": "You are a poet. " + TEXT}, {"role": "user", "content": f"Question {r}: one word?"}]
 
 
+def paired(side: list[dict[str, float]], direct: list[dict[str, float]], key: str = "client_ttft_ms") -> list[float]:
+    return [x[key] - y[key] for x, y in zip(side, direct, strict=True)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rounds", type=int, default=8)
@@ -73,14 +77,16 @@ def main() -> None:
         sides["direct"] = direct
         for side in sides.values():
             side.stream(-1, 4)  # warm-up, unmeasured
+        names = list(sides)
         for r in range(args.rounds):
-            for i, (name, side) in enumerate(sides.items()):
-                single[name].append(side.stream(100 * r + i, args.max_tokens))
-            for i, (name, side) in enumerate(sides.items()):
-                conc[name].append(together(side.stream, 10_000 + 1000 * r + 100 * i, args.concurrency, args.max_tokens)["aggregate_tps"])
+            order = names[r % 3 :] + names[: r % 3]  # who goes first rotates: none always follows another
+            for i, name in enumerate(order):
+                single[name].append(sides[name].stream(100 * r + i, args.max_tokens))
+            for i, name in enumerate(order):
+                conc[name].append(together(sides[name].stream, 10_000 + 1000 * r + 100 * i, args.concurrency, args.max_tokens)["aggregate_tps"])
         for r in range(args.rounds + 1):  # the same long prefix each time: a few new tokens to prefill
-            for name, side in sides.items():
-                warm[name].append(side.stream(0, 2, warm_convo(r))["client_ttft_ms"])
+            for name in names[r % 3 :] + names[: r % 3]:
+                warm[name].append(sides[name].stream(0, 2, warm_convo(r))["client_ttft_ms"])
     out: dict[str, Any] = {
         "benchmark": "relay_ab",
         "model": MODEL,
@@ -104,6 +110,9 @@ def main() -> None:
             f"aggregate_tps_{args.concurrency}": round(agg, 2),
             "decode_vs_direct": round(decode / base["decode_tps"], 3),
             "ttft_minus_direct_ms": round(ttft - base["client_ttft_ms"], 1),
+            # each round's request against direct's of the same round (the pace drifts between rounds)
+            "ttft_minus_direct_ms_paired": round(statistics.median(paired(single[name], single["direct"])), 1),
+            "ttft_beyond_prefill_minus_direct_ms_paired": round(statistics.median(paired(single[name], single["direct"], "ttft_beyond_prefill_ms")), 1),
             f"aggregate_{args.concurrency}_vs_direct": round(agg / base_conc, 3),
             "warm_ttft_ms": round(warm_ttft, 1),
             "warm_ttft_minus_direct_ms": round(warm_ttft - base_warm, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -130,11 +131,12 @@ async def spawn_worker(env: dict[str, str] | None = None) -> Spawned:
 class _Relayed:
     """A generate call waiting for, then reading, the stream its worker hands over."""
 
-    __slots__ = ("arrived", "sock", "cut")
+    __slots__ = ("arrived", "sock", "stream", "cut")
 
     def __init__(self) -> None:
         self.arrived = anyio.Event()
         self.sock: socket.socket | None = None
+        self.stream: asyncio.StreamWriter | None = None  # the transport reading ``sock``, which it owns
         self.cut = False  # the daemon ended the stream (cancel, or the call itself ended)
 
 
@@ -284,7 +286,7 @@ class WorkerHandle:
         finally:
             if relayed is not None:
                 del self._relayed[rid]
-                if relayed.sock is not None:
+                if relayed.sock is not None and relayed.stream is None:  # never read: closed here
                     relayed.sock.close()
         if failure is not None:
             raise failure
@@ -325,25 +327,28 @@ class WorkerHandle:
                     await self.notify(RELAY_DONE, RelayDone(id=rid, summary=msgspec.Raw(b"null"), cancelled=True))
                 continue
             waiter.sock = streams[0]
-            waiter.sock.setblocking(False)
             waiter.arrived.set()
 
     async def _relay(self, rid: RequestId, relayed: _Relayed, request: GenerateRequest, on_text: OnText) -> None:
         """Read the handed-over response, give its text to ``on_text``, then tell the
-        worker it is over (``relay.done`` with the decoder's summary)."""
+        worker it is over (``relay.done`` with the decoder's summary). The socket is read
+        through an asyncio stream (the daemon runs on anyio's asyncio backend), whose
+        transport stays registered with the event loop for the whole response: anyio's
+        own streams register and unregister it around every read, two ``epoll_ctl`` calls
+        per token."""
         await relayed.arrived.wait()
         sock = relayed.sock
         assert sock is not None and self.relay_decoder is not None
         if relayed.cut:  # cancelled before the worker handed it over
             _shut(sock)
         decoder = self.relay_decoder(request)
+        stream: asyncio.StreamWriter | None = None
         try:
+            reader, stream = await asyncio.open_unix_connection(sock=sock)
+            relayed.stream = stream
             while not decoder.finished:
-                await anyio.wait_readable(sock)
                 try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
+                    data = await reader.read(65536)
                 except OSError:
                     data = b""
                 self.last_output = time.monotonic()
@@ -357,6 +362,8 @@ class WorkerHandle:
         finally:
             _shut(sock)
             with anyio.CancelScope(shield=True):
+                if stream is not None:
+                    stream.close()
                 await self.notify(RELAY_DONE, RelayDone(id=rid, summary=msgspec.Raw(decoder.summary()), cancelled=relayed.cut))
 
     async def embed(self, request: EmbedRequest) -> EmbedDone:

@@ -50,7 +50,7 @@ from impetusd.plugin_api import (
     reasoning_opened,
 )
 
-from . import binary, gpu, rpc
+from . import binary, gpu, rpc, vocab
 from .embed import Embedder
 from .offload import PLANNED_ENV, kv_bytes, max_context, wanted_layers, weights_bytes
 from .prompt import Prompter
@@ -235,11 +235,11 @@ class LlamaServerEngine:
                 raise rpc.refusal(exc, found.path) from None
             props = server.get("/props")
             meta = server.get("/v1/models")["data"][0]["meta"]
+            template = props.get("chat_template") if spec.metadata.get("chat_template", True) else None
+            prompter = Prompter(server, template or None, props.get("bos_token") or "", props.get("eos_token") or "", vocab.open_beside(found.path, spec.path))
         except BaseException:
             server.close()
             raise
-        template = props.get("chat_template") if spec.metadata.get("chat_template", True) else None
-        prompter = Prompter(server, template or None, props.get("bos_token") or "", props.get("eos_token") or "")
         details = {
             "architecture": spec.metadata.get("architecture"),
             "context_length": n_ctx,
@@ -255,6 +255,7 @@ class LlamaServerEngine:
             "device": "cuda" if offload and gpus else "cpu",
             "build": found.variant,
             "grammar_engine": f"llguidance {found.llguidance}" if found.llguidance else "llama.cpp GBNF",
+            "tokenizer": "in-process (libimpetus-vocab)" if prompter.vocab is not None else "llama-server /tokenize",
             "gpu_layers": offload,
             "layers": int(spec.metadata.get("block_count") or 0),
             "gpus": [g.name for g in gpus],
@@ -299,6 +300,7 @@ class LlamaServerEngine:
 
     def close(self) -> None:
         self.server.close()
+        self.prompter.close()
         if self.embedder is not None:
             self.embedder.close()
 

@@ -1,10 +1,12 @@
 """Requests to prompt tokens: chat rendered with the model's own template
 (``tokenizer.chat_template`` in the GGUF) in a Jinja2 sandbox, the way Hugging Face
-renders it, then tokenized by llama-server (``/tokenize``: llama.cpp's tokenizer)."""
+renders it, then tokenized by llama.cpp's tokenizer: in-process (vocab.py) where the
+library is installed, else by llama-server (``/tokenize``)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +19,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from impetusd.plugin_api import GenerateRequest, InvalidParams, template_inputs
 
 from .server import LlamaServer
+from .vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+# Tokenized both ways when the in-process tokenizer is opened: it is used only if it agrees.
+PROBE = "Hello  world!\n\tÉté 1234567 don't <|im_start|> 🙂 の\n\n  x"
 
 
 class IgnoreGenerationTags(jinja2.ext.Extension):
@@ -38,8 +46,9 @@ def _raise(message: str) -> None:
 
 
 class Prompter:
-    def __init__(self, server: LlamaServer, template: str | None, bos: str, eos: str) -> None:
+    def __init__(self, server: LlamaServer, template: str | None, bos: str, eos: str, vocab: Vocab | None = None) -> None:
         self.server = server
+        self.vocab: Vocab | None = None
         self.bos = bos
         self.eos = eos
         self.template = None
@@ -50,6 +59,28 @@ class Prompter:
             )
             env.filters["tojson"] = _tojson
             self.template = env.from_string(template)
+        if vocab is not None:
+            self._adopt(vocab)
+
+    def _adopt(self, vocab: Vocab) -> None:
+        """Tokenize in-process from now on, if ``vocab`` gives llama-server's tokens for the
+        probe and a rendered chat (else it is closed, with a warning)."""
+        texts = [PROBE, self.bos + PROBE]
+        if self.template is not None:
+            texts.append(self.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROBE}]))
+        for text in texts:
+            for special in (True, False):
+                theirs = self.tokenize(text, special=special)
+                ours = vocab.tokenize(text, add_special=special, parse_special=True)
+                if ours != theirs:
+                    log.warning("the in-process tokenizer differs from llama-server's on %r: prompts are tokenized by llama-server", text[:40])
+                    vocab.close()
+                    return
+        self.vocab = vocab
+
+    def close(self) -> None:
+        if self.vocab is not None:
+            self.vocab.close()
 
     def render(self, messages: list[dict[str, Any]], **extra: Any) -> str:
         assert self.template is not None
@@ -90,5 +121,7 @@ class Prompter:
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """llama.cpp's tokens for ``text``; ``special``: add the model's BOS if it wants one.
         Special tokens written in the text (a template's, or a raw prompt's) are parsed as such."""
+        if self.vocab is not None:
+            return self.vocab.tokenize(text, add_special=special, parse_special=True)
         out = self.server.post("/tokenize", {"content": text, "add_special": special, "parse_special": True})
         return [int(t) for t in out["tokens"]]
