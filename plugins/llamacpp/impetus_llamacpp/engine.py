@@ -84,6 +84,11 @@ def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, optio
     # slots, concurrent greedy requests gave other text than each alone (measured here).
     args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
     args += ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
+    if threads >= (os.cpu_count() or 1):
+        # Threads on every core: none spins waiting for work (llama.cpp polls by default),
+        # so a woken process (the worker, the daemon, llama-server's own HTTP thread) gets a
+        # core at once instead of after a spinning thread's time slice.
+        args += ["--poll", "0"]
     return args + ["--n-gpu-layers", str(gpu_layers), *extra]
 
 
