@@ -2,7 +2,7 @@
 worker and llama-server, while streamed chats run one after another through a daemon.
 
 Prints one JSON object. Usage:
-.venv/bin/python bench/cpu_per_token.py [--seconds 30] [--max-tokens 200] [--threads 2] [--relay]
+.venv/bin/python bench/cpu_per_token.py [--seconds 30] [--max-tokens 200] [--threads 2]
 
 On a machine whose cores llama-server keeps busy, every millisecond the daemon and the worker
 spend on a token is taken from it: this says how many there are, per process (user + system
@@ -38,14 +38,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--max-tokens", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--relay", action="store_true", help="the daemon reads llama-server's stream itself (IMPETUS_RELAY=1)")
     args = ap.parse_args()
     from impetus_llamacpp.threads import THREADS_ENV
 
     daemon = Daemon()
     daemon.env[THREADS_ENV] = str(args.threads)
-    if args.relay:
-        daemon.env["IMPETUS_RELAY"] = "1"
     with daemon, Client(daemon.socket, timeout=600) as client:
         client.call("models.load", {"model": MODEL, "keep_alive": -1})
         impetus = ThroughImpetus(daemon.socket)
@@ -68,7 +65,6 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "relay": args.relay,
                 "requests": requests,
                 "tokens": tokens,
                 "wall_s": round(wall, 2),

@@ -6,13 +6,19 @@ Prints one JSON object. Usage:
 The bundled SmolLM2-135M is loaded in a daemon (its worker runs llama-server); the
 reference is the same llama-server binary started by this process with the same
 options (``impetus_llamacpp.engine.server_args``: context, slots, threads) on the same
-file, asked over its Unix socket with the same prompt tokens. Both go through one
-client harness: a streamed request, timed at the client (TTFT = first text; decode
-tok/s = (tokens - 1) / (last text - first text)) next to llama-server's own timings.
-Single-stream runs alternate between the two sides, so both see the same machine
-load, and every run's prompt differs at the start (no prefix-cache hits). Then
-``--concurrency`` streams at once on each side: aggregate tok/s = all tokens / wall time.
-Greedy (temperature 0) throughout.
+file, asked over its Unix socket with the chat rendered as text (llama-server tokenizes
+it, as for any client; ``same_prompt_tokens`` checks both sides had the same prompt).
+Both go through one client harness: a streamed request, timed at the client (TTFT =
+first text; decode tok/s = (tokens - 1) / (last text - first text)) next to
+llama-server's own timings. Single-stream runs alternate between the two sides, and which
+goes first alternates too, so both see the same machine load; every run's prompt differs
+at the start (no prefix-cache hits). TTFT is also compared run by run
+(``ttft_minus_direct_ms``), and without each side's prefill time as llama-server
+measured it (``beyond_prefill``: the path's own cost, which the two processes' prefill
+pace, a few per cent apart from run to run, does not move). Then ``--concurrency``
+streams at once on each side: aggregate tok/s = all tokens / wall time. Last, a short
+question after a long system prompt every run shares (``warm_ttft_ms``: a few tokens to
+prefill, so the time is the path's). Greedy (temperature 0) throughout.
 
 ``--prefix``: a ~1,000-token system prompt shared by every question. Impetus: TTFT cold
 (first question), warm (second: from the slot, which also saves the hot prefix to the
@@ -56,6 +62,12 @@ TEXT = (
 
 def messages(run: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": f"Session {run}. You are a poet."}, {"role": "user", "content": TEXT}]
+
+
+def warm_convo(r: int) -> list[dict[str, str]]:
+    """A long system prompt every run shares, and a short question of its own: the time to
+    first token is then mostly the path to llama-server and back, not prefill."""
+    return [{"role": "system", "content": "You are a poet. " + TEXT}, {"role": "user", "content": f"Question {r}: one word?"}]
 
 
 def figures(started: float, stamps: list[float], tokens: int, prompt_tokens: int, cached: int, server: dict[str, Any]) -> dict[str, float]:
@@ -173,7 +185,7 @@ def together(stream: Callable[[int, int], dict[str, float]], base: int, n: int, 
     }
 
 
-def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None, relay: bool = False) -> dict[str, Any]:
+def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None) -> dict[str, Any]:
     from impetus_llamacpp.threads import THREADS_ENV, ThreadPolicy
 
     threads = threads or ThreadPolicy().last
@@ -184,8 +196,6 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
     load_before = os.getloadavg()[0]
     daemon = Daemon()
     daemon.env[THREADS_ENV] = str(threads)
-    if relay:  # the daemon reads llama-server's stream itself (docs/design.md, "Relay")
-        daemon.env["IMPETUS_RELAY"] = "1"
     rows: dict[str, list[dict[str, float]]] = {"impetus": [], "direct": []}
     with daemon, Client(daemon.socket, timeout=600) as client:
         loaded = client.call("models.load", {"model": MODEL, "keep_alive": -1})["model"]
@@ -200,6 +210,10 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
                 "impetus": together(impetus.stream, 1000, concurrency, max_tokens),
                 "direct": together(direct.stream, 2000, concurrency, max_tokens),
             }
+            warm: dict[str, list[float]] = {"impetus": [], "direct": []}
+            for i in range(runs + 1):  # the same long system prompt each time: a few new tokens to prefill
+                for name, side in (("impetus", impetus), ("direct", direct))[:: 1 if i % 2 == 0 else -1]:
+                    warm[name].append(side.stream(0, 2, warm_convo(i))["client_ttft_ms"])
         finally:
             direct.close()
     a, b = median(rows["impetus"]), median(rows["direct"])
@@ -212,7 +226,6 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
         "runs": runs,
         "max_tokens": max_tokens,
         "threads": threads,
-        "relay": relay,
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
         "single_stream": {"impetus": a, "llama_server_direct": b},
         "same_prompt_tokens": [r["prompt_tokens"] for r in rows["impetus"]] == [r["prompt_tokens"] for r in rows["direct"]],
@@ -223,6 +236,12 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
             "per_run": [round(d, 1) for d in pairs],
             # the same without each side's prefill time: what the path adds
             "beyond_prefill_median_of_pairs": round(statistics.median(beyond), 1),
+        },
+        # TTFT when the prompt is in the slot but for a short question: what the path costs
+        "warm_ttft_ms": {
+            "impetus": round(statistics.median(warm["impetus"][1:]), 1),  # the first filled the slot
+            "direct": round(statistics.median(warm["direct"][1:]), 1),
+            "median_of_pairs": round(statistics.median(x - y for x, y in zip(warm["impetus"][1:], warm["direct"][1:], strict=True)), 1),
         },
         "concurrent": {**conc, "ratio_aggregate_tps": round(conc["impetus"]["aggregate_tps"] / conc["direct"]["aggregate_tps"], 3)},
     }
@@ -300,7 +319,6 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--threads", type=int, help="llama.cpp threads on both sides (default: the physical cores)")
-    ap.add_argument("--relay", action="store_true", help="the daemon reads llama-server's stream itself (IMPETUS_RELAY=1)")
     ap.add_argument("--prefix", action="store_true", help="only the ~1,000-token shared-prefix figures")
     ap.add_argument("--speculation", action="store_true", help="only the speculative-decoding figures")
     args = ap.parse_args()
@@ -315,7 +333,7 @@ def main() -> None:
             result["speculation"] = speculation_figures(threads)
         print(json.dumps(result, indent=2))
         return
-    print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads, relay=args.relay), indent=2))
+    print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads), indent=2))
 
 
 if __name__ == "__main__":

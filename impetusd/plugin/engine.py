@@ -6,7 +6,6 @@ The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -57,40 +56,6 @@ class TextSink(Protocol):
     the tokens decoded since the previous call (the piece may be empty)."""
 
     def __call__(self, text: str, logprobs: list[TokenLogprob] | None = None, /) -> None: ...
-
-
-@runtime_checkable
-class RelaySink(TextSink, Protocol):
-    """A ``TextSink`` that can also take the rest of a stream off the worker's hands.
-
-    ``relay(sock)`` passes ``sock`` (a connected socket on which the engine has sent its
-    request to a server child, and has read nothing) to the daemon, which reads the
-    response itself and hands each piece of text to the request's client, decoding the
-    bytes with the backend's ``BackendSpec.relay_decoder``; the tokens then skip a process.
-    It blocks until the response is over and returns the decoder's ``summary()``, or
-    returns None at once when this worker cannot relay (the engine then reads the response
-    itself). Cancelling the request shuts the socket down (docs/design.md, "Relay")."""
-
-    def relay(self, sock: socket.socket, /) -> bytes | None: ...
-
-
-class RelayDecoder(Protocol):
-    """In the daemon: one relayed response's bytes as text pieces for the client."""
-
-    def feed(self, data: bytes) -> list[tuple[str, list[TokenLogprob] | None]]:
-        """The text pieces (and their logprobs, when asked for) in ``data``; ``b""`` is
-        the end of the connection."""
-        ...
-
-    @property
-    def finished(self) -> bool:
-        """The response is complete: the daemon stops reading."""
-        ...
-
-    def summary(self) -> bytes:
-        """What the worker's engine needs to finish the request (its own JSON): relayed
-        back to it as ``RelaySink.relay``'s return value."""
-        ...
 
 
 class Tuning(msgspec.Struct, frozen=True):
@@ -363,6 +328,3 @@ class BackendSpec(msgspec.Struct, frozen=True):
     # model and the rank count (> 1), returns, or raises ``NoBackend`` naming why that model
     # cannot be split so (checked in the daemon, before anything loads). None: one process only.
     check_ranks: Callable[[ModelSpec, int], None] | None = None
-    # A backend whose engine streams from a server child over a socket and can hand that
-    # socket to the daemon (``RelaySink``): a new decoder of one response, run in the daemon.
-    relay_decoder: Callable[[GenerateRequest], RelayDecoder] | None = None

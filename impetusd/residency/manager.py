@@ -404,7 +404,6 @@ class ModelManager:
                     env=env,
                     cache=cache_settings(cfg, self.store, spec),
                     process=self.spares.take(chosen),
-                    relay_decoder=chosen.relay_decoder,
                     tuning=tuning if thermal.throttled else None,
                     warm_up=not thermal.throttled,  # postponed while the machine is hot
                 )

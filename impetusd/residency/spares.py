@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import Process, TaskGroup, TaskStatus
 
 from impetusd.plugin.manager import BUILTIN_MODULES
 from impetusd.workers.blas import binary_env, worker_env
-from impetusd.workers.handle import Spawned, spawn_worker
+from impetusd.workers.handle import spawn_worker
 
 if TYPE_CHECKING:
     from impetusd.config import Config
@@ -38,7 +38,7 @@ class Spares:
         self.config = config
         self.backends = backends
         self.stopping = stopping
-        self.waiting: dict[str, Spawned] = {}
+        self.waiting: dict[str, Process] = {}
         self._starting: set[str] = set()
         self._tg: TaskGroup | None = None
 
@@ -82,21 +82,17 @@ class Spares:
         finally:
             self._starting.discard(backend.name)
 
-    def take(self, backend: BackendSpec) -> Spawned | None:
+    def take(self, backend: BackendSpec) -> Process | None:
         """The spare worker for ``backend`` if one is waiting and alive. The caller
         calls ``refill`` once its load is over (so the two do not compete for the CPU)."""
-        spare = self.waiting.pop(backend.name, None)
-        if spare is not None and spare.process.returncode is not None:
-            spare.close_relay()
+        process = self.waiting.pop(backend.name, None)
+        if process is not None and process.returncode is not None:
             return None  # it died while waiting (its imports failed?): start afresh
-        return spare
+        return process
 
     async def stop_all(self) -> None:
         """End the spares: closing stdin makes a waiting worker exit."""
-        spawned, self.waiting = list(self.waiting.values()), {}
-        for s in spawned:
-            s.close_relay()
-        spares = [s.process for s in spawned]
+        spares, self.waiting = list(self.waiting.values()), {}
         for process in spares:
             try:
                 assert process.stdin is not None

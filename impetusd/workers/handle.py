@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import msgspec
 from anyio.abc import Process, TaskGroup
 
-from impetusd.plugin.engine import (
-    DetokenizeOutput,
-    DetokenizeRequest,
-    EmbedRequest,
-    EngineInfo,
-    GenerateRequest,
-    ModelSpec,
-    RelayDecoder,
-    TokenizeOutput,
-    TokenizeRequest,
-)
+from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineInfo, GenerateRequest, ModelSpec, TokenizeOutput, TokenizeRequest
 from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from impetusd.protocol.framing import LineReader
@@ -40,9 +27,6 @@ from impetusd.workers.messages import (
     EMBED,
     FATAL,
     GENERATE,
-    RELAY_DONE,
-    RELAY_ENV,
-    RELAY_FD_ENV,
     SHUTDOWN,
     START,
     TOKENIZE,
@@ -53,7 +37,6 @@ from impetusd.workers.messages import (
     Fatal,
     GenerateDone,
     GenerateParams,
-    RelayDone,
     StartParams,
     TextChunk,
     Tuning,
@@ -88,71 +71,25 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-@dataclass
-class Spawned:
-    """A worker process, and the daemon's end of the socket pair on which it hands over
-    streams for the daemon to read (``relay``; docs/design.md, "Relay")."""
-
-    process: Process
-    relay: socket.socket | None  # None: the relay is off (``IMPETUS_RELAY`` is not "1")
-
-    def close_relay(self) -> None:
-        if self.relay is not None:
-            self.relay.close()
-
-
-async def spawn_worker(env: dict[str, str] | None = None) -> Spawned:
+async def spawn_worker(env: dict[str, str] | None = None) -> Process:
     """A worker process waiting for its ``worker.start`` on stdin."""
-    env = {**os.environ, **(env or {})}
-    ours = theirs = None
-    if os.environ.get(RELAY_ENV) == "1":
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        ours.setblocking(False)
-        env[RELAY_FD_ENV] = str(theirs.fileno())
-    try:
-        process = await anyio.open_process(
-            [sys.executable, "-m", "impetusd.workers"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # the worker logs to the daemon's stderr
-            env=env,
-            pass_fds=() if theirs is None else (theirs.fileno(),),
-        )
-    except BaseException:
-        if ours is not None:
-            ours.close()
-        raise
-    finally:
-        if theirs is not None:
-            theirs.close()  # the worker has its own copy now
-    return Spawned(process, ours)
-
-
-class _Relayed:
-    """A generate call waiting for, then reading, the stream its worker hands over."""
-
-    __slots__ = ("arrived", "sock", "stream", "cut")
-
-    def __init__(self) -> None:
-        self.arrived = anyio.Event()
-        self.sock: socket.socket | None = None
-        self.stream: asyncio.StreamWriter | None = None  # the transport reading ``sock``, which it owns
-        self.cut = False  # the daemon ended the stream (cancel, or the call itself ended)
+    return await anyio.open_process(
+        [sys.executable, "-m", "impetusd.workers"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,  # the worker logs to the daemon's stderr
+        env={**os.environ, **(env or {})},
+    )
 
 
 class WorkerHandle:
     """One worker process hosting one backend and one model."""
 
-    def __init__(self, spec: ModelSpec, backend: str, spawned: Spawned, relay_decoder: Callable[[GenerateRequest], RelayDecoder] | None = None) -> None:
+    def __init__(self, spec: ModelSpec, backend: str, process: Process) -> None:
         self.spec = spec
         self.backend = backend
-        self.process = process = spawned.process
+        self.process = process
         self.pid = process.pid
-        self.spawned = spawned
-        self.relay_sock = spawned.relay
-        self.relay_decoder = relay_decoder if spawned.relay is not None else None
-        self._relayed: dict[RequestId, _Relayed] = {}
-        self._relay_scope = anyio.CancelScope()
         self.peer = Peer(self._on_message, on_notification=self._on_notification, routes={CHUNK: TextChunk})
         self._send_lock = anyio.Lock()
         self._done_decoder = msgspec.json.Decoder(GenerateDone)
@@ -181,21 +118,16 @@ class WorkerHandle:
         env: dict[str, str] | None = None,
         tuning: Tuning | None = None,
         warm_up: bool = True,
-        process: Spawned | None = None,
+        process: Process | None = None,
         cache: CacheSettings | None = None,
-        relay_decoder: Callable[[GenerateRequest], RelayDecoder] | None = None,
     ) -> WorkerHandle:
-        """Start a worker (or use ``process``, a spare one already waiting) and load ``spec``.
-        ``relay_decoder``: the backend's (``BackendSpec.relay_decoder``), for streams its
-        engine hands over."""
+        """Start a worker (or use ``process``, a spare one already waiting) and load ``spec``."""
         if process is None:
             process = await spawn_worker(env)
-        handle = cls(spec, backend, process, relay_decoder)
+        handle = cls(spec, backend, process)
         handle.tuning = tuning or Tuning()
         handle.warm_up_pending = not warm_up
         tg.start_soon(handle._read_loop)
-        if handle.relay_sock is not None:
-            tg.start_soon(handle._relay_loop)
         start = StartParams(spec=spec, backend=backend, plugins=plugins, disabled_plugins=disabled_plugins, tuning=tuning, warm_up=warm_up, cache=cache)
         try:
             with anyio.fail_after(timeout):
@@ -256,115 +188,26 @@ class WorkerHandle:
         """Run one generation; setting ``cancel_requested`` makes the worker stop
         at the next token and answer with finish reason ``cancelled``."""
         rid = self.peer.next_id()
-        relayed = None
-        if self.relay_decoder is not None:
-            relayed = self._relayed[rid] = _Relayed()
-        try:
-            async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
 
-                async def forward_cancel() -> None:
-                    await cancel_requested.wait()
-                    if relayed is not None:
-                        relayed.cut = True
-                        if relayed.sock is not None:
-                            _shut(relayed.sock)  # the relayed stream ends now; llama-server's slot too
-                    try:
-                        await self._send(self.peer.cancellation(rid))
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                        pass
-
-                tg.start_soon(forward_cancel)
-                if relayed is not None:
-                    tg.start_soon(self._relay, rid, relayed, request, on_text)
-                failure: ImpetusError | None = None
+            async def forward_cancel() -> None:
+                await cancel_requested.wait()
                 try:
-                    raw = await self._call(GENERATE, GenerateParams(request=request), on_text, rid=rid)
-                except ImpetusError as exc:  # raised outside the group, not wrapped in one
-                    failure = exc
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            if relayed is not None:
-                del self._relayed[rid]
-                if relayed.sock is not None and relayed.stream is None:  # never read: closed here
-                    relayed.sock.close()
+                    await self._send(self.peer.cancellation(rid))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
+
+            tg.start_soon(forward_cancel)
+            failure: ImpetusError | None = None
+            try:
+                raw = await self._call(GENERATE, GenerateParams(request=request), on_text, rid=rid)
+            except ImpetusError as exc:  # raised outside the group, not wrapped in one
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
         return self._done_decoder.decode(bytes(raw))
-
-    # -- the relay (docs/design.md, "Relay") ----------------------------------------------
-
-    async def _relay_loop(self) -> None:
-        """Take the streams the worker hands over: each comes with its request's id."""
-        try:
-            with self._relay_scope:
-                await self._take_relays()
-        finally:
-            self.spawned.close_relay()
-
-    async def _take_relays(self) -> None:
-        relay = self.relay_sock
-        assert relay is not None
-        while True:
-            await anyio.wait_readable(relay)
-            try:
-                data, fds, _, _ = socket.recv_fds(relay, 1024, 4)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return
-            streams = [socket.socket(fileno=fd) for fd in fds]
-            try:
-                rid = msgspec.json.decode(data)
-            except msgspec.DecodeError:
-                rid = None
-            waiter = self._relayed.get(rid) if isinstance(rid, (int, str)) else None
-            if waiter is None or len(streams) != 1 or waiter.arrived.is_set():
-                for sock in streams:  # its call is over (or the message is bad): end the stream
-                    _shut(sock)
-                    sock.close()
-                if isinstance(rid, (int, str)):
-                    await self.notify(RELAY_DONE, RelayDone(id=rid, summary=msgspec.Raw(b"null"), cancelled=True))
-                continue
-            waiter.sock = streams[0]
-            waiter.arrived.set()
-
-    async def _relay(self, rid: RequestId, relayed: _Relayed, request: GenerateRequest, on_text: OnText) -> None:
-        """Read the handed-over response, give its text to ``on_text``, then tell the
-        worker it is over (``relay.done`` with the decoder's summary). The socket is read
-        through an asyncio stream (the daemon runs on anyio's asyncio backend), whose
-        transport stays registered with the event loop for the whole response: anyio's
-        own streams register and unregister it around every read, two ``epoll_ctl`` calls
-        per token."""
-        await relayed.arrived.wait()
-        sock = relayed.sock
-        assert sock is not None and self.relay_decoder is not None
-        if relayed.cut:  # cancelled before the worker handed it over
-            _shut(sock)
-        decoder = self.relay_decoder(request)
-        stream: asyncio.StreamWriter | None = None
-        try:
-            reader, stream = await asyncio.open_unix_connection(sock=sock)
-            relayed.stream = stream
-            while not decoder.finished:
-                try:
-                    data = await reader.read(65536)
-                except OSError:
-                    data = b""
-                self.last_output = time.monotonic()
-                for text, logprobs in decoder.feed(data):
-                    await on_text(text, logprobs)
-                if not data:
-                    break
-        except anyio.get_cancelled_exc_class():
-            relayed.cut = True  # the call ended (the client left, or the worker died)
-            raise
-        finally:
-            _shut(sock)
-            with anyio.CancelScope(shield=True):
-                if stream is not None:
-                    stream.close()
-                await self.notify(RELAY_DONE, RelayDone(id=rid, summary=msgspec.Raw(decoder.summary()), cancelled=relayed.cut))
 
     async def embed(self, request: EmbedRequest) -> EmbedDone:
         raw = await self._call(EMBED, request)
@@ -416,7 +259,6 @@ class WorkerHandle:
                     hint = self.memory.hint(code)
                     self.exit_reason = describe_exit(code) + (f" ({hint})" if hint else "") + (f": {self.fatal}" if self.fatal else "")
                 self.exited.set()
-                self._relay_scope.cancel()
                 self.peer.fail_all(self._death_error)
                 if self.on_exit is not None:
                     self.on_exit(self)
@@ -489,11 +331,3 @@ class WorkerHandle:
             if self.alive:
                 self.process.kill()
                 await self.exited.wait()
-
-
-def _shut(sock: socket.socket) -> None:
-    """End a relayed connection (the peer sees it closed) without closing the descriptor."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

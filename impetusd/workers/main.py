@@ -13,7 +13,6 @@ import importlib
 import logging
 import os
 import queue
-import socket
 import sys
 import threading
 import time
@@ -45,8 +44,6 @@ from impetusd.workers.messages import (
     FATAL,
     GENERATE,
     HEARTBEAT,
-    RELAY_DONE,
-    RELAY_FD_ENV,
     SHUTDOWN,
     START,
     TOKENIZE,
@@ -56,7 +53,6 @@ from impetusd.workers.messages import (
     Fatal,
     GenerateDone,
     GenerateParams,
-    RelayDone,
     StartParams,
     TextChunk,
     Tuning,
@@ -96,83 +92,6 @@ class Channel:
         self.write(self.peer.notification(method, params))
 
 
-class Relay:
-    """The worker's end of the relay socket (a datagram socket pair the daemon made): a
-    stream's socket goes to the daemon, tagged with its request id, and the stream's thread
-    waits for the daemon's ``relay.done`` (docs/design.md, "Relay")."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._lock = threading.Lock()
-        self._waiting: dict[bytes, tuple[threading.Event, list[RelayDone]]] = {}
-        self._key = msgspec.json.encode
-
-    @classmethod
-    def from_env(cls) -> Relay | None:
-        fd = os.environ.pop(RELAY_FD_ENV, "")
-        if not fd.isdigit():
-            return None
-        try:
-            sock = socket.socket(fileno=int(fd))
-        except OSError:
-            return None
-        sock.set_inheritable(False)
-        return cls(sock)
-
-    def hand_over(self, rid: Any, stream: socket.socket) -> RelayDone | None:
-        key = self._key(rid)
-        done = threading.Event()
-        box: list[RelayDone] = []
-        self._waiting[key] = (done, box)
-        try:
-            with self._lock:
-                socket.send_fds(self.sock, [key], [stream.fileno()])
-        except OSError:
-            del self._waiting[key]
-            return None
-        stream.close()  # the daemon's copy is the only one now: its shutdown ends the request
-        done.wait()
-        return box[0]
-
-    def done(self, msg: Message) -> None:
-        """The reader thread: ``relay.done`` wakes the stream's thread."""
-        try:
-            news = msgspec.json.decode(msg.params, type=RelayDone)
-        except msgspec.DecodeError:
-            log.error("bad %s: %s", RELAY_DONE, msg.params)
-            return
-        waiter = self._waiting.pop(self._key(news.id), None)
-        if waiter is not None:
-            waiter[1].append(news)
-            waiter[0].set()
-
-
-class Sink:
-    """A request's ``TextSink`` (chunks to the daemon) and ``RelaySink``."""
-
-    __slots__ = ("job", "rid", "notify", "relay_to")
-
-    def __init__(self, job: Job, notify: Callable[[str, Any], None], relay_to: Relay | None) -> None:
-        self.job = job
-        self.rid = job.msg.reply_id
-        self.notify = notify
-        self.relay_to = relay_to
-
-    def __call__(self, text: str, logprobs: list[TokenLogprob] | None = None) -> None:
-        if text or logprobs:
-            self.notify(CHUNK, TextChunk(id=self.rid, text=text, logprobs=logprobs or None))
-
-    def relay(self, sock: socket.socket) -> bytes | None:
-        if self.relay_to is None:
-            return None
-        done = self.relay_to.hand_over(self.rid, sock)
-        if done is None:
-            return None
-        if done.cancelled:
-            self.job.cancel()  # the engine's should_stop() says so from now on
-        return bytes(done.summary)
-
-
 def _private_stdout() -> BinaryIO:
     """Keep fd 1 for the protocol and point ``sys.stdout`` (and fd 1) at stderr,
     so stray prints from libraries cannot corrupt the pipe."""
@@ -194,7 +113,6 @@ def main() -> None:
     peer = Peer(received.append, on_notification=received.append)
     chan = Channel(_private_stdout(), peer)
     stdin = os.fdopen(os.dup(0), "rb", buffering=0)
-    relay = Relay.from_env()  # before anything starts a child
     _preload(os.environ.pop("IMPETUS_WORKER_PRELOAD", ""))
     first = stdin.readline()
     if not first:
@@ -221,7 +139,7 @@ def main() -> None:
         info = msgspec.structs.replace(info, details={**info.details, "warmup_ms": warmup_ms})
     watch_engine(engine, chan)
     chan.result(req.id, info)
-    Serve(chan, engine, stdin, relay).run()
+    Serve(chan, engine, stdin).run()
 
 
 def watch_engine(engine: Any, chan: Channel) -> None:
@@ -309,7 +227,7 @@ class Job:
 
 
 class Serve:
-    def __init__(self, chan: Channel, engine: Any, stdin: BinaryIO, relay: Relay | None = None) -> None:
+    def __init__(self, chan: Channel, engine: Any, stdin: BinaryIO) -> None:
         self.chan = chan
         self.peer = chan.peer
         self.engine = engine
@@ -323,10 +241,7 @@ class Serve:
         self.detokenize_decoder = msgspec.json.Decoder(DetokenizeRequest)
         self.tune_decoder = msgspec.json.Decoder(Tuning)
         # The reader thread does these at once (``$/cancel`` the peer does itself).
-        self.relay = relay
         self.immediate: dict[str, Callable[[Message], None]] = {TUNE: self._tune, SHUTDOWN: self._shutdown}
-        if self.relay is not None:
-            self.immediate[RELAY_DONE] = self.relay.done
         # The engine's thread does these in order; a request's return value is its answer.
         self.methods: dict[str, Callable[[Job, float], Any]] = {
             GENERATE: self._generate,
@@ -420,7 +335,12 @@ class Serve:
             on_done(exc)
 
     def _callbacks(self, job: Job) -> tuple[Any, Any]:
-        on_text = Sink(job, self.chan.notify, self.relay)
+        rid = job.msg.reply_id
+        notify = self.chan.notify
+
+        def on_text(text: str, logprobs: list[TokenLogprob] | None = None) -> None:
+            if text or logprobs:
+                notify(CHUNK, TextChunk(id=rid, text=text, logprobs=logprobs or None))
 
         def should_stop() -> bool:  # engines call this between tokens and prefill chunks
             self.chan.heartbeat()

@@ -31,9 +31,6 @@ SHUTDOWN = "worker.shutdown"
 CHUNK = "chunk"
 HEARTBEAT = "heartbeat"
 FATAL = "worker.fatal"
-RELAY_DONE = "relay.done"  # daemon -> worker: a relayed response is over (RelayDone)
-RELAY_FD_ENV = "IMPETUS_WORKER_RELAY_FD"  # the worker's end of the socket it passes streams on
-RELAY_ENV = "IMPETUS_RELAY"  # "1" in the daemon's environment: workers hand their streams over (off by default)
 
 
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,13 +80,3 @@ class Fatal(msgspec.Struct, frozen=True):
     """Worker → daemon, just before the worker exits: why (part of the crash cause)."""
 
     reason: str
-
-
-class RelayDone(msgspec.Struct, frozen=True):
-    """Notification ``relay.done``: the daemon read the response the worker handed it for
-    request ``id`` to its end (or stopped: cancelled, client gone); ``summary`` is the
-    backend decoder's, for the engine."""
-
-    id: RequestId
-    summary: msgspec.Raw
-    cancelled: bool = False  # the daemon ended it: the request was cancelled or its client left

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, GenerateRequest, ModelSpec, PluginRegistry, RelayDecoder, has_metal, hookimpl
+from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
@@ -74,13 +74,6 @@ def start(spec: ModelSpec) -> Engine:
     return LlamaServerEngine.load(spec, slots=slot_count())
 
 
-def relay_decoder(req: GenerateRequest) -> RelayDecoder:
-    """In the daemon: a decoder of one llama-server response the worker hands over."""
-    from .wire import SseDecoder
-
-    return SseDecoder(req)
-
-
 @hookimpl
 def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
     from .binary import declared_llguidance
@@ -99,7 +92,6 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             kv_sequences=n,  # a KV cache per slot
             context_tokens=max_context(),  # the estimate reckons the context the worker will give each slot
             gpu_layers=gpu_layers,
-            relay_decoder=relay_decoder,
         )
     )
 

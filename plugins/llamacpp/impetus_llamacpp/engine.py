@@ -41,7 +41,6 @@ from impetusd.plugin_api import (
     ModelSpec,
     PluginError,
     PromptCacheTier,
-    RelaySink,
     TextSink,
     TokenLogprob,
     Tuning,
@@ -68,7 +67,6 @@ PREFILL_BATCH = 512
 THREAD_SAMPLE_S = 0.5  # how long the load watches the machine to choose the thread count
 CONNECT_TIMEOUT_S = 10.0
 STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
-RELAYED_WAIT_S = 0.5  # ... when the daemon reads every running stream (the relay)
 # llama-server's speculation types: a draft model (-md alone loads it but drafts nothing),
 # and n-grams of the context ("ngram-mod" drafted on a repetitive prompt here; "ngram-simple" did not)
 DRAFT_SPEC = "draft-simple"
@@ -158,7 +156,6 @@ class Stream:
         self.restore = False  # whether the disk tier holds more of the prompt than the slot
         self.held: list[int] = []  # what the slot holds once the request is over
         self.logprobs: list[TokenLogprob] = []
-        self.relayed = False  # the daemon reads the response (RelaySink)
 
     def cancel(self) -> None:
         """Close the connection: this thread's read ends, llama-server stops the slot."""
@@ -378,11 +375,8 @@ class LlamaServerEngine:
             stream.batch_size = max(stream.batch_size, len(self.running))
             if not stream.cancelled and stream.should_stop():  # also the worker's heartbeat
                 stream.cancel()
-        # Relayed streams need no watching here (the daemon reads them, and ends them on a
-        # cancel); the loop still wakes now and then for the worker's heartbeat.
-        wait = RELAYED_WAIT_S if all(s.relayed for s in self.running) else STEP_WAIT_S
         try:
-            news = [self.events.get(timeout=wait)]
+            news = [self.events.get(timeout=STEP_WAIT_S)]
         except queue.Empty:
             return
         while True:
@@ -486,10 +480,8 @@ class LlamaServerEngine:
         self.events.put(Finished(stream, result))
 
     def _exchange(self, stream: Stream) -> Summary:
-        """Send the request on a connection of its own, then either hand the connection to
-        the daemon (``RelaySink``: the daemon reads the tokens, the worker waits for the
-        summary) or read the response here (with nodes, always here: a stalled node is a
-        read timeout)."""
+        """Send the request on a connection of its own (unless step() did), then read the
+        response (with nodes, a stalled node is a read timeout)."""
         sock = stream.sock or self._send(stream)
         with stream.lock:
             stream.sock = sock
@@ -497,16 +489,7 @@ class LlamaServerEngine:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
         try:
-            if not self.nodes and isinstance(stream.on_text, RelaySink):
-                sock.settimeout(None)
-                stream.relayed = True
-                summary = stream.on_text.relay(sock)  # blocks until the daemon has read it all
-                stream.relayed = summary is not None
-                if summary is not None:
-                    if stream.should_stop():  # the daemon ended it: the request was cancelled
-                        stream.cancelled = True
-                    return msgspec.json.decode(summary, type=Summary | None) or Summary()
-            return self._read_here(stream, sock)
+            return self._receive(stream, sock)
         finally:
             with stream.lock:
                 stream.sock = None
@@ -524,7 +507,7 @@ class LlamaServerEngine:
             raise
         return sock
 
-    def _read_here(self, stream: Stream, sock: socket.socket) -> Summary:
+    def _receive(self, stream: Stream, sock: socket.socket) -> Summary:
         decoder = SseDecoder(stream.req)
         sock.settimeout(rpc.stall_s() if self.nodes else None)
         while not decoder.finished:

@@ -1,11 +1,7 @@
 """llama-server's HTTP on raw sockets, written and read with h11 (httpx's layers cost more
 than a small exchange itself): POSTs, and above all one streamed ``/completion``, whose
-response is decoded as server-sent events, one JSON object each.
-
-The stream's decoder runs where the response is read: in the worker's stream thread, or
-in the daemon when the worker hands the socket over (``RelaySink``, docs/design.md,
-"Relay"). Either way its ``summary`` is what the engine finishes the request from.
-Light on purpose: the daemon imports it.
+response is decoded as server-sent events, one JSON object each, in the request's
+stream thread; its ``result()`` is what the engine finishes the request from.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ Piece = tuple[str, list[TokenLogprob] | None]
 class Summary(msgspec.Struct, kw_only=True):
     """How a response went, for the engine: the HTTP status and, when it is not 200, the
     body; llama-server's ``error`` event; the text, token count and first token's time
-    (``time.monotonic``, the same clock in every process); the final event (``stop``),
+    (``time.monotonic``); the final event (``stop``),
     absent when the response ended before it (cancelled, or the server went away)."""
 
     status: int = 0
@@ -82,7 +78,8 @@ def post(path: str, target: str, body: dict[str, Any], connect_timeout: float = 
 
 
 class SseDecoder:
-    """``RelayDecoder`` of one streamed ``/completion`` response."""
+    """One streamed ``/completion`` response: ``feed`` it the bytes as they come (``b""``
+    at the end of the connection) for its text pieces, until it is ``finished``."""
 
     def __init__(self, req: GenerateRequest) -> None:
         self.top = req.top_logprobs
@@ -154,9 +151,6 @@ class SseDecoder:
         self.out.text = "".join(self._text)
         self.out.body = self._body.decode(errors="replace")
         return self.out
-
-    def summary(self) -> bytes:
-        return msgspec.json.encode(self.result())
 
 
 def logprobs(probs: list[dict[str, Any]], top: int) -> list[TokenLogprob]:
