@@ -64,6 +64,22 @@ def messages(run: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": f"Session {run}. You are a poet."}, {"role": "user", "content": TEXT}]
 
 
+CONCURRENT_ROUNDS = 3
+
+
+def same_server_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Impetus against its own llama-server asked directly: the path's cost alone."""
+    a, c = median(rows["impetus"]), median(rows["same_server"])
+    pairs = [x["ttft_beyond_prefill_ms"] - y["ttft_beyond_prefill_ms"] for x, y in zip(rows["impetus"], rows["same_server"], strict=True)]
+    return {
+        "same_server": c,
+        "ratio_client_decode_tps": round(a["client_decode_tps"] / c["client_decode_tps"], 3) if c["client_decode_tps"] else None,
+        "ratio_prefill_tps": round(a["prefill_tps"] / c["prefill_tps"], 3) if c["prefill_tps"] else None,
+        "ttft_minus_same_server_ms_median_of_pairs": round(statistics.median(x["client_ttft_ms"] - y["client_ttft_ms"] for x, y in zip(rows["impetus"], rows["same_server"], strict=True)), 1),
+        "ttft_beyond_prefill_minus_same_server_ms_median_of_pairs": round(statistics.median(pairs), 1),
+    }
+
+
 def warm_convo(r: int) -> list[dict[str, str]]:
     """A long system prompt every run shares, and a short question of its own: the time to
     first token is then mostly the path to llama-server and back, not prefill."""
@@ -136,6 +152,32 @@ class Direct:
         return completion(self.server, body)
 
 
+class SameServer(Direct):
+    """The llama-server of the daemon's own worker, asked directly over its socket (found on
+    its command line): Impetus's path against none, on one process, so the two llama-server
+    processes' pace (a few per cent apart from run to run) is out of the comparison. Its
+    requests use the last slot."""
+
+    def __init__(self, pid: int, prompter: Any) -> None:
+        import httpx
+
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        sock = argv[argv.index(b"--host") + 1].decode()
+        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://llama-server", timeout=httpx.Timeout(None, connect=10.0))
+        self.server = self  # completion() asks .http
+        self.prompter = prompter
+        self.slot = int(argv[argv.index(b"--parallel") + 1]) - 1
+
+    def close(self) -> None:
+        self.http.close()
+
+    def stream(self, run: int, max_tokens: int, convo: list[dict[str, str]] | None = None) -> dict[str, float]:
+        req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in convo or messages(run)])  # type: ignore[arg-type]
+        text, _ = self.prompter.text(req)
+        body = {"prompt": text, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True, "id_slot": self.slot}
+        return completion(self, body)
+
+
 def completion(server: Any, body: dict[str, Any], prompt_tokens: int | None = None) -> dict[str, float]:
     """One streamed ``/completion`` on a llama-server started by a bench, timed at the client
     (bench/gpu.py's direct side too)."""
@@ -185,7 +227,7 @@ def together(stream: Callable[[int, int], dict[str, float]], base: int, n: int, 
     }
 
 
-def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None) -> dict[str, Any]:
+def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int | None = None, same_server: bool = False) -> dict[str, Any]:
     from impetus_llamacpp.threads import THREADS_ENV, ThreadPolicy
 
     threads = threads or ThreadPolicy().last
@@ -203,13 +245,20 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
         try:
             impetus.stream(-1, 4)  # warm-ups, unmeasured
             direct.stream(-1, 4)
-            for i in range(runs):  # which side goes first alternates: neither always follows the other
+            single: list[tuple[str, Any]] = [("impetus", impetus), ("direct", direct)]
+            if same_server:
+                engine = next(m["engine"] for m in client.call("models.loaded")["models"] if m["name"] == loaded["name"])
+                single.append(("same_server", SameServer(int(engine["llama_server_pid"]), direct.prompter)))
+                rows["same_server"] = []
+            for i in range(runs):  # who goes first rotates: no side always follows another
+                for name, side in single[i % len(single) :] + single[: i % len(single)]:
+                    # the same server must not find the run's prompt in a slot: its own
+                    rows[name].append(side.stream(i + (100_000 if name == "same_server" else 0), max_tokens))
+            batches: dict[str, list[dict[str, float]]] = {"impetus": [], "direct": []}
+            for i in range(CONCURRENT_ROUNDS):  # alternating too; the median round of each side counts
                 for name, side in (("impetus", impetus), ("direct", direct))[:: 1 if i % 2 == 0 else -1]:
-                    rows[name].append(side.stream(i, max_tokens))
-            conc = {
-                "impetus": together(impetus.stream, 1000, concurrency, max_tokens),
-                "direct": together(direct.stream, 2000, concurrency, max_tokens),
-            }
+                    batches[name].append(together(side.stream, 1000 * (i + 1) + (0 if name == "impetus" else 500), concurrency, max_tokens))
+            conc = {name: sorted(rows, key=lambda r: r["aggregate_tps"])[len(rows) // 2] for name, rows in batches.items()}
             warm: dict[str, list[float]] = {"impetus": [], "direct": []}
             for i in range(runs + 1):  # the same long system prompt each time: a few new tokens to prefill
                 for name, side in (("impetus", impetus), ("direct", direct))[:: 1 if i % 2 == 0 else -1]:
@@ -243,6 +292,7 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
             "direct": round(statistics.median(warm["direct"][1:]), 1),
             "median_of_pairs": round(statistics.median(x - y for x, y in zip(warm["impetus"][1:], warm["direct"][1:], strict=True)), 1),
         },
+        **({"vs_same_server": same_server_figures(rows)} if same_server else {}),
         "concurrent": {**conc, "ratio_aggregate_tps": round(conc["impetus"]["aggregate_tps"] / conc["direct"]["aggregate_tps"], 3)},
     }
 
@@ -319,6 +369,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--threads", type=int, help="llama.cpp threads on both sides (default: the physical cores)")
+    ap.add_argument(
+        "--same-server", action="store_true", help="also ask the worker's own llama-server directly (single stream): the path's cost on one process"
+    )
     ap.add_argument("--prefix", action="store_true", help="only the ~1,000-token shared-prefix figures")
     ap.add_argument("--speculation", action="store_true", help="only the speculative-decoding figures")
     args = ap.parse_args()
@@ -333,7 +386,7 @@ def main() -> None:
             result["speculation"] = speculation_figures(threads)
         print(json.dumps(result, indent=2))
         return
-    print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads), indent=2))
+    print(json.dumps(run(args.runs, args.max_tokens, args.concurrency, args.threads, same_server=args.same_server), indent=2))
 
 
 if __name__ == "__main__":
