@@ -119,7 +119,8 @@ class Direct(Side):
         from impetus_llamacpp.prompt import Prompter
         from impetus_llamacpp.server import LlamaServer
 
-        self.server = LlamaServer(binary.find(), model, args, role="bench")
+        threads = int(args[args.index("--threads") + 1])
+        self.server = LlamaServer(binary.find(), model, args, role="bench", nice=server_nice(threads))  # as the engine does
         self.server.wait_ready()
         props = self.server.get("/props")
         self.n_vocab = int(self.server.get("/v1/models")["data"][0]["meta"]["n_vocab"])

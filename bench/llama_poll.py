@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     from impetus_llamacpp import MAX_BATCH, MAX_CONTEXT, binary
-    from impetus_llamacpp.engine import server_args
+    from impetus_llamacpp.engine import server_args, server_nice
     from impetus_llamacpp.prompt import Prompter
     from impetus_llamacpp.server import LlamaServer
 
@@ -51,7 +51,7 @@ def main() -> None:
     sides: dict[str, tuple[Any, Any]] = {}
     try:
         for poll in ("50", "0"):
-            server = LlamaServer(binary.find(), str(path), [*base, "--poll", poll], role="bench")
+            server = LlamaServer(binary.find(), str(path), [*base, "--poll", poll], role="bench", nice=server_nice(args.threads))
             sides[poll] = (server, None)
             server.wait_ready()
             props = server.get("/props")

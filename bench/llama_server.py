@@ -5,7 +5,8 @@ Prints one JSON object. Usage:
 
 The bundled SmolLM2-135M is loaded in a daemon (its worker runs llama-server); the
 reference is the same llama-server binary started by this process with the same
-options (``impetus_llamacpp.engine.server_args``: context, slots, threads) on the same
+options (``impetus_llamacpp.engine.server_args``: context, slots, threads; and its
+``server_nice``) on the same
 file, asked over its Unix socket with the chat rendered as text (llama-server tokenizes
 it, as for any client; ``same_prompt_tokens`` checks both sides had the same prompt).
 Both go through one client harness: a streamed request, timed at the client (TTFT =
@@ -129,11 +130,11 @@ class Direct:
 
     def __init__(self, path: str, threads: int) -> None:
         from impetus_llamacpp import MAX_BATCH, MAX_CONTEXT, binary
-        from impetus_llamacpp.engine import server_args
+        from impetus_llamacpp.engine import server_args, server_nice
         from impetus_llamacpp.prompt import Prompter
         from impetus_llamacpp.server import LlamaServer
 
-        self.server = LlamaServer(binary.find(), path, server_args(MAX_CONTEXT, MAX_BATCH, threads), role="bench")
+        self.server = LlamaServer(binary.find(), path, server_args(MAX_CONTEXT, MAX_BATCH, threads), role="bench", nice=server_nice(threads))
         self.server.wait_ready()
         props = self.server.get("/props")
         self.prompter = Prompter(self.server, props.get("chat_template"), props.get("bos_token") or "", props.get("eos_token") or "")

@@ -72,6 +72,7 @@ STEP_WAIT_S = 0.05  # step() waits this long for news from the streams
 DRAFT_SPEC = "draft-simple"
 NGRAM_SPEC = "ngram-mod"
 RESTORE_GAIN = 64  # restore a slot file when it holds this many more prompt tokens than the slot
+YIELD_NICE = 5  # server_nice()
 RPC_EXIT_GRACE_S = 0.5  # a worker whose llama-server died with nodes waits this long for its NodeLost replies
 
 
@@ -82,12 +83,22 @@ def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, optio
     # slots, concurrent greedy requests gave other text than each alone (measured here).
     args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
     args += ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
-    if threads >= (os.cpu_count() or 1):
-        # Threads on every core: none spins waiting for work (llama.cpp polls by default),
-        # so a woken process (the worker, the daemon, llama-server's own HTTP thread) gets a
-        # core at once instead of after a spinning thread's time slice.
+    if takes_every_core(threads):
+        # none spins waiting for work (llama.cpp polls by default), so a woken process (the
+        # worker, the daemon, llama-server's own HTTP thread) gets a core at once instead of
+        # after a spinning thread's time slice
         args += ["--poll", "0"]
     return args + ["--n-gpu-layers", str(gpu_layers), *extra]
+
+
+def takes_every_core(threads: int) -> bool:
+    return threads >= (os.cpu_count() or 1)
+
+
+def server_nice(threads: int) -> int:
+    """llama-server's niceness: when its threads take every core, it yields to the worker
+    and the daemon that carry its requests and tokens (woken, they get a core at once)."""
+    return YIELD_NICE if takes_every_core(threads) else 0
 
 
 def gpu_layers(found: binary.Binary, spec: ModelSpec, tokens: int) -> tuple[int, list[gpu.Gpu]]:
@@ -229,7 +240,9 @@ class LlamaServerEngine:
         limit = max_context()
         n_ctx = min(trained, limit) if trained else limit
         offload, gpus = gpu_layers(found, spec, n_ctx * slots)
-        server = LlamaServer(found, spec.path, server_args(n_ctx, slots, threads, offload, spec.options) + rpc.server_args(), role="generate")
+        server = LlamaServer(
+            found, spec.path, server_args(n_ctx, slots, threads, offload, spec.options) + rpc.server_args(), role="generate", nice=server_nice(threads)
+        )
         try:
             try:
                 server.wait_ready()

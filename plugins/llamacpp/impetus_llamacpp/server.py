@@ -33,8 +33,19 @@ STDERR_LINES = 40
 READY_TIMEOUT_S = 600.0  # a large model read from a slow disk
 
 
+def _start(die_with_worker: Callable[[], None], nice: int) -> Callable[[], None]:
+    """In the child before exec: die with the worker, and lower its priority by ``nice``."""
+
+    def child() -> None:
+        die_with_worker()
+        if nice:
+            os.nice(nice)
+
+    return child
+
+
 class LlamaServer:
-    def __init__(self, binary: Binary, model: str, args: list[str], *, role: str) -> None:
+    def __init__(self, binary: Binary, model: str, args: list[str], *, role: str, nice: int = 0) -> None:
         self.binary = binary
         self.model = model
         self.role = role
@@ -51,7 +62,7 @@ class LlamaServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=die_with(os.getpid()),  # noqa: PLW1509 (the worker starts it from one thread, before serving)
+            preexec_fn=_start(die_with(os.getpid()), nice),  # noqa: PLW1509 (the worker starts it from one thread, before serving)
             close_fds=True,
             env=child_env(),  # without the worker's preloaded BLAS
         )
