@@ -108,3 +108,15 @@ def test_a_file_that_is_no_model_opens_no_vocabulary(server: LlamaServer, tmp_pa
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + os.urandom(512))
     assert open_beside(server.binary.path, str(junk)) is None
+
+
+def test_a_template_that_refuses_the_probe_chat_still_gets_the_tokenizer(server: LlamaServer) -> None:
+    vocab = open_beside(server.binary.path, server.model)
+    if vocab is None:
+        pytest.skip(f"no {LIBRARY} beside {server.binary.path}")
+    refusing = "{{ raise_exception('this template takes no chat') }}"
+    prompter = Prompter(server, refusing, "<|im_start|>", "<|im_end|>", vocab)
+    try:
+        assert prompter.vocab is vocab
+    finally:
+        prompter.close()

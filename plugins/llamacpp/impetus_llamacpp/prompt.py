@@ -67,7 +67,10 @@ class Prompter:
         probe and a rendered chat (else it is closed, with a warning)."""
         texts = [PROBE, self.bos + PROBE]
         if self.template is not None:
-            texts.append(self.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROBE}]))
+            try:
+                texts.append(self.render([{"role": "user", "content": PROBE}]))
+            except Exception:  # a template that refuses even this: the probe texts decide
+                pass
         for text in texts:
             for special in (True, False):
                 theirs = self.tokenize(text, special=special)
