@@ -114,13 +114,12 @@ class Direct(Side):
 
     name = "llama_server_direct"
 
-    def __init__(self, model: str, args: list[str], ban: dict[str, float]) -> None:
+    def __init__(self, model: str, args: list[str], nice: int, ban: dict[str, float]) -> None:
         from impetus_llamacpp import binary
         from impetus_llamacpp.prompt import Prompter
         from impetus_llamacpp.server import LlamaServer
 
-        threads = int(args[args.index("--threads") + 1])
-        self.server = LlamaServer(binary.find(), model, args, role="bench", nice=server_nice(threads))  # as the engine does
+        self.server = LlamaServer(binary.find(), model, args, role="bench", nice=nice)
         self.server.wait_ready()
         props = self.server.get("/props")
         self.n_vocab = int(self.server.get("/v1/models")["data"][0]["meta"]["n_vocab"])
@@ -141,11 +140,11 @@ class Direct(Side):
         ids = self.prompter.ids(req)
         self.tokenize_ms.append((time.monotonic() - t0) * 1000)
         body = {"prompt": ids, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "return_tokens": True, **options(req, self.n_vocab, self.n_ctx)}
-        return completion(self.server, body, len(ids))
+        return completion(self.server.http, body, len(ids))
 
 
 def bench_model(label: str, path: Path, args: argparse.Namespace, bandwidth: float | None) -> dict[str, Any]:
-    from impetus_llamacpp.engine import server_args
+    from impetus_llamacpp.engine import server_args, server_nice
 
     streams = [int(s) for s in args.streams.split(",")]
     slots = max(streams)
@@ -169,7 +168,7 @@ def bench_model(label: str, path: Path, args: argparse.Namespace, bandwidth: flo
         n_vocab = int(details.get("vocab_size") or 0)
         ban = {str(n_vocab - 1): -100.0, str(n_vocab - 2): -100.0}  # <|im_end|> (end of generation) and <|im_start|>
         t0 = time.monotonic()
-        direct = Direct(str(path), server_args(args.context, slots, args.threads, int(details.get("gpu_layers") or 0)), ban)
+        direct = Direct(str(path), server_args(args.context, slots, args.threads, int(details.get("gpu_layers") or 0)), server_nice(args.threads), ban)
         out["direct_load_s"] = round(time.monotonic() - t0, 2)
         impetus = ThroughImpetus(daemon.socket, str(path), ban)
         sides: list[Side] = [impetus, direct]

@@ -71,14 +71,18 @@ CONCURRENT_ROUNDS = 3
 def same_server_figures(rows: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     """Impetus against its own llama-server asked directly: the path's cost alone."""
     a, c = median(rows["impetus"]), median(rows["same_server"])
-    pairs = [x["ttft_beyond_prefill_ms"] - y["ttft_beyond_prefill_ms"] for x, y in zip(rows["impetus"], rows["same_server"], strict=True)]
     return {
         "same_server": c,
         "ratio_client_decode_tps": round(a["client_decode_tps"] / c["client_decode_tps"], 3) if c["client_decode_tps"] else None,
         "ratio_prefill_tps": round(a["prefill_tps"] / c["prefill_tps"], 3) if c["prefill_tps"] else None,
-        "ttft_minus_same_server_ms_median_of_pairs": round(statistics.median(x["client_ttft_ms"] - y["client_ttft_ms"] for x, y in zip(rows["impetus"], rows["same_server"], strict=True)), 1),
-        "ttft_beyond_prefill_minus_same_server_ms_median_of_pairs": round(statistics.median(pairs), 1),
+        "ttft_minus_same_server_ms_median_of_pairs": round(statistics.median(paired(rows["impetus"], rows["same_server"], "client_ttft_ms")), 1),
+        "ttft_beyond_prefill_minus_same_server_ms_median_of_pairs": round(statistics.median(paired(rows["impetus"], rows["same_server"], "ttft_beyond_prefill_ms")), 1),
     }
+
+
+def paired(side: list[dict[str, float]], other: list[dict[str, float]], key: str) -> list[float]:
+    """Run by run, ``side``'s ``key`` less ``other``'s (the machine's pace drifts between runs)."""
+    return [x[key] - y[key] for x, y in zip(side, other, strict=True)]
 
 
 def warm_convo(r: int) -> list[dict[str, str]]:
@@ -126,18 +130,19 @@ class ThroughImpetus:
 
 
 class Direct:
-    """llama-server started here, the way the engine starts it, asked over its socket."""
+    """llama-server started here, the way the engine starts it, asked over its socket.
+    ``poll``: llama-server's polling forced on or off (None: as the engine decides)."""
 
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, poll: bool | None = None) -> None:
         from impetus_llamacpp import MAX_BATCH, MAX_CONTEXT, binary
         from impetus_llamacpp.engine import server_args, server_nice
-        from impetus_llamacpp.prompt import Prompter
         from impetus_llamacpp.server import LlamaServer
 
-        self.server = LlamaServer(binary.find(), path, server_args(MAX_CONTEXT, MAX_BATCH, threads), role="bench", nice=server_nice(threads))
+        self.server = LlamaServer(binary.find(), path, server_args(MAX_CONTEXT, MAX_BATCH, threads, poll=poll), role="bench", nice=server_nice(threads))
         self.server.wait_ready()
-        props = self.server.get("/props")
-        self.prompter = Prompter(self.server, props.get("chat_template"), props.get("bos_token") or "", props.get("eos_token") or "")
+        self.http = self.server.http
+        self.prompter = prompter_of(self.server)
+        self.extra: dict[str, Any] = {}  # more of the request body
 
     def close(self) -> None:
         self.server.close()
@@ -147,10 +152,10 @@ class Direct:
         # The chat rendered here, as a client of llama-server's /completion does; the text is
         # sent, so llama-server tokenizes it inside the timed request, as it does for a user.
         # (Tokenized here through /tokenize instead, the server was woken just before every
-        # timed request, which the Impetus side's request is not: cold TTFT ran ~3 ms faster.)
+        # timed request, which the Impetus side's request is not.)
         text, _ = self.prompter.text(req)  # /completion adds the BOS where the model wants one
         body = {"prompt": text, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True}
-        return completion(self.server, body)
+        return completion(self.http, {**body, **self.extra})
 
 
 class SameServer(Direct):
@@ -165,27 +170,34 @@ class SameServer(Direct):
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         sock = argv[argv.index(b"--host") + 1].decode()
         self.http = httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://llama-server", timeout=httpx.Timeout(None, connect=10.0))
-        self.server = self  # completion() asks .http
         self.prompter = prompter
-        self.slot = int(argv[argv.index(b"--parallel") + 1]) - 1
+        self.extra = {"id_slot": int(argv[argv.index(b"--parallel") + 1]) - 1}
 
     def close(self) -> None:
         self.http.close()
 
-    def stream(self, run: int, max_tokens: int, convo: list[dict[str, str]] | None = None) -> dict[str, float]:
-        req = GenerateRequest(kind="chat", messages=[Message(role=m["role"], content=m["content"]) for m in convo or messages(run)])  # type: ignore[arg-type]
-        text, _ = self.prompter.text(req)
-        body = {"prompt": text, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "temperature": 0.0, "return_tokens": True, "id_slot": self.slot}
-        return completion(self, body)
+
+def prompter_of(server: Any) -> Any:
+    """The engine's prompt renderer for a llama-server a bench started."""
+    from impetus_llamacpp.prompt import Prompter
+
+    props = server.get("/props")
+    return Prompter(server, props.get("chat_template"), props.get("bos_token") or "", props.get("eos_token") or "")
 
 
-def completion(server: Any, body: dict[str, Any], prompt_tokens: int | None = None) -> dict[str, float]:
-    """One streamed ``/completion`` on a llama-server started by a bench, timed at the client
-    (bench/gpu.py's direct side too)."""
+def rotated(sides: list[tuple[str, Any]], i: int) -> list[tuple[str, Any]]:
+    """``sides`` starting with the ``i``-th (round ``i``'s order: no side always follows another)."""
+    k = i % len(sides)
+    return sides[k:] + sides[:k]
+
+
+def completion(http: Any, body: dict[str, Any], prompt_tokens: int | None = None) -> dict[str, float]:
+    """One streamed ``/completion`` through ``http`` (an httpx client of a llama-server's
+    socket), timed at the client (bench/gpu.py's direct side too)."""
     stamps: list[float] = []
     final: dict[str, Any] = {}
     started = time.monotonic()
-    with server.http.stream("POST", "/completion", json=body) as response:
+    with http.stream("POST", "/completion", json=body) as response:
         for line in response.iter_lines():
             if not line.startswith("data: "):
                 continue
@@ -246,29 +258,31 @@ def run(runs: int = 3, max_tokens: int = 64, concurrency: int = 4, threads: int 
         try:
             impetus.stream(-1, 4)  # warm-ups, unmeasured
             direct.stream(-1, 4)
-            single: list[tuple[str, Any]] = [("impetus", impetus), ("direct", direct)]
+            pair: list[tuple[str, Any]] = [("impetus", impetus), ("direct", direct)]
+            single = list(pair)
             if same_server:
                 engine = next(m["engine"] for m in client.call("models.loaded")["models"] if m["name"] == loaded["name"])
                 single.append(("same_server", SameServer(int(engine["llama_server_pid"]), direct.prompter)))
                 rows["same_server"] = []
-            for i in range(runs):  # who goes first rotates: no side always follows another
-                for name, side in single[i % len(single) :] + single[: i % len(single)]:
+            for i in range(runs):
+                for name, side in rotated(single, i):
                     # the same server must not find the run's prompt in a slot: its own
                     rows[name].append(side.stream(i + (100_000 if name == "same_server" else 0), max_tokens))
             batches: dict[str, list[dict[str, float]]] = {"impetus": [], "direct": []}
-            for i in range(CONCURRENT_ROUNDS):  # alternating too; the median round of each side counts
-                for name, side in (("impetus", impetus), ("direct", direct))[:: 1 if i % 2 == 0 else -1]:
+            for i in range(CONCURRENT_ROUNDS):  # the median round of each side counts
+                for name, side in rotated(pair, i):
                     batches[name].append(together(side.stream, 1000 * (i + 1) + (0 if name == "impetus" else 500), concurrency, max_tokens))
-            conc = {name: sorted(rows, key=lambda r: r["aggregate_tps"])[len(rows) // 2] for name, rows in batches.items()}
+            conc = {name: sorted(tried, key=lambda r: r["aggregate_tps"])[len(tried) // 2] for name, tried in batches.items()}
             warm: dict[str, list[float]] = {"impetus": [], "direct": []}
             for i in range(runs + 1):  # the same long system prompt each time: a few new tokens to prefill
-                for name, side in (("impetus", impetus), ("direct", direct))[:: 1 if i % 2 == 0 else -1]:
+                for name, side in rotated(pair, i):
                     warm[name].append(side.stream(0, 2, warm_convo(i))["client_ttft_ms"])
         finally:
-            direct.close()
+            for _, side in single[1:]:
+                side.close()
     a, b = median(rows["impetus"]), median(rows["direct"])
-    pairs = [x["client_ttft_ms"] - y["client_ttft_ms"] for x, y in zip(rows["impetus"], rows["direct"], strict=True)]
-    beyond = [x["ttft_beyond_prefill_ms"] - y["ttft_beyond_prefill_ms"] for x, y in zip(rows["impetus"], rows["direct"], strict=True)]
+    pairs = paired(rows["impetus"], rows["direct"], "client_ttft_ms")
+    beyond = paired(rows["impetus"], rows["direct"], "ttft_beyond_prefill_ms")
     return {
         "benchmark": "llama_server",
         "model": MODEL,

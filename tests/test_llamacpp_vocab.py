@@ -74,12 +74,17 @@ def test_in_process_tokens_are_llama_servers(server: LlamaServer, special: bool)
 
 
 def test_a_prompter_tokenizes_in_process_and_gives_the_same_prompt(server: LlamaServer) -> None:
+    """Its own llama-server stopped after the load's probe, a prompter with the library still
+    tokenizes, and gives what the running llama-server gives."""
     vocab = open_beside(server.binary.path, server.model)
     if vocab is None:
         pytest.skip(f"no {LIBRARY} beside {server.binary.path}")
-    props = server.get("/props")
-    args = (server, props["chat_template"], props.get("bos_token") or "", props.get("eos_token") or "")
-    local, remote = Prompter(*args, vocab), Prompter(*args)
+    own = LlamaServer(server.binary, server.model, server_args(512, 1, 1), role="test")
+    own.wait_ready()
+    props = own.get("/props")
+    template, bos, eos = props["chat_template"], props.get("bos_token") or "", props.get("eos_token") or ""
+    local, remote = Prompter(own, template, bos, eos, vocab), Prompter(server, template, bos, eos)
+    own.close()  # from now on only the library can tokenize for ``local``
     try:
         assert local.vocab is vocab and remote.vocab is None
         req = GenerateRequest(kind="chat", messages=[Message(role="system", content="Be brief."), Message(role="user", content=TEXTS[5])])

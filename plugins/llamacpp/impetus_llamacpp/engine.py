@@ -76,14 +76,15 @@ YIELD_NICE = 5  # server_nice()
 RPC_EXIT_GRACE_S = 0.5  # a worker whose llama-server died with nodes waits this long for its NodeLost replies
 
 
-def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, options: LoadOptions | None = None) -> list[str]:
-    """llama-server's options for generation (bench/llama_server.py and bench/gpu.py start it the same way)."""
+def server_args(n_ctx: int, slots: int, threads: int, gpu_layers: int = 0, options: LoadOptions | None = None, poll: bool | None = None) -> list[str]:
+    """llama-server's options for generation (bench/llama_server.py and bench/gpu.py start it the same way).
+    ``poll``: whether its threads poll for work; None: only when they leave a core free."""
     extra = load_args(options or LoadOptions())
     # One KV cache of n_ctx tokens per slot (--no-kv-unified): with one buffer shared by the
     # slots, concurrent greedy requests gave other text than each alone (measured here).
     args = ["--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--no-kv-unified", "--no-context-shift", "--cache-ram", "0"]
     args += ["--batch-size", str(PREFILL_BATCH), "--threads", str(threads), "--threads-batch", str(threads)]
-    if takes_every_core(threads):
+    if not (poll if poll is not None else not takes_every_core(threads)):
         # none spins waiting for work (llama.cpp polls by default), so a woken process (the
         # worker, the daemon, llama-server's own HTTP thread) gets a core at once instead of
         # after a spinning thread's time slice

@@ -25,6 +25,7 @@ import httpx
 
 from impetusd.plugin_api import InvalidModelFile, PluginError, child_env, die_with
 
+from . import wire
 from .binary import Binary
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,7 @@ class LlamaServer:
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST ``body`` as JSON on a raw socket (wire.py), the answer's JSON."""
-        from .wire import post
-
-        status, data = post(self.socket, path, body)
+        status, data = wire.post(self.socket, path, body)
         if status != 200:
             raise PluginError(f"llama-server answered {status} to {path}: {data[:500].decode(errors='replace')}", backend="llamacpp")
         return json.loads(data)
