@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,13 +105,30 @@ class Group:
         """Call ``on_exit(reason)`` from a thread when a follower exits while the group runs."""
 
         def wait(rank: int, proc: subprocess.Popen[bytes]) -> None:
-            code = proc.wait()
+            proc.wait()
             if not self.closing:
-                how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-                on_exit(f"MLX rank {rank} (pid {proc.pid}) of {self.size} stopped ({how}); the ring group cannot go on")
+                on_exit(self._stopped(rank, proc))
 
         for rank, proc in enumerate(self.followers, start=1):
             threading.Thread(target=wait, args=(rank, proc), name=f"mlx-rank-{rank}-watch", daemon=True).start()
+
+    def _stopped(self, rank: int, proc: subprocess.Popen[bytes]) -> str:
+        code = proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        return f"MLX rank {rank} (pid {proc.pid}) of {self.size} stopped ({how}); the ring group cannot go on"
+
+    def lost(self, within: float) -> str | None:
+        """Why a follower stopped, if one has or does within ``within`` seconds (``watch``'s
+        threads reap them): a collective that fails in rank 0 is most often a follower's
+        death that rank 0 saw before its watcher did."""
+        deadline = time.monotonic() + within
+        while True:
+            for rank, proc in enumerate(self.followers, start=1):
+                if proc.returncode is not None:
+                    return self._stopped(rank, proc)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
 
     def close(self) -> None:
         self.closing = True

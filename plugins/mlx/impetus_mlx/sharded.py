@@ -52,6 +52,10 @@ from .group import Group
 
 log = logging.getLogger(__name__)
 
+# A collective broke in rank 0: how long to wait for a follower's death to be seen, so the
+# error names the rank that died rather than rank 0 (which only saw its peer go).
+LOST_WAIT_S = 2.0
+
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
     """Rank 0 → a follower: run this, in step with every rank."""
@@ -129,8 +133,8 @@ class ShardedEngine:
         self.ring.broadcast(msgspec.json.encode(cmd))
         try:
             return run(self.engine, self.lockstep, cmd, on_text, should_stop)
-        except BaseException as exc:  # the followers went on without us
-            self.on_fatal(f"MLX rank 0 failed partway through {cmd.op}, leaving the ring group out of step: {exc!r}")
+        except BaseException as exc:  # a follower died, or the followers went on without us
+            self.on_fatal(self.ring.lost(LOST_WAIT_S) or f"MLX rank 0 failed partway through {cmd.op}, leaving the ring group out of step: {exc!r}")
             raise
 
     def generate(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool]) -> EngineResult:
