@@ -29,6 +29,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not in
 if not (CHROMIUM and DRIVER):
     pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -79,7 +80,11 @@ def loaded_names(daemon: DaemonProcess) -> list[str]:
 
 
 def wait_for(browser: WebDriver, predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: predicate(d))
+    """``predicate``'s first truthy value; a page that re-renders between finding an element
+    and reading it (a stale element) is asked again."""
+    return WebDriverWait(browser, timeout, poll_frequency=0.2, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+        lambda d: predicate(d)
+    )
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -318,19 +323,25 @@ def test_registered_compute_nodes_are_shown_with_the_models_using_them(shim: Shi
         with daemon.connect() as conn:
             assert "result" in conn.call("nodes.add", {"name": "alpha", "address": f"127.0.0.1:{ports[0]}", "memory_limit_bytes": 2**30})
             assert "result" in conn.call("nodes.add", {"name": "gone", "address": f"127.0.0.1:{ports[1]}"})
-        alpha = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"]'), timeout=30)
-        cells = [c.text for c in alpha.find_elements(By.TAG_NAME, "td")]
+        # the table is rebuilt at every probe round: the row and its cells are read in one step
+        cells = wait_for(browser, lambda d: [c.text for c in d.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"]').find_elements(By.TAG_NAME, "td")], timeout=30)
         assert cells[:3] == ["alpha", f"127.0.0.1:{ports[0]}", "ready"], cells
         assert "free of" in cells[3] and "cap 1.0 GB" in cells[3] and cells[4].endswith(" ms") and cells[5] == "–", cells
-        gone = browser.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="gone"]')
-        assert "unreachable" in gone.text and "refused" in (gone.find_element(By.CSS_SELECTOR, ".badge").get_attribute("title") or "")
+        gone_text, gone_title = wait_for(
+            browser,
+            lambda d: (
+                (row := d.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="gone"]')).text,
+                row.find_element(By.CSS_SELECTOR, ".badge").get_attribute("title") or "",
+            ),
+        )
+        assert "unreachable" in gone_text and "refused" in gone_title
         # a model split across alpha: the row names it (at the next probe round, within 10 s)
         with daemon.connect() as conn:
             loaded = conn.call("models.load", {"model": MODEL, "backend": "llamacpp", "keep_alive": -1, "nodes": ["alpha"]})
         assert "result" in loaded and loaded["result"]["model"]["engine"]["rpc_nodes"] == [f"127.0.0.1:{ports[0]}"], loaded
         try:
             wait_for(browser, lambda d: MODEL in d.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"] td.used-by').text, timeout=30)
-            assert "held" in browser.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"] td.memory').text
+            assert "held" in wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#nodes tr[data-node="alpha"] td.memory').text)
         finally:
             with daemon.connect() as conn:
                 conn.call("models.unload", {"model": MODEL})
