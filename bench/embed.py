@@ -84,7 +84,7 @@ def in_process(inputs: list[str], runs: int) -> list[float]:
 def _in_process_here(inputs: list[str], runs: int) -> list[float]:
     from impetus_mlx.embedding_engine import EmbeddingEngine
 
-    from impetusd.plugin.engine import EmbedRequest, ModelSpec
+    from impetusd.engine.messages import EmbedRequest, ModelSpec
 
     engine = EmbeddingEngine.load(ModelSpec(name=MODEL, path=str(folder()), format="safetensors", metadata={"kind": "embedding"}))
     times = []

@@ -36,7 +36,7 @@ from daemon_harness import Daemon  # noqa: E402
 from llama_server import TEXT, completion, figures, median, together  # noqa: E402
 
 from impetusctl.client import Client  # noqa: E402
-from impetusd.plugin.engine import GenerateRequest  # noqa: E402
+from impetusd.engine.messages import GenerateRequest  # noqa: E402
 from impetusd.protocol.api import Message  # noqa: E402
 
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_harness import Daemon  # noqa: E402
 
 from impetusctl.client import Client  # noqa: E402
-from impetusd.plugin.engine import GenerateRequest  # noqa: E402
+from impetusd.engine.messages import GenerateRequest  # noqa: E402
 from impetusd.protocol.api import Message  # noqa: E402
 from impetusd.store.catalog import CATALOG  # noqa: E402
 

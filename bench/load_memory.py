@@ -59,7 +59,7 @@ engine = MLXEngine(model, wrapper, hf.add_bos, int(details["context_length"]), 0
 engine.warm_up()
 t5 = time.perf_counter()
 # The plugin's own loader end to end, as the worker calls it (files now in the page cache).
-from impetusd.plugin.engine import ModelSpec
+from impetusd.engine.messages import ModelSpec
 again = MLXEngine.load(ModelSpec(name="m", path=path, format="gguf"))
 t6 = time.perf_counter()
 ms = lambda a, b: round((b - a) * 1000, 1)

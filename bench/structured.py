@@ -31,7 +31,7 @@ def compile_ms() -> dict[str, float]:
     """The daemon's validation and compile of BIG: first use, then from the cache."""
     import llguidance  # noqa: F401  # the import is not the compile
 
-    from impetusd.plugin.structured import _compiled, grammar_for
+    from impetusd.toolkit.structured import _compiled, grammar_for
     from impetusd.protocol.api import JsonSchemaFormat
 
     _compiled.cache_clear()

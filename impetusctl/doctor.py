@@ -201,12 +201,12 @@ def thermal(config: Config) -> Check:
 def backends(config: Config) -> Check:
     """Which backend runs each kind of model here, and on which device: the daemon's
     own choice (impetusd.residency.choice), with this config's ``backend`` settings."""
-    from impetusd.plugin.engine import ModelSpec
-    from impetusd.plugin.machine import has_metal
+    from impetusd.engine.messages import ModelSpec
     from impetusd.plugin.manager import build_registries, make_plugin_manager
     from impetusd.protocol.errors import NoBackend
     from impetusd.residency.choice import choose_backend, placement
     from impetusd.residency.resident import gpu_budget
+    from impetusd.toolkit.machine import has_metal
 
     pm = make_plugin_manager(config.plugins, config.disabled_plugins)
     registries = build_registries(pm)

@@ -11,40 +11,36 @@ ML library; the built-in plugins import from ``impetusd`` through it alone
 from __future__ import annotations
 
 from impetusd.config import Config
-from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
-from impetusd.observe.events import Event
-from impetusd.plugin.chat import TOOL_OPEN, TOOL_OPENER, reasoning_opened, template_inputs
-from impetusd.plugin.children import child_env, die_with
-from impetusd.plugin.engine import (
-    BackendSpec,
+from impetusd.engine.backend import BackendSpec
+from impetusd.engine.capabilities import (
     BatchEngine,
     CacheTierEngine,
-    DetokenizeOutput,
-    DetokenizeRequest,
     Embedder,
-    EmbedOutput,
-    EmbedRequest,
     Engine,
-    EngineInfo,
-    EngineResult,
     FatalEngine,
-    GenerateRequest,
-    LoadOptions,
-    ModelSpec,
     TextSink,
-    TokenizeOutput,
     Tokenizer,
-    TokenizeRequest,
     TunableEngine,
-    Tuning,
     WakeableEngine,
     WarmUpEngine,
 )
+from impetusd.engine.messages import (
+    DetokenizeOutput,
+    DetokenizeRequest,
+    EmbedOutput,
+    EmbedRequest,
+    EngineInfo,
+    EngineResult,
+    GenerateRequest,
+    LoadOptions,
+    ModelSpec,
+    TokenizeOutput,
+    TokenizeRequest,
+    Tuning,
+)
+from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
+from impetusd.observe.events import Event
 from impetusd.plugin.hookspecs import hookimpl
-from impetusd.plugin.machine import has_metal
-from impetusd.plugin.nvidia import Gpu
-from impetusd.plugin.nvidia import process_memory as nvidia_process_memory
-from impetusd.plugin.nvidia import query as nvidia_gpus
 from impetusd.plugin.registries import (
     CacheTier,
     CacheTierContext,
@@ -54,9 +50,6 @@ from impetusd.plugin.registries import (
     PluginRegistry,
     PromptCacheTier,
 )
-from impetusd.plugin.signed_files import SignedFiles
-from impetusd.plugin.stops import StopScanner
-from impetusd.plugin.structured import format_dict, grammar_for, lark_for
 from impetusd.protocol.api import FinishReason, GrammarFormat, JsonObjectFormat, JsonSchemaFormat, RegexFormat, TokenLogprob, TopLogprob
 from impetusd.protocol.errors import (
     ContextLengthExceeded,
@@ -72,6 +65,15 @@ from impetusd.protocol.errors import (
     UnsupportedFormat,
     UnsupportedParameter,
 )
+from impetusd.toolkit.chat import TOOL_OPEN, TOOL_OPENER, reasoning_opened, template_inputs
+from impetusd.toolkit.children import child_env, die_with
+from impetusd.toolkit.machine import has_metal
+from impetusd.toolkit.nvidia import Gpu
+from impetusd.toolkit.nvidia import process_memory as nvidia_process_memory
+from impetusd.toolkit.nvidia import query as nvidia_gpus
+from impetusd.toolkit.signed_files import SignedFiles
+from impetusd.toolkit.stops import StopScanner
+from impetusd.toolkit.structured import format_dict, grammar_for, lark_for
 
 __all__ = [
     # hooks (impetusd/plugin/hookspecs.py) and what their arguments are
@@ -132,7 +134,7 @@ __all__ = [
     # helpers
     "StopScanner",
     "SignedFiles",
-    # structured output and tools (impetusd/plugin/structured.py, chat.py; docs/structured.md)
+    # structured output and tools (impetusd/toolkit/structured.py, chat.py; docs/structured.md)
     "TokenLogprob",
     "TopLogprob",
     "JsonObjectFormat",

@@ -48,7 +48,7 @@ def test_doctor_reports_a_loose_socket_directory_and_fails(tmp_path) -> None:  #
 def test_doctor_says_which_backend_runs_where(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from impetusctl.doctor import backends
     from impetusd.config import load_config
-    from impetusd.plugin.machine import device_for
+    from impetusd.toolkit.machine import device_for
 
     here = backends(load_config(home=tmp_path / "a", env={}))
     assert here.status == "pass" and "gguf: llamacpp on the CPU" in here.detail and "mlx: mlx on the CPU" in here.detail

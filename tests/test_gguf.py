@@ -9,7 +9,7 @@ import pytest
 
 from gguf_factory import write_tiny_llama
 from helpers import DaemonProcess
-from impetusd.plugin.engine import GenerateRequest, ModelSpec
+from impetusd.engine.messages import GenerateRequest, ModelSpec
 from impetusd.store.catalog import CATALOG
 from impetusd.protocol.errors import UnsupportedFormat
 

@@ -19,8 +19,8 @@ from gguf_factory import write_shaped_llama, write_tiny_llama
 from helpers import DaemonProcess
 
 from impetus_llamacpp import binary, gpu
-from impetusd.plugin.nvidia import Gpu
-from impetusd.plugin.nvidia import parse as parse_gpus
+from impetusd.toolkit.nvidia import Gpu
+from impetusd.toolkit.nvidia import parse as parse_gpus
 
 GIB = 1 << 30
 

@@ -12,7 +12,10 @@ Layers, bottom first (a layer may import those listed for it, and itself):
 - ``config``: the configuration; imports ``protocol.errors`` only.
 - ``observe``: events, metrics, the cgroup. Imported by the plugin layer (the
   ``impetus_event`` hook carries an Event), so it sits below it.
-- ``plugin``: hook specs, the plugin manager, registries, the engine contract.
+- ``engine``: the engine contract: what a backend implements, is handed and returns.
+- ``toolkit``: helpers the daemon and plugins share (chat inputs, stops, grammars,
+  machine and NVIDIA facts, child processes, signed files).
+- ``plugin``: the plugin host: hook specs, the plugin manager, registries.
 - ``plugin_api``: the one import surface for plugin authors.
 - ``workers``, ``store``: a worker process and its handle; the registry of models
   and pulls. Neither knows the other.
@@ -37,7 +40,9 @@ BASE = {"impetusd"}
 WIRE = BASE | {"protocol"}
 CONFIG = WIRE | {"config"}
 OBSERVE = CONFIG | {"observe"}
-PLUGIN = OBSERVE | {"plugin"}
+ENGINE = OBSERVE | {"engine"}
+TOOLKIT = ENGINE | {"toolkit"}
+PLUGIN = TOOLKIT | {"plugin"}
 SERVICES = PLUGIN | {"workers", "store"}
 RESIDENCY = SERVICES | {"residency"}
 DISPATCH = RESIDENCY | {"dispatch"}
@@ -48,6 +53,8 @@ ALLOWED: dict[str, set[str]] = {
     "protocol": WIRE,
     "config": CONFIG,
     "observe": OBSERVE,
+    "engine": ENGINE,
+    "toolkit": TOOLKIT,
     "plugin": PLUGIN,
     "plugin_api": PLUGIN | {"plugin_api"},
     "workers": PLUGIN | {"workers"},

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import impetus_linux
-from impetusd.plugin.nvidia import parse as parse_gpus
+from impetusd.toolkit.nvidia import parse as parse_gpus
 from impetus_linux import nvidia, sysfs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "linux"
@@ -156,7 +156,7 @@ def test_cgroup_v1_unlimited_and_container_root(tmp_path: Path) -> None:
 
 
 def test_nvidia_smi_output() -> None:
-    """The one nvidia-smi reader (impetusd.plugin.nvidia), as the Linux monitor's snapshot shows it."""
+    """The one nvidia-smi reader (impetusd.toolkit.nvidia), as the Linux monitor's snapshot shows it."""
     [gpu] = parse_gpus((FIXTURES / "nvidia-smi-rtx2060.csv").read_text())
     assert nvidia.describe(gpu) == {
         "index": 0, "name": "GeForce RTX 2060", "memory_total_bytes": 5934 * 2**20, "memory_free_bytes": 5252 * 2**20,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import DaemonProcess, ShimProcess, maps_mention
-from impetusd.plugin.engine import ModelSpec
+from impetusd.engine.messages import ModelSpec
 from impetusd.store.catalog import CATALOG
 from impetusd.plugin.manager import build_registries, make_plugin_manager
 

@@ -191,7 +191,7 @@ def test_eviction_plan_and_rolling_decode_rate() -> None:
 
 
 def test_estimate_formula_and_budget_config(tmp_path: Path) -> None:
-    from impetusd.plugin.engine import ModelSpec
+    from impetusd.engine.messages import ModelSpec
     from impetusd.residency.budget import estimate, kv_cache_bytes, machine_budget
     from impetusd.config import load_config
     from impetusd.protocol.errors import InvalidParams
@@ -222,7 +222,7 @@ def test_the_bundled_model_evicts_an_idle_gguf_model_and_reports_stats(tmp_path_
     unloads the small GGUF model loaded before it."""
     from gguf_factory import write_tiny_llama
     from impetus_gguf import inspect
-    from impetusd.plugin.engine import ModelSpec
+    from impetusd.engine.messages import ModelSpec
     from impetusd.residency.budget import estimate
     from impetusd.store.catalog import CATALOG
     from impetusd.plugin.manager import build_registries, make_plugin_manager
@@ -282,7 +282,7 @@ def test_the_mlx_estimate_counts_float32_weights_when_workers_get_openblas() -> 
     """On a CPU with OpenBLAS preloaded the MLX worker widens small models to
     float32 (impetus_mlx/cpu.py); the daemon's estimate must count 4 bytes a parameter."""
     from impetus_gguf import inspect
-    from impetusd.plugin.engine import ModelSpec
+    from impetusd.engine.messages import ModelSpec
     from impetusd.residency.budget import estimate
     from impetusd.store.catalog import CATALOG
     from impetusd.plugin.manager import build_registries, make_plugin_manager

@@ -101,7 +101,7 @@ def test_mlx_engine_tunes_its_prefill_chunk() -> None:
     """The MLX engine lowers its prefill step, never above the device's default."""
     from impetus_mlx.engine import MLXEngine, prefill_chunk
 
-    from impetusd.plugin.engine import Tuning
+    from impetusd.engine.messages import Tuning
 
     engine = MLXEngine(model=None, tokenizer=None, add_bos=False, context_length=2048, load_ms=0.0, details={})  # type: ignore[arg-type]
     default = prefill_chunk()

@@ -13,10 +13,10 @@ from typing import Literal
 
 import msgspec
 
-from impetusd.plugin.chat import TOOL_CLOSE, TOOL_OPEN, TOOL_OPENER
-from impetusd.plugin.engine import EngineResult, GenerateRequest
-from impetusd.plugin.structured import tool_call_schema
+from impetusd.engine.messages import EngineResult, GenerateRequest
 from impetusd.protocol.api import ChatParams, CompleteParams, FinishReason, GrammarFormat, JsonSchemaFormat, TokenLogprob, Tool, ToolCall, ToolCallDelta
+from impetusd.toolkit.chat import TOOL_CLOSE, TOOL_OPEN, TOOL_OPENER
+from impetusd.toolkit.structured import tool_call_schema
 from impetusd.workers.messages import GenerateDone
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"

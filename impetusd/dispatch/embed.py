@@ -6,8 +6,8 @@ import time
 from typing import TYPE_CHECKING
 
 from impetusd.dispatch.context import RequestContext
+from impetusd.engine.messages import EmbedRequest
 from impetusd.observe.metrics import record_outcome
-from impetusd.plugin.engine import EmbedRequest
 from impetusd.protocol.api import EmbedParams, EmbedResult, Timings, Usage
 from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 

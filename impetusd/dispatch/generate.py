@@ -11,10 +11,10 @@ import msgspec
 
 from impetusd.dispatch.answer import Answer, ChoiceRun, Kind, OnText
 from impetusd.dispatch.context import RequestContext
+from impetusd.engine.backend import SAMPLING_CAPABILITIES, BackendSpec
+from impetusd.engine.messages import GenerateRequest
 from impetusd.observe.events import Event
 from impetusd.observe.metrics import Outcome, record_outcome
-from impetusd.plugin.engine import SAMPLING_CAPABILITIES, BackendSpec, GenerateRequest
-from impetusd.plugin.structured import format_dict, grammar_for
 from impetusd.protocol.api import (
     ChatParams,
     Choice,
@@ -32,6 +32,7 @@ from impetusd.protocol.api import (
     Usage,
 )
 from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
+from impetusd.toolkit.structured import format_dict, grammar_for
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from impetusd.dispatch.context import RequestContext
-from impetusd.plugin.engine import DetokenizeRequest, TokenizeRequest
+from impetusd.engine.messages import DetokenizeRequest, TokenizeRequest
 from impetusd.protocol.api import DetokenizeParams, DetokenizeResult, TokenizeParams, TokenizeResult
 from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 

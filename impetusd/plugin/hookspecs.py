@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from typing import Any as Daemon  # impetusd.daemon.Daemon, which sits above the plugin layer
 
     from impetusd.config import Config
+    from impetusd.engine.backend import BackendSpec
+    from impetusd.engine.messages import ModelSpec
     from impetusd.observe.events import Event
-    from impetusd.plugin.engine import BackendSpec, ModelSpec
     from impetusd.plugin.registries import CacheTier, HardwareMonitor, MethodSpec, ModelFormat, PluginRegistry
 
 hookspec = pluggy.HookspecMarker("impetus")

@@ -8,9 +8,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from impetusd.plugin.engine import BackendSpec, PromptCacheTier
-from impetusd.plugin.nvidia import Gpu
+from impetusd.engine.backend import BackendSpec
+from impetusd.engine.capabilities import PromptCacheTier
 from impetusd.protocol.errors import PluginError
+from impetusd.toolkit.nvidia import Gpu
 
 
 class ModelFormat(msgspec.Struct, frozen=True):
@@ -35,7 +36,7 @@ class HardwareMonitor(msgspec.Struct, frozen=True):
     # The current thermal pressure level ("nominal", "fair", "serious",
     # "critical") or None when unknown; cheap, polled by the thermal watch.
     thermal: Callable[[], str | None] | None = None
-    # The GPUs with their own memory (``impetusd.plugin.nvidia.Gpu``), or None when the
+    # The GPUs with their own memory (``impetusd.toolkit.nvidia.Gpu``), or None when the
     # monitor cannot say; the memory budget's GPU side (docs/design.md, Residency). Blocking.
     gpus: Callable[[], list[Gpu] | None] | None = None
 

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import msgspec
 import psutil
 
+from impetusd.engine.messages import ModelSpec
 from impetusd.observe.rss import tree_rss
-from impetusd.plugin.engine import ModelSpec
 from impetusd.protocol.api import MemoryEstimate
 
 MIB = 1024 * 1024

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from impetusd.plugin.engine import ModelSpec
+from impetusd.engine.messages import ModelSpec
 from impetusd.workers.messages import CacheSettings
 
 if TYPE_CHECKING:

@@ -9,10 +9,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from impetusd.plugin.engine import BackendSpec, ModelSpec
-from impetusd.plugin.machine import device_for
+from impetusd.engine.backend import BackendSpec
+from impetusd.engine.messages import ModelSpec
 from impetusd.plugin.registries import Registries
 from impetusd.protocol.errors import NoBackend
+from impetusd.toolkit.machine import device_for
 
 
 def choose_backend(registries: Registries, hook: Any, configured: Mapping[str, str], spec: ModelSpec, wanted: str | None) -> BackendSpec:

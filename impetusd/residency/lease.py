@@ -12,7 +12,7 @@ import anyio
 from impetusd.protocol.errors import InsufficientMemory, NodeLost
 
 if TYPE_CHECKING:
-    from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, GenerateRequest, TokenizeOutput, TokenizeRequest
+    from impetusd.engine.messages import DetokenizeOutput, DetokenizeRequest, EmbedRequest, GenerateRequest, TokenizeOutput, TokenizeRequest
     from impetusd.protocol.api import TokenLogprob
     from impetusd.residency.resident import Resident
     from impetusd.workers.handle import OnText

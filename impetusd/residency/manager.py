@@ -15,8 +15,9 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from impetusd.config import parse_keep_alive
+from impetusd.engine.backend import BackendSpec
+from impetusd.engine.messages import LoadOptions, ModelSpec, Tuning
 from impetusd.observe.events import Event
-from impetusd.plugin.engine import BackendSpec, LoadOptions, ModelSpec, Tuning
 from impetusd.protocol.api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure, NodeInfo
 from impetusd.protocol.errors import (
     ImpetusError,

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from impetusd.plugin.engine import BackendSpec, LoadOptions, ModelSpec
+from impetusd.engine.backend import BackendSpec
+from impetusd.engine.messages import LoadOptions, ModelSpec
 from impetusd.protocol.errors import InvalidParams, UnsupportedParameter
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from impetusd.plugin.engine import ModelSpec
+from impetusd.engine.messages import ModelSpec
 from impetusd.protocol.api import MemoryEstimate, NodeInfo, NodeShare
 from impetusd.protocol.errors import InsufficientMemory
 from impetusd.residency.nodes import Node

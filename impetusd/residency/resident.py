@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import msgspec
 
-from impetusd.plugin.engine import BackendSpec, ModelSpec
+from impetusd.engine.backend import BackendSpec
+from impetusd.engine.messages import ModelSpec
 from impetusd.plugin.registries import HardwareMonitor
 from impetusd.protocol.api import LoadedModel, MemoryBudget, MemoryEstimate
 from impetusd.protocol.errors import InsufficientMemory

@@ -24,7 +24,7 @@ from impetusd.workers.handle import spawn_worker
 
 if TYPE_CHECKING:
     from impetusd.config import Config
-    from impetusd.plugin.engine import BackendSpec
+    from impetusd.engine.backend import BackendSpec
     from impetusd.plugin.registries import PluginRegistry
 
 log = logging.getLogger(__name__)

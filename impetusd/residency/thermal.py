@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from impetusd.engine.messages import Tuning
 from impetusd.observe.events import Event, EventKind
-from impetusd.plugin.engine import Tuning
 from impetusd.plugin.registries import HardwareMonitor, PluginRegistry
 from impetusd.protocol.api import ThermalState
 

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from impetusd.plugin.children import WORKER_BLAS_ENV
+from impetusd.toolkit.children import WORKER_BLAS_ENV
 
 log = logging.getLogger(__name__)
 

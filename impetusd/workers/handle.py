@@ -15,7 +15,7 @@ import anyio
 import msgspec
 from anyio.abc import Process, TaskGroup
 
-from impetusd.plugin.engine import DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineInfo, GenerateRequest, ModelSpec, TokenizeOutput, TokenizeRequest
+from impetusd.engine.messages import DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineInfo, GenerateRequest, ModelSpec, TokenizeOutput, TokenizeRequest
 from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.errors import ImpetusError, ModelLoadFailed, WorkerCrashed, WorkerHung
 from impetusd.protocol.framing import LineReader

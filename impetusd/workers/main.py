@@ -21,16 +21,8 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from impetusd.plugin.engine import (
-    BatchEngine,
-    DetokenizeOutput,
-    DetokenizeRequest,
-    EmbedRequest,
-    EngineResult,
-    TokenizeOutput,
-    TokenizeRequest,
-    WakeableEngine,
-)
+from impetusd.engine.capabilities import BatchEngine, WakeableEngine
+from impetusd.engine.messages import DetokenizeOutput, DetokenizeRequest, EmbedRequest, EngineResult, TokenizeOutput, TokenizeRequest
 from impetusd.plugin.manager import build_registries, make_plugin_manager
 from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.errors import ImpetusError, InternalError, NoBackend, PluginError
@@ -145,7 +137,7 @@ def main() -> None:
 def watch_engine(engine: Any, chan: Channel) -> None:
     """Engines whose child process can die (``FatalEngine``) end the worker through this:
     the daemon hears why, then sees the worker exit and fails its requests."""
-    from impetusd.plugin.engine import FatalEngine
+    from impetusd.engine.capabilities import FatalEngine
 
     if not isinstance(engine, FatalEngine):
         return
@@ -162,7 +154,7 @@ def watch_engine(engine: Any, chan: Channel) -> None:
 
 def tune(engine: Any, tuning: Tuning) -> None:
     """Engines may offer ``tune(tuning)`` (``TunableEngine``); the others run as they are."""
-    from impetusd.plugin.engine import TunableEngine
+    from impetusd.engine.capabilities import TunableEngine
 
     if isinstance(engine, TunableEngine):
         engine.tune(tuning)
@@ -172,7 +164,7 @@ def warm_up(engine: Any) -> float | None:
     """Engines may offer ``warm_up()`` (a token through the model so the first
     request does not pay for setup). The daemon postpones it while the machine is hot.
     Returns its time in ms, or None when the engine is no ``WarmUpEngine``."""
-    from impetusd.plugin.engine import WarmUpEngine
+    from impetusd.engine.capabilities import WarmUpEngine
 
     if not isinstance(engine, WarmUpEngine):
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from impetusd.plugin.engine import EmbedOutput, EngineResult, GenerateRequest, ModelSpec, Tuning
+from impetusd.engine.messages import EmbedOutput, EngineResult, GenerateRequest, ModelSpec, Tuning
 from impetusd.protocol.api import TokenLogprob
 from impetusd.protocol.messages import RequestId
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from impetusd.plugin.engine import CacheTierEngine
+from impetusd.engine.capabilities import CacheTierEngine
 from impetusd.plugin.registries import CacheTier, CacheTierContext, PluginRegistry, PromptCacheTier
 from impetusd.protocol.errors import PluginError
 from impetusd.workers.messages import CacheSettings

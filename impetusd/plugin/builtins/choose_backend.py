@@ -6,7 +6,8 @@ It runs last: backend plugins answer first for the machines they suit best
 
 from __future__ import annotations
 
-from impetusd.plugin.engine import BackendSpec, ModelSpec
+from impetusd.engine.backend import BackendSpec
+from impetusd.engine.messages import ModelSpec
 from impetusd.plugin.hookspecs import hookimpl
 
 

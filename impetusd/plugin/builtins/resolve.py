@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from impetusd.config import Config
-from impetusd.plugin.engine import ModelSpec
+from impetusd.engine.messages import ModelSpec
 from impetusd.plugin.hookspecs import hookimpl
 from impetusd.protocol.errors import ModelNotFound
 from impetusd.store.catalog import CATALOG

@@ -1,4 +1,4 @@
-"""NVIDIA GPUs in the snapshot, through the one ``nvidia-smi`` reader (``impetusd.plugin.nvidia``)."""
+"""NVIDIA GPUs in the snapshot, through the one ``nvidia-smi`` reader (``impetusd.toolkit.nvidia``)."""
 
 from __future__ import annotations
 

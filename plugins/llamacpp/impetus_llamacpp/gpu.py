@@ -16,7 +16,7 @@ RESERVE_BYTES = 1024 * MIB
 
 
 def query() -> list[Gpu]:
-    """The GPUs (the one nvidia-smi reader, ``impetusd.plugin.nvidia``); empty without nvidia-smi."""
+    """The GPUs (the one nvidia-smi reader, ``impetusd.toolkit.nvidia``); empty without nvidia-smi."""
     return nvidia_gpus() or []
 
 

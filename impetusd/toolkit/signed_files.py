@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-log = logging.getLogger("impetusd.plugin.signed_files")
+log = logging.getLogger("impetusd.toolkit.signed_files")
 
 INDEX = "index.json"
 CHUNK = 1 << 20

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from impetusd.plugin.engine import GenerateRequest
+from impetusd.engine.messages import GenerateRequest
 from impetusd.protocol.api import Message, Tool
 from impetusd.protocol.errors import UnsupportedParameter
 
