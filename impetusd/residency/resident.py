@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_WINDOW = 20  # requests in the rolling decode rate
+MB = 1e6  # the unit of the refusals' messages
 
 
 class RollingStats:
@@ -315,59 +316,14 @@ class MemoryLedger:
         first when it does not fit (on the host or on the GPU, whichever lacks room);
         ``InsufficientMemory`` naming the side when it cannot (then nothing is stopped).
         The caller calls ``release`` after the load."""
-        budget = self.budget()
-        gpu = self.gpu() if need.gpu_bytes > 0 else None
-        host_need = need.total_bytes - need.gpu_bytes
-        mb = 1e6
-
-        def refuse(side: Side, why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
-            on_gpu = side == "gpu" and gpu is not None
-            needed = need.gpu_bytes if on_gpu else host_need
-            return InsufficientMemory(
-                f"{spec.name} needs about {needed / mb:.0f} MB of {'GPU' if on_gpu else 'host'} memory and {why}",
-                model=spec.name,
-                side=side,
-                needed_bytes=needed,
-                available_bytes=available,
-                budget_bytes=gpu.bytes if on_gpu and gpu is not None else budget.bytes,
-                budget_source="gpu" if on_gpu else budget.source,
-                busy=busy,
-                loading=sorted(self.reserved) if not never else [],
-                never_fits=never,
-                estimate=msgspec.to_builtins(need),
-            )
-
-        if host_need > budget.bytes:
-            raise refuse("host", f"can never fit the memory budget of {budget.bytes / mb:.0f} MB ({budget.source})", budget.bytes, [], True)
-        if gpu is not None and need.gpu_bytes > gpu.bytes:
-            what = f"{need.gpu_layers} layers on the GPU" if need.gpu_layers else "its GPU part"
-            raise refuse("gpu", f"can never fit the GPU budget of {gpu.bytes / mb:.0f} MB ({', '.join(gpu.gpus)}) with {what}", gpu.bytes, [], True)
+        load = _Load(spec=spec, need=need, budget=self.budget(), gpu=self.gpu() if need.gpu_bytes > 0 else None)
+        self._check_ever_fits(load)
         stopped: list[str] = []
         async with self._lock:
             while True:
-                room = plan_room(
-                    host_need,
-                    budget.bytes,
-                    self.usages(resident),
-                    sum(self.reserved.values()),
-                    gpu_needed=need.gpu_bytes,
-                    gpu_budget=None if gpu is None else gpu.bytes,
-                    gpu_reserved=sum(self.gpu_reserved.values()),
-                )
+                room = self._room(load, resident)
                 if not room.fits:
-                    busy = f"; busy: {', '.join(room.busy)}" if room.busy else ""
-                    busy += f"; loading: {', '.join(sorted(self.reserved))}" if self.reserved else ""
-                    on_gpu = room.short == "gpu" and gpu is not None
-                    available = (room.gpu_available_bytes or 0) if on_gpu else room.available_bytes
-                    total = gpu.bytes if on_gpu and gpu is not None else budget.bytes
-                    raise refuse(
-                        "gpu" if on_gpu else "host",
-                        f"only {available / mb:.0f} MB of the {total / mb:.0f} MB {'GPU ' if on_gpu else ''}budget"
-                        f" would be free after unloading every idle model{busy}",
-                        available,
-                        room.busy,
-                        False,
-                    )
+                    raise self._short(load, room)
                 if not room.evict:
                     break
                 for name in room.evict:
@@ -375,7 +331,77 @@ class MemoryLedger:
                     if victim is not None and not victim.busy:  # it may have got a request meanwhile
                         await stop(victim)
                         stopped.append(name)
-            self.reserved[spec.name] = host_need
+            self.reserved[spec.name] = load.host_need
             if need.gpu_bytes > 0:
                 self.gpu_reserved[spec.name] = need.gpu_bytes
         return stopped
+
+    def _room(self, load: _Load, resident: Mapping[str, Resident]) -> Room:
+        """The plan for ``load`` beside the loaded models and the loads under way."""
+        return plan_room(
+            load.host_need,
+            load.budget.bytes,
+            self.usages(resident),
+            sum(self.reserved.values()),
+            gpu_needed=load.need.gpu_bytes,
+            gpu_budget=None if load.gpu is None else load.gpu.bytes,
+            gpu_reserved=sum(self.gpu_reserved.values()),
+        )
+
+    def _check_ever_fits(self, load: _Load) -> None:
+        """Refuse at once a load larger than the whole budget of either side."""
+        budget, gpu, need = load.budget, load.gpu, load.need
+        if load.host_need > budget.bytes:
+            raise self._refuse(load, "host", f"can never fit the memory budget of {budget.bytes / MB:.0f} MB ({budget.source})", budget.bytes, [], True)
+        if gpu is not None and need.gpu_bytes > gpu.bytes:
+            what = f"{need.gpu_layers} layers on the GPU" if need.gpu_layers else "its GPU part"
+            why = f"can never fit the GPU budget of {gpu.bytes / MB:.0f} MB ({', '.join(gpu.gpus)}) with {what}"
+            raise self._refuse(load, "gpu", why, gpu.bytes, [], True)
+
+    def _short(self, load: _Load, room: Room) -> InsufficientMemory:
+        """Not even unloading every idle model makes room: say which side lacks it, and who holds it."""
+        busy = f"; busy: {', '.join(room.busy)}" if room.busy else ""
+        busy += f"; loading: {', '.join(sorted(self.reserved))}" if self.reserved else ""
+        gpu = load.gpu
+        on_gpu = room.short == "gpu" and gpu is not None
+        available = (room.gpu_available_bytes or 0) if on_gpu else room.available_bytes
+        total = gpu.bytes if on_gpu and gpu is not None else load.budget.bytes
+        return self._refuse(
+            load,
+            "gpu" if on_gpu else "host",
+            f"only {available / MB:.0f} MB of the {total / MB:.0f} MB {'GPU ' if on_gpu else ''}budget would be free after unloading every idle model{busy}",
+            available,
+            room.busy,
+            False,
+        )
+
+    def _refuse(self, load: _Load, side: Side, why: str, available: int, busy: list[str], never: bool) -> InsufficientMemory:
+        spec, need, gpu, budget = load.spec, load.need, load.gpu, load.budget
+        on_gpu = side == "gpu" and gpu is not None
+        needed = need.gpu_bytes if on_gpu else load.host_need
+        return InsufficientMemory(
+            f"{spec.name} needs about {needed / MB:.0f} MB of {'GPU' if on_gpu else 'host'} memory and {why}",
+            model=spec.name,
+            side=side,
+            needed_bytes=needed,
+            available_bytes=available,
+            budget_bytes=gpu.bytes if on_gpu and gpu is not None else budget.bytes,
+            budget_source="gpu" if on_gpu else budget.source,
+            busy=busy,
+            loading=sorted(self.reserved) if not never else [],
+            never_fits=never,
+            estimate=msgspec.to_builtins(need),
+        )
+
+
+class _Load(msgspec.Struct, frozen=True):
+    """A load ``MemoryLedger.reserve`` makes room for, and the budget it is reckoned against."""
+
+    spec: ModelSpec
+    need: MemoryEstimate
+    budget: Budget
+    gpu: GpuBudget | None  # None: no GPU budget, or nothing of the model on the GPU
+
+    @property
+    def host_need(self) -> int:
+        return self.need.total_bytes - self.need.gpu_bytes
