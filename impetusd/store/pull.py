@@ -176,6 +176,29 @@ class Pulls:
             job.done.set()
 
     async def _pull(self, job: Job, force: bool) -> PullResult:
+        """List the repo, choose its files, check the disk, fetch what the cache lacks, verify, register."""
+        remote, chosen = await self._choose(job)
+        job.files = [FileProgress(name=f.name, total=f.size) for f in chosen.files]
+        missing = _missing(job, chosen, force)
+        _check_space(job.ref, missing)
+        downloaded = await self._download(job, remote, missing, force)
+        job.status = "verifying"
+        stored = await _verify(job, remote, chosen)
+        cache.record_ref(job.ref.repo, remote.revision, remote.commit)
+        job.status = "registering"
+        model = self._register(job.ref, remote, chosen, stored)
+        self.emit(Event(kind="model.pulled", model=job.ref.name, data={"bytes": downloaded}))
+        return PullResult(
+            status="pulled",
+            model=model_info(model, loaded=self.loaded(model.name)),
+            downloaded_bytes=downloaded,
+            reused_bytes=model.size_bytes - downloaded,
+            elapsed_s=round(time.monotonic() - job.started, 3),
+        )
+
+    async def _choose(self, job: Job) -> tuple[hub.RemoteRepo, files.Selection]:
+        """The repo's listing and the files the pull takes from it. A suffix that is not a
+        quantization in the repo names a revision."""
         ref = job.ref
         timeout = self.config.pull_timeout_s
         remote = await self._retry(job, lambda: hub.describe(ref.repo, ref.revision, timeout), "listing")
@@ -186,25 +209,12 @@ class Pulls:
                 raise NoMatchingFiles(f"{ref.repo}@{ref.revision} has no GGUF matching {selector!r}", repo=ref.repo)
             remote = await self._retry(job, lambda: hub.describe(ref.repo, selector, timeout), "listing")
             selector = None
-        chosen = files.choose(ref.repo, remote.files, selector, ref.files)
-        job.files = [FileProgress(name=f.name, total=f.size) for f in chosen.files]
-        missing = []
-        for f, p in zip(chosen.files, job.files, strict=True):
-            if cache.blob(ref.repo, f.etag).exists() and not force:
-                p.done, p.state = f.size, "cached"
-            else:
-                missing.append((f, p))
-        need = sum(f.size - (cache.partial(ref.repo, f.etag).stat().st_size if cache.partial(ref.repo, f.etag).exists() else 0) for f, _ in missing)
-        root = cache.hub_cache()
-        root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(root).free
-        if need + DISK_MARGIN > free:
-            raise DiskFull(
-                f"pulling {ref.name} needs {need / 1e9:.2f} GB more in {root}, and {free / 1e9:.2f} GB is free",
-                needed_bytes=need,
-                free_bytes=free,
-                path=str(root),
-            )
+        return remote, files.choose(ref.repo, remote.files, selector, ref.files)
+
+    async def _download(self, job: Job, remote: hub.RemoteRepo, missing: list[tuple[files.RemoteFile, FileProgress]], force: bool) -> int:
+        """Fetch the ``missing`` files, ``max_concurrent_pulls`` pulls at a time (one transfer
+        per blob); the bytes downloaded."""
+        ref = job.ref
         job.status = "queued"
         downloaded = 0
         async with self.slots:
@@ -225,17 +235,10 @@ class Pulls:
                         job, functools.partial(fetch, ref.repo, url, headers, f, blob, part, p, job.cancel, self.config.pull_timeout_s), f.name, progress=p
                     )
                 downloaded += f.size
-        job.status = "verifying"
-        stored = []
-        for f, p in zip(chosen.files, job.files, strict=True):
-            location = cache.link(ref.repo, remote.commit, f.name, f.etag)
-            blob = cache.blob(ref.repo, f.etag)
-            digest = f.sha256 if p.state == "done" and f.sha256 else await anyio.to_thread.run_sync(sha256_of, blob, job.cancel)
-            if f.sha256 and digest != f.sha256:
-                raise ChecksumMismatch(f"{ref.repo}/{f.name} in the cache does not match the Hub's sha256", repo=ref.repo, file=f.name)
-            stored.append(ModelFile(name=f.name, location=str(location), size=f.size, sha256=digest))
-        cache.record_ref(ref.repo, remote.revision, remote.commit)
-        job.status = "registering"
+        return downloaded
+
+    def _register(self, ref: names.PullRef, remote: hub.RemoteRepo, chosen: files.Selection, stored: list[ModelFile]) -> Registered:
+        """Register the pulled model under its name (replacing an earlier pull of it)."""
         primary = cache.snapshot(ref.repo, remote.commit, chosen.primary)
         fmt, metadata = detect_format(self.formats, primary)
         model = Registered(
@@ -250,14 +253,7 @@ class Pulls:
             files=stored,
         )
         self.store.add(model, replace=True)
-        self.emit(Event(kind="model.pulled", model=ref.name, data={"bytes": downloaded}))
-        return PullResult(
-            status="pulled",
-            model=model_info(model, loaded=self.loaded(model.name)),
-            downloaded_bytes=downloaded,
-            reused_bytes=model.size_bytes - downloaded,
-            elapsed_s=round(time.monotonic() - job.started, 3),
-        )
+        return model
 
     async def _retry(self, job: Job, work: Callable[[], T], what: str, progress: FileProgress | None = None) -> T:
         """Run blocking ``work`` in a thread; retry Transient failures with
@@ -287,6 +283,48 @@ class Pulls:
                 if job.cancel.is_set():
                     raise Cancelled() from None
         raise AssertionError("unreachable")
+
+
+def _missing(job: Job, chosen: files.Selection, force: bool) -> list[tuple[files.RemoteFile, FileProgress]]:
+    """The chosen files the cache lacks (all of them when ``force``), with their progress;
+    the others are marked cached."""
+    missing = []
+    for f, p in zip(chosen.files, job.files, strict=True):
+        if cache.blob(job.ref.repo, f.etag).exists() and not force:
+            p.done, p.state = f.size, "cached"
+        else:
+            missing.append((f, p))
+    return missing
+
+
+def _check_space(ref: names.PullRef, missing: list[tuple[files.RemoteFile, FileProgress]]) -> None:
+    """``DiskFull`` unless the Hub cache's disk holds what is still to fetch (partials
+    count as fetched), with a margin."""
+    need = sum(f.size - (cache.partial(ref.repo, f.etag).stat().st_size if cache.partial(ref.repo, f.etag).exists() else 0) for f, _ in missing)
+    root = cache.hub_cache()
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if need + DISK_MARGIN > free:
+        raise DiskFull(
+            f"pulling {ref.name} needs {need / 1e9:.2f} GB more in {root}, and {free / 1e9:.2f} GB is free",
+            needed_bytes=need,
+            free_bytes=free,
+            path=str(root),
+        )
+
+
+async def _verify(job: Job, remote: hub.RemoteRepo, chosen: files.Selection) -> list[ModelFile]:
+    """Each chosen file as stored: its snapshot link and sha256 (a file just fetched was
+    hashed on the way; a cached one is hashed now), checked against the Hub's."""
+    ref, stored = job.ref, []
+    for f, p in zip(chosen.files, job.files, strict=True):
+        location = cache.link(ref.repo, remote.commit, f.name, f.etag)
+        blob = cache.blob(ref.repo, f.etag)
+        digest = f.sha256 if p.state == "done" and f.sha256 else await anyio.to_thread.run_sync(sha256_of, blob, job.cancel)
+        if f.sha256 and digest != f.sha256:
+            raise ChecksumMismatch(f"{ref.repo}/{f.name} in the cache does not match the Hub's sha256", repo=ref.repo, file=f.name)
+        stored.append(ModelFile(name=f.name, location=str(location), size=f.size, sha256=digest))
+    return stored
 
 
 def content_digest(files: list[ModelFile]) -> str:
