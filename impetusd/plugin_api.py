@@ -38,23 +38,41 @@ from impetusd.engine.messages import (
     TokenizeRequest,
     Tuning,
 )
+from impetusd.engine.placement import Holdings, NodePlacement, Placement
 from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
 from impetusd.observe.events import Event
 from impetusd.plugin.hookspecs import hookimpl
 from impetusd.plugin.registries import (
     CacheTier,
     CacheTierContext,
+    CliCommand,
+    CliState,
+    Diagnosis,
+    DoctorCheck,
     HardwareMonitor,
     MethodSpec,
     ModelFormat,
     PluginRegistry,
     PromptCacheTier,
 )
-from impetusd.protocol.api import FinishReason, GrammarFormat, JsonObjectFormat, JsonSchemaFormat, RegexFormat, TokenLogprob, TopLogprob
+from impetusd.protocol.api import (
+    Empty,
+    FinishReason,
+    GrammarFormat,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    MemoryEstimate,
+    NodeInfo,
+    NodeShare,
+    RegexFormat,
+    TokenLogprob,
+    TopLogprob,
+)
 from impetusd.protocol.errors import (
     ContextLengthExceeded,
     ConversionFailed,
     ImpetusError,
+    InsufficientMemory,
     InvalidModelFile,
     InvalidParams,
     ModelNotFound,
@@ -90,6 +108,11 @@ __all__ = [
     "HardwareMonitor",
     "Gpu",
     "MethodSpec",
+    # impetusctl's commands and doctor checks that plugins add
+    "CliCommand",
+    "CliState",
+    "DoctorCheck",
+    "Diagnosis",
     # child processes of a worker
     "child_env",
     "die_with",
@@ -118,6 +141,14 @@ __all__ = [
     "CacheTierEngine",
     "Embedder",
     "Tokenizer",
+    # a backend's placement across compute nodes (impetusd/engine/placement.py)
+    "NodePlacement",
+    "Placement",
+    "Holdings",
+    "NodeInfo",
+    "NodeShare",
+    "MemoryEstimate",
+    "Empty",
     # errors a plugin raises
     "ImpetusError",
     "PluginError",
@@ -127,6 +158,7 @@ __all__ = [
     "InvalidParams",
     "NoBackend",
     "NodeLost",
+    "InsufficientMemory",
     "UnsupportedParameter",
     "ContextLengthExceeded",
     "PickleRefused",

@@ -67,6 +67,19 @@ class ThermalState(msgspec.Struct, frozen=True):
     prefill_chunk: int | None = None
 
 
+class SnapshotParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class HardwareSnapshot(msgspec.Struct, frozen=True):
+    """``hardware.snapshot``'s result: every monitor's facts, each worker's memory."""
+
+    time: float
+    monitors: dict[str, Any]
+    workers: dict[str, int | None]  # model -> worker RSS bytes
+    thermal: ThermalState | None = None
+
+
 class Health(msgspec.Struct, frozen=True):
     status: Literal["ok", "degraded", "shutting_down"]  # degraded: a model is failed
     uptime_s: float
@@ -120,7 +133,7 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ranks: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None
 
 
-# --- nodes.* (compute nodes: llama.cpp rpc-server) -----------------------------------
+# --- compute nodes (a backend's placement capability; its plugin serves nodes.*) -------
 class NodeInfo(msgspec.Struct, frozen=True):
     """A compute node the daemon may split models across, as last probed."""
 
@@ -136,21 +149,6 @@ class NodeInfo(msgspec.Struct, frozen=True):
     probed_at: float | None = None
     clients: int = 1  # rpc-servers on ports port..port+clients-1 (node serve --clients): models that may use it at once
     held_bytes: int = 0  # what the loaded models split across it hold there (counted against its room at the next load)
-
-
-class NodeList(msgspec.Struct, frozen=True):
-    nodes: list[NodeInfo]
-
-
-class NodeAddParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    name: str
-    address: str  # host:port of an rpc-server (impetusctl node serve)
-    memory_limit_bytes: int | None = None
-    clients: int = 1  # its rpc-servers listen on port..port+clients-1 (node serve --clients)
-
-
-class NodeRemoveParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    name: str
 
 
 class NodeShare(msgspec.Struct, frozen=True):
