@@ -1,5 +1,5 @@
 """What ``impetusctl`` may use of the daemon's package beside the wire (``impetusd.protocol``):
-the face for running and diagnosing Impetus on this machine (docs/cli.md, The wall).
+the face for running and diagnosing Impetus on this machine (docs/design.md, The wall).
 
 The configuration and its paths, name parsing, the catalog and the Hub cache, and, for
 ``impetusctl doctor`` and the plugins' commands, the plugins as the daemon would load them,

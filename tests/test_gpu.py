@@ -115,11 +115,11 @@ def test_doctor_names_the_cuda_build_and_the_gpu() -> None:
 def test_the_config_sets_the_gpu_layers_for_the_workers(tmp_path: Path) -> None:
     from impetusd.config import load_config
     from impetusd.protocol.errors import InvalidParams
-    from impetusd.workers.blas import binary_env
+    from impetus_llamacpp.settings import table_env
 
     (tmp_path / "config.toml").write_text("llamacpp_gpu_layers = 20\n")
     cfg = load_config(home=tmp_path, env={})
-    assert binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers) == {"IMPETUS_LLAMACPP_GPU_LAYERS": "20"}
+    assert table_env(cfg.backends["llamacpp"]) == {"IMPETUS_LLAMACPP_GPU_LAYERS": "20"}
     (tmp_path / "config.toml").write_text('llamacpp_gpu_layers = "many"\n')
     with pytest.raises(InvalidParams, match="llamacpp_gpu_layers"):
         load_config(home=tmp_path, env={})
