@@ -42,6 +42,7 @@ from impetusd.protocol.api import (
     UnloadResult,
 )
 from impetusd.residency.options import load_options
+from impetusd.store.views import list_models
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
@@ -116,7 +117,8 @@ def daemon_shutdown(services: Services, params: Empty, ctx: RequestContext) -> S
 
 
 def models_list(services: Services, params: Empty, ctx: RequestContext) -> ModelList:
-    return ModelList(models=services.residency.list_models())
+    loaded = {name: r.spec for name, r in services.residency.resident.items()}
+    return ModelList(models=list_models(services.store, loaded))
 
 
 async def models_load(services: Services, params: LoadParams, ctx: RequestContext) -> LoadResult:

@@ -1,5 +1,6 @@
-"""Residency: resolve models, lease them to requests, start and stop their workers,
-keep-alive, the memory budget."""
+"""Residency: resolve models, admit and lease them to requests, load (a ``LoadPlan``
+from ``plan.py``, carried out by ``launch.py``), unload, and the keep-alive reaper; the
+map of resident models and the per-model locks."""
 
 from __future__ import annotations
 
@@ -18,35 +19,20 @@ from impetusd.config import parse_keep_alive
 from impetusd.engine.backend import BackendSpec
 from impetusd.engine.messages import LoadOptions, ModelSpec, Tuning
 from impetusd.observe.events import Event
-from impetusd.protocol.api import MemoryBudget, MemoryEstimate, ModelEntry, ModelFailure, NodeInfo
-from impetusd.protocol.errors import (
-    ImpetusError,
-    InsufficientMemory,
-    InvalidParams,
-    ModelFailed,
-    ModelLoadFailed,
-    ModelNotFound,
-    ModelNotLoaded,
-    NoBackend,
-    Overloaded,
-    ShuttingDown,
-    UnsupportedParameter,
-)
-from impetusd.residency.budget import estimate, split
-from impetusd.residency.cachedir import cache_settings
+from impetusd.protocol.api import MemoryBudget, ModelFailure, NodeInfo
+from impetusd.protocol.errors import ImpetusError, ModelFailed, ModelNotFound, ModelNotLoaded, Overloaded, ShuttingDown
 from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
+from impetusd.residency.launch import Launcher
 from impetusd.residency.lease import Lease, Queued
 from impetusd.residency.nodes import Node, NodeBook
-from impetusd.residency.options import check_options, for_backend
-from impetusd.residency.placement import Placement, place, refuse
+from impetusd.residency.plan import LoadRequest, choose, plan_load
+from impetusd.residency.reload import busy, needs_reload
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.residency.spares import Spares
 from impetusd.residency.thermal import ThermalWatch
-from impetusd.store.catalog import CATALOG
 from impetusd.store.detect import detect_format
 from impetusd.store.registry import ModelStore
-from impetusd.workers.blas import binary_env, worker_env
 from impetusd.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:
@@ -90,6 +76,7 @@ class ModelManager:
         self.crashes: dict[str, CrashHistory] = {}
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
         self.ledger = MemoryLedger(config, list(registries.monitors.values()))
+        self.launcher = Launcher(config, store, self.ledger, thermal, spares, emit, metrics)
         self.nodes = NodeBook(config.home / "nodes.json")
         self.wanted_nodes: dict[str, list[str]] = {}  # model name -> the nodes its last models.load asked for
         # model name -> the options of its last models.load: a reload after a crash, an unload or a
@@ -156,22 +143,6 @@ class ModelManager:
             if info.name in self.nodes.nodes:
                 self.nodes.last[info.name] = info
         return found
-
-    async def _place_nodes(self, spec: ModelSpec, chosen: BackendSpec, need: MemoryEstimate, refs: list[str]) -> Placement:
-        """Probe the requested nodes and split ``need`` across them and this machine
-        (backends declaring the ``nodes`` capability)."""
-        backend = chosen.name
-        if "nodes" not in chosen.capabilities:
-            ranks = "; it can split a model across processes on this machine instead (ranks)" if chosen.check_ranks is not None else ""
-            raise NoBackend(
-                f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only{ranks}",
-                backend=backend,
-                reason="no-nodes",
-            )
-        placement = place(spec, need, await self._probe_free([self.nodes.resolve(ref) for ref in refs]))
-        if placement.dropped:
-            log.warning("%s: loading without %s", spec.name, ", ".join(placement.dropped))
-        return placement
 
     def memory(self) -> MemoryBudget:
         return self.ledger.describe(self.resident)
@@ -310,151 +281,87 @@ class ModelManager:
 
         A model whose circuit is open is refused with ``ModelFailed`` unless
         ``force`` (an explicit ``models.load``) resets it; after a recent crash
-        the start waits out the backoff. ``options`` (an explicit ``models.load``'s) other
-        than the loaded model's reload it. Returns ``(resident, load_ms_caused, already_loaded)``.
+        the start waits out the backoff. ``options``, ``backend`` or ``nodes`` (an explicit
+        ``models.load``'s) other than the loaded model's reload it (``needs_reload``).
+        Returns ``(resident, load_ms_caused, already_loaded)``.
         """
+        request = LoadRequest(backend=backend, options=options, gpu_layers=gpu_layers, nodes=nodes)
         spec = self.resolve(ref)
         ka = parse_keep_alive(keep_alive, self.config.keep_alive_s)
         if force and spec.name in self.crashes:
             self.crashes[spec.name].reset()
         if spec.name not in self.resident:
             self._check_circuit(spec.name)  # at once, without queueing behind a load
-        lock = self._locks.setdefault(spec.name, anyio.Lock())
-        async with lock:
-            current = self.resident.get(spec.name)
+        async with self._locks.setdefault(spec.name, anyio.Lock()):
             spec = msgspec.structs.replace(spec, options=options or self.wanted_options.get(spec.name) or self.default_options())
-            if current is not None and current.worker.alive and options is not None and options != current.spec.options:
-                if current.in_flight:
-                    busy = f"{spec.name} is running {current.in_flight} request(s)"
-                    raise NoBackend(f"{busy}; load it with other settings when they have finished", backend=backend)
-                await self._stop(current, "unloaded to load with other settings")
-                current = None
-            if current is not None and current.worker.alive and backend and backend != current.backend.name:
-                if current.in_flight:  # switching would cut its requests short
-                    raise NoBackend(
-                        f"{spec.name} is running {current.in_flight} request(s) on {current.backend.name}; load it on {backend} when they have finished",
-                        backend=backend,
-                        loaded_on=current.backend.name,
-                    )
-                self.choose_backend(spec, backend)  # an unknown or unable backend is refused before the unload
-                await self._stop(current, f"unloaded to switch to {backend}")
-                current = None
-            if current is not None and current.worker.alive and nodes is not None and nodes != current.requested_nodes:
-                if current.in_flight:
-                    raise InvalidParams(
-                        f"{spec.name} is running {current.in_flight} request(s) on nodes {current.requested_nodes or 'none'}; "
-                        "load it on others when they have finished",
-                        model=spec.name,
-                    )
-                await self._stop(current, f"unloaded to move to nodes {nodes or 'none'}")
-                current = None
+            current = await self._serving(spec, request)
             if nodes is not None:
                 self.wanted_nodes[spec.name] = list(nodes)
             if options is not None:
                 self.wanted_options[spec.name] = options
-            wanted = self.wanted_nodes.get(spec.name, list(self.config.nodes))
-            if current is not None and current.worker.alive:
+            if current is not None:
                 current.touch(ka if keep_alive is not None else current.keep_alive)
                 return current, 0.0, True
-            chosen = self.choose_backend(spec, backend)
-            check_options(spec, chosen, options is not None, lambda path: self.detect(path)[1])
-            spec = msgspec.structs.replace(spec, options=for_backend(spec.options, chosen))
-            if gpu_layers is not None and chosen.gpu_layers is None:
-                raise UnsupportedParameter(f"backend {chosen.name!r} cannot offload layers to a GPU (n_gpu_layers)", param="n_gpu_layers", backend=chosen.name)
-            self._check_circuit(spec.name)
-            started = time.monotonic()
-            if spec.name in self.crashes:
-                wait = self.crashes[spec.name].backoff_left()
-                if wait > 0:
-                    log.info("restarting %s in %.2f s (backoff after a failure)", spec.name, wait)
-                    await anyio.sleep(wait)
-            cfg = self.config
-            env = {"IMPETUS_LOG_LEVEL": cfg.log_level, **worker_env(cfg.worker_blas), **binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers)}
-            weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
-            context = chosen.context_tokens or cfg.memory_estimate_context  # a backend that fixes its context says so
-            ranks = spec.options.ranks if spec.options else 1  # each rank a process: its own overhead, a share of the rest
-            need = estimate(spec, chosen.memory_overhead_bytes * ranks, context, weights, sequences=chosen.kv_sequences)
-            if "nodes" not in chosen.capabilities and spec.name not in self.wanted_nodes:
-                wanted = []  # the config's default nodes are for the backends that can use them
-            placement = await self._place_nodes(spec, chosen, need, wanted) if wanted else None
-            if placement is None:  # on this machine: its GPU takes what fits (a split across nodes stays on the CPUs)
-                need = await self._place(spec, chosen, env, gpu_layers, need)
-            try:
-                await self.ledger.reserve(
-                    spec, placement.local if placement else need, self.resident, lambda victim: self._stop(victim, "evicted", to_load=spec.name)
-                )
-            except InsufficientMemory as exc:
-                raise refuse(spec, placement, exc) if placement else exc from None
-            env["IMPETUS_LLAMA_RPC"] = ""  # none unless placed below (not the daemon's own environment's)
-            if placement is not None and placement.nodes:
-                env["IMPETUS_LLAMA_RPC"] = ",".join(n.address for n in placement.nodes)
-                env["IMPETUS_LLAMA_RPC_LAYERS"] = str(placement.layers if placement.layers < placement.total_layers else 999)
-            data = {"backend": chosen.name, "estimate_bytes": need.total_bytes, "gpu_bytes": need.gpu_bytes}
-            self.emit(Event(kind="model.loading", model=spec.name, data=data))
-            thermal = self.thermal
-            tuning = thermal.tuning()
-            try:
-                worker = await WorkerHandle.start(
-                    self._task_group(),
-                    spec,
-                    chosen.name,
-                    plugins=list(cfg.plugins),
-                    disabled_plugins=list(cfg.disabled_plugins),
-                    timeout=cfg.worker_start_timeout_s,
-                    hung_timeout=cfg.hung_timeout_s,
-                    env=env,
-                    cache=cache_settings(cfg, self.store, spec),
-                    process=self.spares.take(chosen),
-                    tuning=tuning if thermal.throttled else None,
-                    warm_up=not thermal.throttled,  # postponed while the machine is hot
-                )
-            except ImpetusError as exc:
-                if isinstance(exc, ModelLoadFailed):  # the worker died or stalled while loading
-                    self.history(spec.name).record(str(exc.fields.get("cause", exc.message)))
-                self.emit(Event(kind="model.failed", model=spec.name, data={"error": exc.message}))
-                raise
-            finally:
-                self.ledger.release(spec.name)
-                self.spares.refill(chosen)
-            load_ms = (time.monotonic() - started) * 1000
-            self.metrics.worker_started(spec.name)
-            resident = Resident(spec, chosen, worker, load_ms, ka, need, placement=placement, requested_nodes=wanted)
-            self.ledger.learn(worker)
-            worker.on_exit = self._on_worker_exit
-            self.resident[spec.name] = resident
-            self._changed()
-            if thermal.tuning() != tuning:  # the thermal state changed while it started
-                await worker.tune(thermal.tuning())
-            log.info("loaded %s on %s (pid %s) in %.0f ms", spec.name, chosen.name, worker.pid, load_ms)
-            self.emit(
-                Event(
-                    kind="model.loaded",
-                    model=spec.name,
-                    data={
-                        "backend": chosen.name,
-                        "pid": worker.pid,
-                        "load_ms": load_ms,
-                        "warmup_ms": resident.warmup_ms,
-                        "estimate_bytes": need.total_bytes,
-                    },
-                )
-            )
-            return resident, load_ms, False
+            resident = await self._load(spec, request, ka)
+            return resident, resident.load_ms, False
 
-    async def _place(self, spec: ModelSpec, chosen: BackendSpec, env: dict[str, str], wanted: int | None, need: MemoryEstimate) -> MemoryEstimate:
-        """Split ``need`` into host and GPU parts by the layers ``chosen`` will offload, and tell
-        the worker that count (``IMPETUS_GPU_LAYERS`` in ``env``). Without a GPU in the budget the
-        backend decides in the worker (a count asked for is passed on as it is)."""
-        if chosen.gpu_layers is None:
-            return need
-        if self.ledger.gpu() is None:
-            if wanted is not None:
-                env["IMPETUS_GPU_LAYERS"] = str(wanted)
-            return need
-        plan, room = chosen.gpu_layers, self.ledger.gpu_room(self.resident)
-        offloaded, layers = await anyio.to_thread.run_sync(lambda: plan(spec, env, wanted, room))
-        env["IMPETUS_GPU_LAYERS"] = str(offloaded)
-        return split(need, layers, offloaded)
+    async def _serving(self, spec: ModelSpec, request: LoadRequest) -> Resident | None:
+        """The live resident model when it serves ``request`` as it is; otherwise None, once
+        a loaded model that must be loaded again is unloaded (refused while it runs requests)."""
+        current = self.resident.get(spec.name)
+        if current is None or not current.worker.alive:
+            return None
+        reload = needs_reload(current, request)
+        if reload is None:
+            return current
+        if current.in_flight:
+            raise busy(current, reload, request)
+        if reload.differs == "backend":
+            self.choose_backend(spec, request.backend)  # an unknown or unable backend is refused before the unload
+        await self._stop(current, reload.why)
+        return None
+
+    async def _load(self, spec: ModelSpec, request: LoadRequest, keep_alive: float | None) -> Resident:
+        """Plan the load (backend, options, estimate, placement, environment), wait out a
+        crash's backoff, and launch it."""
+        chosen = self.choose_backend(spec, request.backend)
+        spec = choose(spec, request, chosen, lambda path: self.detect(path)[1])
+        self._check_circuit(spec.name)
+        started = time.monotonic()
+        await self._backoff(spec.name)
+        plan = await plan_load(self.config, spec, chosen, request, self.wanted_nodes.get(spec.name), probe=self._probe_named, gpu_room=self._gpu_room)
+        return await self.launcher.launch(
+            plan,
+            keep_alive,
+            started,
+            group=self._task_group,
+            resident=self.resident,
+            evict=lambda victim: self._stop(victim, "evicted", to_load=spec.name),
+            failed=lambda cause: self.history(spec.name).record(cause),
+            register=self._register,
+        )
+
+    async def _backoff(self, name: str) -> None:
+        """After a recent crash, wait until the restart's backoff is over."""
+        if name in self.crashes:
+            wait = self.crashes[name].backoff_left()
+            if wait > 0:
+                log.info("restarting %s in %.2f s (backoff after a failure)", name, wait)
+                await anyio.sleep(wait)
+
+    async def _probe_named(self, refs: list[str]) -> list[tuple[Node, NodeInfo]]:
+        """The nodes a load names, probed at ports no loaded model holds."""
+        return await self._probe_free([self.nodes.resolve(ref) for ref in refs])
+
+    def _gpu_room(self) -> int | None:
+        """GPU bytes a new load may take; None without a GPU in the budget."""
+        return None if self.ledger.gpu() is None else self.ledger.gpu_room(self.resident)
+
+    def _register(self, resident: Resident) -> None:
+        """A started model becomes resident; its worker's death is watched."""
+        resident.worker.on_exit = self._on_worker_exit
+        self.resident[resident.spec.name] = resident
+        self._changed()
 
     def _task_group(self) -> TaskGroup:
         """Where workers' tasks run: the manager's own, while it runs."""
@@ -555,57 +462,3 @@ class ModelManager:
             await self._stop(resident, "expired")
         else:
             self._changed()
-
-    # --- listing --------------------------------------------------------------------
-    def list_models(self) -> list[ModelEntry]:
-        entries: list[ModelEntry] = []
-        seen: set[str] = set()
-        for model in self.store.all():
-            entries.append(
-                ModelEntry(
-                    name=model.name,
-                    path=model.path,
-                    format=model.format,
-                    size_bytes=model.size_bytes,
-                    available=True,
-                    loaded=model.name in self.resident,
-                    source=model.source.describe(),
-                    metadata=model.metadata,
-                )
-            )
-            seen.add(model.name)
-        for alias, item in sorted(CATALOG.items()):
-            if alias in seen:
-                continue
-            path = item.local_path()
-            size = (sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if item.folder else path.stat().st_size) if path else None
-            fmt = "gguf" if item.file.endswith(".gguf") else ("safetensors" if item.folder else None)
-            entries.append(
-                ModelEntry(
-                    name=alias,
-                    path=str(path) if path else None,
-                    format=fmt,
-                    size_bytes=size,
-                    available=path is not None,
-                    loaded=alias in self.resident,
-                    source=item.repo,
-                )
-            )
-            seen.add(alias)
-        for name, resident in sorted(self.resident.items()):
-            if name in seen:
-                continue
-            p = Path(resident.spec.path)
-            entries.append(
-                ModelEntry(
-                    name=name,
-                    path=str(p),
-                    format=resident.spec.format,
-                    size_bytes=p.stat().st_size if p.is_file() else None,
-                    available=True,
-                    loaded=True,
-                    source=resident.spec.source,
-                    metadata=resident.spec.metadata,
-                )
-            )
-        return entries
