@@ -34,7 +34,7 @@ def python_version(config: Config) -> Check:
 def accelerator(config: Config) -> Check:
     machine = platform.machine()
     if sys.platform == "darwin" and machine == "arm64":
-        return Check("accelerator", "pass", f"Apple Silicon ({machine}): Metal (MLX on the GPU; the llama.cpp backend on the CPU)")
+        return Check("accelerator", "pass", f"Apple Silicon ({machine}): Metal (MLX on the GPU; backends without Metal on the CPU)")
     if shutil.which("nvidia-smi"):
         return Check("accelerator", "pass", f"{sys.platform} {machine}: NVIDIA GPU (CUDA)")
     return Check("accelerator", "warn", f"{sys.platform} {machine}: CPU only; models run, slowly", "small models (e.g. smollm2-135m) work well on CPU")

@@ -126,7 +126,7 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     draft: str | None = None  # a draft model (name or path) for speculative decoding
     ngram: bool | None = None  # n-gram speculative decoding, no draft model
     # Layers to offload to the GPU (a backend that offloads; more than the model has: all of
-    # them); None: the backend's default (config ``llamacpp_gpu_layers``: what fits).
+    # them); None: the backend's default (e.g. config.toml's [backends.llamacpp] gpu_layers: what fits).
     n_gpu_layers: Annotated[int, msgspec.Meta(ge=0)] | None = None
     nodes: list[str] | None = None  # compute nodes (names from nodes.list, or host:port) to split it across; [] = this machine only
     # processes on this machine to split it across (MLX: mlx.distributed's ring backend, tensor parallel); None: 1
