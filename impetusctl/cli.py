@@ -185,7 +185,7 @@ def unload(state: State, model: str) -> None:
 @click.option("--seed", type=int)
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--keep-alive", help="How long the model stays loaded afterwards (e.g. 5m, 0, -1).")
-@click.option("--backend", help="Load MODEL on this backend (e.g. llamacpp, mlx) instead of the automatic choice.")
+@click.option("--backend", help="Load MODEL on this backend (e.g. mlx) instead of the automatic choice.")
 @click.option("--format", "fmt", metavar="json|FILE", help="Constrain the answer: 'json' (any object), or a file with a JSON schema (or a format object).")
 @click.option("--tools", "tools_file", type=click.Path(exists=True, dir_okay=False), help="A JSON file with a list of OpenAI-shaped function tools.")
 @click.option("--tool-choice", help="auto, none, required, or a tool's name (with --tools).")
