@@ -1,8 +1,9 @@
 """Everything a plugin imports from Impetus, in one place (docs/plugins.md).
 
-Re-exports only: the hook marker, the registries and what goes into them, the
-engine contract (requests, results, the ``Engine`` protocol and its optional
-capabilities, each checked with ``isinstance``), the errors a plugin raises, the
+Re-exports only: the hook marker, the registries and what goes into them (impetusctl's
+commands and doctor checks among them), the engine contract (requests, results, the
+``Engine`` protocol and its optional capabilities, each checked with ``isinstance``; a
+backend's placement across compute nodes), the errors a plugin raises, the
 stop-sequence scanner, machine facts and cgroup helpers. Importing it loads no
 ML library; the built-in plugins import from ``impetusd`` through it alone
 (tests/test_meta.py checks).

@@ -26,7 +26,7 @@ hookimpl = pluggy.HookimplMarker("impetus")
 
 # ---------------------------------------------------------------------------
 # Registration: called once when a plugin manager is built (daemon, each worker,
-# impetusctl doctor).
+# impetusctl: its doctor and its plugins' commands).
 # ---------------------------------------------------------------------------
 
 
