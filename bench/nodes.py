@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_harness import Daemon  # noqa: E402
 
-from impetusd.residency.nodes import Node, probe  # noqa: E402
+from impetus_llamacpp.nodes import Node, probe  # noqa: E402
 
 MODEL = "smollm2-135m"
 LIBEXEC = Path(sys.prefix) / "libexec" / "impetus"

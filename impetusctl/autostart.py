@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from impetusd.config import Config, make_private_home
+from impetusd.local import Config, make_private_home
 
 from .client import Client, DaemonUnavailable
 

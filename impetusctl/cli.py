@@ -8,11 +8,11 @@ from typing import Any
 import click
 import msgspec
 
-from impetusd.config import Config, load_config
+from impetusd.local import Config, load_config, plugin_commands
 from impetusd.protocol.api import Chunk, DaemonInfo, GenerationResult, Health, LoadedList, LoadResult, ModelList, UnloadResult
 from impetusd.protocol.errors import ImpetusError
 
-from . import dashboard_cmd, embed_cmd, node_cmd, render, run_options, store_cmds
+from . import dashboard_cmd, embed_cmd, render, run_options, store_cmds
 from .autostart import connect
 from .client import Client, DaemonUnavailable
 from .service import commands as service_commands
@@ -28,7 +28,26 @@ class State(msgspec.Struct):
 
 
 class Group(click.Group):
-    """Every failure becomes one clear line on stderr and a non-zero exit."""
+    """Every failure becomes one clear line on stderr and a non-zero exit. The plugins'
+    commands (``impetus_register_commands``) join the built-in ones when a name is not
+    built in, or the help lists them: a built-in command loads no plugin."""
+
+    _plugins: dict[str, Any] | None = None
+
+    def _plugin_commands(self) -> dict[str, Any]:
+        if self._plugins is None:
+            self._plugins = {name: make for name, make in plugin_commands().items() if name not in self.commands}
+        return self._plugins
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in self._plugin_commands():
+            found = self._plugin_commands()[cmd_name]()
+            self.add_command(found, cmd_name)
+        return found
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -93,8 +112,8 @@ def ps(state: State) -> None:
 @click.argument("model")
 @click.option("--backend", help="Run on this backend instead of the automatic choice.")
 @click.option("--keep-alive", help="How long to stay loaded when idle (e.g. 30s, 5m, -1 = forever).")
-@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), help="The KV cache's element type (llama.cpp).")
-@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), help="Flash attention (llama.cpp).")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), help="The KV cache's element type (backends that offer it).")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), help="Flash attention (backends that offer it).")
 @click.option("--draft", metavar="DRAFT_MODEL", help="Speculative decoding with this draft model (same vocabulary).")
 @click.option("--ngram", is_flag=True, default=None, help="Speculative decoding from n-grams of the context, no draft model.")
 @click.option("--gpu-layers", type=click.IntRange(min=0), help="Layers to offload to the GPU (a backend that offloads; more than the model has: all).")
@@ -166,7 +185,7 @@ def unload(state: State, model: str) -> None:
 @click.option("--seed", type=int)
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--keep-alive", help="How long the model stays loaded afterwards (e.g. 5m, 0, -1).")
-@click.option("--backend", help="Load MODEL on this backend (e.g. llamacpp, mlx) instead of the automatic choice.")
+@click.option("--backend", help="Load MODEL on this backend (e.g. mlx) instead of the automatic choice.")
 @click.option("--format", "fmt", metavar="json|FILE", help="Constrain the answer: 'json' (any object), or a file with a JSON schema (or a format object).")
 @click.option("--tools", "tools_file", type=click.Path(exists=True, dir_okay=False), help="A JSON file with a list of OpenAI-shaped function tools.")
 @click.option("--tool-choice", help="auto, none, required, or a tool's name (with --tools).")
@@ -319,7 +338,6 @@ def http(state: State, host: str, port: int, api_key: str | None, origins: tuple
 
 store_cmds.register(main, State)
 embed_cmd.register(main, State)
-node_cmd.register(main, State)
 dashboard_cmd.register(main, State)
 service_commands.register(main, State)
 

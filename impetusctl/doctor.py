@@ -9,14 +9,12 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-import msgspec
 import psutil
 
-from impetusd.config import Config
+from impetusd.local import CATALOG, Config, Diagnosis, backend_placements, doctor_checks, has_metal, hub_cache, monitors, thermal_level, worker_env
 from impetusd.protocol.api import Health
-from impetusd.store.catalog import CATALOG
 
 from .client import Client, DaemonUnavailable
 
@@ -24,11 +22,7 @@ Status = Literal["pass", "warn", "fail"]
 GB = 1024**3
 
 
-class Check(msgspec.Struct, frozen=True):
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
+Check = Diagnosis  # one finding: name, status, detail, fix (plugins' checks return the same)
 
 
 def python_version(config: Config) -> Check:
@@ -40,7 +34,7 @@ def python_version(config: Config) -> Check:
 def accelerator(config: Config) -> Check:
     machine = platform.machine()
     if sys.platform == "darwin" and machine == "arm64":
-        return Check("accelerator", "pass", f"Apple Silicon ({machine}): Metal (MLX on the GPU; the llama.cpp backend on the CPU)")
+        return Check("accelerator", "pass", f"Apple Silicon ({machine}): Metal (MLX on the GPU; backends without Metal on the CPU)")
     if shutil.which("nvidia-smi"):
         return Check("accelerator", "pass", f"{sys.platform} {machine}: NVIDIA GPU (CUDA)")
     return Check("accelerator", "warn", f"{sys.platform} {machine}: CPU only; models run, slowly", "small models (e.g. smollm2-135m) work well on CPU")
@@ -63,34 +57,8 @@ def mlx(config: Config) -> Check:
     return Check("mlx", "pass", f"mlx imports; default device {done.stdout.strip()}")
 
 
-def llama_server(config: Config) -> Check:
-    """The llama-server binary the llama.cpp backend would run: where, which version, which flags."""
-    try:
-        from impetus_llamacpp import binary
-    except ImportError:
-        return Check("llama-server", "warn", "the llama.cpp backend (impetus-llamacpp) is not installed", "scripts/setup installs it")
-    try:
-        found = binary.find()
-    except Exception as exc:  # NoBackend: none, or one too old
-        return Check("llama-server", "warn" if sys.platform == "darwin" else "fail", str(exc), binary.FIX)
-    flags = f"; built with {found.flags}" if found.flags else ""
-    grammar = f"llguidance {found.llguidance} grammars" if found.llguidance else "llama.cpp's GBNF grammars (no regex or Lark formats)"
-    said = f"{found.path}: {found.variant} build, {found.version}, {found.built_with}, {grammar}{flags}"
-    if found.variant == "cuda":
-        from impetus_llamacpp import gpu
-
-        gpus = gpu.query()
-        if not gpus:
-            fix = "IMPETUS_CUDA=0 scripts/setup builds the CPU variant"
-            return Check("llama-server", "warn", f"{said}; but nvidia-smi finds no NVIDIA GPU, so it runs on the CPU", fix)
-        said += "; GPUs: " + ", ".join(f"{g.name} ({g.free_bytes / 2**30:.1f} of {g.total_bytes / 2**30:.1f} GiB free)" for g in gpus)
-    return Check("llama-server", "pass", said)
-
-
 def cpu_blas(config: Config) -> Check:
     """On Linux CPUs, OpenBLAS preloaded into workers makes small MLX models several times faster."""
-    from impetusd.workers.blas import worker_env
-
     if not sys.platform.startswith("linux"):
         return Check("cpu blas", "pass", "not needed on this platform")
     if config.worker_blas == "off":
@@ -114,8 +82,6 @@ def memory(config: Config) -> Check:
 
 
 def disk(config: Config) -> Check:
-    from impetusd.store.cache import hub_cache
-
     places = {"IMPETUS_HOME": config.home, "Hub cache": hub_cache()}
     worst: Check | None = None
     for label, path in places.items():
@@ -175,17 +141,9 @@ def default_model(config: Config) -> Check:
     return Check("default model", "pass", f"smollm2-135m at {path}")
 
 
-def _monitors(config: Config) -> list[Any]:
-    from impetusd.plugin.manager import build_registries, make_plugin_manager
-
-    return build_registries(make_plugin_manager(config.plugins, config.disabled_plugins)).monitors.values()
-
-
 def thermal(config: Config) -> Check:
     """The machine's thermal pressure, as the daemon's thermal watch reads it."""
-    from impetusd.residency.thermal import read_levels, worst
-
-    level, source = worst(read_levels([m for m in _monitors(config) if m.thermal is not None]))
+    level, source = thermal_level(config)
     if level == "unknown":
         return Check("thermal", "pass", "no hardware monitor reports thermal pressure here (no thermal zones or sensor limits); no thermal backoff")
     if level in ("serious", "critical"):
@@ -201,25 +159,12 @@ def thermal(config: Config) -> Check:
 def backends(config: Config) -> Check:
     """Which backend runs each kind of model here, and on which device: the daemon's
     own choice (impetusd.residency.choice), with this config's ``backend`` settings."""
-    from impetusd.engine.messages import ModelSpec
-    from impetusd.plugin.manager import build_registries, make_plugin_manager
-    from impetusd.protocol.errors import NoBackend
-    from impetusd.residency.choice import choose_backend, placement
-    from impetusd.residency.resident import gpu_budget
-    from impetusd.toolkit.machine import has_metal
-
-    pm = make_plugin_manager(config.plugins, config.disabled_plugins)
-    registries = build_registries(pm)
-    gpu = gpu_budget(list(registries.monitors.values()))
     parts, slow = [], []
-    for fmt in ("gguf", "mlx", "safetensors"):
-        try:
-            chosen = choose_backend(registries, pm.hook, config.backend, ModelSpec(name=fmt, path="", format=fmt), None)
-        except NoBackend:
+    for fmt, chosen, where in backend_placements(config, ("gguf", "mlx", "safetensors")):
+        if chosen is None:
             parts.append(f"{fmt}: no backend")
             continue
-        where = placement(chosen, gpu.gpus if gpu else (), gpu.bytes if gpu else 0)
-        parts.append(f"{fmt}: {chosen.name} on the {where}")
+        parts.append(f"{fmt}: {chosen} on the {where}")
         if has_metal() and where == "CPU":
             slow.append(fmt)
     unified = "; GPU and CPU share the unified memory the budget counts" if has_metal() else ""
@@ -229,7 +174,7 @@ def backends(config: Config) -> Check:
             "backends",
             "warn",
             detail,
-            f"{', '.join(slow)} models run on the CPU here (llama.cpp offloads no layers to Metal yet):"
+            f"{', '.join(slow)} models run on the CPU here (their backend offloads no layers to Metal yet):"
             " let MLX run them (drop their entry in config.toml's backend, or enable the mlx plugin)",
         )
     return Check("backends", "pass", detail)
@@ -237,7 +182,7 @@ def backends(config: Config) -> Check:
 
 def memory_limit(config: Config) -> Check:
     """The cgroup memory limit the daemon and its workers run under (Linux)."""
-    linux = next((m for m in _monitors(config) if m.name == "linux"), None)
+    linux = next((m for m in monitors(config) if m.name == "linux"), None)
     facts = linux.snapshot() if linux is not None else {}
     if not facts.get("available"):
         return Check("memory limit", "pass", "no cgroup memory limits on this platform")
@@ -255,11 +200,10 @@ def memory_limit(config: Config) -> Check:
     return Check("memory limit", "pass", detail)
 
 
-CHECKS: tuple[Callable[[Config], Check], ...] = (
-    python_version,
-    accelerator,
-    mlx,
-    llama_server,
+# The built-in checks, in order; the plugins' checks (``impetus_register_doctor_checks``: an
+# engine's binary and GPU, ...) run between the two halves.
+FIRST: tuple[Callable[[Config], Check], ...] = (python_version, accelerator, mlx)
+THEN: tuple[Callable[[Config], Check], ...] = (
     cpu_blas,
     backends,
     memory,
@@ -273,14 +217,24 @@ CHECKS: tuple[Callable[[Config], Check], ...] = (
 )
 
 
+def _run(name: str, check: Callable[[Config], Check], config: Config) -> Check:
+    try:
+        return check(config)
+    except Exception as exc:  # a check that breaks is itself a finding
+        return Check(name, "fail", f"the check failed: {type(exc).__name__}: {exc}")
+
+
+def plugin_checks(config: Config) -> list[Check]:
+    try:
+        found = doctor_checks(config)
+    except Exception as exc:  # the plugins do not load: that is the finding
+        return [Check("plugins", "fail", f"the plugins do not load: {type(exc).__name__}: {exc}")]
+    return [_run(c.name, c.run, config) for c in found]
+
+
 def run_checks(config: Config) -> list[Check]:
-    results = []
-    for check in CHECKS:
-        try:
-            results.append(check(config))
-        except Exception as exc:  # a check that breaks is itself a finding
-            results.append(Check(check.__name__, "fail", f"the check failed: {type(exc).__name__}: {exc}"))
-    return results
+    first = [_run(c.__name__, c, config) for c in FIRST]
+    return first + plugin_checks(config) + [_run(c.__name__, c, config) for c in THEN]
 
 
 def environment_note() -> str:

@@ -58,8 +58,8 @@ def pull_with_progress(client: Any, model: str, *, force: bool = False, quiet: b
 
 
 def looks_pullable(model: str) -> bool:
+    from impetusd.local import parse_name as parse
     from impetusd.protocol.errors import ImpetusError
-    from impetusd.store.names import parse
 
     if os.path.exists(model):
         return False

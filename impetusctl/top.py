@@ -10,8 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from impetusd.dispatch.observe import HardwareSnapshot
-from impetusd.protocol.api import Health, Metrics, NodeInfo
+from impetusd.protocol.api import HardwareSnapshot, Health, Metrics, NodeInfo
 
 from . import render
 

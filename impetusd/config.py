@@ -92,8 +92,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_memory_bytes: int = 256 * 1024 * 1024
     prompt_cache_disk_bytes: int = 1024 * 1024 * 1024  # per model, under $IMPETUS_HOME/cache/prompts
     worker_blas: str = "auto"  # preload OpenBLAS into workers when installed ("off", or a library path)
-    llama_server: str | None = None  # the llama-server binary the llama.cpp backend runs (None: setup's, or PATH's)
-    llamacpp_gpu_layers: str | None = None  # layers a CUDA llama-server puts on the GPU: a number, "all", "auto" (None: auto)
+    # each backend's own settings ([backends.<name>] in config.toml), handed to it as read
+    # (BackendSpec.worker_env); docs/plugins.md and each backend's docs say what they take
+    backends: dict[str, dict[str, Any]] = {}
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"  # per load: models.load kv_type
     flash_attn: Literal["auto", "on", "off"] = "auto"  # per load: models.load flash_attn
     nodes: list[str] = []  # compute nodes (names from nodes.list) a load uses when models.load names none
@@ -138,11 +139,30 @@ class FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_cache_memory_bytes: int | None = None
     prompt_cache_disk_bytes: int | None = None
     worker_blas: str | None = None
+    backends: dict[str, dict[str, Any]] | None = None
+    # keys of earlier config files, read into a backend's table (LEGACY_KEYS)
     llama_server: str | None = None
     llamacpp_gpu_layers: int | str | None = None
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
     flash_attn: Literal["auto", "on", "off"] | None = None
     nodes: list[str] | None = None
+
+
+# Keys of earlier config files, each now a key of one backend's table: read into it (a key
+# the table sets itself wins).
+LEGACY_KEYS: dict[str, tuple[str, str]] = {"llama_server": ("llamacpp", "server"), "llamacpp_gpu_layers": ("llamacpp", "gpu_layers")}
+
+
+def _legacy_keys(values: dict[str, Any]) -> None:
+    if "llamacpp_gpu_layers" in values:  # checked here as it always was, with its old name
+        layers = str(values["llamacpp_gpu_layers"]).strip().lower()
+        if not (layers.isdigit() or layers in ("all", "auto")):
+            raise InvalidParams("llamacpp_gpu_layers must be a number of layers, 'all' or 'auto'", field="llamacpp_gpu_layers")
+        values["llamacpp_gpu_layers"] = layers
+    for old, (backend, key) in LEGACY_KEYS.items():
+        if old in values:
+            table = values.setdefault("backends", {}).setdefault(backend, {})
+            table.setdefault(key, values.pop(old))
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -196,11 +216,7 @@ def load_config(
     for field in ("max_batch_items", "max_requests_per_connection", "max_connections", "max_line_bytes"):
         if values.get(field, 1) < 1:
             raise InvalidParams(f"{field} must be at least 1", field=field)
-    if "llamacpp_gpu_layers" in values:
-        layers = str(values["llamacpp_gpu_layers"]).strip().lower()
-        if not (layers.isdigit() or layers in ("all", "auto")):
-            raise InvalidParams("llamacpp_gpu_layers must be a number of layers, 'all' or 'auto'", field="llamacpp_gpu_layers")
-        values["llamacpp_gpu_layers"] = layers
+    _legacy_keys(values)
     if values.get("memory_estimate_context", 1) < 1:
         raise InvalidParams("memory_estimate_context must be at least 1 token", field="memory_estimate_context")
     if socket:

@@ -1,8 +1,9 @@
 """Everything a plugin imports from Impetus, in one place (docs/plugins.md).
 
-Re-exports only: the hook marker, the registries and what goes into them, the
-engine contract (requests, results, the ``Engine`` protocol and its optional
-capabilities, each checked with ``isinstance``), the errors a plugin raises, the
+Re-exports only: the hook marker, the registries and what goes into them (impetusctl's
+commands and doctor checks among them), the engine contract (requests, results, the
+``Engine`` protocol and its optional capabilities, each checked with ``isinstance``; a
+backend's placement across compute nodes), the errors a plugin raises, the
 stop-sequence scanner, machine facts and cgroup helpers. Importing it loads no
 ML library; the built-in plugins import from ``impetusd`` through it alone
 (tests/test_meta.py checks).
@@ -38,23 +39,41 @@ from impetusd.engine.messages import (
     TokenizeRequest,
     Tuning,
 )
+from impetusd.engine.placement import Holdings, NodePlacement, Placement
 from impetusd.observe.cgroup import MemoryCgroup, memory_cgroup
 from impetusd.observe.events import Event
 from impetusd.plugin.hookspecs import hookimpl
 from impetusd.plugin.registries import (
     CacheTier,
     CacheTierContext,
+    CliCommand,
+    CliState,
+    Diagnosis,
+    DoctorCheck,
     HardwareMonitor,
     MethodSpec,
     ModelFormat,
     PluginRegistry,
     PromptCacheTier,
 )
-from impetusd.protocol.api import FinishReason, GrammarFormat, JsonObjectFormat, JsonSchemaFormat, RegexFormat, TokenLogprob, TopLogprob
+from impetusd.protocol.api import (
+    Empty,
+    FinishReason,
+    GrammarFormat,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    MemoryEstimate,
+    NodeInfo,
+    NodeShare,
+    RegexFormat,
+    TokenLogprob,
+    TopLogprob,
+)
 from impetusd.protocol.errors import (
     ContextLengthExceeded,
     ConversionFailed,
     ImpetusError,
+    InsufficientMemory,
     InvalidModelFile,
     InvalidParams,
     ModelNotFound,
@@ -90,6 +109,11 @@ __all__ = [
     "HardwareMonitor",
     "Gpu",
     "MethodSpec",
+    # impetusctl's commands and doctor checks that plugins add
+    "CliCommand",
+    "CliState",
+    "DoctorCheck",
+    "Diagnosis",
     # child processes of a worker
     "child_env",
     "die_with",
@@ -118,6 +142,14 @@ __all__ = [
     "CacheTierEngine",
     "Embedder",
     "Tokenizer",
+    # a backend's placement across compute nodes (impetusd/engine/placement.py)
+    "NodePlacement",
+    "Placement",
+    "Holdings",
+    "NodeInfo",
+    "NodeShare",
+    "MemoryEstimate",
+    "Empty",
     # errors a plugin raises
     "ImpetusError",
     "PluginError",
@@ -127,6 +159,7 @@ __all__ = [
     "InvalidParams",
     "NoBackend",
     "NodeLost",
+    "InsufficientMemory",
     "UnsupportedParameter",
     "ContextLengthExceeded",
     "PickleRefused",

@@ -304,7 +304,7 @@ def test_registered_compute_nodes_are_shown_with_the_models_using_them(shim: Shi
     import subprocess
     import sys
 
-    from impetusd.residency.nodes import Node, probe
+    from impetus_llamacpp.nodes import Node, probe
 
     rpc_server = os.environ.get("IMPETUS_RPC_SERVER") or str(Path(sys.prefix) / "libexec" / "impetus" / "rpc-server")
     assert os.access(rpc_server, os.X_OK), f"no rpc-server at {rpc_server}: run scripts/setup"

@@ -115,14 +115,32 @@ def test_doctor_names_the_cuda_build_and_the_gpu() -> None:
 def test_the_config_sets_the_gpu_layers_for_the_workers(tmp_path: Path) -> None:
     from impetusd.config import load_config
     from impetusd.protocol.errors import InvalidParams
-    from impetusd.workers.blas import binary_env
+    from impetus_llamacpp.settings import table_env
 
     (tmp_path / "config.toml").write_text("llamacpp_gpu_layers = 20\n")
     cfg = load_config(home=tmp_path, env={})
-    assert binary_env(cfg.llama_server, cfg.llamacpp_gpu_layers) == {"IMPETUS_LLAMACPP_GPU_LAYERS": "20"}
+    assert table_env(cfg.backends["llamacpp"]) == {"IMPETUS_LLAMACPP_GPU_LAYERS": "20"}
     (tmp_path / "config.toml").write_text('llamacpp_gpu_layers = "many"\n')
     with pytest.raises(InvalidParams, match="llamacpp_gpu_layers"):
         load_config(home=tmp_path, env={})
+
+
+def test_the_backends_table_is_the_llama_backends_own(tmp_path: Path) -> None:
+    """``[backends.llamacpp]`` reaches the backend as read; its settings become the workers'
+    variables, the older top-level keys land in it, and the table's own value wins."""
+    from impetus_llamacpp.settings import table_env, worker_env
+    from impetusd.config import load_config
+    from impetusd.protocol.errors import InvalidParams
+
+    (tmp_path / "config.toml").write_text('llamacpp_gpu_layers = 3\n[backends.llamacpp]\nserver = "~/bin/llama-server"\ngpu_layers = "ALL"\n')
+    cfg = load_config(home=tmp_path, env={})
+    assert cfg.backends == {"llamacpp": {"server": "~/bin/llama-server", "gpu_layers": "ALL"}}
+    server = str(Path("~/bin/llama-server").expanduser())
+    assert worker_env(cfg.backends["llamacpp"]) == {"IMPETUS_LLAMA_RPC": "", "IMPETUS_LLAMA_SERVER": server, "IMPETUS_LLAMACPP_GPU_LAYERS": "all"}
+    with pytest.raises(InvalidParams, match="gpu_layers"):
+        table_env({"gpu_layers": "many"})
+    with pytest.raises(InvalidParams, match="no key 'threads'"):
+        table_env({"threads": 2})
 
 
 @needs_cuda

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import DaemonProcess, wait_until
+from helpers import DaemonProcess, daemon_env, short_socket, wait_until
 from impetusd.config import Config
 from impetusd.plugin.manager import build_registries, make_plugin_manager
 
@@ -120,6 +122,33 @@ def test_hook_impetus_register_methods(hooked: Hooked) -> None:
         described = conn.call("daemon.describe")["result"]["methods"]
         listed = conn.call("daemon.info")["result"]["methods"]
     assert "echo.ping" in described and "echo.ping" in listed
+
+
+def impetusctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "impetusctl", *args], env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_hook_impetus_register_commands(tmp_path: Path) -> None:
+    """A plugin's command is an impetusctl command: listed in the help, run with its CliState."""
+    commands = build_registries(make_plugin_manager(["impetus_hooks"])).commands
+    assert "hooked" in commands and "node" in commands  # the llama.cpp plugin's impetusctl node
+    env = daemon_env(tmp_path / "home", tmp_path / "s.sock", IMPETUS_PLUGINS="impetus_echo,impetus_hooks")
+    done = impetusctl(env, "--json", "hooked", "hi")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"word": "hi", "home": str(tmp_path / "home"), "json": True}
+    listed = impetusctl(env, "--help").stdout
+    assert "hooked" in listed and "node" in listed
+    assert "hooked" not in impetusctl(daemon_env(tmp_path / "home", tmp_path / "s.sock"), "--help").stdout
+
+
+def test_hook_impetus_register_doctor_checks(tmp_path: Path) -> None:
+    """A plugin's check is a line of impetusctl doctor, after the built-in python/accelerator/mlx ones."""
+    env = daemon_env(tmp_path / "home", short_socket(), IMPETUS_PLUGINS="impetus_echo,impetus_hooks")
+    done = impetusctl(env, "--json", "doctor")
+    names = [c["name"] for c in json.loads(done.stdout)["checks"]]
+    [check] = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "hooked"]
+    assert check == {"name": "hooked", "status": "warn", "detail": f"a test plugin's check of {tmp_path / 'home'}", "fix": "nothing to fix"}
+    assert names.index("mlx") < names.index("hooked") < names.index("cpu blas") and "llama-server" in names
 
 
 # --- decisions ---------------------------------------------------------------------

@@ -27,6 +27,8 @@ Layers, bottom first (a layer may import those listed for it, and itself):
 - ``transport``: the socket server; it may use ``dispatch.dispatcher`` (the
   request context and the dispatcher), not the handlers behind it.
 - ``daemon``, ``main``, ``__main__``: the composition root and the entry points.
+- ``local``: the face ``impetusctl`` uses for local diagnostics (docs/design.md, The wall):
+  it may use the layers up to ``residency``; nothing of the daemon imports it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ ALLOWED: dict[str, set[str]] = {
     "daemon": {"*"},
     "main": {"*"},
     "__main__": {"*"},
+    "local": RESIDENCY | {"local"},
 }
 
 

@@ -148,3 +148,78 @@ def test_the_plugin_example_in_the_docs_runs(monkeypatch: pytest.MonkeyPatch, tm
     assert result.text == "QUIET PLEASE" and pieces == ["QUIET PLEASE"]
     assert not isinstance(engine, (plugin_api.BatchEngine, plugin_api.TunableEngine, plugin_api.WarmUpEngine, plugin_api.CacheTierEngine))
     pm.hook.impetus_event(event=plugin_api.Event(kind="request.finished", model="loud", data={"completion_tokens": 1}))
+
+
+CLIENT_FILES = sorted((ROOT / "impetusctl").rglob("*.py"))
+CLIENT_FACES = ("impetusd.protocol", "impetusd.local")  # the wire, and the face for local diagnostics
+# TEMPORARY, removed at the merge of issue 28: the shim's own two leaks, fixed on the branch that
+# restructures impetusctl/shim/ (field_of, __version__).
+SHIM_LEAKS = {"impetusctl/shim/generation.py": "impetusd.dispatch.dispatcher", "impetusctl/shim/responses.py": "impetusd", "impetusctl/shim/ollama.py": "impetusd"}
+
+
+def test_the_client_imports_impetusd_only_through_the_protocol_and_the_local_face() -> None:
+    """The wall: impetusctl (the shim included) reaches the daemon's package through
+    ``impetusd.protocol`` (the wire) and ``impetusd.local`` (docs/design.md, The wall), nothing else."""
+    assert len(CLIENT_FILES) > 20
+
+    def through_the_wall(path: Path, module: str) -> bool:
+        if any(module == face or module.startswith(face + ".") for face in CLIENT_FACES):
+            return True
+        return SHIM_LEAKS.get(str(path.relative_to(ROOT))) == module
+
+    wrong = [f"{p.relative_to(ROOT)}:{line} {module}" for p in CLIENT_FILES for line, module, _ in impetusd_imports(p) if not through_the_wall(p, module)]
+    assert not wrong, "impetusctl must import impetusd.protocol or impetusd.local only:\n" + "\n".join(wrong)
+
+
+def test_the_local_face_is_documented() -> None:
+    import impetusd.local as local
+
+    doc = (DOCS / "design.md").read_text().split("## The wall")[1].split("\n## ")[0]
+    for name in local.__all__:
+        assert hasattr(local, name)
+        assert f"`{name}`" in doc or f"`{name}()`" in doc, f"docs/design.md (The wall) does not name impetusd.local's {name}"
+
+
+ENGINE_WORDS = re.compile(r"(?<![oO])llama|rpc-server", re.IGNORECASE)  # not "ollama", the Ollama API
+# The keys of earlier config files that config.py reads into [backends.llamacpp].
+LEGACY_ENGINE_WORDS = {"impetusd/config.py": {"llama_server", "llamacpp_gpu_layers", "llamacpp", "llamacpp_gpu_layers must be a number of layers, 'all' or 'auto'"}}
+
+
+def code_words(path: Path) -> Iterator[tuple[int, str]]:
+    """Every name and string of ``path``'s code, docstrings and comments left out."""
+    tree = ast.parse(path.read_text(), str(path))
+    docs = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body and isinstance(body[0], ast.Expr):
+            docs.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words = [node.id]
+        elif isinstance(node, ast.Attribute):
+            words = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            words = [node.name]
+        elif isinstance(node, ast.arg):
+            words = [node.arg]
+        elif isinstance(node, ast.alias):
+            words = [node.name, node.asname or ""]
+        elif isinstance(node, ast.keyword):
+            words = [node.arg or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            words = [node.value]
+        else:
+            continue
+        yield from ((getattr(node, "lineno", 0), w) for w in words if w)
+
+
+def test_the_engines_own_their_machinery() -> None:
+    """Nothing of the daemon or the CLI names llama.cpp in its code (docstrings and comments
+    may): the llama.cpp plugin brings its own machinery through BackendSpec and the hooks."""
+    found = [
+        f"{p.relative_to(ROOT)}:{line} {word[:80]!r}"
+        for p in sorted([*(ROOT / "impetusd").rglob("*.py"), *(ROOT / "impetusctl").rglob("*.py")])
+        for line, word in code_words(p)
+        if ENGINE_WORDS.search(word) and word not in LEGACY_ENGINE_WORDS.get(str(p.relative_to(ROOT)), set())
+    ]
+    assert not found, "llama.cpp in the core's code:\n" + "\n".join(found)

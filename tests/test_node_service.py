@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from helpers import short_socket, wait_until
 
-from impetusctl.service import node as node_service
-from impetusd.residency.nodes import Node, probe
+from impetus_llamacpp import node_service
+from impetus_llamacpp.nodes import Node, probe
 
 REPO = Path(__file__).parent.parent
 FAKES = Path(__file__).parent / "fakes"

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from helpers import DaemonProcess, daemon_env, wait_until
 
-from impetusd.residency.nodes import Node, probe
+from impetus_llamacpp.nodes import Node, probe
 
 MODEL = "smollm2-135m"
 PROMPT = "The capital of France is"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from impetusd.config import Config
+from impetusd.local import Config
 
 from .render import LABEL, UNIT, Paths, files_for
 

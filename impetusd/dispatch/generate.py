@@ -255,7 +255,7 @@ def _finish(
         decode_tps=None if last.decode_tps is None else round(last.decode_tps, 2),
         total_ms=round((finished - ctx.received) * 1000, 2),
         batch_size=max((r.batch_size or 0 for r in every), default=0) or None,
-        nodes=[n.address for n in resident.placement.nodes] if resident.placement and resident.placement.nodes else None,
+        nodes=list(resident.placement.addresses) if resident.placement and resident.placement.addresses else None,
         draft_tokens=drafted or None,
         draft_accepted=accepted if drafted else None,
         acceptance_rate=round(accepted / drafted, 4) if drafted else None,

@@ -34,10 +34,6 @@ from impetusd.protocol.api import (
     LoadResult,
     Metrics,
     ModelList,
-    NodeAddParams,
-    NodeInfo,
-    NodeList,
-    NodeRemoveParams,
     PluginInfo,
     ShutdownResult,
     TokenizeParams,
@@ -83,7 +79,7 @@ def daemon_health(services: Services, params: Empty, ctx: RequestContext) -> Hea
         loaded_models=len(services.residency.resident),
         failures=failures,
         thermal=services.thermal.state(),
-        nodes=services.residency.nodes.snapshot(),
+        nodes=services.node_snapshot(),
     )
 
 
@@ -155,22 +151,6 @@ def models_loaded(services: Services, params: Empty, ctx: RequestContext) -> Loa
     return LoadedList(models=[r.describe() for r in residency.resident.values()], failed=residency.failed(), memory=residency.memory())
 
 
-async def nodes_list(services: Services, params: Empty, ctx: RequestContext) -> NodeList:
-    return NodeList(nodes=await services.residency.probe_nodes())
-
-
-async def nodes_add(services: Services, params: NodeAddParams, ctx: RequestContext) -> NodeInfo:
-    book = services.residency.nodes
-    node = book.add(params.name, params.address, params.memory_limit_bytes, params.clients)
-    (info,) = await services.residency.probe_nodes([node])
-    return info
-
-
-def nodes_remove(services: Services, params: NodeRemoveParams, ctx: RequestContext) -> NodeList:
-    services.residency.nodes.remove(params.name)
-    return NodeList(nodes=services.residency.nodes.snapshot())
-
-
 async def chat(services: Services, params: ChatParams, ctx: RequestContext) -> GenerationResult:
     return await generate(services, params, ctx)
 
@@ -191,9 +171,6 @@ METHODS = (
     MethodSpec("models.load", LoadParams, LoadResult, models_load, "Start a worker for a model (alias, path) and load it."),
     MethodSpec("models.unload", UnloadParams, UnloadResult, models_unload, "End a model's worker process, returning its memory."),
     MethodSpec("models.loaded", Empty, LoadedList, models_loaded, "Models loaded now, with worker pid, memory and keep-alive."),
-    MethodSpec("nodes.list", Empty, NodeList, nodes_list, "Compute nodes (rpc-server) the daemon may split models across, each probed now."),
-    MethodSpec("nodes.add", NodeAddParams, NodeInfo, nodes_add, "Add (or replace) a compute node by name and host:port; kept across restarts."),
-    MethodSpec("nodes.remove", NodeRemoveParams, NodeList, nodes_remove, "Forget a compute node (models loaded on it keep running)."),
     MethodSpec("chat", ChatParams, GenerationResult, chat, "Chat completion; with stream=true sends chat.chunk notifications first.", stream=True),
     MethodSpec("complete", CompleteParams, GenerationResult, complete, "Text completion of a raw prompt; streams like chat.", stream=True),
     MethodSpec("embed", EmbedParams, EmbedResult, embed, "Unit-length embedding vectors for one text or a list of texts."),

@@ -14,24 +14,13 @@ from impetusd.dispatch.context import RequestContext
 from impetusd.observe.events import TOPICS, Event
 from impetusd.observe.rss import tree_rss
 from impetusd.plugin.registries import HardwareMonitor, MethodSpec, PluginRegistry
-from impetusd.protocol.api import ThermalState
+from impetusd.protocol.api import HardwareSnapshot, SnapshotParams
 from impetusd.protocol.errors import InvalidParams
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
 
 MEMORY_PRESSURE_PERCENT = 90.0
-
-
-class SnapshotParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    pass
-
-
-class HardwareSnapshot(msgspec.Struct, frozen=True):
-    time: float
-    monitors: dict[str, Any]
-    workers: dict[str, int | None]  # model -> worker RSS bytes
-    thermal: ThermalState | None = None
 
 
 class SubscribeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from impetusd.config import Config
     from impetusd.dispatch.context import RequestContext
+    from impetusd.engine.placement import NodePlacement
     from impetusd.observe.events import Event, EventBus
     from impetusd.observe.metrics import MetricsRecorder
     from impetusd.plugin.registries import Registries
+    from impetusd.protocol.api import NodeInfo
     from impetusd.residency.manager import ModelManager
     from impetusd.residency.thermal import ThermalWatch
     from impetusd.store.pull import Pulls
@@ -58,3 +60,12 @@ class Services:
     metrics: MetricsRecorder
     emit: Callable[[Event], None]
     lifecycle: Lifecycle
+
+    def placement(self, backend: str) -> NodePlacement:
+        """The compute nodes of ``backend`` (one with ``BackendSpec.nodes``): what its plugin's
+        methods manage (``nodes.*`` of the llama.cpp plugin)."""
+        return self.residency.placers[backend]
+
+    def node_snapshot(self) -> list[NodeInfo]:
+        """Every backend's compute nodes, as last probed (``daemon.health``)."""
+        return [info for placer in self.residency.placers.values() for info in placer.snapshot()]

@@ -1,16 +1,22 @@
-"""A backend as a plugin registers it: what it runs, what it can do, how it starts in a worker.
+"""A backend as a plugin registers it: what it runs, what it can do, how it starts in a worker,
+and what the daemon needs to launch and place it: its workers' environment (from its own
+table of the configuration), its memory arithmetic, and optionally its placement on a GPU,
+across compute nodes or across ranks.
 
-The daemon only reads a backend's declared ``capabilities`` and ``formats``; the
-``start`` callable runs inside the worker process, where heavy imports belong."""
+The daemon only reads a backend's declared ``capabilities`` and ``formats`` and calls its
+planning callables; the ``start`` callable runs inside the worker process, where heavy
+imports belong."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
 
 from impetusd.engine.capabilities import Engine
 from impetusd.engine.messages import ModelSpec
+from impetusd.engine.placement import MakePlacement
 
 # Capability names are the request fields they allow (plus "chat", "complete", "embed").
 SAMPLING_CAPABILITIES = frozenset(
@@ -61,3 +67,13 @@ class BackendSpec(msgspec.Struct, frozen=True):
     # model and the rank count (> 1), returns, or raises ``NoBackend`` naming why that model
     # cannot be split so (checked in the daemon, before anything loads). None: one process only.
     check_ranks: Callable[[ModelSpec, int], None] | None = None
+    # Its workers' environment beside the daemon's, from its own table of config.toml
+    # (``[backends.<name>]``, handed over as read): binaries, settings. Raise ``InvalidParams``
+    # naming a bad key. None: nothing of its own.
+    worker_env: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    # Bytes per KV-cache element of each ``kv_type`` it offers (the memory estimate's KV cache;
+    # impetusd/residency/budget.py). None: f16 only, 2 bytes.
+    kv_element_bytes: Mapping[str, float] | None = None
+    # A backend that can split a model across compute nodes (the ``nodes`` capability): makes
+    # the daemon's ``NodePlacement`` (impetusd/engine/placement.py). None: this machine only.
+    nodes: MakePlacement | None = None

@@ -19,14 +19,14 @@ if TYPE_CHECKING:
     from impetusd.engine.backend import BackendSpec
     from impetusd.engine.messages import ModelSpec
     from impetusd.observe.events import Event
-    from impetusd.plugin.registries import CacheTier, HardwareMonitor, MethodSpec, ModelFormat, PluginRegistry
+    from impetusd.plugin.registries import CacheTier, CliCommand, DoctorCheck, HardwareMonitor, MethodSpec, ModelFormat, PluginRegistry
 
 hookspec = pluggy.HookspecMarker("impetus")
 hookimpl = pluggy.HookimplMarker("impetus")
 
 # ---------------------------------------------------------------------------
 # Registration: called once when a plugin manager is built (daemon, each worker,
-# impetusctl doctor).
+# impetusctl: its doctor and its plugins' commands).
 # ---------------------------------------------------------------------------
 
 
@@ -57,6 +57,18 @@ def impetus_register_hardware_monitors(registry: PluginRegistry[HardwareMonitor]
 @hookspec
 def impetus_register_methods(registry: PluginRegistry[MethodSpec]) -> None:
     """Add RPC methods; third-party methods use their own ``prefix.`` names."""
+
+
+@hookspec
+def impetus_register_commands(registry: PluginRegistry[CliCommand]) -> None:
+    """Add ``impetusctl`` commands: ``CliCommand(name, make)``; ``make()`` returns the click
+    command, built only when the CLI needs it (its name is asked for, or the help)."""
+
+
+@hookspec
+def impetus_register_doctor_checks(registry: PluginRegistry[DoctorCheck]) -> None:
+    """Add ``impetusctl doctor`` checks: ``DoctorCheck(name, run)``; ``run(config)``
+    returns a ``Diagnosis`` (pass, warn or fail, and the fix)."""
 
 
 # ---------------------------------------------------------------------------

@@ -63,6 +63,8 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
     hook.impetus_register_cache_tiers(registry=regs.cache_tiers)
     hook.impetus_register_hardware_monitors(registry=regs.monitors)
     hook.impetus_register_methods(registry=regs.methods)
+    hook.impetus_register_commands(registry=regs.commands)
+    hook.impetus_register_doctor_checks(registry=regs.doctor_checks)
     return regs
 
 

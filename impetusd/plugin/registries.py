@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -12,6 +12,11 @@ from impetusd.engine.backend import BackendSpec
 from impetusd.engine.capabilities import PromptCacheTier
 from impetusd.protocol.errors import PluginError
 from impetusd.toolkit.nvidia import Gpu
+
+if TYPE_CHECKING:
+    import click
+
+    from impetusd.config import Config
 
 
 class ModelFormat(msgspec.Struct, frozen=True):
@@ -76,6 +81,42 @@ class MethodSpec(msgspec.Struct, frozen=True):
     stream: bool = False  # sends notifications before its result
 
 
+class Diagnosis(msgspec.Struct, frozen=True):
+    """One line of ``impetusctl doctor``: a finding, and what to do when it is not a pass."""
+
+    name: str
+    status: Literal["pass", "warn", "fail"]
+    detail: str
+    fix: str | None = None
+
+
+class DoctorCheck(msgspec.Struct, frozen=True):
+    """A check ``impetusctl doctor`` runs (blocking; an exception is itself a failed check)."""
+
+    name: str
+    run: Callable[[Config], Diagnosis]
+
+
+class CliState(Protocol):
+    """What an ``impetusctl`` command finds as its click context's ``obj``."""
+
+    config: Config
+    json: bool  # --json: print machine-readable JSON
+
+    def client(self) -> Any:
+        """A connected ``impetusctl.client.Client`` (the daemon started on demand)."""
+        ...
+
+
+class CliCommand(msgspec.Struct, frozen=True):
+    """An ``impetusctl`` command (or group) of a plugin: ``make`` builds it when the CLI first
+    needs it (so its imports wait until then); its callbacks read a ``CliState`` from ``ctx.obj``."""
+
+    name: str
+    make: Callable[[], click.Command]
+    description: str = ""
+
+
 class Named(Protocol):
     """What every registered spec has: a unique name."""
 
@@ -123,6 +164,8 @@ class Registries(msgspec.Struct):
     cache_tiers: PluginRegistry[CacheTier]
     monitors: PluginRegistry[HardwareMonitor]
     methods: PluginRegistry[MethodSpec]
+    commands: PluginRegistry[CliCommand]
+    doctor_checks: PluginRegistry[DoctorCheck]
 
     @classmethod
     def empty(cls) -> Registries:
@@ -132,4 +175,6 @@ class Registries(msgspec.Struct):
             cache_tiers=PluginRegistry("cache tier"),
             monitors=PluginRegistry("hardware monitor"),
             methods=PluginRegistry("method"),
+            commands=PluginRegistry("command"),
+            doctor_checks=PluginRegistry("doctor check"),
         )

@@ -67,6 +67,19 @@ class ThermalState(msgspec.Struct, frozen=True):
     prefill_chunk: int | None = None
 
 
+class SnapshotParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class HardwareSnapshot(msgspec.Struct, frozen=True):
+    """``hardware.snapshot``'s result: every monitor's facts, each worker's memory."""
+
+    time: float
+    monitors: dict[str, Any]
+    workers: dict[str, int | None]  # model -> worker RSS bytes
+    thermal: ThermalState | None = None
+
+
 class Health(msgspec.Struct, frozen=True):
     status: Literal["ok", "degraded", "shutting_down"]  # degraded: a model is failed
     uptime_s: float
@@ -113,14 +126,14 @@ class LoadParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     draft: str | None = None  # a draft model (name or path) for speculative decoding
     ngram: bool | None = None  # n-gram speculative decoding, no draft model
     # Layers to offload to the GPU (a backend that offloads; more than the model has: all of
-    # them); None: the backend's default (config ``llamacpp_gpu_layers``: what fits).
+    # them); None: the backend's default (e.g. config.toml's [backends.llamacpp] gpu_layers: what fits).
     n_gpu_layers: Annotated[int, msgspec.Meta(ge=0)] | None = None
     nodes: list[str] | None = None  # compute nodes (names from nodes.list, or host:port) to split it across; [] = this machine only
     # processes on this machine to split it across (MLX: mlx.distributed's ring backend, tensor parallel); None: 1
     ranks: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None
 
 
-# --- nodes.* (compute nodes: llama.cpp rpc-server) -----------------------------------
+# --- compute nodes (a backend's placement capability; its plugin serves nodes.*) -------
 class NodeInfo(msgspec.Struct, frozen=True):
     """A compute node the daemon may split models across, as last probed."""
 
@@ -136,21 +149,6 @@ class NodeInfo(msgspec.Struct, frozen=True):
     probed_at: float | None = None
     clients: int = 1  # rpc-servers on ports port..port+clients-1 (node serve --clients): models that may use it at once
     held_bytes: int = 0  # what the loaded models split across it hold there (counted against its room at the next load)
-
-
-class NodeList(msgspec.Struct, frozen=True):
-    nodes: list[NodeInfo]
-
-
-class NodeAddParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    name: str
-    address: str  # host:port of an rpc-server (impetusctl node serve)
-    memory_limit_bytes: int | None = None
-    clients: int = 1  # its rpc-servers listen on port..port+clients-1 (node serve --clients)
-
-
-class NodeRemoveParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    name: str
 
 
 class NodeShare(msgspec.Struct, frozen=True):

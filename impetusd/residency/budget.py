@@ -5,8 +5,9 @@ The estimate (docs/design.md, Residency) is
     weights + KV cache for ``context`` tokens × sequences + the backend's runtime overhead
     KV cache = layers × kv_heads × head_dim × context × 2 (K and V) × element bytes
 
-(sequences: the backend's KV caches per model, one per slot for llama.cpp; element
-bytes: 2 for f16, 34/32 for q8_0, 18/32 for q4_0; a draft model adds its own)
+(sequences: the backend's KV caches per model, e.g. one per slot; element bytes: the
+backend's for the load's KV type, ``BackendSpec.kv_element_bytes``, 2 for f16 by default;
+a draft model adds its own)
 
 with every figure read from the metadata the format plugin reported at
 inspection (GGUF header, config.json) and the weights from the files' sizes.
@@ -15,6 +16,7 @@ Nothing here touches an ML library.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,14 +101,13 @@ def _int(meta: dict[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-# Bytes per KV-cache element of each type llama.cpp offers (q8_0: 34 bytes per 32; q4_0: 18 per 32).
-KV_ELEMENT_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+F16_ONLY = {"f16": 2.0}  # a backend that names no KV types of its own
 
 
-def kv_cache_bytes(meta: dict[str, Any], context: int, kv_type: str = "f16") -> int:
-    """layers × kv_heads × head_dim × context × 2 × dtype bytes; 0 without the
-    layer count. Without head counts, the KV width is taken as the embedding
-    width (no grouped-query attention: the larger figure)."""
+def kv_cache_bytes(meta: dict[str, Any], context: int, kv_type: str = "f16", element_bytes: Mapping[str, float] | None = None) -> int:
+    """layers × kv_heads × head_dim × context × 2 × dtype bytes (``element_bytes`` of
+    ``kv_type``: the backend's figures); 0 without the layer count. Without head counts,
+    the KV width is taken as the embedding width (no grouped-query attention: the larger figure)."""
     layers = _int(meta, "block_count")
     if layers is None:
         return 0
@@ -115,21 +116,29 @@ def kv_cache_bytes(meta: dict[str, Any], context: int, kv_type: str = "f16") -> 
     embedding = _int(meta, "embedding_length")
     head_dim = _int(meta, "head_dim") or (embedding // heads if heads and embedding else None)
     width = kv_heads * head_dim if kv_heads and head_dim else (_int(meta, "embedding_length") or 0)
-    dtype_bytes = 4.0 if meta.get("quantization") == "F32" and kv_type == "f16" else KV_ELEMENT_BYTES.get(kv_type, 2.0)
+    dtype_bytes = 4.0 if meta.get("quantization") == "F32" and kv_type == "f16" else (element_bytes or F16_ONLY).get(kv_type, 2.0)
     return int(layers * width * context * 2 * dtype_bytes)
 
 
-def estimate(spec: ModelSpec, overhead_bytes: int, context_tokens: int, weights: int | None = None, *, sequences: int = 1) -> MemoryEstimate:
+def estimate(
+    spec: ModelSpec,
+    overhead_bytes: int,
+    context_tokens: int,
+    weights: int | None = None,
+    *,
+    sequences: int = 1,
+    element_bytes: Mapping[str, float] | None = None,
+) -> MemoryEstimate:
     """What ``spec`` should need with ``sequences`` KV caches (one per slot) of
     ``min(context_tokens, its context)`` tokens each, of the load's KV type; a draft model
     (speculative decoding) adds its weights and KV caches. ``weights``: the backend's own
     figure for the weights in memory, when it differs from the files' size
-    (``BackendSpec.memory_weights``)."""
+    (``BackendSpec.memory_weights``); ``element_bytes``: its KV element sizes (``BackendSpec.kv_element_bytes``)."""
     meta = spec.metadata
     context = min(context_tokens, _int(meta, "context_length") or context_tokens)
     weights = weights_bytes(spec) if weights is None else weights
     kv_type = spec.options.kv_type if spec.options is not None else "f16"
-    kv = kv_cache_bytes(meta, context, kv_type) * max(sequences, 1)
+    kv = kv_cache_bytes(meta, context, kv_type, element_bytes) * max(sequences, 1)
     draft = spec.options.draft if spec.options is not None else None
     if draft is not None:
         weights += weights_bytes(draft)

@@ -31,11 +31,7 @@ def choose_backend(registries: Registries, hook: Any, configured: Mapping[str, s
         return chosen
     if not capable:
         fmt = registries.formats.get(spec.format)
-        hint = (
-            f": {fmt.backend_hint}"
-            if fmt is not None and fmt.backend_hint
-            else (" (install the impetus-llamacpp or impetus-mlx plugin)" if spec.format == "gguf" else "")
-        )
+        hint = f": {fmt.backend_hint}" if fmt is not None and fmt.backend_hint else ""
         raise NoBackend(f"no installed backend can run {spec.format} models{hint}", format=spec.format)
     name = hook.impetus_select_backend(spec=spec, backends=capable)
     chosen = backends.get(name) if name else None
@@ -44,7 +40,7 @@ def choose_backend(registries: Registries, hook: Any, configured: Mapping[str, s
 
 def offloads(backend: BackendSpec, room: int) -> bool:
     """Whether ``backend`` would put layers of a model on a GPU with ``room`` bytes free: its own
-    plan (``gpu_layers``) for a one-layer model of one byte (a llama.cpp build without CUDA: no)."""
+    plan (``gpu_layers``) for a one-layer model of one byte (a build without CUDA: no)."""
     if backend.gpu_layers is None:
         return False
     probe = ModelSpec(name="probe", path="", format="", metadata={"block_count": 1, "size_bytes": 1})

@@ -15,7 +15,6 @@ from impetusd.engine.messages import Tuning
 from impetusd.observe.events import Event
 from impetusd.protocol.errors import ImpetusError, InsufficientMemory, ModelLoadFailed
 from impetusd.residency.cachedir import cache_settings
-from impetusd.residency.placement import refuse
 from impetusd.residency.resident import MemoryLedger, Resident
 from impetusd.workers.handle import WorkerHandle
 
@@ -92,7 +91,7 @@ class Launcher:
         try:
             await self.ledger.reserve(plan.spec, plan.charged, resident, evict)
         except InsufficientMemory as exc:
-            raise refuse(plan.spec, plan.placement, exc) if plan.placement else exc from None
+            raise plan.placer.refuse(plan.spec, plan.placement, exc) if plan.placement and plan.placer else exc from None
 
     async def _start(self, plan: LoadPlan, group: Callable[[], TaskGroup], tuning: Tuning, failed: Callable[[str], None]) -> WorkerHandle:
         """Start the worker and load the model in it (a spare worker when one waits; the

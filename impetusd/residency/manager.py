@@ -18,14 +18,14 @@ from anyio.abc import TaskGroup, TaskStatus
 from impetusd.config import parse_keep_alive
 from impetusd.engine.backend import BackendSpec
 from impetusd.engine.messages import LoadOptions, ModelSpec, Tuning
+from impetusd.engine.placement import Holdings, NodePlacement
 from impetusd.observe.events import Event
-from impetusd.protocol.api import MemoryBudget, ModelFailure, NodeInfo
+from impetusd.protocol.api import MemoryBudget, ModelFailure
 from impetusd.protocol.errors import ImpetusError, ModelFailed, ModelNotFound, ModelNotLoaded, Overloaded, ShuttingDown
 from impetusd.residency.choice import choose_backend
 from impetusd.residency.crashes import CrashHistory
 from impetusd.residency.launch import Launcher
 from impetusd.residency.lease import Lease, Queued
-from impetusd.residency.nodes import Node, NodeBook
 from impetusd.residency.plan import LoadRequest, choose, plan_load
 from impetusd.residency.reload import busy, needs_reload
 from impetusd.residency.resident import MemoryLedger, Resident
@@ -77,7 +77,8 @@ class ModelManager:
         self.admitted: dict[str, int] = {}  # model name -> generation requests running or queued
         self.ledger = MemoryLedger(config, list(registries.monitors.values()))
         self.launcher = Launcher(config, store, self.ledger, thermal, spares, emit, metrics)
-        self.nodes = NodeBook(config.home / "nodes.json")
+        # the compute nodes of each backend that can split a model across them (BackendSpec.nodes)
+        self.placers: dict[str, NodePlacement] = {b.name: b.nodes(config.home, self._holdings) for b in registries.backends.values() if b.nodes is not None}
         self.wanted_nodes: dict[str, list[str]] = {}  # model name -> the nodes its last models.load asked for
         # model name -> the options of its last models.load: a reload after a crash, an unload or a
         # keep-alive expiry brings the model back as it was asked for, not with the defaults
@@ -97,52 +98,15 @@ class ModelManager:
                 self._workers = None
 
     async def _probe_nodes(self) -> None:
-        """Keep ``daemon.health``'s view of the nodes fresh (nodes.list probes at once)."""
+        """Keep ``daemon.health``'s view of the compute nodes fresh (``nodes.list`` probes at once)."""
         while True:
-            await self.probe_nodes()
+            for placer in self.placers.values():
+                await placer.probe()
             await anyio.sleep(NODE_PROBE_S)
 
-    async def probe_nodes(self, nodes: list[Node] | None = None) -> list[NodeInfo]:
-        """Each node now (see ``_probe_free``)."""
-        return [info for _, info in await self._probe_free(nodes)]
-
-    async def _probe_free(self, nodes: list[Node] | None = None) -> list[tuple[Node, NodeInfo]]:
-        """Each node now, with the node narrowed to a port no loaded model holds.
-
-        A port serving a loaded model is not probed: an rpc-server serves one client at a
-        time and queues one more (listen backlog 1), so a probe would only wait behind
-        llama-server; the model's requests watch it instead. A node with a free port
-        (``clients`` > 1) is probed there; one with none is ``busy``, naming its models.
-        ``held_bytes``: what the models on it hold there (an idle CPU rpc-server reports
-        all of its memory free whatever its siblings hold)."""
-        todo = list(self.nodes.nodes.values()) if nodes is None else nodes
-        holders: dict[str, tuple[str, int]] = {}  # address -> (model, bytes there)
-        for r in self.resident.values():
-            for share in r.placement.shares[1:] if r.placement else []:
-                holders[share.address or ""] = (r.spec.name, share.bytes)
-        found: list[tuple[Node, NodeInfo]] = [(n, NodeInfo(name=n.name, address=n.address, state="unknown", clients=n.clients)) for n in todo]
-
-        async def one(i: int, node: Node) -> None:
-            held = [holders[a] for a in node.addresses if a in holders]
-            users = [model for model, _ in held]
-            extra = {"used_by": users, "held_bytes": sum(b for _, b in held), "address": node.address, "clients": node.clients}
-            free = [a for a in node.addresses if a not in holders]
-            if not free:
-                last = self.nodes.last.get(node.name) or found[i][1]
-                error = f"serving {', '.join(users)} (each of its {node.clients} rpc-server(s) serves one model at a time; node serve --clients for more)"
-                found[i] = (node, msgspec.structs.replace(last, state="busy", error=error, **extra))
-                return
-            port = node.at(free[0])
-            info = await anyio.to_thread.run_sync(self.nodes.probe, port)
-            found[i] = (port, msgspec.structs.replace(info, **extra))
-
-        async with anyio.create_task_group() as tg:
-            for i, node in enumerate(todo):
-                tg.start_soon(one, i, node)
-        for _, info in found:
-            if info.name in self.nodes.nodes:
-                self.nodes.last[info.name] = info
-        return found
+    def _holdings(self) -> Holdings:
+        """What the loaded models split across compute nodes hold on each (address -> model, bytes)."""
+        return {share.address or "": (r.spec.name, share.bytes) for r in self.resident.values() for share in (r.placement.shares[1:] if r.placement else [])}
 
     def memory(self) -> MemoryBudget:
         return self.ledger.describe(self.resident)
@@ -329,7 +293,8 @@ class ModelManager:
         self._check_circuit(spec.name)
         started = time.monotonic()
         await self._backoff(spec.name)
-        plan = await plan_load(self.config, spec, chosen, request, self.wanted_nodes.get(spec.name), probe=self._probe_named, gpu_room=self._gpu_room)
+        placer = self.placers.get(chosen.name)
+        plan = await plan_load(self.config, spec, chosen, request, self.wanted_nodes.get(spec.name), placer=placer, gpu_room=self._gpu_room)
         return await self.launcher.launch(
             plan,
             keep_alive,
@@ -348,10 +313,6 @@ class ModelManager:
             if wait > 0:
                 log.info("restarting %s in %.2f s (backoff after a failure)", name, wait)
                 await anyio.sleep(wait)
-
-    async def _probe_named(self, refs: list[str]) -> list[tuple[Node, NodeInfo]]:
-        """The nodes a load names, probed at ports no loaded model holds."""
-        return await self._probe_free([self.nodes.resolve(ref) for ref in refs])
 
     def _gpu_room(self) -> int | None:
         """GPU bytes a new load may take; None without a GPU in the budget."""

@@ -2,14 +2,16 @@
 where (compute nodes, this machine's GPU) and in what worker environment.
 
 Nothing here reserves memory or starts a process (``launch.py`` does): planning only asks
-the machine what it must (the nodes' free memory, the GPU's room) through the callables
-it is handed.
+the machine what it must (the nodes' free memory, the GPU's room) through what it is
+handed. The backend's own parts come from its ``BackendSpec``: its workers' environment
+(``worker_env``, from its ``[backends.<name>]`` table), its KV arithmetic
+(``kv_element_bytes``), its GPU offload (``gpu_layers``) and its compute nodes (``nodes``:
+the ``NodePlacement`` the manager made for it).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,20 +20,17 @@ import msgspec
 
 from impetusd.engine.backend import BackendSpec
 from impetusd.engine.messages import LoadOptions, ModelSpec
-from impetusd.protocol.api import MemoryEstimate, NodeInfo
+from impetusd.engine.placement import NodePlacement, Placement
+from impetusd.protocol.api import MemoryEstimate
 from impetusd.protocol.errors import NoBackend, UnsupportedParameter
 from impetusd.residency.budget import estimate, split
-from impetusd.residency.nodes import Node
 from impetusd.residency.options import check_options, for_backend
-from impetusd.residency.placement import Placement, place
-from impetusd.workers.blas import binary_env, worker_env
+from impetusd.workers.blas import worker_env
 
 if TYPE_CHECKING:
     from impetusd.config import Config
 
-log = logging.getLogger(__name__)
 
-Probe = Callable[[list[str]], Awaitable[list[tuple[Node, NodeInfo]]]]  # the named nodes now, each at a free port
 GpuRoom = Callable[[], int | None]  # GPU bytes a new load may take; None: no GPU in the budget
 
 
@@ -56,6 +55,7 @@ class LoadPlan(msgspec.Struct, frozen=True):
     env: dict[str, str]
     nodes: list[str]  # the nodes the load asked for (a reload without a lost node asks again)
     placement: Placement | None = None  # split across compute nodes (None: this machine only)
+    placer: NodePlacement | None = None  # the backend's compute nodes, which made ``placement``
 
     @property
     def charged(self) -> MemoryEstimate:
@@ -79,25 +79,25 @@ async def plan_load(
     request: LoadRequest,
     asked_nodes: list[str] | None,
     *,
-    probe: Probe,
+    placer: NodePlacement | None,
     gpu_room: GpuRoom,
 ) -> LoadPlan:
     """The plan for loading ``spec`` (from ``choose``) on ``chosen``: the estimate, then the
     split across ``asked_nodes`` (the model's last ``models.load``'s, else the configuration's)
-    or this machine's GPU."""
-    env = _worker_env(config)
+    by ``placer`` (the backend's compute nodes), or this machine's GPU."""
+    env = _worker_env(config, chosen)
     need = _estimate(config, spec, chosen, env)
     nodes = _nodes(chosen, asked_nodes, config.nodes)
-    need, placement, placed = await _placement(spec, chosen, need, env, nodes, request.gpu_layers, probe, gpu_room)
-    return LoadPlan(spec=spec, backend=chosen, need=need, env=env | placed, nodes=nodes, placement=placement)
+    need, placement, placed = await _placement(spec, chosen, need, env, nodes, request.gpu_layers, placer, gpu_room)
+    return LoadPlan(spec=spec, backend=chosen, need=need, env=env | placed, nodes=nodes, placement=placement, placer=placer)
 
 
-def _worker_env(config: Config) -> dict[str, str]:
-    """The worker's environment: its log level, the BLAS it preloads, the llama.cpp binary and
-    GPU-layer settings."""
+def _worker_env(config: Config, chosen: BackendSpec) -> dict[str, str]:
+    """The worker's environment: its log level, the BLAS it preloads, and the backend's own
+    (``worker_env`` of its ``[backends.<name>]`` table: binaries, settings)."""
     blas = worker_env(config.worker_blas)
-    binary = binary_env(config.llama_server, config.llamacpp_gpu_layers)
-    return {"IMPETUS_LOG_LEVEL": config.log_level, **blas, **binary}
+    own = chosen.worker_env(config.backends.get(chosen.name, {})) if chosen.worker_env is not None else {}
+    return {"IMPETUS_LOG_LEVEL": config.log_level, **blas, **own}
 
 
 def _estimate(config: Config, spec: ModelSpec, chosen: BackendSpec, env: dict[str, str]) -> MemoryEstimate:
@@ -105,7 +105,7 @@ def _estimate(config: Config, spec: ModelSpec, chosen: BackendSpec, env: dict[st
     weights = chosen.memory_weights(spec, env) if chosen.memory_weights is not None else None
     context = chosen.context_tokens or config.memory_estimate_context  # a backend that fixes its context says so
     ranks = spec.options.ranks if spec.options else 1  # each rank a process: its own overhead, a share of the rest
-    return estimate(spec, chosen.memory_overhead_bytes * ranks, context, weights, sequences=chosen.kv_sequences)
+    return estimate(spec, chosen.memory_overhead_bytes * ranks, context, weights, sequences=chosen.kv_sequences, element_bytes=chosen.kv_element_bytes)
 
 
 def _nodes(chosen: BackendSpec, asked: list[str] | None, configured: Sequence[str]) -> list[str]:
@@ -123,39 +123,32 @@ async def _placement(
     env: dict[str, str],
     nodes: list[str],
     gpu_layers: int | None,
-    probe: Probe,
+    placer: NodePlacement | None,
     gpu_room: GpuRoom,
 ) -> tuple[MemoryEstimate, Placement | None, dict[str, str]]:
     """Where the model goes: across ``nodes`` and this machine, or (without nodes) on this
     machine, its GPU taking what fits (a split across nodes stays on the CPUs). The estimate
-    with its GPU part, the placement across nodes, and what the worker is told of it
-    (``IMPETUS_LLAMA_RPC`` empty unless split across nodes: never the daemon's own)."""
-    told = {"IMPETUS_LLAMA_RPC": ""}
+    with its GPU part, the placement across nodes, and what the worker is told of it (the
+    placement's ``env``; without one, the backend's ``worker_env`` says there are no nodes)."""
     if not nodes:
         need, layers = await _on_gpu(spec, chosen, env, gpu_layers, need, gpu_room)
-        return need, None, told | layers
-    placement = await _on_nodes(spec, chosen, need, nodes, probe)
-    if placement.nodes:
-        told["IMPETUS_LLAMA_RPC"] = ",".join(n.address for n in placement.nodes)
-        told["IMPETUS_LLAMA_RPC_LAYERS"] = str(placement.layers if placement.layers < placement.total_layers else 999)
-    return need, placement, told
+        return need, None, layers
+    placement = await _on_nodes(spec, chosen, need, nodes, placer)
+    return need, placement, dict(placement.env)
 
 
-async def _on_nodes(spec: ModelSpec, chosen: BackendSpec, need: MemoryEstimate, nodes: list[str], probe: Probe) -> Placement:
-    """Probe the requested nodes and split ``need`` across them and this machine
-    (backends declaring the ``nodes`` capability)."""
+async def _on_nodes(spec: ModelSpec, chosen: BackendSpec, need: MemoryEstimate, nodes: list[str], placer: NodePlacement | None) -> Placement:
+    """Split ``need`` across the requested nodes and this machine (``placer``: the compute
+    nodes of a backend declaring the ``nodes`` capability)."""
     backend = chosen.name
-    if "nodes" not in chosen.capabilities:
+    if "nodes" not in chosen.capabilities or placer is None:
         ranks = "; it can split a model across processes on this machine instead (ranks)" if chosen.check_ranks is not None else ""
         raise NoBackend(
-            f"{spec.name}: splitting a model across nodes needs the llama.cpp backend (llama-server --rpc); {backend} runs on this machine only{ranks}",
+            f"{spec.name}: splitting a model across nodes needs a backend that can (the nodes capability); {backend} runs on this machine only{ranks}",
             backend=backend,
             reason="no-nodes",
         )
-    placement = place(spec, need, await probe(nodes))
-    if placement.dropped:
-        log.warning("%s: loading without %s", spec.name, ", ".join(placement.dropped))
-    return placement
+    return await placer.place(spec, need, nodes)
 
 
 async def _on_gpu(

@@ -22,7 +22,7 @@ from impetusd.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:
     from impetusd.config import Config
-    from impetusd.residency.placement import Placement
+    from impetusd.engine.placement import Placement
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import Process, TaskGroup, TaskStatus
 
 from impetusd.plugin.manager import BUILTIN_MODULES
-from impetusd.workers.blas import binary_env, worker_env
+from impetusd.workers.blas import worker_env
 from impetusd.workers.handle import spawn_worker
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class Spares:
                 "IMPETUS_LOG_LEVEL": self.config.log_level,
                 "IMPETUS_WORKER_PRELOAD": ",".join(modules),
                 **worker_env(self.config.worker_blas),  # LD_PRELOAD only works from the start
-                **binary_env(self.config.llama_server, self.config.llamacpp_gpu_layers),
+                **(backend.worker_env(self.config.backends.get(backend.name, {})) if backend.worker_env else {}),
             }
             self.waiting[backend.name] = await spawn_worker(env)
         except OSError as exc:

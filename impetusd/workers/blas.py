@@ -48,11 +48,3 @@ def worker_env(setting: str, env: dict[str, str] | None = None) -> dict[str, str
         return {}
     current = (env if env is not None else os.environ).get("LD_PRELOAD", "")
     return {"LD_PRELOAD": f"{lib} {current}".strip(), WORKER_BLAS_ENV: lib}
-
-
-def binary_env(llama_server: str | None, gpu_layers: str | None = None) -> dict[str, str]:
-    """The config's ``llama_server`` and ``llamacpp_gpu_layers`` for the llama.cpp backend in
-    the worker (its ``IMPETUS_LLAMA_SERVER`` and ``IMPETUS_LLAMACPP_GPU_LAYERS``); nothing when
-    unset, so the daemon's own environment rules."""
-    env = {"IMPETUS_LLAMA_SERVER": str(Path(llama_server).expanduser())} if llama_server else {}
-    return env | ({"IMPETUS_LLAMACPP_GPU_LAYERS": gpu_layers} if gpu_layers else {})

@@ -11,6 +11,9 @@ IMPETUS_PLUGINS beside it (tests/test_hooks.py).
 - ``impetus_register_cache_tiers`` adds a memory tier for ``echo-tiered``, a disk
   tier that declines without a disk budget, and one for ``mlx`` only; the engine
   reports the tiers it was handed (name, backend, variant, budget) in its info.
+- ``impetus_register_commands`` adds ``impetusctl hooked``, which prints the home and
+  whether ``--json`` was given (what it finds in its ``CliState``), and
+  ``impetus_register_doctor_checks`` a ``hooked`` doctor check that warns, naming the home.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from impetusd.plugin_api import (
     BackendSpec,
     CacheTier,
     CacheTierContext,
+    CliCommand,
+    CliState,
     Config,
+    Diagnosis,
+    DoctorCheck,
     EngineInfo,
     Event,
     ModelSpec,
@@ -150,3 +157,30 @@ def impetus_shutdown(daemon: Any) -> Awaitable[None]:
 @hookimpl
 def impetus_event(event: Event) -> None:
     record("event", kind=event.kind, model=event.model)
+
+
+def hooked_command() -> Any:
+    import click
+
+    @click.command("hooked")
+    @click.argument("word")
+    @click.pass_obj
+    def hooked(state: CliState, word: str) -> None:
+        """Say WORD, the home and --json (a test plugin's command)."""
+        click.echo(json.dumps({"word": word, "home": str(state.config.home), "json": state.json}))
+
+    return hooked
+
+
+@hookimpl
+def impetus_register_commands(registry: PluginRegistry[CliCommand]) -> None:
+    registry.add(CliCommand("hooked", hooked_command, "a test plugin's command"))
+
+
+def hooked_check(config: Config) -> Diagnosis:
+    return Diagnosis("hooked", "warn", f"a test plugin's check of {config.home}", "nothing to fix")
+
+
+@hookimpl
+def impetus_register_doctor_checks(registry: PluginRegistry[DoctorCheck]) -> None:
+    registry.add(DoctorCheck("hooked", hooked_check))

@@ -89,4 +89,12 @@ def inspect(path: Path) -> dict[str, Any]:
 
 @hookimpl
 def impetus_register_model_formats(registry: PluginRegistry[ModelFormat]) -> None:
-    registry.add(ModelFormat(name="gguf", detect=detect, inspect=inspect, description="GGUF (llama.cpp) single-file models"))
+    registry.add(
+        ModelFormat(
+            name="gguf",
+            detect=detect,
+            inspect=inspect,
+            description="GGUF (llama.cpp) single-file models",
+            backend_hint="install the impetus-llamacpp or impetus-mlx plugin",
+        )
+    )

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
+from impetusd.plugin_api import (
+    BackendSpec,
+    CacheTier,
+    CacheTierContext,
+    CliCommand,
+    DoctorCheck,
+    Engine,
+    Holdings,
+    MethodSpec,
+    ModelSpec,
+    NodePlacement,
+    PluginRegistry,
+    has_metal,
+    hookimpl,
+)
 
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
@@ -56,6 +71,10 @@ CAPABILITIES = frozenset(
 )
 
 
+# Bytes per KV-cache element of each type llama.cpp offers (q8_0: 34 bytes per 32; q4_0: 18 per 32).
+KV_ELEMENT_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
 # What a llama-server built with llguidance enforces beside them (docs/structured.md).
 LLGUIDANCE_CAPABILITIES = frozenset({"format.regex", "format.lark"})
 
@@ -66,6 +85,20 @@ def gpu_layers(spec: ModelSpec, env: Mapping[str, str], requested: int | None, r
     from .offload import max_context, offload
 
     return offload(spec, {**os.environ, **env}, requested, room, context=max_context(), slots=slot_count())
+
+
+def worker_env(table: Mapping[str, Any]) -> dict[str, str]:
+    """In the daemon: its ``[backends.llamacpp]`` table as the worker's environment (settings.py)."""
+    from .settings import worker_env as from_table
+
+    return from_table(table)
+
+
+def nodes(home: Path, held: Callable[[], Holdings]) -> NodePlacement:
+    """In the daemon: the compute nodes it may split models across (placer.py)."""
+    from .placer import RpcNodes
+
+    return RpcNodes(home, held)
 
 
 def start(spec: ModelSpec) -> Engine:
@@ -92,8 +125,41 @@ def impetus_register_backends(registry: PluginRegistry[BackendSpec]) -> None:
             kv_sequences=n,  # a KV cache per slot
             context_tokens=max_context(),  # the estimate reckons the context the worker will give each slot
             gpu_layers=gpu_layers,
+            worker_env=worker_env,
+            kv_element_bytes=KV_ELEMENT_BYTES,
+            nodes=nodes,
         )
     )
+
+
+@hookimpl
+def impetus_register_methods(registry: PluginRegistry[MethodSpec]) -> None:
+    from .node_methods import METHODS
+
+    for method in METHODS:
+        registry.add(method)
+
+
+def _node_command() -> Any:
+    from .node_cmd import command
+
+    return command()
+
+
+@hookimpl
+def impetus_register_commands(registry: PluginRegistry[CliCommand]) -> None:
+    registry.add(CliCommand("node", _node_command, "Compute nodes a model can be split across (llama.cpp RPC): serve one, add, list, remove."))
+
+
+def _check_llama_server(config: Any) -> Any:
+    from .doctor import llama_server
+
+    return llama_server(config)
+
+
+@hookimpl
+def impetus_register_doctor_checks(registry: PluginRegistry[DoctorCheck]) -> None:
+    registry.add(DoctorCheck("llama-server", _check_llama_server))
 
 
 @hookimpl

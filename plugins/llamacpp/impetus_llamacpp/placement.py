@@ -12,19 +12,10 @@ from __future__ import annotations
 
 import msgspec
 
-from impetusd.engine.messages import ModelSpec
-from impetusd.protocol.api import MemoryEstimate, NodeInfo, NodeShare
-from impetusd.protocol.errors import InsufficientMemory
-from impetusd.residency.nodes import Node
+from impetusd.plugin_api import InsufficientMemory, MemoryEstimate, ModelSpec, NodeInfo, NodeShare, Placement
 
-
-class Placement(msgspec.Struct, frozen=True):
-    nodes: list[Node]  # those used, in --rpc order
-    layers: int  # layers on the nodes (--n-gpu-layers)
-    total_layers: int
-    local: MemoryEstimate  # what this machine's budget is charged
-    shares: list[NodeShare]  # local first
-    dropped: list[str]  # requested nodes left out, with why
+from .nodes import Node
+from .rpc import LAYERS_ENV, NODES_ENV
 
 
 def _room(node: Node, info: NodeInfo) -> int:
@@ -62,7 +53,11 @@ def place(spec: ModelSpec, need: MemoryEstimate, nodes: list[tuple[Node, NodeInf
     if usable:
         rooms = [_room(n, i) for n, i in usable]
         shares += [NodeShare(name=n.name, address=n.address, bytes=int(on_nodes * r / sum(rooms))) for (n, _), r in zip(usable, rooms, strict=True)]
-    return Placement(nodes=[n for n, _ in usable], layers=layers, total_layers=total_layers, local=local, shares=shares, dropped=dropped)
+    addresses = [n.address for n, _ in usable]
+    env = {NODES_ENV: ",".join(addresses)} if addresses else {}
+    if addresses:  # llama-server's --n-gpu-layers: all of them as 999
+        env[LAYERS_ENV] = str(layers if layers < total_layers else 999)
+    return Placement(addresses=addresses, layers=layers, total_layers=total_layers, local=local, shares=shares, dropped=dropped, env=env)
 
 
 def refuse(spec: ModelSpec, placement: Placement, exc: InsufficientMemory) -> InsufficientMemory:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from impetusd.protocol.api import NodeInfo
-from impetusd.protocol.errors import InvalidParams
+from impetusd.plugin_api import InvalidParams, NodeInfo
 
 # ggml-rpc's commands (ggml/src/ggml-rpc/ggml-rpc.cpp, protocol 7.x)
 RPC_CMD_GET_DEVICE_MEMORY = 11

@@ -25,12 +25,13 @@ from typing import Any
 
 import click
 
-from impetusd.protocol.api import NodeInfo, NodeList
+from impetusctl import render
+from impetusctl.service import manage
+from impetusctl.service.commands import report_install
+from impetusd.plugin_api import CliState, NodeInfo
 
-from . import render
-from .service import manage
-from .service import node as node_service
-from .service.commands import report_install
+from . import node_service
+from .node_api import NodeList
 
 BINARY_ENV = "IMPETUS_RPC_SERVER"
 DEFAULT_PORT = 50052  # rpc-server's own default
@@ -154,10 +155,12 @@ def show(nodes: list[NodeInfo]) -> None:
         click.echo(line + (f"  ({n.error})" if n.error and n.state != "ready" else ""))
 
 
-def register(main: click.Group, state_type: Any) -> None:
-    pass_state = click.make_pass_decorator(state_type)
+def command() -> click.Group:
+    """The ``node`` group (``impetus_register_commands``); its commands find impetusctl's
+    ``CliState`` as the click context's ``obj``."""
+    pass_state = click.pass_obj
 
-    @main.group()
+    @click.group()
     def node() -> None:
         """Compute nodes a model can be split across (llama.cpp RPC)."""
 
@@ -184,7 +187,7 @@ def register(main: click.Group, state_type: Any) -> None:
     @with_serve_options
     @click.option("--memory", type=int, help="Bytes this node offers (needs an rpc-server that can cap it; else give the cap to 'node add --memory').")
     @pass_state
-    def node_serve(state: Any, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, memory: int | None) -> None:
+    def node_serve(state: CliState, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, memory: int | None) -> None:
         """Run a compute node (rpc-server) here, restarted when it dies, until stopped."""
         check_host(host, port, allow_remote, warn=True)
         binary = rpc_server_path()
@@ -210,7 +213,7 @@ def register(main: click.Group, state_type: Any) -> None:
     @with_serve_options
     @click.option("--no-start", is_flag=True, help="Write the service file only; do not ask the service manager to start it.")
     @pass_state
-    def node_install(state: Any, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, no_start: bool) -> None:
+    def node_install(state: CliState, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, no_start: bool) -> None:
         """Run 'node serve' with these options at login (systemd --user / launchd). Safe to run again."""
         check_host(host, port, allow_remote, warn=True)
         args = ["--host", host, "--port", str(port)]
@@ -224,7 +227,7 @@ def register(main: click.Group, state_type: Any) -> None:
 
     @node.command("uninstall")
     @pass_state
-    def node_uninstall(state: Any) -> None:
+    def node_uninstall(state: CliState) -> None:
         """Stop the node service and remove its file."""
         removed = node_service.uninstall()
         if state.json:
@@ -234,7 +237,7 @@ def register(main: click.Group, state_type: Any) -> None:
 
     @node.command("ls")
     @pass_state
-    def node_ls(state: Any) -> None:
+    def node_ls(state: CliState) -> None:
         """List the compute nodes the daemon may use, each probed now."""
         with state.client() as client:
             result = client.call("nodes.list", type=NodeList)
@@ -248,7 +251,7 @@ def register(main: click.Group, state_type: Any) -> None:
         "--clients", default=1, show_default=True, type=click.IntRange(1, 16), help="Its rpc-servers' count (node serve --clients): ports PORT..PORT+N-1."
     )
     @pass_state
-    def node_add(state: Any, name: str, address: str, memory: int | None, clients: int) -> None:
+    def node_add(state: CliState, name: str, address: str, memory: int | None, clients: int) -> None:
         """Let the daemon use the node at ADDRESS (host:port) as NAME."""
         params: dict[str, Any] = {"name": name, "address": address, "clients": clients}
         if memory is not None:
@@ -260,8 +263,10 @@ def register(main: click.Group, state_type: Any) -> None:
     @node.command("rm")
     @click.argument("name")
     @pass_state
-    def node_rm(state: Any, name: str) -> None:
+    def node_rm(state: CliState, name: str) -> None:
         """Forget the node NAME."""
         with state.client() as client:
             result = client.call("nodes.remove", {"name": name}, type=NodeList)
         render.json_out(result) if state.json else click.echo(f"removed {name}")
+
+    return node

@@ -1,5 +1,5 @@
 """``impetusctl node install|uninstall``: ``impetusctl node serve`` as a login service,
-like impetusd's (``manage.py``): a systemd --user unit on Linux, a launchd agent on
+like impetusd's (``impetusctl/service/manage.py``, whose helpers it uses): a systemd --user unit on Linux, a launchd agent on
 macOS. The service manager restarts ``node serve`` if it crashes; ``node serve``
 itself restarts its rpc-server(s) with a backoff. One node service per user.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from . import manage
+from impetusctl.service import manage
 
 LABEL = "dev.impetus.node"
 UNIT = "impetus-node"
