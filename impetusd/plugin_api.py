@@ -11,7 +11,7 @@ ML library; the built-in plugins import from ``impetusd`` through it alone
 from __future__ import annotations
 
 from impetusd.config import Config
-from impetusd.engine.backend import BackendSpec
+from impetusd.engine.backend import SAMPLING_CAPABILITIES, BackendSpec
 from impetusd.engine.capabilities import (
     BatchEngine,
     CacheTierEngine,
@@ -84,6 +84,7 @@ __all__ = [
     "PluginRegistry",
     "ModelFormat",
     "BackendSpec",
+    "SAMPLING_CAPABILITIES",
     "CacheTier",
     "CacheTierContext",
     "PromptCacheTier",

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
+from impetusd.plugin_api import SAMPLING_CAPABILITIES, BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
@@ -28,7 +28,8 @@ def slot_count() -> int:
     return int(text)
 
 
-CAPABILITIES = frozenset(
+# every sampling field (GenerateRequest.sampling), and:
+CAPABILITIES = SAMPLING_CAPABILITIES | frozenset(
     {
         "chat",
         "complete",
@@ -39,16 +40,6 @@ CAPABILITIES = frozenset(
         "logprobs",
         "nodes",  # a model split across compute nodes (llama-server --rpc)
         "embed",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
         "kv_type",  # load options (LoadOptions)
         "flash_attn",
         "speculative",
