@@ -323,7 +323,8 @@ class Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 class ResolvedSampling(Sampling, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Sampling with every choice made (``Sampling.resolved``), as ``GenerateRequest.sampling``
-    carries it to an engine. Each default asks for nothing; ``seed`` None: a random one."""
+    carries it to an engine: the same fields, none left None but ``seed`` (a random one). Each
+    default asks for nothing but ``max_tokens`` and ``temperature``, which the daemon always sets."""
 
     max_tokens: int = 512
     temperature: float = 0.0  # 0: greedy
