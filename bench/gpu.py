@@ -37,7 +37,7 @@ from llama_server import TEXT, completion, figures, median, together  # noqa: E4
 
 from impetusctl.client import Client  # noqa: E402
 from impetusd.engine.messages import GenerateRequest  # noqa: E402
-from impetusd.protocol.api import Message  # noqa: E402
+from impetusd.protocol.api import Message, ResolvedSampling  # noqa: E402
 
 
 def messages(run: int) -> list[dict[str, str]]:
@@ -135,7 +135,7 @@ class Direct(Side):
         from impetus_llamacpp.sampling import options
 
         msgs = [Message(role=m["role"], content=m["content"]) for m in messages(run)]  # type: ignore[arg-type]
-        req = GenerateRequest(kind="chat", messages=msgs, max_tokens=max_tokens, temperature=0.0, logit_bias=self.ban)
+        req = GenerateRequest(kind="chat", messages=msgs, sampling=ResolvedSampling(max_tokens=max_tokens, temperature=0.0, logit_bias=self.ban))
         t0 = time.monotonic()
         ids = self.prompter.ids(req)
         self.tokenize_ms.append((time.monotonic() - t0) * 1000)

@@ -12,7 +12,7 @@ ML library; the built-in plugins import from ``impetusd`` through it alone
 from __future__ import annotations
 
 from impetusd.config import Config
-from impetusd.engine.backend import BackendSpec
+from impetusd.engine.backend import SAMPLING_CAPABILITIES, BackendSpec
 from impetusd.engine.capabilities import (
     BatchEngine,
     CacheTierEngine,
@@ -103,6 +103,7 @@ __all__ = [
     "PluginRegistry",
     "ModelFormat",
     "BackendSpec",
+    "SAMPLING_CAPABILITIES",
     "CacheTier",
     "CacheTierContext",
     "PromptCacheTier",

@@ -11,6 +11,7 @@ from gguf_factory import write_tiny_llama
 from helpers import DaemonProcess
 from impetusd.engine.messages import GenerateRequest, ModelSpec
 from impetusd.store.catalog import CATALOG
+from impetusd.protocol.api import ResolvedSampling
 from impetusd.protocol.errors import UnsupportedFormat
 
 QTYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"]
@@ -48,7 +49,7 @@ def test_tiny_llama_loads_and_generates(tmp_path: Path, qtype: str) -> None:
     assert engine.info().details["quantized_bits"] == EXPECTED_BITS[qtype]
     pieces: list[str] = []
     result = engine.generate(
-        GenerateRequest(kind="complete", prompt="the cat", max_tokens=5, temperature=0.0),
+        GenerateRequest(kind="complete", prompt="the cat", sampling=ResolvedSampling(max_tokens=5, temperature=0.0)),
         pieces.append,
         lambda: False,
     )

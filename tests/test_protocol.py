@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 from helpers import DaemonProcess, maps_mention, wait_until
+from impetusd.engine.backend import SAMPLING_CAPABILITIES
+from impetusd.protocol.api import ChatParams, CompleteParams, ResolvedSampling, Sampling
 
 
 def test_daemon_info_answers(shared_daemon: DaemonProcess) -> None:
@@ -196,3 +198,12 @@ def test_deeply_nested_lines_are_parse_errors_not_crashes(shared_daemon: DaemonP
         conn.send_line(b'{"jsonrpc":"2.0","method":"$/cancel","params":{"id":' + b"[" * depth + b"]" * depth + b"}}")
         assert conn.call("daemon.health")["result"]["status"] == "ok"
     assert shared_daemon.proc is not None and shared_daemon.proc.poll() is None
+
+
+def test_the_sampling_fields_are_named_once() -> None:
+    """chat and complete inherit Sampling's fields, each is a capability name, and the
+    resolved form an engine gets gives every one a value (seed: None, a random one)."""
+    fields = Sampling.__struct_fields__
+    assert set(fields) <= set(ChatParams.__struct_fields__) & set(CompleteParams.__struct_fields__)
+    assert ResolvedSampling.__struct_fields__ == fields and SAMPLING_CAPABILITIES == set(fields)
+    assert [name for name in fields if getattr(ResolvedSampling(), name) is None] == ["seed"]

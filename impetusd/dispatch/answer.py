@@ -9,7 +9,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -30,6 +30,13 @@ MAX_CALLS = 8  # parallel tool calls: at most this many in one answer
 # After a call (required or named, parallel): another call's opener, or the end.
 ANOTHER_CALL = GrammarFormat(syntax="gbnf", grammar=f'root ::= "{TOOL_OPEN}"?')
 _CALL_HEAD = re.compile(r'\s*\{"name": "((?:[^"\\]|\\.)*)", "arguments": ')
+
+
+def _phase_request(req: GenerateRequest, stop: list[str] | None = None, max_tokens: int | None = None, **changes: Any) -> GenerateRequest:
+    """A later phase's request: ``req`` with ``changes`` (its prefix, format), and its
+    sampling's ``stop`` and ``max_tokens`` where given."""
+    sampling = {name: value for name, value in (("stop", stop), ("max_tokens", max_tokens)) if value is not None}
+    return msgspec.structs.replace(req, sampling=msgspec.structs.replace(req.sampling, **sampling), **changes)
 
 
 def _held(text: str, marker: str) -> int:
@@ -234,7 +241,7 @@ class ChoiceRun:
     def _left(self) -> int:
         """Tokens of ``max_tokens`` not yet spent by earlier phases (0 when none)."""
         used = sum(r.completion_tokens for r in self.out.results)
-        return max(0, self.request.max_tokens - used)
+        return max(0, self.request.sampling.max_tokens - used)
 
     async def run(self) -> Answer:
         params, req = self.params, self.request
@@ -246,7 +253,7 @@ class ChoiceRun:
         if (req.format is not None or forced) and isinstance(params, ChatParams) and (params.think or self.opened):
             # the reasoning stays free: think first, then the constrained answer (or call) after it
             opener = "" if self.opened else THINK_OPEN  # a template that opened it has written the opener already
-            free = msgspec.structs.replace(req, format=None, prefix=req.prefix + opener, stop=[THINK_CLOSE])
+            free = _phase_request(req, format=None, prefix=req.prefix + opener, stop=[THINK_CLOSE])
             await self._content(opener)
             res = await self._phase(free, self._content)
             if res.stop_sequence != THINK_CLOSE:  # the budget ran out, or the model ended, inside its reasoning
@@ -254,7 +261,7 @@ class ChoiceRun:
                 return self.out
             self.out.stop_sequence = None
             await self._content(THINK_CLOSE)
-            req = msgspec.structs.replace(req, prefix=req.prefix + opener + res.text + THINK_CLOSE + "\n", max_tokens=max(1, self._left()))
+            req = _phase_request(req, prefix=req.prefix + opener + res.text + THINK_CLOSE + "\n", max_tokens=max(1, self._left()))
         if forced:
             allowed = tools if choice == "required" else [t for t in tools if t.function.name == choice]
             await self._forced(req, allowed)
@@ -282,7 +289,7 @@ class ChoiceRun:
             prefix = await self._call(req, allowed, prefix)
             if prefix is None or not self._parallel():
                 break
-            more = msgspec.structs.replace(req, prefix=prefix, format=ANOTHER_CALL, stop=[], max_tokens=self._left())
+            more = _phase_request(req, prefix=prefix, format=ANOTHER_CALL, stop=[], max_tokens=self._left())
             res = await self._phase(more, self._held)
             prefix = prefix + TOOL_OPENER if res.finish_reason == "stop" and res.text == TOOL_OPEN else None
             if prefix is not None and self._left() == 0:  # another call began where the budget ended
@@ -297,7 +304,7 @@ class ChoiceRun:
         with parallel calls, free again after it (with the same stop), and so on."""
         prefix = req.prefix
         while True:
-            free = msgspec.structs.replace(req, prefix=prefix, stop=[*req.stop, TOOL_OPEN], max_tokens=max(1, self._left()))
+            free = _phase_request(req, prefix=prefix, stop=[*req.sampling.stop, TOOL_OPEN], max_tokens=max(1, self._left()))
             res = await self._phase(free, self._content)
             opener = res.finish_reason == "stop" and res.stop_sequence == TOOL_OPEN
             if opener and self.split is not None and self.split.state == "reasoning":
@@ -336,7 +343,7 @@ class ChoiceRun:
         """One call constrained to ``allowed``'s schema after ``prefix`` (which ends with
         the opener). The prefix after the closed call, or None when it did not parse."""
         schema = tool_call_schema([{"name": t.function.name, "parameters": t.function.parameters or None} for t in allowed])
-        call_req = msgspec.structs.replace(req, prefix=prefix, format=JsonSchemaFormat(schema=schema), stop=[], max_tokens=max(1, self._left()))
+        call_req = _phase_request(req, prefix=prefix, format=JsonSchemaFormat(schema=schema), stop=[], max_tokens=max(1, self._left()))
         streamer = CallStreamer(len(self.out.tool_calls), self.send)
         streamer.pending, self.pending = self.pending, []
         res = await self._phase(call_req, streamer.feed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -20,7 +20,6 @@ from impetusd.protocol.api import (
     Choice,
     Chunk,
     CompleteParams,
-    Format,
     GenerationResult,
     GrammarFormat,
     JsonSchemaFormat,
@@ -147,42 +146,14 @@ def _check_kind(residency: ModelManager, params: ChatParams | CompleteParams) ->
         raise UnsupportedParameter(f"model {spec.name!r} is an embedding model: it cannot do {kind}; use embed", param=kind, model=spec.name)
 
 
-class _Options(TypedDict):
-    """The GenerateRequest fields chat and complete share."""
-
-    max_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    stop: list[str]
-    seed: int | None
-    presence_penalty: float
-    frequency_penalty: float
-    logit_bias: dict[int, float]
-    format: Format | None
-    top_logprobs: int | None
-
-
 def build_request(params: ChatParams | CompleteParams, default_max_tokens: int, default_temperature: float) -> GenerateRequest:
-    stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
-    common = _Options(
-        max_tokens=params.max_tokens or default_max_tokens,
-        temperature=default_temperature if params.temperature is None else params.temperature,
-        top_p=1.0 if params.top_p is None else params.top_p,
-        top_k=params.top_k or 0,
-        min_p=params.min_p or 0.0,
-        stop=stops,
-        seed=params.seed,
-        presence_penalty=params.presence_penalty or 0.0,
-        frequency_penalty=params.frequency_penalty or 0.0,
-        logit_bias=dict(params.logit_bias or {}),
-        format=params.format,
-        top_logprobs=(params.top_logprobs or 0) if params.logprobs else None,
-    )
+    """The worker's request: the sampling resolved (the configuration's defaults for what was not asked for)."""
+    sampling = params.resolved(default_max_tokens, default_temperature)
+    top_logprobs = (params.top_logprobs or 0) if params.logprobs else None
     if isinstance(params, ChatParams):
-        return GenerateRequest(kind="chat", messages=list(params.messages), think=params.think, **common)
-    return GenerateRequest(kind="complete", prompt=params.prompt, **common)
+        messages, think = list(params.messages), params.think
+        return GenerateRequest(kind="chat", messages=messages, think=think, sampling=sampling, format=params.format, top_logprobs=top_logprobs)
+    return GenerateRequest(kind="complete", prompt=params.prompt, sampling=sampling, format=params.format, top_logprobs=top_logprobs)
 
 
 async def generate(services: Services, params: ChatParams | CompleteParams, ctx: RequestContext) -> GenerationResult:
@@ -219,8 +190,7 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
             async def run(req: GenerateRequest, on_text: OnText) -> GenerateDone:
                 return await lease.generate(req, on_text, ctx.cancel_requested)
 
-            seeded = request if request.seed is None or index == 0 else msgspec.structs.replace(request, seed=request.seed + index)
-            outcomes[index] = await ChoiceRun(params, seeded, run, send, opened).run()
+            outcomes[index] = await ChoiceRun(params, _seeded(request, index), run, send, opened).run()
 
         sent = time.monotonic()
         if params.n == 1:
@@ -233,12 +203,37 @@ async def _generate(services: Services, params: ChatParams | CompleteParams, ctx
     return _finish(services, params, ctx, lease, done, sent, first_text)
 
 
+def _seeded(request: GenerateRequest, index: int) -> GenerateRequest:
+    """Choice ``index``'s request: a seed asked for moves on by one a choice."""
+    seed = request.sampling.seed
+    if seed is None or index == 0:
+        return request
+    return msgspec.structs.replace(request, sampling=msgspec.structs.replace(request.sampling, seed=seed + index))
+
+
 def _finish(
     services: Services, params: ChatParams | CompleteParams, ctx: RequestContext, lease: Lease, done: list[Answer], sent: float, first_text: list[float]
 ) -> GenerationResult:
+    """The result of every choice, once their usage and timings are recorded."""
+    usage = _usage(done)
+    timings, ttft_ms = _timings(ctx, lease, done, sent, first_text)
+    _record(services, params, lease, done, usage, timings, ttft_ms)
+    return _result(params, lease, done, usage, timings)
+
+
+def _usage(done: list[Answer]) -> Usage:
+    """Each choice's prompt once (a later phase re-reads it from the prompt cache); every generated token."""
+    return Usage(
+        prompt_tokens=sum(o.results[0].prompt_tokens for o in done),
+        completion_tokens=sum(r.completion_tokens for o in done for r in o.results),
+        cached_tokens=sum(o.results[0].cached_tokens for o in done),
+    )
+
+
+def _timings(ctx: RequestContext, lease: Lease, done: list[Answer], sent: float, first_text: list[float]) -> tuple[Timings, float | None]:
+    """The request's timings, and its time to first token unrounded (for the metrics)."""
     head = done[0]
-    res = head.results[0]
-    last = head.results[-1]
+    res, last = head.results[0], head.results[-1]
     every = [r for o in done for r in o.results]
     drafted = sum(r.draft_tokens or 0 for r in every)  # speculative decoding, over every phase and choice
     accepted = sum(r.draft_accepted or 0 for r in every)
@@ -260,21 +255,24 @@ def _finish(
         draft_accepted=accepted if drafted else None,
         acceptance_rate=round(accepted / drafted, 4) if drafted else None,
     )
-    # each choice's prompt once (a later phase re-reads it from the prompt cache); every generated token
-    usage = Usage(
-        prompt_tokens=sum(o.results[0].prompt_tokens for o in done),
-        completion_tokens=sum(r.completion_tokens for r in every),
-        cached_tokens=sum(o.results[0].cached_tokens for o in done),
-    )
-    services.metrics.tokens(resident.spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-    resident.stats.record(usage.prompt_tokens, usage.completion_tokens, last.decode_tps)
-    services.metrics.timings(resident.spec.name, ttft_ms, last.decode_tps)
+    return timings, ttft_ms
+
+
+def _record(
+    services: Services, params: ChatParams | CompleteParams, lease: Lease, done: list[Answer], usage: Usage, timings: Timings, ttft_ms: float | None
+) -> None:
+    """Metrics, the model's stats and the ``request.finished`` event."""
+    resident = lease.resident
+    name, finish, decode_tps = resident.spec.name, done[0].finish, done[0].results[-1].decode_tps
+    services.metrics.tokens(name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    resident.stats.record(usage.prompt_tokens, usage.completion_tokens, decode_tps)
+    services.metrics.timings(name, ttft_ms, decode_tps)
     services.metrics.finished(
         RecentRequest(
             time=time.time(),
-            model=resident.spec.name,
+            model=name,
             method="chat" if isinstance(params, ChatParams) else "complete",
-            outcome=head.finish,
+            outcome=finish,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             ttft_ms=timings.ttft_ms,
@@ -282,17 +280,13 @@ def _finish(
             total_ms=timings.total_ms,
         )
     )
-    services.emit(
-        Event(
-            kind="request.finished",
-            model=resident.spec.name,
-            data={
-                "finish_reason": head.finish,
-                "usage": msgspec.to_builtins(usage),
-                "timings": msgspec.to_builtins(timings),
-            },
-        )
-    )
+    data = {"finish_reason": finish, "usage": msgspec.to_builtins(usage), "timings": msgspec.to_builtins(timings)}
+    services.emit(Event(kind="request.finished", model=name, data=data))
+
+
+def _result(params: ChatParams | CompleteParams, lease: Lease, done: list[Answer], usage: Usage, timings: Timings) -> GenerationResult:
+    """The first choice at the top level, as a single-choice client reads it; all of them in ``choices`` when n > 1."""
+    resident = lease.resident
     chat = isinstance(params, ChatParams)
     choices = [
         Choice(

@@ -17,22 +17,11 @@ import msgspec
 from impetusd.engine.capabilities import Engine
 from impetusd.engine.messages import ModelSpec
 from impetusd.engine.placement import MakePlacement
+from impetusd.protocol.api import Sampling
 
-# Capability names are the request fields they allow (plus "chat", "complete", "embed").
-SAMPLING_CAPABILITIES = frozenset(
-    {
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-    }
-)
+# Capability names are the request fields they allow (plus "chat", "complete", "embed"):
+# a backend lists those of Sampling's fields it honours, or all of them with this set.
+SAMPLING_CAPABILITIES = frozenset(Sampling.__struct_fields__)
 
 
 class BackendSpec(msgspec.Struct, frozen=True):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from impetusd.protocol.api import FinishReason, Format, Message, TokenLogprob, Tool
+from impetusd.protocol.api import FinishReason, Format, Message, ResolvedSampling, TokenLogprob, Tool
 
 
 class Tuning(msgspec.Struct, frozen=True):
@@ -48,16 +48,7 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     kind: Literal["chat", "complete"]
     messages: list[Message] | None = None
     prompt: str | None = None
-    max_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    stop: list[str] = []
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logit_bias: dict[int, float] = {}
+    sampling: ResolvedSampling = msgspec.field(default_factory=ResolvedSampling)  # how each token is picked
     format: Format | None = None  # the answer must match it (already validated; docs/structured.md)
     top_logprobs: int | None = None  # None: no logprobs; else per token its logprob and this many alternatives (0-20)
     tools: list[Tool] | None = None  # rendered into the prompt (the template's way, or the fallback)

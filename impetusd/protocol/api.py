@@ -291,10 +291,11 @@ class Tool(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     function: FunctionDef
 
 
-class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Fields shared by ``chat`` and ``complete``. ``None`` means "not asked for"."""
+class Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How each token is picked: the sampling fields of ``chat`` and ``complete``, named here
+    once (a backend's capability for each is its name: ``SAMPLING_CAPABILITIES``).
+    ``None`` means "not asked for"; ``resolved`` makes the choices an engine gets."""
 
-    model: str
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -305,6 +306,40 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[int, float] | None = None
+
+    def resolved(self, max_tokens: int, temperature: float) -> ResolvedSampling:
+        """What was asked for, the rest at its default: ``max_tokens`` and ``temperature``
+        the daemon's (its configuration), each other field ResolvedSampling's."""
+        values: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+        for name in Sampling.__struct_fields__:
+            if (value := getattr(self, name)) is not None:
+                values[name] = value
+        if isinstance(self.stop, str):
+            values["stop"] = [self.stop]
+        return ResolvedSampling(**values)
+
+
+class ResolvedSampling(Sampling, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Sampling with every choice made (``Sampling.resolved``), as ``GenerateRequest.sampling``
+    carries it to an engine: the same fields, none left None but ``seed`` (a random one). Each
+    default asks for nothing but ``max_tokens`` and ``temperature``, which the daemon always sets."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    stop: list[str] = []
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = {}
+
+
+class SamplingParams(Sampling, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Fields shared by ``chat`` and ``complete``: the sampling ones, and these. ``None``
+    means "not asked for"."""
+
+    model: str
     stream: bool = False
     keep_alive: KeepAlive = None
     format: Format | None = None  # constrain the answer (JSON, a schema, a regex, a grammar)

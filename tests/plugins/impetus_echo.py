@@ -122,7 +122,7 @@ class EchoEngine:
             if should_stop():
                 finish = "cancelled"
                 break
-            if i >= req.max_tokens:
+            if i >= req.sampling.max_tokens:
                 finish = "length"
                 break
             piece = word if i == 0 else " " + word

@@ -65,7 +65,7 @@ class ScriptEngine:
         if isinstance(req.format, JsonSchemaFormat):
             end = _json_end(rest)
         else:
-            for s in req.stop:
+            for s in req.sampling.stop:
                 at = rest.find(s)
                 if at >= 0 and (stop is None or at < end):
                     stop, end = s, at
@@ -73,16 +73,16 @@ class ScriptEngine:
         pieces = [rest[i : min(i + step, end)] for i in range(0, end, step)]
         sent: list[str] = []
         for piece in pieces:
-            if len(sent) >= req.max_tokens or should_stop():
+            if len(sent) >= req.sampling.max_tokens or should_stop():
                 break
             on_text(piece)
             sent.append(piece)
         text = "".join(sent)
         if len(sent) < len(pieces):
-            finish = "cancelled" if len(sent) < req.max_tokens else "length"
+            finish = "cancelled" if len(sent) < req.sampling.max_tokens else "length"
             return EngineResult(text=text, finish_reason=finish, prompt_tokens=1, completion_tokens=len(sent))  # type: ignore[arg-type]
         # the token that ends it: the last one of the stop string, or end-of-sequence
-        if len(sent) >= req.max_tokens:
+        if len(sent) >= req.sampling.max_tokens:
             return EngineResult(text=text, finish_reason="length", prompt_tokens=1, completion_tokens=len(sent))
         return EngineResult(text=text, finish_reason="stop", stop_sequence=stop, prompt_tokens=1, completion_tokens=len(sent) + 1)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from impetusd.plugin_api import (
+    SAMPLING_CAPABILITIES,
     BackendSpec,
     CacheTier,
     CacheTierContext,
@@ -43,7 +44,8 @@ def slot_count() -> int:
     return int(text)
 
 
-CAPABILITIES = frozenset(
+# every sampling field (GenerateRequest.sampling), and:
+CAPABILITIES = SAMPLING_CAPABILITIES | frozenset(
     {
         "chat",
         "complete",
@@ -54,16 +56,6 @@ CAPABILITIES = frozenset(
         "logprobs",
         "nodes",  # a model split across compute nodes (llama-server --rpc)
         "embed",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
         "kv_type",  # load options (LoadOptions)
         "flash_attn",
         "speculative",

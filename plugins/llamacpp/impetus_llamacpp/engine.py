@@ -341,7 +341,7 @@ class LlamaServerEngine:
             )
         body = {
             "prompt": ids,
-            "n_predict": min(req.max_tokens, self.n_ctx - len(ids)),
+            "n_predict": min(req.sampling.max_tokens, self.n_ctx - len(ids)),
             "stream": True,
             "cache_prompt": True,
             "return_tokens": True,

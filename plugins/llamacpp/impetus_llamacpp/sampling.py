@@ -15,27 +15,28 @@ LLGUIDANCE_HEADER = "%llguidance {}\n"  # how llama-server tells an llguidance g
 def options(req: GenerateRequest, n_vocab: int, window: int, llguidance: bool = False) -> dict[str, Any]:
     """``window``: the tokens the penalties look back over (the whole context);
     ``llguidance``: the binary's grammar sampler is llguidance (``constraint``)."""
-    bad = [t for t in req.logit_bias if t < 0 or t >= n_vocab]
+    s = req.sampling
+    bad = [t for t in s.logit_bias if t < 0 or t >= n_vocab]
     if bad:
         raise InvalidParams(f"Invalid params: logit_bias names token {bad[0]}, past the vocabulary ({n_vocab})", field="logit_bias")
     # llama-server reads the seed as a signed 32-bit number; any seed maps onto 0..2^31-1.
-    seed = RANDOM_SEED if req.seed is None else req.seed & 0x7FFFFFFF
+    seed = RANDOM_SEED if s.seed is None else s.seed & 0x7FFFFFFF
     return {
-        "temperature": req.temperature,  # 0: greedy
+        "temperature": s.temperature,  # 0: greedy
         # 0: off. Greedy (temperature 0) picks the top token whatever top-k/p and min-p say;
         # top-k 1 says so to llama.cpp, whose later samplers then see one token instead of
         # the whole vocabulary (measured: ~3% of the decode rate on the bundled model).
-        "top_k": 1 if req.temperature == 0 else req.top_k,
-        "top_p": req.top_p,
-        "min_p": req.min_p,
+        "top_k": 1 if s.temperature == 0 else s.top_k,
+        "top_p": s.top_p,
+        "min_p": s.min_p,
         "seed": seed,
-        "stop": req.stop,
+        "stop": s.stop,
         # OpenAI's formula (count * frequency + presence), over the whole context.
-        "presence_penalty": req.presence_penalty,
-        "frequency_penalty": req.frequency_penalty,
+        "presence_penalty": s.presence_penalty,
+        "frequency_penalty": s.frequency_penalty,
         "repeat_penalty": 1.0,
         "repeat_last_n": window,
-        "logit_bias": [[t, b] for t, b in req.logit_bias.items()],
+        "logit_bias": [[t, b] for t, b in s.logit_bias.items()],
         # llama-server's other samplers, off: Impetus's protocol has no field for them.
         "typical_p": 1.0,
         "xtc_probability": 0.0,

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from impetusd.plugin_api import BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
+from impetusd.plugin_api import SAMPLING_CAPABILITIES, BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
 from .shardable import check_ranks
 
-CAPABILITIES = frozenset(
+# every sampling field (GenerateRequest.sampling), and:
+CAPABILITIES = SAMPLING_CAPABILITIES | frozenset(
     {
         "chat",
         "complete",
@@ -26,16 +27,6 @@ CAPABILITIES = frozenset(
         "logprobs",
         "embed",
         "tokenize",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
     }
 )
 MAX_BATCH = 8  # impetus_mlx.batching.DEFAULT_MAX_BATCH, without importing mlx in the daemon

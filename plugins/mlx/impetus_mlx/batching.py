@@ -34,7 +34,7 @@ DEFAULT_MAX_BATCH = 8  # also declared as BackendSpec.max_batch in __init__.py
 
 def runs_alone(req: GenerateRequest) -> bool:
     """A seeded sampling request needs MLX's global random state to itself."""
-    return req.seed is not None and req.temperature > 0
+    return req.sampling.seed is not None and req.sampling.temperature > 0
 
 
 class Job:
@@ -53,7 +53,7 @@ class Job:
         self.cached = 0
         self.tokens = 0
         self.batch_size = 0
-        self.scanner = StopScanner(req.stop)
+        self.scanner = StopScanner(req.sampling.stop)
         self.detok: Any = None
         self.uid: int | None = None
         self.logprobs: list[TokenLogprob] | None = [] if req.top_logprobs is not None else None
@@ -190,7 +190,7 @@ class BatchScheduler:
         job.cached = cached
         job.joined = time.monotonic()
         job.detok = self.engine.tokenizer.detokenizer
-        max_tokens = min(req.max_tokens, self.engine.context_length - len(ids))
+        max_tokens = min(req.sampling.max_tokens, self.engine.context_length - len(ids))
         sampler = self._sampler(req)
         processors = self.engine.processors(req, len(ids) + max_tokens)
         (uid,) = gen.insert(
@@ -207,12 +207,13 @@ class BatchScheduler:
     def _sampler(self, req: GenerateRequest) -> Any:
         """One sampler object per distinct setting: mlx-lm samples a batch in one
         call when its sequences share the sampler object, row by row otherwise."""
-        key = (req.temperature, req.top_p, req.min_p, req.top_k)
+        s = req.sampling
+        key = (s.temperature, s.top_p, s.min_p, s.top_k)
         sampler = self.samplers.get(key)
         if sampler is None:
             if len(self.samplers) >= 64:
                 self.samplers.clear()
-            sampler = self.samplers[key] = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
+            sampler = self.samplers[key] = make_sampler(temp=s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k)
         return sampler
 
     def _run_alone(self, job: Job) -> None:

@@ -163,16 +163,16 @@ class MLXEngine:
     def logits_processors(self, req: GenerateRequest, window: int) -> list[Any]:
         """Penalties over everything seen so far (prompt and output), as OpenAI
         describes them; token ids in ``logit_bias`` must exist in the vocabulary."""
-        vocab = int(self.details.get("vocab_size") or 0)
+        s, vocab = req.sampling, int(self.details.get("vocab_size") or 0)
         if vocab:
-            bad = [t for t in req.logit_bias if t >= vocab]
+            bad = [t for t in s.logit_bias if t >= vocab]
             if bad:
                 raise InvalidParams(f"Invalid params: logit_bias names token {bad[0]}, past the vocabulary ({vocab})", field="logit_bias")
         return make_logits_processors(
-            logit_bias=req.logit_bias or None,
-            presence_penalty=req.presence_penalty or None,
+            logit_bias=s.logit_bias or None,
+            presence_penalty=s.presence_penalty or None,
             presence_context_size=window,
-            frequency_penalty=req.frequency_penalty or None,
+            frequency_penalty=s.frequency_penalty or None,
             frequency_context_size=window,
         )
 
@@ -251,8 +251,9 @@ class MLXEngine:
         callers that do not batch), using and feeding the prompt caches."""
         started = time.monotonic()
         ids = self.prompt_ids(req) if ids is None else ids
-        max_tokens = min(req.max_tokens, self.context_length - len(ids))
-        penalised = bool(req.logit_bias or req.presence_penalty or req.frequency_penalty)
+        s = req.sampling
+        max_tokens = min(s.max_tokens, self.context_length - len(ids))
+        penalised = bool(s.logit_bias or s.presence_penalty or s.frequency_penalty)
         # stream_generate's penalty window sees only the tokens it prefills: no cache then
         cache, cached = self.batch.caches.fetch(ids) if not penalised else (None, 0)
         if cache is not None and cached >= len(ids):
@@ -260,12 +261,12 @@ class MLXEngine:
             trim_prompt_cache(cache, 1)
         if cache is None:
             cache = make_prompt_cache(self.model)
-        if req.seed is not None:
-            mx.random.seed(req.seed)
-        sampler = make_sampler(temp=req.temperature, top_p=req.top_p, min_p=req.min_p, top_k=req.top_k)
+        if s.seed is not None:
+            mx.random.seed(s.seed)
+        sampler = make_sampler(temp=s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k)
         processors = self.processors(req, len(ids) + max_tokens)
         logprobs: list[TokenLogprob] | None = [] if req.top_logprobs is not None else None
-        scanner = StopScanner(req.stop)
+        scanner = StopScanner(s.stop)
         finish: FinishReason = "length"
         ttft_ms = None
         last = None

@@ -140,8 +140,8 @@ class ShardedEngine:
     def generate(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool]) -> EngineResult:
         ids = self.engine.prompt_ids(req)  # refusals (context length) before any rank starts
         self.engine.logits_processors(req, 1)  # and a bad logit_bias
-        if req.seed is None:  # every rank must draw the same tokens
-            req = msgspec.structs.replace(req, seed=secrets.randbits(31))
+        if req.sampling.seed is None:  # every rank must draw the same tokens
+            req = msgspec.structs.replace(req, sampling=msgspec.structs.replace(req.sampling, seed=secrets.randbits(31)))
         result = self._together(Command(op="generate", request=req, ids=ids), on_text, lambda: self.lockstep.agree(should_stop()))
         assert isinstance(result, EngineResult)
         return result
