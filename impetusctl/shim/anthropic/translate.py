@@ -1,42 +1,24 @@
-"""Anthropic's Messages API (``/v1/messages``, ``/v1/messages/count_tokens``) over the daemon.
+"""Anthropic's Messages API: requests → the daemon's ``chat`` params, results →
+messages, any failure → Anthropic's error object.
 
 System prompts, text blocks, sampling, stop sequences, client tools (``tools``,
-``tool_choice``, ``tool_use`` and ``tool_result`` blocks), ``thinking`` on or off,
-and streaming with Anthropic's event sequence (``tool_use`` blocks stream their
-input as ``input_json_delta``). Server tools, images, documents and the rest are
-refused by name. Errors use Anthropic's error object.
+``tool_choice``, ``tool_use`` and ``tool_result`` blocks), ``thinking`` on or off.
+Server tools, images, documents and the rest are refused by name.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from impetusd.protocol.api import ChatParams, GenerationResult, Message, TokenizeResult, Tool, ToolCall
+from impetusd.protocol.api import ChatParams, GenerationResult, Message, Tool, ToolCall
 from impetusd.protocol.errors import ImpetusError
 
-from ..aclient import AsyncDaemon
-from .errors import from_daemon
-from .generation import BadBody, EventStream, Item, answering, common_failure, fields_of, first_refused, generate, read_body, stream, until_disconnect
-from .structured import arguments_object, arguments_text, function_tool
+from ..http import common_failure, daemon_message, daemon_status, fields_of, first_refused
+from ..structured import arguments_object, arguments_text, function_tool
+from .wire import AnthropicError, MessagesRequest, _Input
 
-T = TypeVar("T")
-_encoder = msgspec.json.Encoder()
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-}
 NOT_YET = {
     "mcp_servers": "MCP servers are not supported by Impetus",
     "container": "containers are not supported by Impetus",
@@ -54,57 +36,14 @@ _BLOCKS_NOT_YET = {
 }
 
 
-class AnthropicError(Exception):
-    def __init__(self, status: int, message: str, kind: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.kind = kind or _TYPES.get(status, "overloaded_error" if status == 503 else "api_error")
-
-    def body(self) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": self.kind, "message": self.message}}
-
-
 def _bad(message: str) -> AnthropicError:
     return AnthropicError(400, message)
 
 
-class InputMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    role: str
-    content: str | list[dict[str, Any]]
+# --- requests ---------------------------------------------------------------
 
 
-class _Input(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    model: str
-    messages: list[InputMessage]
-    system: str | list[dict[str, Any]] | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    thinking: Any = None
-    mcp_servers: list[Any] | None = None
-    context_management: Any = None
-    output_config: Any = None
-    cache_control: Any = None  # a caching hint: Impetus caches prompt prefixes on its own
-    speed: str | None = None
-    user_profile_id: str | None = None
-    workspace_id: str | None = None
-
-
-class MessagesRequest(_Input, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    max_tokens: int
-    stop_sequences: list[str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    stream: bool = False
-    metadata: dict[str, Any] | None = None  # a user id for the caller's records; changes nothing
-    service_tier: str | None = None
-    container: Any = None
-    inference_geo: str | None = None
-    diagnostics: Any = None
-
-
-def _refuse(body: msgspec.Struct) -> None:
+def refuse(body: msgspec.Struct) -> None:
     name = first_refused(fields_of(body), dict.fromkeys(NOT_YET, (None, [], {})))
     if name is not None:
         raise _bad(f"'{name}' is not supported: {NOT_YET[name]}")
@@ -166,10 +105,7 @@ def _turn(role: str, content: str | list[dict[str, Any]], where: str) -> list[Me
         elif kind == "tool_use" and role == "assistant":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise _bad(f"{at}: a tool_use block needs 'id' and 'name'")
-            try:
-                calls.append(ToolCall(id=block["id"], name=block["name"], arguments=arguments_text(block.get("input", {}), f"{at}.input")))
-            except BadBody as exc:
-                raise _bad(exc.message) from None
+            calls.append(ToolCall(id=block["id"], name=block["name"], arguments=arguments_text(block.get("input", {}), f"{at}.input")))
         elif kind == "thinking" and role == "assistant":
             thinking.append(str(block.get("thinking", "")))
         elif kind in ("tool_result", "tool_use", "thinking"):
@@ -213,10 +149,7 @@ def tools_of(given: list[Any] | None) -> list[Tool] | None:
         if not isinstance(t.get("input_schema"), dict):
             raise _bad(f"{at}.input_schema: a JSON schema object is required")
         fields = {"name": t.get("name"), "description": t.get("description"), "parameters": t["input_schema"], "strict": t.get("strict")}
-        try:
-            tools.append(function_tool(fields, at))
-        except BadBody as exc:
-            raise _bad(exc.message) from None
+        tools.append(function_tool(fields, at))
     return tools
 
 
@@ -246,7 +179,7 @@ def think_of(given: Any) -> bool | None:
 
 
 def chat_params(body: MessagesRequest) -> ChatParams:
-    _refuse(body)
+    refuse(body)
     if body.max_tokens < 1:
         raise _bad("max_tokens: must be at least 1")
     tools = tools_of(body.tools)
@@ -267,21 +200,7 @@ def chat_params(body: MessagesRequest) -> ChatParams:
     )
 
 
-def _error_of(exc: Exception) -> AnthropicError:
-    if isinstance(exc, AnthropicError):
-        return exc
-    if isinstance(exc, ImpetusError):
-        err = from_daemon(exc)
-        return AnthropicError(err.status, err.message)
-    return AnthropicError(*common_failure(exc))
-
-
-def _error_response(exc: Exception) -> Response:
-    err = _error_of(exc)
-    return Response(_encoder.encode(err.body()), status_code=err.status, media_type="application/json")
-
-
-route = answering(_error_response)
+# --- results ----------------------------------------------------------------
 
 
 def stop_reason(result: GenerationResult) -> str:
@@ -302,7 +221,7 @@ def usage(result: GenerationResult) -> dict[str, Any]:
     }
 
 
-def _message(mid: str, model: str, content: list[dict[str, Any]], result: GenerationResult | None) -> dict[str, Any]:
+def message_of(mid: str, model: str, content: list[dict[str, Any]], result: GenerationResult | None) -> dict[str, Any]:
     return {
         "id": mid,
         "type": "message",
@@ -328,104 +247,13 @@ def content_of(message: Message | None) -> list[dict[str, Any]]:
     return blocks
 
 
-def _event(kind: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + _encoder.encode({"type": kind, **data}) + b"\n\n"
+# --- errors -----------------------------------------------------------------
 
 
-class _Blocks:
-    """The content blocks of a streamed message: one open at a time, each with its index."""
-
-    def __init__(self) -> None:
-        self.index = -1
-        self.open: str | None = None  # "text", "thinking", or a tool call's index as "tool:N"
-
-    def switch(self, key: str, start: dict[str, Any]) -> list[bytes]:
-        if self.open == key:
-            return []
-        events = self.close()
-        self.index += 1
-        self.open = key
-        events.append(_event("content_block_start", {"index": self.index, "content_block": start}))
-        return events
-
-    def close(self) -> list[bytes]:
-        if self.open is None:
-            return []
-        self.open = None
-        return [_event("content_block_stop", {"index": self.index})]
-
-
-def _block_events(item: Any, blocks: _Blocks) -> list[bytes]:
-    if item.kind == "reasoning":
-        events = blocks.switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-        return [*events, _event("content_block_delta", {"index": blocks.index, "delta": {"type": "thinking_delta", "thinking": item.delta}})]
-    if item.kind == "tool_call" and item.tool_call is not None:
-        t = item.tool_call
-        events = []
-        if t.id is not None:
-            events = blocks.switch(f"tool:{t.index}", {"type": "tool_use", "id": t.id, "name": t.name or "", "input": {}})
-        if t.arguments:
-            events.append(_event("content_block_delta", {"index": blocks.index, "delta": {"type": "input_json_delta", "partial_json": t.arguments}}))
-        return events
-    events = blocks.switch("text", {"type": "text", "text": ""})
-    return [*events, _event("content_block_delta", {"index": blocks.index, "delta": {"type": "text_delta", "text": item.delta}})]
-
-
-async def _events(items: AsyncIterator[Item], mid: str, model: str) -> AsyncIterator[bytes]:
-    blocks = _Blocks()
-    try:
-        yield _event("message_start", {"message": _message(mid, model, [], None)})
-        started = False
-        async for item in items:
-            if isinstance(item, GenerationResult):
-                if blocks.index < 0:  # nothing was said: one empty text block, as Anthropic sends
-                    yield _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-                    blocks.open = "text"
-                    blocks.index = 0
-                for event in blocks.close():
-                    yield event
-                # Input tokens are known at the end only; message_delta's usage counts are totals.
-                delta = {"stop_reason": stop_reason(item), "stop_sequence": item.stop_sequence}
-                yield _event("message_delta", {"delta": delta, "usage": usage(item)})
-                yield _event("message_stop", {})
-                continue
-            for event in _block_events(item, blocks):
-                yield event
-                if not started:
-                    started = True
-                    yield _event("ping", {})
-    except Exception as exc:
-        err = _error_of(exc)
-        yield b"event: error\ndata: " + _encoder.encode(err.body()) + b"\n\n"
-
-
-class Anthropic:
-    def __init__(self, daemon: AsyncDaemon) -> None:
-        self.daemon = daemon
-
-    async def messages(self, request: Request) -> Response:
-        body = await read_body(request, MessagesRequest)
-        params = chat_params(body)
-        mid = f"msg_{secrets.token_hex(12)}"
-        if not body.stream:
-            result = await generate(request, self.daemon, params)
-            return Response(_encoder.encode(_message(mid, result.model, content_of(result.message), result)), media_type="application/json")
-        return EventStream(_events(await stream(self.daemon, params), mid, body.model))
-
-    async def count_tokens(self, request: Request) -> Response:
-        body = await read_body(request, _Input)
-        _refuse(body)
-        params: dict[str, Any] = {"model": body.model, "messages": [msgspec.to_builtins(m) for m in messages_of(body)]}
-        tools = tools_of(body.tools)
-        if tools:  # the daemon counts what the template renders; tools listed as the fallback would be
-            params["messages"].insert(0, {"role": "system", "content": json.dumps([msgspec.to_builtins(t) for t in tools])})
-        result = await until_disconnect(request, lambda: self.daemon.call("tokenize", params, type=TokenizeResult))
-        return Response(_encoder.encode({"input_tokens": result.count}), media_type="application/json")
-
-
-def routes(daemon: AsyncDaemon) -> list[Route]:
-    api = Anthropic(daemon)
-    return [
-        Route("/v1/messages", route(api.messages), methods=["POST"]),
-        Route("/v1/messages/count_tokens", route(api.count_tokens), methods=["POST"]),
-    ]
+def error_of(exc: Exception) -> AnthropicError:
+    """Any failure → Anthropic's error object."""
+    if isinstance(exc, AnthropicError):
+        return exc
+    if isinstance(exc, ImpetusError):
+        return AnthropicError(daemon_status(exc), daemon_message(exc))
+    return AnthropicError(*common_failure(exc))

@@ -1,0 +1,65 @@
+"""Anthropic's shapes: the Messages API's request bodies (decoded strictly) and
+its error object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..http import ApiError
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+}
+
+
+class AnthropicError(ApiError):
+    """An error in Anthropic's shape: ``{"type": "error", "error": {type, message}}``."""
+
+    def __init__(self, status: int, message: str, kind: str | None = None) -> None:
+        super().__init__(status, message)
+        self.kind = kind or _TYPES.get(status, "overloaded_error" if status == 503 else "api_error")
+
+    def body(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": self.kind, "message": self.message}}
+
+
+class InputMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    role: str
+    content: str | list[dict[str, Any]]
+
+
+class _Input(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    model: str
+    messages: list[InputMessage]
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    thinking: Any = None
+    mcp_servers: list[Any] | None = None
+    context_management: Any = None
+    output_config: Any = None
+    cache_control: Any = None  # a caching hint: Impetus caches prompt prefixes on its own
+    speed: str | None = None
+    user_profile_id: str | None = None
+    workspace_id: str | None = None
+
+
+class MessagesRequest(_Input, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_tokens: int
+    stop_sequences: list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stream: bool = False
+    metadata: dict[str, Any] | None = None  # a user id for the caller's records; changes nothing
+    service_tier: str | None = None
+    container: Any = None
+    inference_geo: str | None = None
+    diagnostics: Any = None
