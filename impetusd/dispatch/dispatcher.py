@@ -90,4 +90,3 @@ class Dispatcher:
         except (TypeError, msgspec.EncodeError):
             log.exception("cannot encode the result of %s", req.method)
             return peer.error_response(rid, InternalError(f"internal error in {req.method}"))
-
