@@ -17,7 +17,7 @@ from impetusd.protocol.errors import ImpetusError
 
 from ..http import common_failure, daemon_message, daemon_status, fields_of, first_refused
 from ..structured import arguments_object, arguments_text, function_tool
-from .wire import AnthropicError, MessagesRequest, _Input
+from .wire import AnthropicError, AssistantMessage, ContentBlock, MessagesRequest, TextBlock, ThinkingBlock, ToolUseBlock, Usage, _Input
 
 NOT_YET = {
     "mcp_servers": "MCP servers are not supported by Impetus",
@@ -211,39 +211,32 @@ def stop_reason(result: GenerationResult) -> str:
     return "stop_sequence" if result.stop_sequence else "end_turn"
 
 
-def usage(result: GenerationResult) -> dict[str, Any]:
+def usage(result: GenerationResult) -> Usage:
     u = result.usage
-    return {
-        "input_tokens": u.prompt_tokens,
-        "output_tokens": u.completion_tokens,
-        "cache_read_input_tokens": u.cached_tokens,
-        "cache_creation_input_tokens": 0,
-    }
+    return Usage(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, cache_read_input_tokens=u.cached_tokens, cache_creation_input_tokens=0)
 
 
-def message_of(mid: str, model: str, content: list[dict[str, Any]], result: GenerationResult | None) -> dict[str, Any]:
-    return {
-        "id": mid,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason(result) if result else None,
-        "stop_sequence": result.stop_sequence if result else None,
-        "usage": usage(result) if result else {"input_tokens": 0, "output_tokens": 0},
-    }
+def message_of(mid: str, model: str, content: list[ContentBlock], result: GenerationResult | None) -> AssistantMessage:
+    return AssistantMessage(
+        id=mid,
+        model=model,
+        content=content,
+        stop_reason=stop_reason(result) if result else None,
+        stop_sequence=result.stop_sequence if result else None,
+        usage=usage(result) if result else Usage(input_tokens=0, output_tokens=0),
+    )
 
 
-def content_of(message: Message | None) -> list[dict[str, Any]]:
+def content_of(message: Message | None) -> list[ContentBlock]:
     """A result's message → content blocks: thinking, text, then each ``tool_use``."""
     if message is None:
-        return [{"type": "text", "text": ""}]
-    blocks: list[dict[str, Any]] = []
+        return [TextBlock(text="")]
+    blocks: list[ContentBlock] = []
     if message.reasoning:
-        blocks.append({"type": "thinking", "thinking": message.reasoning, "signature": ""})
+        blocks.append(ThinkingBlock(thinking=message.reasoning))
     if message.content or not message.tool_calls:
-        blocks.append({"type": "text", "text": message.content})
-    blocks.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_object(c)} for c in message.tool_calls or [])
+        blocks.append(TextBlock(text=message.content))
+    blocks.extend(ToolUseBlock(id=c.id, name=c.name, input=arguments_object(c)) for c in message.tool_calls or [])
     return blocks
 
 

@@ -3,7 +3,7 @@ its error object."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -63,3 +63,98 @@ class MessagesRequest(_Input, frozen=True, forbid_unknown_fields=True, kw_only=T
     container: Any = None
     inference_geo: str | None = None
     diagnostics: Any = None
+
+
+# --- responses --------------------------------------------------------------
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Token counts; the cache counts are left out of ``message_start``'s (known at the end only)."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int | msgspec.UnsetType = msgspec.UNSET
+    cache_creation_input_tokens: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class TextBlock(msgspec.Struct, frozen=True, tag="text", tag_field="type"):
+    text: str
+
+
+class ThinkingBlock(msgspec.Struct, frozen=True, tag="thinking", tag_field="type"):
+    thinking: str
+    signature: str = ""
+
+
+class ToolUseBlock(msgspec.Struct, frozen=True, tag="tool_use", tag_field="type"):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
+
+
+class AssistantMessage(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[ContentBlock]
+    stop_reason: str | None
+    stop_sequence: str | None
+    usage: Usage
+
+
+# --- stream events (each sent as ``event: <type>``) ------------------------------
+
+
+class TextDelta(msgspec.Struct, frozen=True, tag="text_delta", tag_field="type"):
+    text: str
+
+
+class ThinkingDelta(msgspec.Struct, frozen=True, tag="thinking_delta", tag_field="type"):
+    thinking: str
+
+
+class InputJsonDelta(msgspec.Struct, frozen=True, tag="input_json_delta", tag_field="type"):
+    partial_json: str
+
+
+class MessageStart(msgspec.Struct, frozen=True, tag="message_start", tag_field="type"):
+    message: AssistantMessage
+
+
+class BlockStart(msgspec.Struct, frozen=True, tag="content_block_start", tag_field="type"):
+    index: int
+    content_block: ContentBlock
+
+
+class BlockDelta(msgspec.Struct, frozen=True, tag="content_block_delta", tag_field="type"):
+    index: int
+    delta: TextDelta | ThinkingDelta | InputJsonDelta
+
+
+class BlockStop(msgspec.Struct, frozen=True, tag="content_block_stop", tag_field="type"):
+    index: int
+
+
+class StopDelta(msgspec.Struct, frozen=True):
+    stop_reason: str
+    stop_sequence: str | None
+
+
+class MessageDelta(msgspec.Struct, frozen=True, tag="message_delta", tag_field="type"):
+    delta: StopDelta
+    usage: Usage
+
+
+class MessageStop(msgspec.Struct, frozen=True, tag="message_stop", tag_field="type"):
+    pass
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
+    pass
+
+
+StreamEvent = MessageStart | BlockStart | BlockDelta | BlockStop | MessageDelta | MessageStop | Ping
