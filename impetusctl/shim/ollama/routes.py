@@ -45,7 +45,18 @@ from .translate import (
     tagged,
     tags_of,
 )
-from .wire import ChatRequest, CopyRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, NameRequest, OllamaBadRequest
+from .wire import (
+    ChatRequest,
+    CopyRequest,
+    EmbeddingResponse,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    NameRequest,
+    OllamaBadRequest,
+    PullStatus,
+    Version,
+)
 
 T = TypeVar("T")
 # The Ollama API level these routes follow (clients gate features on it).
@@ -63,7 +74,7 @@ class Ollama:
 
     # --- models ------------------------------------------------------------------
     async def version(self, request: Request) -> Response:
-        return json_response({"version": OLLAMA_VERSION, "impetus": __version__})
+        return json_response(Version(version=OLLAMA_VERSION, impetus=__version__))
 
     async def root(self, request: Request) -> Response:
         return Response("Ollama is running", media_type="text/plain")
@@ -109,7 +120,7 @@ class Ollama:
                 await until_disconnect(request, lambda: _pull_result(exchange))
             finally:
                 await exchange.aclose()
-            return json_response({"status": "success"})
+            return json_response(PullStatus(status="success"))
         try:
             first = await exchange.next_event()  # a name that does not resolve still gets its status
         except BaseException:
@@ -144,9 +155,7 @@ class Ollama:
         else:
             await self.daemon.call("models.load", LoadParams(model=model, keep_alive=keep))
             reason = "load"
-        out = piece(chat, tagged(model), "")
-        out.update(done=True, done_reason=reason)
-        return json_response(out)
+        return json_response(piece(chat, tagged(model), "", done=True, done_reason=reason))
 
     async def _generate(self, request: Request, params: ChatParams | CompleteParams, *, chat: bool) -> Response:
         if not params.stream:
@@ -168,7 +177,7 @@ class Ollama:
         _no_options(body.options)
         params = EmbedParams(model=model_name(body.model), input=[body.prompt], keep_alive=body.keep_alive)
         result = await until_disconnect(request, lambda: self.daemon.call("embed", params, type=EmbedResult))
-        return json_response({"embedding": result.embeddings[0] if result.embeddings else []})
+        return json_response(EmbeddingResponse(embedding=result.embeddings[0] if result.embeddings else []))
 
 
 def _no_options(options: dict[str, Any] | None) -> None:

@@ -15,6 +15,7 @@ from ..generation import Item
 from ..http import ndjson
 from ..structured import CallAssembler
 from .translate import error_of, final, piece
+from .wire import ErrorBody, PullStatus
 
 
 async def errors_as_lines(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -23,33 +24,33 @@ async def errors_as_lines(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for line in lines:
             yield line
     except Exception as exc:
-        yield ndjson({"error": error_of(exc).message})
+        yield ndjson(ErrorBody(error=error_of(exc).message))
 
 
 async def pull_lines(exchange: Exchange, first: Chunk | PullProgress | msgspec.Raw) -> AsyncIterator[bytes]:
     item = first
     totals: dict[str, int] = {}
     try:
-        yield ndjson({"status": "pulling manifest"})
+        yield ndjson(PullStatus(status="pulling manifest"))
         while True:
             if isinstance(item, msgspec.Raw):
                 result = msgspec.json.decode(bytes(item), type=PullResult)
                 if result.status == "cancelled":
-                    yield ndjson({"error": "the pull was cancelled"})
+                    yield ndjson(ErrorBody(error="the pull was cancelled"))
                     return
                 for name, total in totals.items():  # the last notification may predate the last bytes
-                    yield ndjson({"status": f"pulling {name}", "digest": name, "total": total, "completed": total})
-                yield ndjson({"status": "verifying sha256 digest"})
-                yield ndjson({"status": "writing manifest"})
-                yield ndjson({"status": "success"})
+                    yield ndjson(PullStatus(status=f"pulling {name}", digest=name, total=total, completed=total))
+                yield ndjson(PullStatus(status="verifying sha256 digest"))
+                yield ndjson(PullStatus(status="writing manifest"))
+                yield ndjson(PullStatus(status="success"))
                 return
             if isinstance(item, PullProgress):
                 if item.status == "downloading":
                     for f in item.files:
                         totals[f.name] = f.total
-                        yield ndjson({"status": f"pulling {f.name}", "digest": f.name, "total": f.total, "completed": f.done})
+                        yield ndjson(PullStatus(status=f"pulling {f.name}", digest=f.name, total=f.total, completed=f.done))
                 else:
-                    yield ndjson({"status": item.status})
+                    yield ndjson(PullStatus(status=item.status))
             item = await exchange.next_event()
     finally:
         await exchange.aclose()

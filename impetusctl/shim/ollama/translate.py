@@ -33,7 +33,27 @@ from impetusd.protocol.errors import ImpetusError
 
 from ..http import common_failure, daemon_message, daemon_status, fields_of, first_refused
 from ..structured import arguments_object, arguments_text, new_call_id, openai_tools, schema_format
-from .wire import ChatRequest, GenerateRequest, NameRequest, OllamaBadRequest, OllamaError, OllamaMessage, _Generation
+from .wire import (
+    AssistantOut,
+    ChatPiece,
+    ChatRequest,
+    Details,
+    EmbedResponse,
+    FunctionOut,
+    GeneratePiece,
+    GenerateRequest,
+    NameRequest,
+    OllamaBadRequest,
+    OllamaError,
+    OllamaMessage,
+    Running,
+    RunningList,
+    ShowResponse,
+    Tag,
+    Tags,
+    ToolCallOut,
+    _Generation,
+)
 
 ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 NOT_YET = {
@@ -200,7 +220,7 @@ def ns(ms: float | None) -> int:
     return int((ms or 0.0) * 1_000_000)
 
 
-def counters(usage: Usage, timings: Timings) -> dict[str, Any]:
+def counters(usage: Usage, timings: Timings) -> dict[str, int]:
     """Ollama's final counters from Impetus's timings (nanoseconds)."""
     ttft = timings.ttft_ms or 0.0
     # the rate is over the tokens prefilled: a prompt read from the cache took none of that time
@@ -222,9 +242,9 @@ def _reason(result: GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def _calls_out(calls: list[ToolCall]) -> list[dict[str, Any]]:
+def _calls_out(calls: list[ToolCall]) -> list[ToolCallOut]:
     """Ollama's tool calls: arguments as an object."""
-    return [{"id": c.id, "function": {"index": i, "name": c.name, "arguments": arguments_object(c)}} for i, c in enumerate(calls)]
+    return [ToolCallOut(id=c.id, function=FunctionOut(index=i, name=c.name, arguments=arguments_object(c))) for i, c in enumerate(calls)]
 
 
 def piece(
@@ -235,49 +255,39 @@ def piece(
     thinking: str | None = None,
     calls: list[ToolCall] | None = None,
     logprobs: list[TokenLogprob] | None = None,
-) -> dict[str, Any]:
-    head: dict[str, Any] = {"model": model, "created_at": stamp()}
+    **end: Any,
+) -> ChatPiece | GeneratePiece:
+    """One object of a chat's or a generation's answer; ``end``: the last one's fields."""
+    given: Any = msgspec.UNSET if logprobs is None else logprobs
     if chat:
-        head["message"] = {"role": "assistant", "content": text}
-        if thinking:
-            head["message"]["thinking"] = thinking
-        if calls:
-            head["message"]["tool_calls"] = _calls_out(calls)
-    else:
-        head["response"] = text
-        if thinking:
-            head["thinking"] = thinking
-    if logprobs is not None:
-        head["logprobs"] = msgspec.to_builtins(logprobs)
-    head["done"] = False
-    return head
+        message = AssistantOut(role="assistant", content=text, thinking=thinking or msgspec.UNSET, tool_calls=_calls_out(calls) if calls else msgspec.UNSET)
+        return ChatPiece(model=model, created_at=stamp(), message=message, logprobs=given, **end)
+    return GeneratePiece(model=model, created_at=stamp(), response=text, thinking=thinking or msgspec.UNSET, logprobs=given, **end)
 
 
-def final(chat: bool, result: GenerationResult, whole: bool) -> dict[str, Any]:
+def final(chat: bool, result: GenerationResult, whole: bool) -> ChatPiece | GeneratePiece:
     """The last object; ``whole``: it carries the answer too (not streamed)."""
-    m = result.message
-    if whole:
-        text = m.content if m else (result.text or "")
-        out = piece(chat, tagged(result.model), text, thinking=m.reasoning if m else None, calls=m.tool_calls if m else None, logprobs=result.logprobs)
-    else:
-        out = piece(chat, tagged(result.model), "")
+    end: dict[str, Any] = dict(done=True, done_reason=_reason(result), **counters(result.usage, result.timings))
     if not chat:
-        out["context"] = []
-    out.update(done=True, done_reason=_reason(result), **counters(result.usage, result.timings))
-    return out
+        end["context"] = []
+    m = result.message
+    if not whole:
+        return piece(chat, tagged(result.model), "", **end)
+    text = m.content if m else (result.text or "")
+    return piece(chat, tagged(result.model), text, thinking=m.reasoning if m else None, calls=m.tool_calls if m else None, logprobs=result.logprobs, **end)
 
 
-def details(fmt: str | None, meta: dict[str, Any]) -> dict[str, Any]:
+def details(fmt: str | None, meta: dict[str, Any]) -> Details:
     family = str(meta.get("architecture") or "")
     params = meta.get("parameters")
-    return {
-        "parent_model": "",
-        "format": fmt or "",
-        "family": family,
-        "families": [family] if family else None,
-        "parameter_size": _size_label(params) if isinstance(params, int) else "",
-        "quantization_level": str(meta.get("quantization") or ""),
-    }
+    return Details(
+        parent_model="",
+        format=fmt or "",
+        family=family,
+        families=[family] if family else None,
+        parameter_size=_size_label(params) if isinstance(params, int) else "",
+        quantization_level=str(meta.get("quantization") or ""),
+    )
 
 
 def _size_label(n: int) -> str:
@@ -287,68 +297,69 @@ def _size_label(n: int) -> str:
     return str(n)
 
 
-def tags_of(listing: ModelList) -> dict[str, Any]:
+def tags_of(listing: ModelList) -> Tags:
     """``/api/tags``: the models available, tagged."""
     models = []
     for e in listing.models:
         if not e.available:
             continue
         meta = e.metadata or {}
+        created = meta.get("created_at")
         models.append(
-            {
-                "name": tagged(e.name),
-                "model": tagged(e.name),
-                "modified_at": stamp(meta.get("created_at") if isinstance(meta.get("created_at"), float) else None),
-                "size": e.size_bytes or 0,
-                "digest": str(meta.get("digest") or ""),
-                "details": details(e.format, meta),
-            }
+            Tag(
+                name=tagged(e.name),
+                model=tagged(e.name),
+                modified_at=stamp(created if isinstance(created, float) else None),
+                size=e.size_bytes or 0,
+                digest=str(meta.get("digest") or ""),
+                details=details(e.format, meta),
+            )
         )
-    return {"models": models}
+    return Tags(models=models)
 
 
-def ps_of(loaded: LoadedList) -> dict[str, Any]:
+def ps_of(loaded: LoadedList) -> RunningList:
     """``/api/ps``: the models in memory (no keep-alive: expiring in a hundred years)."""
     models = []
     for m in loaded.models:
         expires = m.expires_at if m.expires_at is not None else time.time() + 100 * 365 * 86400
         models.append(
-            {
-                "name": tagged(m.name),
-                "model": tagged(m.name),
-                "size": m.memory_bytes,
-                "digest": "",
-                "details": details(m.format, {}),
-                "expires_at": stamp(expires),
-                "size_vram": m.memory_bytes if m.backend == "mlx" else 0,
-                "context_length": m.estimate.context_tokens if m.estimate else 0,
-            }
+            Running(
+                name=tagged(m.name),
+                model=tagged(m.name),
+                size=m.memory_bytes,
+                digest="",
+                details=details(m.format, {}),
+                expires_at=stamp(expires),
+                size_vram=m.memory_bytes if m.backend == "mlx" else 0,
+                context_length=m.estimate.context_tokens if m.estimate else 0,
+            )
         )
-    return {"models": models}
+    return RunningList(models=models)
 
 
-def show_of(name: str, fmt: str, path: str, meta: dict[str, Any], created: float | None) -> dict[str, Any]:
+def show_of(name: str, fmt: str, path: str, meta: dict[str, Any], created: float | None) -> ShowResponse:
     """``/api/show``: what Impetus knows of a model, in Ollama's fields."""
-    return {
-        "modelfile": f"# Impetus model {name}\nFROM {path}\n",
-        "parameters": "",
-        "template": "",
-        "details": details(fmt, meta),
-        "model_info": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
-        "capabilities": ["completion", "tools"],  # every model: a template without tools gets the fallback
-        "modified_at": stamp(created),
-    }
+    return ShowResponse(
+        modelfile=f"# Impetus model {name}\nFROM {path}\n",
+        parameters="",
+        template="",
+        details=details(fmt, meta),
+        model_info={k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
+        capabilities=["completion", "tools"],  # every model: a template without tools gets the fallback
+        modified_at=stamp(created),
+    )
 
 
-def embed_of(result: EmbedResult) -> dict[str, Any]:
+def embed_of(result: EmbedResult) -> EmbedResponse:
     """``/api/embed``'s answer."""
-    return {
-        "model": tagged(result.model),
-        "embeddings": result.embeddings,
-        "total_duration": ns(result.timings.total_ms),
-        "load_duration": ns(result.timings.load_ms),
-        "prompt_eval_count": result.usage.prompt_tokens,
-    }
+    return EmbedResponse(
+        model=tagged(result.model),
+        embeddings=result.embeddings,
+        total_duration=ns(result.timings.total_ms),
+        load_duration=ns(result.timings.load_ms),
+        prompt_eval_count=result.usage.prompt_tokens,
+    )
 
 
 # --- errors -----------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""Ollama's shapes: request bodies (decoded strictly), and the error object
+"""Ollama's shapes: request bodies (decoded strictly), the objects it answers
+(streamed as NDJSON lines, the last with ``done: true``) and the error object
 (``{"error": "..."}`` with Ollama's status codes)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
+
+from impetusd.protocol.api import TokenLogprob
 
 from ..http import ApiError
 
@@ -13,8 +16,8 @@ from ..http import ApiError
 class OllamaError(ApiError):
     """An error in Ollama's shape: ``{"error": "..."}``."""
 
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message}
+    def body(self) -> ErrorBody:
+        return ErrorBody(error=self.message)
 
 
 class OllamaBadRequest(OllamaError):
@@ -90,3 +93,139 @@ class NameRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 class CopyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     source: str
     destination: str
+
+
+# --- answers ----------------------------------------------------------------
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: str
+
+
+class Version(msgspec.Struct, frozen=True):
+    version: str  # the Ollama API level followed
+    impetus: str
+
+
+class FunctionOut(msgspec.Struct, frozen=True):
+    index: int
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolCallOut(msgspec.Struct, frozen=True):
+    id: str
+    function: FunctionOut
+
+
+class AssistantOut(msgspec.Struct, frozen=True):
+    role: Literal["assistant"]
+    content: str
+    thinking: str | msgspec.UnsetType = msgspec.UNSET
+    tool_calls: list[ToolCallOut] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ChatPiece(msgspec.Struct, frozen=True, kw_only=True):
+    """One object of ``/api/chat``: a piece of the answer, or the last (``done``) with
+    the reason and the counters (nanoseconds)."""
+
+    model: str
+    created_at: str
+    message: AssistantOut
+    logprobs: list[TokenLogprob] | msgspec.UnsetType = msgspec.UNSET
+    done: bool = False
+    done_reason: str | msgspec.UnsetType = msgspec.UNSET
+    total_duration: int | msgspec.UnsetType = msgspec.UNSET
+    load_duration: int | msgspec.UnsetType = msgspec.UNSET
+    prompt_eval_count: int | msgspec.UnsetType = msgspec.UNSET
+    prompt_eval_duration: int | msgspec.UnsetType = msgspec.UNSET
+    eval_count: int | msgspec.UnsetType = msgspec.UNSET
+    eval_duration: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class GeneratePiece(msgspec.Struct, frozen=True, kw_only=True):
+    """One object of ``/api/generate``, as ``ChatPiece`` with the text as ``response``
+    (and the legacy ``context``, always empty, in the last)."""
+
+    model: str
+    created_at: str
+    response: str
+    thinking: str | msgspec.UnsetType = msgspec.UNSET
+    logprobs: list[TokenLogprob] | msgspec.UnsetType = msgspec.UNSET
+    done: bool = False
+    context: list[int] | msgspec.UnsetType = msgspec.UNSET
+    done_reason: str | msgspec.UnsetType = msgspec.UNSET
+    total_duration: int | msgspec.UnsetType = msgspec.UNSET
+    load_duration: int | msgspec.UnsetType = msgspec.UNSET
+    prompt_eval_count: int | msgspec.UnsetType = msgspec.UNSET
+    prompt_eval_duration: int | msgspec.UnsetType = msgspec.UNSET
+    eval_count: int | msgspec.UnsetType = msgspec.UNSET
+    eval_duration: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class Details(msgspec.Struct, frozen=True):
+    parent_model: str
+    format: str
+    family: str
+    families: list[str] | None
+    parameter_size: str
+    quantization_level: str
+
+
+class Tag(msgspec.Struct, frozen=True):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: Details
+
+
+class Tags(msgspec.Struct, frozen=True):
+    models: list[Tag]
+
+
+class Running(msgspec.Struct, frozen=True):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: Details
+    expires_at: str
+    size_vram: int
+    context_length: int
+
+
+class RunningList(msgspec.Struct, frozen=True):
+    models: list[Running]
+
+
+class ShowResponse(msgspec.Struct, frozen=True):
+    modelfile: str
+    parameters: str
+    template: str
+    details: Details
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class EmbedResponse(msgspec.Struct, frozen=True):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class EmbeddingResponse(msgspec.Struct, frozen=True):
+    embedding: list[float]
+
+
+class PullStatus(msgspec.Struct, frozen=True):
+    """One line of a pull: a phase, or a file's progress (``digest`` names the file)."""
+
+    status: str
+    digest: str | msgspec.UnsetType = msgspec.UNSET
+    total: int | msgspec.UnsetType = msgspec.UNSET
+    completed: int | msgspec.UnsetType = msgspec.UNSET
