@@ -13,7 +13,30 @@ from impetusd.protocol.errors import ImpetusError
 from ...client import DaemonUnavailable
 from ..generation import Item
 from .translate import error_of, status_of
-from .wire import Shape, call_item, message_item, new_id, reasoning_item, text_part
+from .wire import (
+    ArgumentsDelta,
+    ArgumentsDone,
+    Completed,
+    Created,
+    ErrorEvent,
+    Incompleted,
+    InProgress,
+    ItemAdded,
+    ItemDone,
+    OutputItem,
+    PartAdded,
+    PartDone,
+    ReasoningDelta,
+    ReasoningDone,
+    Shape,
+    TextDelta,
+    TextDone,
+    call_item,
+    message_item,
+    new_id,
+    reasoning_item,
+    text_part,
+)
 
 
 class _Open:
@@ -33,7 +56,7 @@ class _Items:
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
         self.open: _Open | None = None
-        self.done: list[dict[str, Any]] = []
+        self.done: list[OutputItem] = []
         self.call_index = -1
 
     def switch(self, kind: str, call: ToolCall | None = None) -> list[bytes]:
@@ -43,13 +66,13 @@ class _Items:
         self.open = item = _Open(kind, len(self.done), call)
         ev = self.shape.event
         if kind == "message":
-            events.append(ev("response.output_item.added", output_index=item.index, item=message_item("", "in_progress", item.id)))
-            events.append(ev("response.content_part.added", part=text_part(""), **self._at()))
+            events.append(ev(ItemAdded, output_index=item.index, item=message_item("", "in_progress", item.id)))
+            events.append(ev(PartAdded, part=text_part(""), **self._at()))
         elif kind == "reasoning":
-            events.append(ev("response.output_item.added", output_index=item.index, item=reasoning_item("", item.id)))
+            events.append(ev(ItemAdded, output_index=item.index, item=reasoning_item("", item.id)))
         else:
             assert call is not None
-            events.append(ev("response.output_item.added", output_index=item.index, item=call_item(call, "in_progress", item.id)))
+            events.append(ev(ItemAdded, output_index=item.index, item=call_item(call, "in_progress", item.id)))
         return events
 
     def _at(self) -> dict[str, Any]:
@@ -61,21 +84,22 @@ class _Items:
         if item is None:
             return []
         text = "".join(item.text)
+        done: OutputItem
         if item.kind == "message":
             done = message_item(text, "completed", item.id)
             events = [
-                ev("response.output_text.done", text=text, logprobs=[], **self._at()),
-                ev("response.content_part.done", part=text_part(text), **self._at()),
+                ev(TextDone, text=text, logprobs=[], **self._at()),
+                ev(PartDone, part=text_part(text), **self._at()),
             ]
         elif item.kind == "reasoning":
             done = reasoning_item(text, item.id)
-            events = [ev("response.reasoning_text.done", text=text, **self._at())]
+            events = [ev(ReasoningDone, text=text, **self._at())]
         else:
             assert item.call is not None
             call = ToolCall(id=item.call.id, name=item.call.name, arguments=text or "{}")
             done = call_item(call, "completed", item.id)
-            events = [ev("response.function_call_arguments.done", item_id=item.id, output_index=item.index, name=call.name, arguments=call.arguments)]
-        events.append(ev("response.output_item.done", output_index=item.index, item=done))
+            events = [ev(ArgumentsDone, item_id=item.id, output_index=item.index, name=call.name, arguments=call.arguments)]
+        events.append(ev(ItemDone, output_index=item.index, item=done))
         self.done.append(done)
         self.open = None
         return events
@@ -87,23 +111,24 @@ class _Items:
             events = self.switch("function_call", ToolCall(id=t.id, name=t.name or "", arguments="")) if t.id is not None else []
             if t.arguments and self.open is not None:
                 self.open.text.append(t.arguments)
-                events.append(ev("response.function_call_arguments.delta", item_id=self.open.id, output_index=self.open.index, delta=t.arguments))
+                events.append(ev(ArgumentsDelta, item_id=self.open.id, output_index=self.open.index, delta=t.arguments))
             return events
         kind = "reasoning" if chunk.kind == "reasoning" else "message"
         events = self.switch(kind)
         assert self.open is not None
         self.open.text.append(chunk.delta)
-        name = "response.reasoning_text.delta" if kind == "reasoning" else "response.output_text.delta"
-        extra: dict[str, Any] = {} if kind == "reasoning" else {"logprobs": []}
-        events.append(ev(name, delta=chunk.delta, **extra, **self._at()))
+        if kind == "reasoning":
+            events.append(ev(ReasoningDelta, delta=chunk.delta, **self._at()))
+        else:
+            events.append(ev(TextDelta, delta=chunk.delta, logprobs=[], **self._at()))
         return events
 
 
 async def events(items: AsyncIterator[Item], shape: Shape, model: str) -> AsyncIterator[bytes]:
     out = _Items(shape)
     try:
-        yield shape.event("response.created", response=shape.response("in_progress", model, [], None))
-        yield shape.event("response.in_progress", response=shape.response("in_progress", model, [], None))
+        yield shape.event(Created, response=shape.response("in_progress", model, [], None))
+        yield shape.event(InProgress, response=shape.response("in_progress", model, [], None))
         async for item in items:
             if isinstance(item, GenerationResult):
                 if out.open is None and not out.done:  # nothing was said: one empty message
@@ -112,10 +137,10 @@ async def events(items: AsyncIterator[Item], shape: Shape, model: str) -> AsyncI
                 for event in out.close():
                     yield event
                 status = status_of(item)
-                yield shape.event(f"response.{status}", response=shape.response(status, item.model, out.done, item))
+                yield shape.event(Completed if status == "completed" else Incompleted, response=shape.response(status, item.model, out.done, item))
                 continue
             for event in out.add(item):
                 yield event
     except (ImpetusError, DaemonUnavailable) as exc:
         err = error_of(exc)
-        yield shape.event("error", code=err.code, message=err.message, param=err.param)
+        yield shape.event(ErrorEvent, code=err.code, message=err.message, param=err.param)

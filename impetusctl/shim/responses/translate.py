@@ -19,7 +19,7 @@ from ..http import first_refused
 from ..openai import translate as openai
 from ..openai.wire import InvalidRequest, OpenAIError
 from ..structured import arguments_text, function_tool, response_format, tool_choice
-from .wire import NEUTRAL, USED, WHY, call_item, message_item, new_id, reasoning_item
+from .wire import NEUTRAL, USED, WHY, OutputItem, call_item, message_item, new_id, reasoning_item
 
 RENAMED = {"format": "text.format"}
 _ROLES: dict[str, Literal["user", "assistant", "system"]] = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -168,12 +168,12 @@ def chat_params(body: dict[str, Any]) -> ChatParams:
     )
 
 
-def output_of(message: Message | None) -> list[dict[str, Any]]:
+def output_of(message: Message | None) -> list[OutputItem]:
     """A result's message → output items: its reasoning, its text (when there is any, or
     nothing else), then each function call."""
     if message is None:
         return [message_item("", "completed", new_id("msg"))]
-    items = [reasoning_item(message.reasoning, new_id("rs"))] if message.reasoning else []
+    items: list[OutputItem] = [reasoning_item(message.reasoning, new_id("rs"))] if message.reasoning else []
     if message.content or not message.tool_calls:
         items.append(message_item(message.content, "completed", new_id("msg")))
     items.extend(call_item(c, "completed", new_id("fc")) for c in message.tool_calls or [])

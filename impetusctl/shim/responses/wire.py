@@ -1,12 +1,15 @@
 """The Responses API's shapes: which request fields are used, accepted at a neutral
 value only, or refused (the body is read as an object and checked against these),
-the output items, and a response object with its event numbering."""
+the output items, the response object, and the stream's events (each numbered,
+sent as ``event: <type>``)."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from impetusd.protocol.api import GenerationResult, ToolCall
 
@@ -51,20 +54,213 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def message_item(text: str, status: str, item_id: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": [text_part(text)] if status == "completed" else []}
+# --- output items -------------------------------------------------------------
 
 
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+class OutputText(msgspec.Struct, frozen=True, tag="output_text", tag_field="type"):
+    text: str
+    annotations: list[Any] = []
+    logprobs: list[Any] = []
 
 
-def reasoning_item(text: str, item_id: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": text}] if text else []}
+class ReasoningText(msgspec.Struct, frozen=True, tag="reasoning_text", tag_field="type"):
+    text: str
 
 
-def call_item(call: ToolCall, status: str, item_id: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call.id, "name": call.name, "arguments": call.arguments}
+class MessageItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: Literal["message"] = "message"
+    status: str
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText]
+
+
+class ReasoningItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[Any] = []
+    content: list[ReasoningText]
+
+
+class CallItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: Literal["function_call"] = "function_call"
+    status: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+OutputItem = MessageItem | ReasoningItem | CallItem
+
+
+def message_item(text: str, status: str, item_id: str) -> MessageItem:
+    return MessageItem(id=item_id, status=status, content=[text_part(text)] if status == "completed" else [])
+
+
+def text_part(text: str) -> OutputText:
+    return OutputText(text=text)
+
+
+def reasoning_item(text: str, item_id: str) -> ReasoningItem:
+    return ReasoningItem(id=item_id, content=[ReasoningText(text=text)] if text else [])
+
+
+def call_item(call: ToolCall, status: str, item_id: str) -> CallItem:
+    return CallItem(id=item_id, status=status, call_id=call.id, name=call.name, arguments=call.arguments)
+
+
+# --- the response -------------------------------------------------------------
+
+
+class InputDetails(msgspec.Struct, frozen=True):
+    cached_tokens: int
+
+
+class OutputDetails(msgspec.Struct, frozen=True):
+    reasoning_tokens: int
+
+
+class ResponseUsage(msgspec.Struct, frozen=True):
+    input_tokens: int
+    input_tokens_details: InputDetails
+    output_tokens: int
+    output_tokens_details: OutputDetails
+    total_tokens: int
+
+
+class Incomplete(msgspec.Struct, frozen=True):
+    reason: str
+
+
+class TextConfig(msgspec.Struct, frozen=True):
+    format: Any
+
+
+class ResponseObject(msgspec.Struct, frozen=True, kw_only=True):
+    """A response, with the request's fields echoed as OpenAI does (``Any``: as the client sent them)."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: str
+    model: str
+    output: list[OutputItem]
+    error: None = None
+    incomplete_details: Incomplete | None = None
+    instructions: Any
+    max_output_tokens: Any
+    metadata: Any
+    parallel_tool_calls: bool
+    previous_response_id: None = None
+    store: bool = False
+    temperature: Any
+    top_p: Any
+    text: TextConfig
+    tool_choice: Any
+    tools: Any
+    truncation: str = "disabled"
+    usage: ResponseUsage | None = None
+
+
+# --- stream events --------------------------------------------------------------
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    sequence_number: int
+
+
+class _State(Event, frozen=True, kw_only=True):
+    response: ResponseObject
+
+
+class Created(_State, frozen=True, kw_only=True, tag="response.created"):
+    pass
+
+
+class InProgress(_State, frozen=True, kw_only=True, tag="response.in_progress"):
+    pass
+
+
+class Completed(_State, frozen=True, kw_only=True, tag="response.completed"):
+    pass
+
+
+class Incompleted(_State, frozen=True, kw_only=True, tag="response.incomplete"):
+    pass
+
+
+class ItemAdded(Event, frozen=True, kw_only=True, tag="response.output_item.added"):
+    output_index: int
+    item: OutputItem
+
+
+class ItemDone(Event, frozen=True, kw_only=True, tag="response.output_item.done"):
+    output_index: int
+    item: OutputItem
+
+
+class PartAdded(Event, frozen=True, kw_only=True, tag="response.content_part.added"):
+    part: OutputText
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+class PartDone(Event, frozen=True, kw_only=True, tag="response.content_part.done"):
+    part: OutputText
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+class TextDelta(Event, frozen=True, kw_only=True, tag="response.output_text.delta"):
+    delta: str
+    logprobs: list[Any]
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+class TextDone(Event, frozen=True, kw_only=True, tag="response.output_text.done"):
+    text: str
+    logprobs: list[Any]
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+class ReasoningDelta(Event, frozen=True, kw_only=True, tag="response.reasoning_text.delta"):
+    delta: str
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+class ReasoningDone(Event, frozen=True, kw_only=True, tag="response.reasoning_text.done"):
+    text: str
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+class ArgumentsDelta(Event, frozen=True, kw_only=True, tag="response.function_call_arguments.delta"):
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class ArgumentsDone(Event, frozen=True, kw_only=True, tag="response.function_call_arguments.done"):
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
+
+
+class ErrorEvent(Event, frozen=True, kw_only=True, tag="error"):
+    code: str | None
+    message: str
+    param: str | None
 
 
 class Shape:
@@ -76,44 +272,40 @@ class Shape:
         self.body = body
         self.seq = 0
 
-    def response(self, status: str, model: str, output: list[dict[str, Any]], result: GenerationResult | None) -> dict[str, Any]:
+    def response(self, status: str, model: str, output: list[OutputItem], result: GenerationResult | None) -> ResponseObject:
         b = self.body
-        out: dict[str, Any] = {
-            "id": self.id,
-            "object": "response",
-            "created_at": self.created,
-            "status": status,
-            "model": model,
-            "output": output,
-            "error": None,
-            "incomplete_details": None,
-            "instructions": b.get("instructions"),
-            "max_output_tokens": b.get("max_output_tokens"),
-            "metadata": b.get("metadata") or {},
-            "parallel_tool_calls": b.get("parallel_tool_calls") is not False,
-            "previous_response_id": None,
-            "store": False,
-            "temperature": b.get("temperature", 1.0),
-            "top_p": b.get("top_p", 1.0),
-            "text": {"format": (b.get("text") or {}).get("format") or {"type": "text"}},
-            "tool_choice": b.get("tool_choice") or "auto",
-            "tools": b.get("tools") or [],
-            "truncation": "disabled",
-            "usage": None,
-        }
+        usage, incomplete = None, None
         if result is not None:
             u = result.usage
-            out["usage"] = {
-                "input_tokens": u.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": u.cached_tokens},
-                "output_tokens": u.completion_tokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": u.prompt_tokens + u.completion_tokens,
-            }
+            usage = ResponseUsage(
+                input_tokens=u.prompt_tokens,
+                input_tokens_details=InputDetails(cached_tokens=u.cached_tokens),
+                output_tokens=u.completion_tokens,
+                output_tokens_details=OutputDetails(reasoning_tokens=0),
+                total_tokens=u.prompt_tokens + u.completion_tokens,
+            )
             if result.finish_reason == "length":
-                out["incomplete_details"] = {"reason": "max_output_tokens"}
-        return out
+                incomplete = Incomplete(reason="max_output_tokens")
+        return ResponseObject(
+            id=self.id,
+            created_at=self.created,
+            status=status,
+            model=model,
+            output=output,
+            incomplete_details=incomplete,
+            instructions=b.get("instructions"),
+            max_output_tokens=b.get("max_output_tokens"),
+            metadata=b.get("metadata") or {},
+            parallel_tool_calls=b.get("parallel_tool_calls") is not False,
+            temperature=b.get("temperature", 1.0),
+            top_p=b.get("top_p", 1.0),
+            text=TextConfig(format=(b.get("text") or {}).get("format") or {"type": "text"}),
+            tool_choice=b.get("tool_choice") or "auto",
+            tools=b.get("tools") or [],
+            usage=usage,
+        )
 
-    def event(self, kind: str, **data: Any) -> bytes:
+    def event(self, kind: type[Event], **data: Any) -> bytes:
+        """The next event of this response, numbered."""
         self.seq += 1
-        return sse_event(kind, {"type": kind, "sequence_number": self.seq - 1, **data})
+        return sse_event(str(kind.__struct_config__.tag), kind(sequence_number=self.seq - 1, **data))
