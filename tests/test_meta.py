@@ -152,9 +152,6 @@ def test_the_plugin_example_in_the_docs_runs(monkeypatch: pytest.MonkeyPatch, tm
 
 CLIENT_FILES = sorted((ROOT / "impetusctl").rglob("*.py"))
 CLIENT_FACES = ("impetusd.protocol", "impetusd.local")  # the wire, and the face for local diagnostics
-# TEMPORARY, removed at the merge of issue 28: the shim's own two leaks, fixed on the branch that
-# restructures impetusctl/shim/ (field_of, __version__).
-SHIM_LEAKS = {"impetusctl/shim/generation.py": "impetusd.dispatch.dispatcher", "impetusctl/shim/responses.py": "impetusd", "impetusctl/shim/ollama.py": "impetusd"}
 
 
 def test_the_client_imports_impetusd_only_through_the_protocol_and_the_local_face() -> None:
@@ -162,12 +159,10 @@ def test_the_client_imports_impetusd_only_through_the_protocol_and_the_local_fac
     ``impetusd.protocol`` (the wire) and ``impetusd.local`` (docs/design.md, The wall), nothing else."""
     assert len(CLIENT_FILES) > 20
 
-    def through_the_wall(path: Path, module: str) -> bool:
-        if any(module == face or module.startswith(face + ".") for face in CLIENT_FACES):
-            return True
-        return SHIM_LEAKS.get(str(path.relative_to(ROOT))) == module
+    def through_the_wall(module: str) -> bool:
+        return any(module == face or module.startswith(face + ".") for face in CLIENT_FACES)
 
-    wrong = [f"{p.relative_to(ROOT)}:{line} {module}" for p in CLIENT_FILES for line, module, _ in impetusd_imports(p) if not through_the_wall(p, module)]
+    wrong = [f"{p.relative_to(ROOT)}:{line} {module}" for p in CLIENT_FILES for line, module, _ in impetusd_imports(p) if not through_the_wall(module)]
     assert not wrong, "impetusctl must import impetusd.protocol or impetusd.local only:\n" + "\n".join(wrong)
 
 

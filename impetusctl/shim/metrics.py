@@ -1,15 +1,37 @@
 """``/metrics``: the daemon's counters (``daemon.metrics``) and the shim's own
-HTTP counters in Prometheus text format, rendered by prometheus_client."""
+HTTP counters in Prometheus text format, rendered by prometheus_client; and the
+middleware that counts the requests answered."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from impetusd.protocol.api import Histogram, Metrics
+
+# The route templates requests are counted by; anything else is "other".
+ROUTES = (
+    "/v1/models",
+    "/v1/models/{model}",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/tokenize",
+    "/detokenize",
+    "/health",
+    "/metrics",
+    "/",
+    "/dashboard",
+    *(f"/api/{name}" for name in ("version", "tags", "ps", "show", "pull", "delete", "copy", "chat", "generate", "embed", "embeddings")),
+)
 
 
 class HttpMetrics:
@@ -23,6 +45,32 @@ class HttpMetrics:
             ["route", "method", "status"],
             registry=self.registry,
         )
+
+
+class CountRequests:
+    """Counts answered requests by route template and status (bounded labels)."""
+
+    def __init__(self, app: ASGIApp, http: HttpMetrics) -> None:
+        self.app = app
+        self.http = http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in ROUTES else ("/v1/models/{model}" if path.startswith("/v1/models/") else "other")
+        status = [0]
+
+        async def record(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.http.requests.labels(route, scope["method"], str(status[0] or 499)).inc()
 
 
 def _buckets(h: Histogram) -> list[tuple[str, float]]:

@@ -10,7 +10,7 @@ import socket
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import OpenAIError
+from .openai.wire import OpenAIError
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 PROTECTED_PREFIXES = ("/v1", "/metrics")

@@ -1,6 +1,6 @@
 """Tools, tool choices, output formats and tool calls, between each API's shapes
 and the protocol's: the pieces the OpenAI, Ollama, Anthropic and Responses
-modules share. Bad input raises ``BadBody`` naming the field as the API calls it.
+packages share. Bad input raises ``BadBody`` naming the field as the API calls it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import msgspec
 
 from impetusd.protocol.api import Format, FunctionDef, JsonObjectFormat, JsonSchemaFormat, Message, Tool, ToolCall, ToolCallDelta
 
-from .generation import BadBody
+from .http import BadBody
 
 
 def bad(message: str, param: str) -> BadBody:
@@ -76,6 +76,13 @@ def named_in(choice: str | None, tools: list[Tool] | None, where: str) -> None:
         raise bad(f"names {choice!r} but no tools were given", where)
     if choice not in {t.function.name for t in tools}:
         raise bad(f"names {choice!r}, which is not among the tools", where)
+
+
+def tool_choice(given: Any, tools: list[Tool] | None, where: str = "tool_choice") -> str | None:
+    """OpenAI's (or Responses') ``tool_choice``, checked against the tools given."""
+    choice = choice_name(given, where)
+    named_in(choice, tools, where)
+    return choice
 
 
 def schema_format(spec: Any, where: str) -> JsonSchemaFormat:

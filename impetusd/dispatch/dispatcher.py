@@ -21,6 +21,7 @@ from impetusd.protocol.errors import (
     ShuttingDown,
 )
 from impetusd.protocol.messages import Message, Request
+from impetusd.protocol.validation import field_of
 
 if TYPE_CHECKING:
     from impetusd.dispatch.services import Services
@@ -89,22 +90,3 @@ class Dispatcher:
         except (TypeError, msgspec.EncodeError):
             log.exception("cannot encode the result of %s", req.method)
             return peer.error_response(rid, InternalError(f"internal error in {req.method}"))
-
-
-def field_of(message: str) -> str | None:
-    """msgspec says ``... - at `$.messages[0].role```; return ``messages[0].role``."""
-    marker = "at `$"
-    if marker not in message:
-        if "missing required field `" in message:
-            return message.split("missing required field `", 1)[1].split("`", 1)[0]
-        if "unknown field `" in message:
-            return message.split("unknown field `", 1)[1].split("`", 1)[0]
-        return None
-    path = message.rsplit(marker, 1)[1].split("`", 1)[0].lstrip(".")
-    if "missing required field `" in message:
-        name = message.split("missing required field `", 1)[1].split("`", 1)[0]
-        path = f"{path}.{name}" if path else name
-    elif "unknown field `" in message:
-        name = message.split("unknown field `", 1)[1].split("`", 1)[0]
-        path = f"{path}.{name}" if path else name
-    return path or None

@@ -24,13 +24,11 @@ from impetusd.plugin_api import (
     hookimpl,
 )
 
+from .limits import MAX_CONTEXT as MAX_CONTEXT  # for the benches, which read it from the package
+
 NAME = "llamacpp"
 MAX_BATCH = 4  # llama-server's parallel slots: requests decoded together per model
 SLOTS_ENV = "IMPETUS_LLAMACPP_SLOTS"  # another number of slots (a GPU decodes 64 streams together at little cost each)
-# A context as long as the model's, up to this many tokens: the KV cache is allocated
-# up front (8,192 tokens of SmolLM2-135M: ~190 MB), so models trained on 128k tokens
-# would otherwise reserve gigabytes. Each slot has a KV cache of this size (engine.server_args).
-MAX_CONTEXT = 8192
 
 
 def slot_count() -> int:

@@ -9,7 +9,8 @@ from typing import Any
 
 from impetusd.plugin_api import ModelSpec, PluginError
 
-from . import MAX_CONTEXT, binary, gpu
+from . import binary, gpu
+from .limits import MAX_CONTEXT
 
 CONTEXT_ENV = "IMPETUS_LLAMACPP_CONTEXT"  # tokens per slot, instead of MAX_CONTEXT
 GPU_LAYERS_ENV = "IMPETUS_LLAMACPP_GPU_LAYERS"  # layers on the GPU: a number, "all", or unset/"auto" (gpu.py decides)

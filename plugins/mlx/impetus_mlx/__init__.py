@@ -11,6 +11,7 @@ from typing import Any
 
 from impetusd.plugin_api import SAMPLING_CAPABILITIES, BackendSpec, CacheTier, CacheTierContext, Engine, ModelSpec, PluginRegistry, has_metal, hookimpl
 
+from .limits import FLOAT32_MAX_BYTES
 from .shardable import check_ranks
 
 # every sampling field (GenerateRequest.sampling), and:
@@ -30,7 +31,6 @@ CAPABILITIES = SAMPLING_CAPABILITIES | frozenset(
     }
 )
 MAX_BATCH = 8  # impetus_mlx.batching.DEFAULT_MAX_BATCH, without importing mlx in the daemon
-FLOAT32_MAX_BYTES = 2 * 1024**3  # largest model widened to float32 on a CPU with OpenBLAS (cpu.py)
 
 
 def memory_weights(spec: ModelSpec, env: Mapping[str, str]) -> int | None:

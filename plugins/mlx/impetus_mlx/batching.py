@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from mlx_lm.generate import BatchGenerator
@@ -23,9 +23,6 @@ from impetusd.plugin_api import EngineResult, FinishReason, GenerateRequest, Tex
 
 from .prompt_cache import PromptCaches
 from .stops import StopScanner
-
-if TYPE_CHECKING:
-    from .engine import MLXEngine
 
 log = logging.getLogger("impetus_mlx")
 
@@ -71,10 +68,26 @@ class Job:
             self.on_text(text, fresh)
 
 
+class BatchedEngine(Protocol):
+    """What the batch uses of its engine (``engine.MLXEngine``), named here so that
+    this module need not import the engine that imports it."""
+
+    model: Any
+    tokenizer: Any  # mlx-lm's TokenizerWrapper
+    context_length: int
+
+    def prompt_ids(self, req: GenerateRequest) -> list[int]: ...
+    def logits_processors(self, req: GenerateRequest, window: int) -> list[Any]: ...
+    def processors(self, req: GenerateRequest, window: int) -> list[Any]: ...
+    def logprob(self, req: GenerateRequest, token: int, logprobs: Any) -> TokenLogprob: ...
+    def trim(self, cache: list[Any], n: int) -> None: ...
+    def generate(self, req: GenerateRequest, on_text: TextSink, should_stop: Callable[[], bool], ids: list[int] | None = None) -> EngineResult: ...
+
+
 class BatchScheduler:
     """The engine's batch: admission, one step at a time, results."""
 
-    def __init__(self, engine: MLXEngine, prefill_chunk: int, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, engine: BatchedEngine, prefill_chunk: int, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.engine = engine
         self.default_max_batch = max_batch
         self.default_prefill_chunk = prefill_chunk

@@ -16,7 +16,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from . import FLOAT32_MAX_BYTES  # the daemon's memory estimate uses the same bound
+from .limits import FLOAT32_MAX_BYTES  # the daemon's memory estimate uses the same bound
 
 log = logging.getLogger("impetus_mlx")
 

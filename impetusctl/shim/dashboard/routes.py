@@ -1,4 +1,4 @@
-"""The browser dashboard: static files shipped in the package, and the few JSON
+"""The browser dashboard's routes: static files shipped in the package, and the few JSON
 routes its page calls (a state snapshot, the daemon's events relayed as SSE,
 load/unload/remove/pull).
 
@@ -11,42 +11,26 @@ cover them as they cover every ``/v1`` route; every change is a JSON ``POST``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
-import anyio
-import msgspec
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from impetusd.protocol.api import DaemonInfo, Health, LoadedList, ModelList
-from impetusd.protocol.framing import LineReader
 
-from ..aclient import MAX_LINE, AsyncDaemon
-from .app import EventStream, json_response, read_json, sse
+from ...aclient import AsyncDaemon
+from ..http import EventStream, Handler, json_response, read_body
+from ..openai.routes import route
+from .relay import relay
+from .wire import ModelParams, State
 
 FILES = {"": ("index.html", "text/html; charset=utf-8"), "app.js": ("app.js", "text/javascript; charset=utf-8"), "style.css": ("style.css", "text/css")}
 TOPICS = ["model", "request", "hardware", "thermal", "memory"]
 # The page is ours alone: nothing from elsewhere, no inline script, never framed.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-
-
-class ModelParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    model: str
-    backend: str | None = None
-
-
-class State(msgspec.Struct, frozen=True):
-    """Everything the page draws, in one poll."""
-
-    version: str
-    started_at: float
-    health: Health
-    models: ModelList
-    loaded: LoadedList
 
 
 class BrowserRoot:
@@ -63,37 +47,12 @@ class BrowserRoot:
         await self.app(scope, receive, send)
 
 
-def _static(name: str, media: str) -> Any:
+def _static(name: str, media: str) -> Handler:
     async def serve(request: Request) -> Response:
         body = resources.files("impetusctl.shim").joinpath("static", name).read_bytes()
         return Response(body, media_type=media, headers={"cache-control": "no-cache", "content-security-policy": CSP, "x-content-type-options": "nosniff"})
 
     return serve
-
-
-async def _relay(path: str, method: str, params: Any, note: str) -> AsyncIterator[bytes]:
-    """One daemon request on its own connection; each ``note`` notification's
-    params become an SSE event, then the result (or the error) a last one.
-    Leaving (the browser went away) closes the connection, which ends the request."""
-    try:
-        stream = await anyio.connect_unix(path)
-    except OSError:
-        yield sse({"error": f"no daemon answers on {path}"})
-        return
-    try:
-        await stream.send(msgspec.json.encode({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}) + b"\n")
-        reader = LineReader(stream, MAX_LINE)
-        while (line := await reader.receive_line()) is not None:
-            msg = msgspec.json.decode(line)
-            if msg.get("method") == note:
-                yield sse(msg["params"])
-            elif "result" in msg or "error" in msg:
-                yield sse({"final": True, **msg})
-                return
-        yield sse({"error": "the daemon closed the connection"})
-    finally:
-        with anyio.CancelScope(shield=True):
-            await stream.aclose()
 
 
 def routes(daemon: AsyncDaemon) -> list[Route]:
@@ -110,11 +69,11 @@ def routes(daemon: AsyncDaemon) -> list[Route]:
         )
 
     async def events(request: Request) -> Response:
-        return EventStream(_relay(daemon.path, "events.subscribe", {"topics": TOPICS, "interval_s": 2.0}, "events.event"))
+        return EventStream(relay(daemon.path, "events.subscribe", {"topics": TOPICS, "interval_s": 2.0}, "events.event"))
 
-    def action(method: str, with_backend: bool = False) -> Any:
+    def action(method: str, with_backend: bool = False) -> Handler:
         async def run(request: Request) -> Response:
-            body = await read_json(request, ModelParams)
+            body = await read_body(request, ModelParams)
             params: dict[str, Any] = {"model": body.model}
             if with_backend and body.backend:
                 params["backend"] = body.backend
@@ -123,15 +82,15 @@ def routes(daemon: AsyncDaemon) -> list[Route]:
         return run
 
     async def pull(request: Request) -> Response:
-        body = await read_json(request, ModelParams)
-        return EventStream(_relay(daemon.path, "models.pull", {"model": body.model}, "models.progress"))
+        body = await read_body(request, ModelParams)
+        return EventStream(relay(daemon.path, "models.pull", {"model": body.model}, "models.progress"))
 
     return [
-        *(Route(f"/dashboard/{key}" if key else "/dashboard", _static(*spec), methods=["GET"]) for key, spec in FILES.items()),
-        Route("/v1/dashboard/state", state, methods=["GET"]),
-        Route("/v1/dashboard/events", events, methods=["GET"]),
-        Route("/v1/dashboard/load", action("models.load", with_backend=True), methods=["POST"]),
-        Route("/v1/dashboard/unload", action("models.unload"), methods=["POST"]),
-        Route("/v1/dashboard/remove", action("models.remove"), methods=["POST"]),
-        Route("/v1/dashboard/pull", pull, methods=["POST"]),
+        *(Route(f"/dashboard/{key}" if key else "/dashboard", route(_static(*spec)), methods=["GET"]) for key, spec in FILES.items()),
+        Route("/v1/dashboard/state", route(state), methods=["GET"]),
+        Route("/v1/dashboard/events", route(events), methods=["GET"]),
+        Route("/v1/dashboard/load", route(action("models.load", with_backend=True)), methods=["POST"]),
+        Route("/v1/dashboard/unload", route(action("models.unload")), methods=["POST"]),
+        Route("/v1/dashboard/remove", route(action("models.remove")), methods=["POST"]),
+        Route("/v1/dashboard/pull", route(pull), methods=["POST"]),
     ]

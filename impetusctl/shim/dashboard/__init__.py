@@ -1,0 +1,1 @@
+"""The browser dashboard: its page and the routes it calls (``wire``, ``relay``, ``routes``)."""

@@ -1,0 +1,1 @@
+"""Ollama's native API, ``/api/*`` (``wire``, ``translate``, ``stream``, ``routes``)."""
