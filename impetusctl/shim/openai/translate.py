@@ -25,6 +25,7 @@ from impetusd.protocol.api import (
     GenerationResult,
     Message,
     ModelEntry,
+    Sampling,
     TokenLogprob,
     ToolCall,
     Usage,
@@ -103,17 +104,10 @@ def _common(body: _Sampling, max_tokens: int | None) -> dict[str, Any]:
             bias = {int(k): v for k, v in body.logit_bias.items()}
         except ValueError:
             raise InvalidRequest("logit_bias keys must be token ids", param="logit_bias") from None
-    return dict(
+    sampling = {name: getattr(body, name) for name in Sampling.__struct_fields__}
+    return sampling | dict(
         model=body.model,
         max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        min_p=body.min_p,
-        stop=body.stop,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
         logit_bias=bias,
         stream=bool(body.stream),
         keep_alive=body.keep_alive,

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from impetusd.protocol.api import KeepAlive, Timings
+from impetusd.protocol.api import KeepAlive, Sampling, Timings
 
 from ..http import ApiError
 
@@ -45,24 +45,19 @@ class ChatMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reasoning_content: str | None = None  # an earlier answer's thinking, as llama-server returns it
 
 
-class _Sampling(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class _Sampling(Sampling, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The daemon's sampling fields (``Sampling``, named there once) and what chat and
+    completions share beside them."""
+
+    # OpenAI's token ids come as JSON object keys (strings); translate.py makes them ints.
+    logit_bias: dict[str, float] | None = None  # type: ignore[assignment]
     model: str
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     n: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
     logprobs: Any = None
     user: str | None = None  # an end-user id for the caller's own records; changes nothing
-    # Extensions other local servers accept too.
-    top_k: int | None = None
-    min_p: float | None = None
+    # Extensions other local servers accept too (top_k and min_p come with Sampling).
     keep_alive: KeepAlive = None
     think: bool | None = None  # reasoning on/off where the model's template supports it (as Ollama's)
 
