@@ -79,9 +79,59 @@ def _count(n: Any) -> str | None:
     return str(n)
 
 
-def register(main: click.Group, state_type: Any) -> None:
-    pass_state = click.make_pass_decorator(state_type)
+def _report_pull(model: str, result: PullResult) -> None:
+    if result.status == "cancelled":
+        click.echo(f"pull of {model} cancelled after {render.size(result.downloaded_bytes)}; run the same command to resume", err=True)
+    elif result.status == "already_registered":
+        click.echo(f"{model} is already registered (use --force to fetch and verify again)")
+    else:
+        m = result.model
+        assert m is not None
+        transfer = f"{render.size(result.downloaded_bytes)} downloaded, {render.size(result.reused_bytes)} reused"
+        click.echo(f"pulled {m.name}: {m.format}, {render.size(m.size_bytes)} ({transfer}) in {result.elapsed_s:.1f} s, verified")
 
+
+def _show_rows(info: ModelInfo) -> list[tuple[str, Any]]:
+    """``show``'s lines: the common ones, and after the architecture those the format reports."""
+    meta = info.metadata
+    rows = [
+        ("name", info.name),
+        ("format", info.format),
+        ("architecture", meta.get("architecture")),
+        ("parameters", _count(meta.get("parameters") or meta.get("parameter_count"))),
+        ("quantization", meta.get("quantization") or meta.get("file_type")),
+        ("context length", meta.get("context_length")),
+        ("chat template", "yes" if meta.get("chat_template") else "no"),
+        ("size", render.size(info.size_bytes)),
+        ("source", info.source),
+        ("digest", info.digest),
+        ("path", info.path),
+        ("registered", time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))),
+    ]
+    opset = meta.get("opset")
+    producer = " ".join(str(meta[k]) for k in ("producer_name", "producer_version") if meta.get(k)) or None
+    extra = [  # shown only when the format reports them (embedding, ONNX, Core ML models)
+        ("kind", meta.get("kind")),
+        ("producer", producer),
+        ("opset", ", ".join(f"{d} {v}" for d, v in opset.items()) if isinstance(opset, dict) and opset else None),
+        ("model type", meta.get("model_type")),
+        ("spec version", meta.get("specification_version")),
+    ]
+    rows[3:3] = [(k, v) for k, v in extra if v is not None]
+    return rows
+
+
+def _report_verify(result: VerifyResult) -> None:
+    for m in result.models:
+        click.echo(f"{m.name}: {'ok' if m.ok else 'FAILED'}")
+        for f in m.files:
+            if not f.ok:
+                click.echo(f"  {f.name}: {f.problem}")
+    if not result.models:
+        click.echo("no registered models")
+
+
+def _add_pull(main: click.Group, pass_state: Any) -> None:
     @main.command()
     @click.argument("model")
     @click.option("--force", is_flag=True, help="Fetch and verify again even if already registered.")
@@ -97,18 +147,13 @@ def register(main: click.Group, state_type: Any) -> None:
             result = pull_with_progress(client, model, force=force, quiet=state.json)
         if state.json:
             render.json_out(result)
-        elif result.status == "cancelled":
-            click.echo(f"pull of {model} cancelled after {render.size(result.downloaded_bytes)}; run the same command to resume", err=True)
-        elif result.status == "already_registered":
-            click.echo(f"{model} is already registered (use --force to fetch and verify again)")
         else:
-            m = result.model
-            assert m is not None
-            transfer = f"{render.size(result.downloaded_bytes)} downloaded, {render.size(result.reused_bytes)} reused"
-            click.echo(f"pulled {m.name}: {m.format}, {render.size(m.size_bytes)} ({transfer}) in {result.elapsed_s:.1f} s, verified")
+            _report_pull(model, result)
         if result.status == "cancelled":
             sys.exit(130)
 
+
+def _add_import(main: click.Group, pass_state: Any) -> None:
     @main.command("import")
     @click.argument("path", type=click.Path(exists=True))
     @click.option("--name", help="Register under this name (default: the file or folder name).")
@@ -130,6 +175,8 @@ def register(main: click.Group, state_type: Any) -> None:
             info = client.call("models.import", params, type=ModelInfo)
         render.json_out(info) if state.json else click.echo(f"imported {info.name}: {info.format}, {render.size(info.size_bytes)}, {len(info.files)} file(s)")
 
+
+def _add_show(main: click.Group, pass_state: Any) -> None:
     @main.command()
     @click.argument("model")
     @pass_state
@@ -140,37 +187,14 @@ def register(main: click.Group, state_type: Any) -> None:
         if state.json:
             render.json_out(info)
             return
-        meta = info.metadata
-        rows = [
-            ("name", info.name),
-            ("format", info.format),
-            ("architecture", meta.get("architecture")),
-            ("parameters", _count(meta.get("parameters") or meta.get("parameter_count"))),
-            ("quantization", meta.get("quantization") or meta.get("file_type")),
-            ("context length", meta.get("context_length")),
-            ("chat template", "yes" if meta.get("chat_template") else "no"),
-            ("size", render.size(info.size_bytes)),
-            ("source", info.source),
-            ("digest", info.digest),
-            ("path", info.path),
-            ("registered", time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))),
-        ]
-        opset = meta.get("opset")
-        producer = " ".join(str(meta[k]) for k in ("producer_name", "producer_version") if meta.get(k)) or None
-        extra = [  # shown only when the format reports them (embedding, ONNX, Core ML models)
-            ("kind", meta.get("kind")),
-            ("producer", producer),
-            ("opset", ", ".join(f"{d} {v}" for d, v in opset.items()) if isinstance(opset, dict) and opset else None),
-            ("model type", meta.get("model_type")),
-            ("spec version", meta.get("specification_version")),
-        ]
-        rows[3:3] = [(k, v) for k, v in extra if v is not None]
-        for key, value in rows:
+        for key, value in _show_rows(info):
             click.echo(f"{key + ':':16}{'-' if value is None else value}")
         click.echo("files:")
         for f in info.files:
             click.echo(f"  {f.name}  {render.size(f.size)}  sha256:{f.sha256}")
 
+
+def _add_remove(main: click.Group, pass_state: Any) -> None:
     @main.command("rm")
     @click.argument("model")
     @click.option("--force", is_flag=True, help="Unload the model first if it is loaded.")
@@ -183,6 +207,8 @@ def register(main: click.Group, state_type: Any) -> None:
             f"removed {result.name}" + (f", freed {render.size(result.freed_bytes)}" if result.freed_bytes else "")
         )
 
+
+def _add_copy(main: click.Group, pass_state: Any) -> None:
     @main.command("cp")
     @click.argument("source")
     @click.argument("destination")
@@ -193,6 +219,8 @@ def register(main: click.Group, state_type: Any) -> None:
             info = client.call("models.copy", {"source": source, "destination": destination}, type=ModelInfo)
         render.json_out(info) if state.json else click.echo(f"copied {source} to {info.name}")
 
+
+def _add_verify(main: click.Group, pass_state: Any) -> None:
     @main.command()
     @click.argument("model", required=False)
     @pass_state
@@ -203,12 +231,13 @@ def register(main: click.Group, state_type: Any) -> None:
         if state.json:
             render.json_out(result)
         else:
-            for m in result.models:
-                click.echo(f"{m.name}: {'ok' if m.ok else 'FAILED'}")
-                for f in m.files:
-                    if not f.ok:
-                        click.echo(f"  {f.name}: {f.problem}")
-            if not result.models:
-                click.echo("no registered models")
+            _report_verify(result)
         if not result.ok:
             sys.exit(1)
+
+
+def register(main: click.Group, state_type: Any) -> None:
+    """Add the store's commands to ``main``; they find impetusctl's state as a ``state_type``."""
+    pass_state = click.make_pass_decorator(state_type)
+    for add in (_add_pull, _add_import, _add_show, _add_remove, _add_copy, _add_verify):
+        add(main, pass_state)
