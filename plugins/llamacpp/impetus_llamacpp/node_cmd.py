@@ -155,118 +155,140 @@ def show(nodes: list[NodeInfo]) -> None:
         click.echo(line + (f"  ({n.error})" if n.error and n.state != "ready" else ""))
 
 
+_SERVE_OPTIONS = (
+    click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+    click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535), help="The first client's port."),
+    click.option(
+        "--clients",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 16),
+        help="Models that may use this node at once: one rpc-server each, on ports PORT..PORT+N-1 (give the daemon the same: node add --clients).",
+    ),
+    click.option("--threads", type=int, help="CPU threads of each rpc-server's compute (default: rpc-server's)."),
+    click.option("--allow-remote", is_flag=True, help="Allow a non-loopback address (RPC has no authentication: trusted networks only)."),
+)
+
+
+def _with_serve_options(fn: Any) -> Any:
+    for option in reversed(_SERVE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _check_memory_cap(binary: str, host: str, port: int, memory: int) -> None:
+    """``--memory`` needs an rpc-server that can cap what it offers."""
+    usage = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30, check=False)
+    if "--mem" not in usage.stdout + usage.stderr:
+        raise click.UsageError(
+            f"this rpc-server ({binary}) reports its device's free memory and cannot be capped; "
+            f"give the cap where the daemon adds the node: impetusctl node add NAME {host}:{port} --memory {memory}"
+        )
+
+
+def _free_ports(host: str, port: int, clients: int) -> list[int]:
+    """PORT..PORT+N-1, each checked free now."""
+    ports = list(range(port, port + clients))
+    if ports[-1] > 65535:
+        raise click.UsageError(f"--port {port} --clients {clients} goes past port 65535")
+    for p in ports:  # a clear error rather than rpc-server's own when a port is taken
+        try:
+            with socket.create_server((host, p)):
+                pass
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{p}: {exc}") from None
+    return ports
+
+
+# The commands find impetusctl's ``CliState`` as the click context's ``obj``.
+
+
+@click.command("serve")
+@_with_serve_options
+@click.option("--memory", type=int, help="Bytes this node offers (needs an rpc-server that can cap it; else give the cap to 'node add --memory').")
+@click.pass_obj
+def node_serve(state: CliState, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, memory: int | None) -> None:
+    """Run a compute node (rpc-server) here, restarted when it dies, until stopped."""
+    check_host(host, port, allow_remote, warn=True)
+    binary = rpc_server_path()
+    if memory is not None:
+        _check_memory_cap(binary, host, port, memory)
+    ports = _free_ports(host, port, clients)
+    sys.exit(serve(binary, host, ports, threads, state.config.home / "logs"))
+
+
+@click.command("install")
+@_with_serve_options
+@click.option("--no-start", is_flag=True, help="Write the service file only; do not ask the service manager to start it.")
+@click.pass_obj
+def node_install(state: CliState, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, no_start: bool) -> None:
+    """Run 'node serve' with these options at login (systemd --user / launchd). Safe to run again."""
+    check_host(host, port, allow_remote, warn=True)
+    args = ["--host", host, "--port", str(port)]
+    args += [*(["--clients", str(clients)] if clients != 1 else []), *(["--threads", str(threads)] if threads else [])]
+    args += ["--allow-remote"] if allow_remote else []
+    try:
+        changed = node_service.install(args, start=not no_start)
+    except manage.ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    report_install(state.json, changed, not no_start, "node service file", f"the node serves {host}:{port} at login")
+
+
+@click.command("uninstall")
+@click.pass_obj
+def node_uninstall(state: CliState) -> None:
+    """Stop the node service and remove its file."""
+    removed = node_service.uninstall()
+    if state.json:
+        render.json_out({"removed": removed})
+    else:
+        click.echo("\n".join(f"removed {p}" for p in removed) or "no node service was installed")
+
+
+@click.command("ls")
+@click.pass_obj
+def node_ls(state: CliState) -> None:
+    """List the compute nodes the daemon may use, each probed now."""
+    with state.client() as client:
+        result = client.call("nodes.list", type=NodeList)
+    render.json_out(result) if state.json else show(result.nodes)
+
+
+@click.command("add")
+@click.argument("name")
+@click.argument("address")
+@click.option("--memory", type=int, help="Most bytes the loads together may place on this node.")
+@click.option(
+    "--clients", default=1, show_default=True, type=click.IntRange(1, 16), help="Its rpc-servers' count (node serve --clients): ports PORT..PORT+N-1."
+)
+@click.pass_obj
+def node_add(state: CliState, name: str, address: str, memory: int | None, clients: int) -> None:
+    """Let the daemon use the node at ADDRESS (host:port) as NAME."""
+    params: dict[str, Any] = {"name": name, "address": address, "clients": clients}
+    if memory is not None:
+        params["memory_limit_bytes"] = memory
+    with state.client() as client:
+        info = client.call("nodes.add", params, type=NodeInfo)
+    render.json_out(info) if state.json else show([info])
+
+
+@click.command("rm")
+@click.argument("name")
+@click.pass_obj
+def node_rm(state: CliState, name: str) -> None:
+    """Forget the node NAME."""
+    with state.client() as client:
+        result = client.call("nodes.remove", {"name": name}, type=NodeList)
+    render.json_out(result) if state.json else click.echo(f"removed {name}")
+
+
 def command() -> click.Group:
-    """The ``node`` group (``impetus_register_commands``); its commands find impetusctl's
-    ``CliState`` as the click context's ``obj``."""
-    pass_state = click.pass_obj
+    """The ``node`` group (``impetus_register_commands``)."""
 
     @click.group()
     def node() -> None:
         """Compute nodes a model can be split across (llama.cpp RPC)."""
 
-    serve_options = [
-        click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
-        click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535), help="The first client's port."),
-        click.option(
-            "--clients",
-            default=1,
-            show_default=True,
-            type=click.IntRange(1, 16),
-            help="Models that may use this node at once: one rpc-server each, on ports PORT..PORT+N-1 (give the daemon the same: node add --clients).",
-        ),
-        click.option("--threads", type=int, help="CPU threads of each rpc-server's compute (default: rpc-server's)."),
-        click.option("--allow-remote", is_flag=True, help="Allow a non-loopback address (RPC has no authentication: trusted networks only)."),
-    ]
-
-    def with_serve_options(fn: Any) -> Any:
-        for option in reversed(serve_options):
-            fn = option(fn)
-        return fn
-
-    @node.command("serve")
-    @with_serve_options
-    @click.option("--memory", type=int, help="Bytes this node offers (needs an rpc-server that can cap it; else give the cap to 'node add --memory').")
-    @pass_state
-    def node_serve(state: CliState, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, memory: int | None) -> None:
-        """Run a compute node (rpc-server) here, restarted when it dies, until stopped."""
-        check_host(host, port, allow_remote, warn=True)
-        binary = rpc_server_path()
-        if memory is not None:
-            usage = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30, check=False)
-            if "--mem" not in usage.stdout + usage.stderr:
-                raise click.UsageError(
-                    f"this rpc-server ({binary}) reports its device's free memory and cannot be capped; "
-                    f"give the cap where the daemon adds the node: impetusctl node add NAME {host}:{port} --memory {memory}"
-                )
-        ports = list(range(port, port + clients))
-        if ports[-1] > 65535:
-            raise click.UsageError(f"--port {port} --clients {clients} goes past port 65535")
-        for p in ports:  # a clear error rather than rpc-server's own when a port is taken
-            try:
-                with socket.create_server((host, p)):
-                    pass
-            except OSError as exc:
-                raise click.ClickException(f"cannot listen on {host}:{p}: {exc}") from None
-        sys.exit(serve(binary, host, ports, threads, state.config.home / "logs"))
-
-    @node.command("install")
-    @with_serve_options
-    @click.option("--no-start", is_flag=True, help="Write the service file only; do not ask the service manager to start it.")
-    @pass_state
-    def node_install(state: CliState, host: str, port: int, clients: int, threads: int | None, allow_remote: bool, no_start: bool) -> None:
-        """Run 'node serve' with these options at login (systemd --user / launchd). Safe to run again."""
-        check_host(host, port, allow_remote, warn=True)
-        args = ["--host", host, "--port", str(port)]
-        args += [*(["--clients", str(clients)] if clients != 1 else []), *(["--threads", str(threads)] if threads else [])]
-        args += ["--allow-remote"] if allow_remote else []
-        try:
-            changed = node_service.install(args, start=not no_start)
-        except manage.ServiceError as exc:
-            raise click.ClickException(str(exc)) from None
-        report_install(state.json, changed, not no_start, "node service file", f"the node serves {host}:{port} at login")
-
-    @node.command("uninstall")
-    @pass_state
-    def node_uninstall(state: CliState) -> None:
-        """Stop the node service and remove its file."""
-        removed = node_service.uninstall()
-        if state.json:
-            render.json_out({"removed": removed})
-        else:
-            click.echo("\n".join(f"removed {p}" for p in removed) or "no node service was installed")
-
-    @node.command("ls")
-    @pass_state
-    def node_ls(state: CliState) -> None:
-        """List the compute nodes the daemon may use, each probed now."""
-        with state.client() as client:
-            result = client.call("nodes.list", type=NodeList)
-        render.json_out(result) if state.json else show(result.nodes)
-
-    @node.command("add")
-    @click.argument("name")
-    @click.argument("address")
-    @click.option("--memory", type=int, help="Most bytes the loads together may place on this node.")
-    @click.option(
-        "--clients", default=1, show_default=True, type=click.IntRange(1, 16), help="Its rpc-servers' count (node serve --clients): ports PORT..PORT+N-1."
-    )
-    @pass_state
-    def node_add(state: CliState, name: str, address: str, memory: int | None, clients: int) -> None:
-        """Let the daemon use the node at ADDRESS (host:port) as NAME."""
-        params: dict[str, Any] = {"name": name, "address": address, "clients": clients}
-        if memory is not None:
-            params["memory_limit_bytes"] = memory
-        with state.client() as client:
-            info = client.call("nodes.add", params, type=NodeInfo)
-        render.json_out(info) if state.json else show([info])
-
-    @node.command("rm")
-    @click.argument("name")
-    @pass_state
-    def node_rm(state: CliState, name: str) -> None:
-        """Forget the node NAME."""
-        with state.client() as client:
-            result = client.call("nodes.remove", {"name": name}, type=NodeList)
-        render.json_out(result) if state.json else click.echo(f"removed {name}")
-
+    for cmd in (node_serve, node_install, node_uninstall, node_ls, node_add, node_rm):
+        node.add_command(cmd)
     return node
