@@ -136,6 +136,41 @@ def cache_variant(options: LoadOptions | None) -> str:
     return f"{options.kv_type}-fa-{options.flash_attn}"
 
 
+def _pick_threads() -> int:
+    """llama-server's thread count: IMPETUS_LLAMACPP_THREADS's, or chosen from what
+    keeps the cores busy over a short look."""
+    policy = ThreadPolicy()  # a bad IMPETUS_LLAMACPP_THREADS is refused here
+    if not policy.fixed:
+        time.sleep(THREAD_SAMPLE_S)  # watch what else keeps the cores busy
+    return policy.pick()
+
+
+def _context_lengths(spec: ModelSpec) -> tuple[int, int]:
+    """The model's trained context (0 when its file does not say) and the context
+    llama-server gets: that, up to max_context()."""
+    trained = int(spec.metadata.get("context_length") or 0)
+    limit = max_context()
+    return trained, (min(trained, limit) if trained else limit)
+
+
+def _open(server: LlamaServer, found: binary.Binary, spec: ModelSpec) -> tuple[Prompter, dict[str, Any]]:
+    """Wait until ``server`` has loaded the model; the prompter built from what it
+    says, and its model's ``meta``. The server is closed when this fails."""
+    try:
+        try:
+            server.wait_ready()
+        except InvalidModelFile as exc:
+            raise rpc.refusal(exc, found.path) from None
+        props = server.get("/props")
+        meta = server.get("/v1/models")["data"][0]["meta"]
+        template = props.get("chat_template") if spec.metadata.get("chat_template", True) else None
+        prompter = Prompter(server, template or None, props.get("bos_token") or "", props.get("eos_token") or "", vocab.open_beside(found.path, spec.path))
+    except BaseException:
+        server.close()
+        raise
+    return prompter, meta
+
+
 class Stream:
     """One request's HTTP stream to llama-server, read on its own thread."""
 
@@ -233,29 +268,13 @@ class LlamaServerEngine:
             raise UnsupportedFormat(f"the llama.cpp backend runs GGUF models, not {spec.format!r}", format=spec.format)
         started = time.monotonic()
         found = binary.find()
-        policy = ThreadPolicy()  # a bad IMPETUS_LLAMACPP_THREADS is refused here
-        if not policy.fixed:
-            time.sleep(THREAD_SAMPLE_S)  # watch what else keeps the cores busy
-        threads = policy.pick()
-        trained = int(spec.metadata.get("context_length") or 0)
-        limit = max_context()
-        n_ctx = min(trained, limit) if trained else limit
+        threads = _pick_threads()
+        trained, n_ctx = _context_lengths(spec)
         offload, gpus = gpu_layers(found, spec, n_ctx * slots)
         server = LlamaServer(
             found, spec.path, server_args(n_ctx, slots, threads, offload, spec.options) + rpc.server_args(), role="generate", nice=server_nice(threads)
         )
-        try:
-            try:
-                server.wait_ready()
-            except InvalidModelFile as exc:
-                raise rpc.refusal(exc, found.path) from None
-            props = server.get("/props")
-            meta = server.get("/v1/models")["data"][0]["meta"]
-            template = props.get("chat_template") if spec.metadata.get("chat_template", True) else None
-            prompter = Prompter(server, template or None, props.get("bos_token") or "", props.get("eos_token") or "", vocab.open_beside(found.path, spec.path))
-        except BaseException:
-            server.close()
-            raise
+        prompter, meta = _open(server, found, spec)
         details = {
             "architecture": spec.metadata.get("architecture"),
             "context_length": n_ctx,

@@ -50,6 +50,46 @@ class _PrefillStopped(Exception):
     """Raised from mlx-lm's prompt-progress callback to leave prefill between chunks."""
 
 
+class _Output:
+    """One ``generate`` call's output: the text through the stop scanner to
+    ``on_text`` (with the logprobs not sent yet, when asked for) and the figures its
+    result reports."""
+
+    def __init__(self, stop: list[str], on_text: TextSink, with_logprobs: bool, started: float) -> None:
+        self.scanner = StopScanner(stop)
+        self.on_text = on_text
+        self.logprobs: list[TokenLogprob] | None = [] if with_logprobs else None
+        self.streamed = 0  # logprobs already sent
+        self.started = started
+        self.ttft_ms: float | None = None
+        self.last: Any = None  # stream_generate's latest response
+        self.tokens = 0
+
+    def send(self, text: str) -> None:
+        if self.logprobs is None:
+            if text:
+                self.on_text(text)
+            return
+        fresh, self.streamed = self.logprobs[self.streamed :], len(self.logprobs)
+        if text or fresh:
+            self.on_text(text, fresh)
+
+    def result(self, ids: list[int], finish: FinishReason, cached: int) -> EngineResult:
+        last, tokens = self.last, self.tokens
+        return EngineResult(
+            text=self.scanner.text,
+            finish_reason=finish,
+            stop_sequence=self.scanner.matched,
+            prompt_tokens=len(ids),
+            completion_tokens=tokens,
+            cached_tokens=cached,
+            ttft_ms=self.ttft_ms,
+            prefill_tps=last.prompt_tps if last else None,
+            decode_tps=last.generation_tps if last and tokens > 1 else None,
+            logprobs=self.logprobs,
+        )
+
+
 def prefill_chunk(variant: str = "") -> int:
     """Prompt tokens per prefill step: small on CPU, where chunking costs nothing
     with quantized weights (~13 tok/s at 32 or 512 here), so a cancelled prompt
@@ -253,35 +293,12 @@ class MLXEngine:
         ids = self.prompt_ids(req) if ids is None else ids
         s = req.sampling
         max_tokens = min(s.max_tokens, self.context_length - len(ids))
-        penalised = bool(s.logit_bias or s.presence_penalty or s.frequency_penalty)
-        # stream_generate's penalty window sees only the tokens it prefills: no cache then
-        cache, cached = self.batch.caches.fetch(ids) if not penalised else (None, 0)
-        if cache is not None and cached >= len(ids):
-            cached = len(ids) - 1
-            trim_prompt_cache(cache, 1)
-        if cache is None:
-            cache = make_prompt_cache(self.model)
+        cache, cached = self._reusable_cache(ids, penalised=bool(s.logit_bias or s.presence_penalty or s.frequency_penalty))
         if s.seed is not None:
             mx.random.seed(s.seed)
         sampler = make_sampler(temp=s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k)
         processors = self.processors(req, len(ids) + max_tokens)
-        logprobs: list[TokenLogprob] | None = [] if req.top_logprobs is not None else None
-        scanner = StopScanner(s.stop)
-        finish: FinishReason = "length"
-        ttft_ms = None
-        last = None
-        tokens = 0
-        streamed = 0
-
-        def send(text: str) -> None:
-            nonlocal streamed
-            if logprobs is None:
-                if text:
-                    on_text(text)
-                return
-            fresh, streamed = logprobs[streamed:], len(logprobs)
-            if text or fresh:
-                on_text(text, fresh)
+        out = _Output(s.stop, on_text, req.top_logprobs is not None, started)
 
         def between_prefill_chunks(done: int, total: int) -> None:
             if done < total and should_stop():
@@ -298,41 +315,46 @@ class MLXEngine:
             prompt_progress_callback=between_prefill_chunks,
             prompt_cache=cache,
         )
-        try:
-            for resp in stream:
-                last = resp
-                tokens = resp.generation_tokens
-                if ttft_ms is None:
-                    ttft_ms = (time.monotonic() - started) * 1000
-                if logprobs is not None and resp.finish_reason != "stop":
-                    logprobs.append(self.logprob(req, resp.token, resp.logprobs))
-                emit, hit = scanner.feed(resp.text)
-                send(emit)
-                if hit:
-                    finish = "stop"
-                    break
-                if resp.finish_reason is not None:
-                    finish = "stop" if resp.finish_reason == "stop" else "length"
-                    break
-                if should_stop():
-                    finish = "cancelled"
-                    break
-        except _PrefillStopped:
-            finish = "cancelled"
-        send(scanner.flush())
+        finish = self._drain(req, stream, out, should_stop)
+        out.send(out.scanner.flush())
         held = cache_tokens(cache)
         if held >= len(ids):  # keep the prompt's part of the cache for later requests
             trim_prompt_cache(cache, held - len(ids))
             self.batch.caches.store(list(ids), cache)
-        return EngineResult(
-            text=scanner.text,
-            finish_reason=finish,
-            stop_sequence=scanner.matched,
-            prompt_tokens=len(ids),
-            completion_tokens=tokens,
-            cached_tokens=cached,
-            ttft_ms=ttft_ms,
-            prefill_tps=last.prompt_tps if last else None,
-            decode_tps=last.generation_tps if last and tokens > 1 else None,
-            logprobs=logprobs,
-        )
+        return out.result(ids, finish, cached)
+
+    def _reusable_cache(self, ids: list[int], penalised: bool) -> tuple[Any, int]:
+        """The prompt cache holding the longest cached prefix of ``ids`` (one token
+        short of all of them, so there is a token to prefill) and that prefix's
+        length, or a fresh cache and 0."""
+        # stream_generate's penalty window sees only the tokens it prefills: no cache then
+        cache, cached = self.batch.caches.fetch(ids) if not penalised else (None, 0)
+        if cache is not None and cached >= len(ids):
+            cached = len(ids) - 1
+            trim_prompt_cache(cache, 1)
+        if cache is None:
+            cache = make_prompt_cache(self.model)
+        return cache, cached
+
+    def _drain(self, req: GenerateRequest, stream: Any, out: _Output, should_stop: Callable[[], bool]) -> FinishReason:
+        """Feed ``stream``'s responses to ``out`` until a stop sequence, the end of the
+        answer or ``should_stop``; the reason it ended."""
+        try:
+            for resp in stream:
+                out.last = resp
+                out.tokens = resp.generation_tokens
+                if out.ttft_ms is None:
+                    out.ttft_ms = (time.monotonic() - out.started) * 1000
+                if out.logprobs is not None and resp.finish_reason != "stop":
+                    out.logprobs.append(self.logprob(req, resp.token, resp.logprobs))
+                emit, hit = out.scanner.feed(resp.text)
+                out.send(emit)
+                if hit:
+                    return "stop"
+                if resp.finish_reason is not None:
+                    return "stop" if resp.finish_reason == "stop" else "length"
+                if should_stop():
+                    return "cancelled"
+        except _PrefillStopped:
+            return "cancelled"
+        return "length"
