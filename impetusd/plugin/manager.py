@@ -16,7 +16,7 @@ from impetusd.protocol.errors import PluginError
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "impetus"
+_ENTRY_POINT_GROUP = "impetus"
 
 # The daemon's own plugins: essential ones cannot be disabled.
 BUILTIN_MODULES = ("impetusd.plugin.builtins.resolve", "impetusd.plugin.builtins.choose_backend", "impetusd.dispatch.methods")
@@ -37,7 +37,7 @@ def make_plugin_manager(
     for name in disabled:
         pm.set_blocked(name)
     if load_entry_points:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        pm.load_setuptools_entrypoints(_ENTRY_POINT_GROUP)
     for dotted in extra_modules:
         dotted = dotted.strip()
         if not dotted or pm.has_plugin(dotted) or pm.is_blocked(dotted):

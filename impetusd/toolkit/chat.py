@@ -16,14 +16,14 @@ TOOL_OPEN = "<tool_call>"  # Hermes / Qwen: what starts a call in the answer
 TOOL_OPENER = TOOL_OPEN + "\n"  # what the prompt ends with when a call is forced
 TOOL_CLOSE = "</tool_call>"
 
-FALLBACK_HEADER = (
+_FALLBACK_HEADER = (
     "You may call functions to help answer. To call one, reply with exactly:\n"
     '<tool_call>\n{"name": "<function name>", "arguments": {<arguments as JSON>}}\n</tool_call>\n'
     "The functions you may call:\n"
 )
 
 
-THINK_OPEN = "<think>"
+_THINK_OPEN = "<think>"
 
 
 def reasoning_opened(render: Callable[[list[dict[str, Any]], dict[str, Any]], str], template: str | None) -> list[bool | None]:
@@ -31,7 +31,7 @@ def reasoning_opened(render: Callable[[list[dict[str, Any]], dict[str, Any]], st
     generation prompt ends with ``<think>`` (Qwen3-thinking, DeepSeek-R1): the model's
     answer then begins inside its reasoning and only ``</think>`` appears in it.
     ``render(messages, extra)`` renders with the generation prompt; probed with one message."""
-    if not template or THINK_OPEN not in template:
+    if not template or _THINK_OPEN not in template:
         return []
     opened: list[bool | None] = []
     for think in (None, True, False) if "enable_thinking" in template else (None,):
@@ -39,15 +39,15 @@ def reasoning_opened(render: Callable[[list[dict[str, Any]], dict[str, Any]], st
             text = render([{"role": "user", "content": "Hi"}], {} if think is None else {"enable_thinking": think})
         except Exception:  # a template that refuses the probe: its answers are read as they come
             continue
-        if text.rstrip().endswith(THINK_OPEN):
+        if text.rstrip().endswith(_THINK_OPEN):
             opened.append(think)
     return opened
 
 
-def fallback_system(tools: list[Tool]) -> str:
+def _fallback_system(tools: list[Tool]) -> str:
     """The system-prompt text that lists ``tools`` for a template that cannot."""
     lines = [json.dumps({"name": t.function.name, "description": t.function.description or "", "parameters": t.function.parameters}) for t in tools]
-    return FALLBACK_HEADER + "\n".join(lines)
+    return _FALLBACK_HEADER + "\n".join(lines)
 
 
 def _call_dict(call: Any) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def template_inputs(req: GenerateRequest, template: str | None, backend: str) ->
         return [_native(m) for m in messages], extra
     rendered = [_fallback(m) for m in messages]
     if req.tools:
-        listing = fallback_system(req.tools)
+        listing = _fallback_system(req.tools)
         if rendered and rendered[0]["role"] == "system":
             rendered[0] = {"role": "system", "content": f"{rendered[0]['content']}\n\n{listing}"}
         else:

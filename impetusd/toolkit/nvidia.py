@@ -14,10 +14,10 @@ import subprocess
 
 import msgspec
 
-FIELDS = ("index", "name", "memory.total", "memory.free", "memory.used", "temperature.gpu", "utilization.gpu")
-QUERY = ["--query-gpu=" + ",".join(FIELDS), "--format=csv,noheader,nounits"]
-APPS = ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
-MIB = 1024 * 1024
+_FIELDS = ("index", "name", "memory.total", "memory.free", "memory.used", "temperature.gpu", "utilization.gpu")
+_QUERY = ["--query-gpu=" + ",".join(_FIELDS), "--format=csv,noheader,nounits"]
+_APPS = ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+_MIB = 1024 * 1024
 
 
 class Gpu(msgspec.Struct, frozen=True):
@@ -40,11 +40,11 @@ def _number(text: str) -> float | None:
 
 
 def parse(text: str) -> list[Gpu]:
-    """The GPUs in the CSV that ``nvidia-smi QUERY`` prints (MiB, °C, %); a GPU whose memory
+    """The GPUs in the CSV that ``nvidia-smi _QUERY`` prints (MiB, °C, %); a GPU whose memory
     the driver does not report is left out (nothing to count)."""
     gpus = []
     for row in csv.reader(io.StringIO(text), skipinitialspace=True):
-        if len(row) != len(FIELDS):
+        if len(row) != len(_FIELDS):
             continue
         index, name, total, free, used, temp, util = (c.strip() for c in row)
         mib = [_number(total), _number(free), _number(used)]
@@ -54,9 +54,9 @@ def parse(text: str) -> list[Gpu]:
             Gpu(
                 index=int(index),
                 name=name,
-                total_bytes=int(mib[0] * MIB),
-                free_bytes=int(mib[1] * MIB),
-                used_bytes=None if mib[2] is None else int(mib[2] * MIB),
+                total_bytes=int(mib[0] * _MIB),
+                free_bytes=int(mib[1] * _MIB),
+                used_bytes=None if mib[2] is None else int(mib[2] * _MIB),
                 temp_c=_number(temp),
                 utilization_percent=_number(util),
             )
@@ -77,13 +77,13 @@ def _smi(args: list[str], timeout: float) -> str | None:
 
 def query(timeout: float = 10.0) -> list[Gpu] | None:
     """The GPUs; None without nvidia-smi or when it fails."""
-    text = _smi(QUERY, timeout)
+    text = _smi(_QUERY, timeout)
     return None if text is None else parse(text)
 
 
 def process_memory(pids: set[int], timeout: float = 10.0) -> int | None:
     """GPU memory the processes ``pids`` hold (all GPUs), None when nvidia-smi cannot say."""
-    text = _smi(APPS, timeout)
+    text = _smi(_APPS, timeout)
     if text is None:
         return None
     used = 0
@@ -93,5 +93,5 @@ def process_memory(pids: set[int], timeout: float = 10.0) -> int | None:
         except (ValueError, IndexError):
             continue
         if pid in pids:
-            used += int(mib * MIB)
+            used += int(mib * _MIB)
     return used

@@ -23,11 +23,11 @@ import msgspec
 
 log = logging.getLogger("impetusd.toolkit.signed_files")
 
-INDEX = "index.json"
-CHUNK = 1 << 20
+_INDEX = "index.json"
+_CHUNK = 1 << 20
 
 
-class Entry(msgspec.Struct, kw_only=True):
+class _Entry(msgspec.Struct, kw_only=True):
     tokens: list[int]
     nbytes: int
     sha256: str
@@ -35,12 +35,12 @@ class Entry(msgspec.Struct, kw_only=True):
     used: float
 
 
-class Index(msgspec.Struct, kw_only=True):
+class _Index(msgspec.Struct, kw_only=True):
     model_digest: str
-    entries: dict[str, Entry] = {}
+    entries: dict[str, _Entry] = {}
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
+def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -67,7 +67,7 @@ def _secret(root: Path) -> bytes:
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
+        while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
@@ -92,30 +92,30 @@ class SignedFiles:
         msg = msgspec.json.encode([self.digest, tokens, sha])
         return hmac.new(self.key, msg, hashlib.sha256).hexdigest()
 
-    def _read_index(self) -> Index:
-        path = self.dir / INDEX
+    def _read_index(self) -> _Index:
+        path = self.dir / _INDEX
         try:
-            index = msgspec.json.decode(path.read_bytes(), type=Index)
+            index = msgspec.json.decode(path.read_bytes(), type=_Index)
         except FileNotFoundError:
-            return Index(model_digest=self.digest)
+            return _Index(model_digest=self.digest)
         except (OSError, msgspec.DecodeError) as exc:
             log.warning("prompt cache index %s is unreadable (%s): discarding it", path, exc)
-            return Index(model_digest=self.digest)
+            return _Index(model_digest=self.digest)
         if index.model_digest != self.digest:
             log.warning("prompt cache index %s is for another model: discarding it", path)
-            return Index(model_digest=self.digest)
+            return _Index(model_digest=self.digest)
         return index
 
     def _write_index(self) -> None:
-        tmp = self.dir / f".{INDEX}.{os.getpid()}"
+        tmp = self.dir / f".{_INDEX}.{os.getpid()}"
         tmp.write_bytes(msgspec.json.encode(self.index))
-        os.replace(tmp, self.dir / INDEX)
+        os.replace(tmp, self.dir / _INDEX)
 
     def _sweep(self) -> None:
         """Delete files the index does not vouch for; drop entries whose file is gone."""
         known = set(self.index.entries)
         for path in self.dir.iterdir():
-            if path.name == INDEX or path.name in known:
+            if path.name == _INDEX or path.name in known:
                 continue
             log.warning("prompt cache: deleting %s (not written by this index)", path.name)
             if path.is_dir() and not path.is_symlink():
@@ -139,7 +139,7 @@ class SignedFiles:
         """The file holding the longest prefix of ``tokens`` (at most all but the last) and its length."""
         found: tuple[str, int] | None = None
         for name, entry in self.index.entries.items():
-            n = min(common_prefix(entry.tokens, tokens), len(tokens) - 1)
+            n = min(_common_prefix(entry.tokens, tokens), len(tokens) - 1)
             if n > 0 and (found is None or n > found[1]):
                 found = (name, n)
         return found
@@ -175,7 +175,7 @@ class SignedFiles:
         nbytes = source.stat().st_size
         shutil.move(str(source), str(self.dir / name))  # a rename on one filesystem
         os.chmod(self.dir / name, 0o600)
-        self.index.entries[name] = Entry(tokens=list(tokens), nbytes=nbytes, sha256=sha, mac=self._mac(list(tokens), sha), used=time.time())
+        self.index.entries[name] = _Entry(tokens=list(tokens), nbytes=nbytes, sha256=sha, mac=self._mac(list(tokens), sha), used=time.time())
         self._evict()
         self._write_index()
         return name
@@ -189,7 +189,7 @@ class SignedFiles:
             total -= entries.pop(name).nbytes
             (self.dir / name).unlink(missing_ok=True)
 
-    common_prefix = staticmethod(common_prefix)
+    common_prefix = staticmethod(_common_prefix)
 
     def stats(self) -> dict[str, int]:
         return {"entries": len(self.index.entries), "bytes": sum(e.nbytes for e in self.index.entries.values()), "discarded": self.discarded}

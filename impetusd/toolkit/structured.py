@@ -16,7 +16,7 @@ from impetusd.protocol.errors import InvalidParams
 
 # Compact JSON: one space after ``,`` and ``:`` and no other whitespace, so a small
 # model cannot spend its tokens on blank lines inside a value.
-JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+_JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 def _bad(field: str, why: str) -> InvalidParams:
@@ -48,7 +48,7 @@ def _compiled(key: str, field: str) -> str:
     spec = json.loads(key)
     kind = spec["type"]
     if kind == "json_object":
-        grammar = LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=JSON_OPTIONS)  # type: ignore[arg-type]  # the stub's TypedDict
+        grammar = LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=_JSON_OPTIONS)  # type: ignore[arg-type]  # the stub's TypedDict
         where = field
     elif kind == "json_schema":
         schema = spec["schema"]
@@ -56,7 +56,7 @@ def _compiled(key: str, field: str) -> str:
         if not isinstance(schema, dict):
             raise _bad(where, "must be a JSON object")
         try:
-            grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)  # type: ignore[arg-type]
+            grammar = LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)  # type: ignore[arg-type]
         except ValueError as exc:
             raise _bad(where, f"is not valid: {exc}") from None
     elif kind == "regex":
