@@ -10,6 +10,20 @@ sys.path.insert(0, str(Path(__file__).parent / "plugins"))  # the test plugins, 
 
 from helpers import DaemonProcess  # noqa: E402
 
+# The files that take longest (from a `--durations` run), given to the xdist workers
+# first: with `--dist loadfile` a long file handed out last keeps one worker busy alone at the end.
+LONGEST_FIRST = (
+    "test_mlx_ranks.py", "test_pull.py", "test_llama_server.py", "test_bench.py", "test_anthropic.py",
+    "test_llamacpp.py", "test_nodes.py", "test_structured.py", "test_llama_load_options.py", "test_ollama.py",
+    "test_llama_disk_cache.py", "test_prompt_cache.py", "test_dashboard.py", "test_shim_structured.py", "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first, each file's tests in their own order (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture
 def daemon(tmp_path_factory: pytest.TempPathFactory):
@@ -42,10 +56,10 @@ def slow_echo_model(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlx_shim(shared_daemon: DaemonProcess):
     """An HTTP shim in front of the shared daemon with the bundled model loaded on MLX
-    (kept loaded), one per test module: the API tests (Ollama, Anthropic, Responses)."""
+    (kept loaded), one for the session: the API tests (OpenAI, Ollama, Anthropic, Responses)."""
     from helpers import ShimProcess
 
     with shared_daemon.connect() as conn:
