@@ -10,22 +10,6 @@ sys.path.insert(0, str(Path(__file__).parent / "plugins"))  # the test plugins, 
 
 from helpers import DaemonProcess  # noqa: E402
 
-# The files that take longest (from a `--durations` run), given to the xdist workers
-# first: with `--dist loadfile` a long file handed out last keeps one worker busy alone at the end.
-LONGEST_FIRST = (
-    "test_mlx_ranks.py", "test_bench.py", "test_structured.py", "test_batching.py", "test_pull.py",
-    "test_responses_api.py", "test_llama_server.py", "test_shim_structured.py", "test_ollama.py", "test_anthropic.py",
-    "test_llamacpp.py", "test_cli.py", "test_dashboard.py", "test_prompt_cache.py", "test_nodes.py",
-    "test_llama_load_options.py", "test_http.py", "test_embeddings.py", "test_model.py", "test_llama_disk_cache.py",
-    "test_residency.py", "test_store.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first, each file's tests in their own order (the sort is stable)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
 
 @pytest.fixture
 def daemon(tmp_path_factory: pytest.TempPathFactory):
