@@ -42,10 +42,10 @@ def slow_echo_model(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlx_shim(shared_daemon: DaemonProcess):
     """An HTTP shim in front of the shared daemon with the bundled model loaded on MLX
-    (kept loaded), one per test module: the API tests (Ollama, Anthropic, Responses)."""
+    (kept loaded), one for the session: the API tests (OpenAI, Ollama, Anthropic, Responses)."""
     from helpers import ShimProcess
 
     with shared_daemon.connect() as conn:

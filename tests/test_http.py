@@ -32,13 +32,9 @@ QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
-def shim(shared_daemon: DaemonProcess):
-    with shared_daemon.connect() as conn:
-        # On MLX, as these expectations were written (GGUF runs on llama.cpp by default here)
-        assert "result" in conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
-    s = ShimProcess(shared_daemon).start()
-    yield s
-    assert s.stop() == 0
+def shim(mlx_shim: ShimProcess) -> ShimProcess:
+    # On MLX, as these expectations were written (GGUF runs on llama.cpp by default here)
+    return mlx_shim
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,8 @@ MODEL = "smollm2-135m"
 
 
 @pytest.fixture(scope="module")
-def shim(shared_daemon: DaemonProcess):
-    with shared_daemon.connect() as conn:
-        assert "result" in conn.call("models.load", {"model": MODEL, "backend": "mlx", "keep_alive": -1})
-    s = ShimProcess(shared_daemon).start()
-    yield s
-    s.stop()
+def shim(mlx_shim: ShimProcess) -> ShimProcess:
+    return mlx_shim
 
 
 def test_tokenize_round_trip_with_and_without_the_template(shim: ShimProcess, shared_daemon: DaemonProcess) -> None:
