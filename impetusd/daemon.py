@@ -27,6 +27,7 @@ from impetusd.plugin.manager import await_maybe, build_registries, make_plugin_m
 from impetusd.plugin.registries import Registries
 from impetusd.protocol.messages import Codec
 from impetusd.residency.manager import ModelManager
+from impetusd.residency.plan import check_backend_tables
 from impetusd.residency.spares import Spares
 from impetusd.residency.thermal import ThermalWatch
 from impetusd.store.pull import Pulls
@@ -106,7 +107,9 @@ class Daemon:
 
 def create_daemon(config: Config) -> Daemon:
     pm = make_plugin_manager(config.plugins, config.disabled_plugins)
-    return Daemon(config, pm, build_registries(pm))
+    registries = build_registries(pm)
+    check_backend_tables(config, registries.backends)
+    return Daemon(config, pm, registries)
 
 
 async def run_daemon(config: Config, *, ready: Any = None) -> None:

@@ -107,6 +107,16 @@ def test_a_bad_config_exits_with_the_no_restart_status_and_says_why(tmp_path: Pa
     assert _impetusd(tmp_path, short_socket(), BAD_CONFIG, IMPETUS_CANNOT_START_STATUS="0").returncode == 0
 
 
+def test_a_bad_backend_table_fails_the_start_naming_its_key(tmp_path: Path) -> None:
+    """A backend reads its own ``[backends.<name>]`` table at start: a key it does not know,
+    or a bad value, stops the daemon with the key's name (not the first load)."""
+    done = _impetusd(tmp_path, short_socket(), '[backends.llamacpp]\nthreads = 2\n')
+    assert done.returncode == CANNOT_START
+    assert "impetusd: cannot start: config.toml: [backends.llamacpp] has no key 'threads'" in done.stderr, done.stderr
+    done = _impetusd(tmp_path / "b", short_socket(), '[backends.llamacpp]\ngpu_layers = "many"\n')
+    assert done.returncode == CANNOT_START and "gpu_layers must be a number of layers" in done.stderr, done.stderr
+
+
 def test_a_socket_path_too_long_exits_with_a_clear_message(tmp_path: Path) -> None:
     sock = short_socket().parent / ("x" * 120) / "d.sock"
     done = _impetusd(tmp_path, sock)

@@ -11,6 +11,7 @@ the ``NodePlacement`` the manager made for it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +22,14 @@ import msgspec
 from impetusd.engine.backend import BackendSpec
 from impetusd.engine.messages import LoadOptions, ModelSpec
 from impetusd.engine.placement import NodePlacement, Placement
+from impetusd.plugin.registries import PluginRegistry
 from impetusd.protocol.api import MemoryEstimate
-from impetusd.protocol.errors import NoBackend, UnsupportedParameter
+from impetusd.protocol.errors import InvalidParams, NoBackend, UnsupportedParameter
 from impetusd.residency.budget import estimate, split
 from impetusd.residency.options import check_options, for_backend
 from impetusd.workers.blas import worker_env
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from impetusd.config import Config
@@ -98,6 +102,21 @@ def _worker_env(config: Config, chosen: BackendSpec) -> dict[str, str]:
     blas = worker_env(config.worker_blas)
     own = chosen.worker_env(config.backends.get(chosen.name, {})) if chosen.worker_env is not None else {}
     return {"IMPETUS_LOG_LEVEL": config.log_level, **blas, **own}
+
+
+def check_backend_tables(config: Config, backends: PluginRegistry[BackendSpec]) -> None:
+    """Each ``[backends.<name>]`` table of config.toml as its backend reads it, at start, so a
+    bad key fails the start with its name instead of the first load; a table for a backend that
+    is not installed is logged and kept."""
+    for name, table in config.backends.items():
+        backend = backends.get(name)
+        if backend is None or backend.worker_env is None:
+            log.warning("config.toml: [backends.%s] is for a backend that is not installed or takes no settings; ignored", name)
+            continue
+        try:
+            backend.worker_env(table)
+        except InvalidParams as exc:
+            raise InvalidParams(f"config.toml: {exc.message}", **exc.fields) from None
 
 
 def _estimate(config: Config, spec: ModelSpec, chosen: BackendSpec, env: dict[str, str]) -> MemoryEstimate:
